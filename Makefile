@@ -1,0 +1,40 @@
+# Every target sets up what it needs on a fresh Debian machine (python3, node/npm, apt, root).
+SHELL := /bin/bash
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV_STAMP := .venv/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install test-deps demo test lint bench bench-quick release-wheels clean
+
+$(UV):
+	@command -v uv >/dev/null 2>&1 && { mkdir -p $(TOOLS)/bin && ln -sf "$$(command -v uv)" $(UV); } \
+	  || { python3 -m venv $(TOOLS) && $(TOOLS)/bin/pip install --quiet 'uv>=0.5'; }
+
+$(VENV_STAMP): $(UV) uv.lock pyproject.toml */pyproject.toml
+	$(UV) sync --all-packages --frozen --quiet
+	@touch $@
+
+install: $(VENV_STAMP)
+
+test-deps: install
+	bash .ci/install-test-deps
+
+demo: install
+	bash examples/demo.sh
+
+test: test-deps
+	$(UV) run --frozen pytest $(PYTEST_ARGS)
+
+lint: install
+	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen ruff check .
+
+bench: test-deps
+	$(UV) run --frozen python -m bench
+
+bench-quick: test-deps
+	$(UV) run --frozen python -m bench --quick
+
+clean:
+	rm -rf .venv $(TOOLS) node_modules

@@ -1,0 +1,182 @@
+"""``service-backup`` and ``manual-backup``.
+
+Exit status: 0 success, 1 the run (or a check) failed, 2 the config is invalid. ``daemon`` and
+``backup`` write only JSON log lines to stdout; people-facing text goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from types import FrameType
+
+from loguru import logger
+
+from .errors import ConfigError
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+def _parser(prog: str = "service-backup") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Backups for BOSH-deployed services.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(name: str, help_text: str, logs: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("config", metavar="CONFIG", help="path to backup.yml")
+        if logs:
+            p.add_argument("--syslog", action="store_true", help="also log to the local syslog")
+            p.add_argument(
+                "--log-level", choices=["debug", "info"], default="debug",
+                help="lowest level logged (default: debug)",
+            )  # fmt: skip
+        return p
+
+    with_config("daemon", "run backups on the cron schedule until SIGTERM", logs=True)
+    with_config("backup", "run one backup now", logs=True)
+    with_config("validate", "check the config file and exit (0 valid, 2 invalid)")
+    with_config("check", "write, list, read back and delete a probe at every destination")
+    sub.add_parser("plugins", help="list installed plugins and destination types")
+    return parser
+
+
+def _load(path: str, registry: object) -> object:
+    from .config import load_config
+
+    return load_config(path, registry)  # type: ignore[arg-type]
+
+
+def _invalid(path: str, exc: ConfigError, as_log: bool) -> int:
+    message = f"invalid config {path}: {exc}"
+    if as_log:
+        logger.bind(error=str(exc)).critical("Invalid configuration")
+    print(f"service-backup: {message}", file=sys.stderr)
+    return EXIT_INVALID
+
+
+def cmd_validate(path: str) -> int:
+    from .config import load_config
+    from .cron import parse_schedule
+    from .plugins import PluginRegistry
+
+    started = time.monotonic()
+    try:
+        config = load_config(path, PluginRegistry(load_hook_plugins=False))
+        if config.destinations:
+            parse_schedule(config.cron_schedule)
+    except ConfigError as exc:
+        field = "cron_schedule: " if exc.__class__.__name__ == "ScheduleError" else ""
+        return _invalid(path, ConfigError(field + str(exc)), as_log=False)
+    kinds = ", ".join(f"{d.display_name} ({d.type})" for d in config.destinations) or "none"
+    print(f"{path}: valid; destinations: {kinds}; schedule: {config.cron_schedule or '-'}"
+          f" ({time.monotonic() - started:.2f}s)")  # fmt: skip
+    return EXIT_OK
+
+
+def cmd_plugins() -> int:
+    from .plugins import installed_plugins
+
+    rows = installed_plugins()
+    print(f"{'GROUP':<22} {'NAME':<18} {'DISTRIBUTION':<26} {'VERSION':<10} MODULE")
+    for info in rows:
+        print(f"{info.group:<22} {info.name:<18} {info.distribution:<26} {info.version:<10} "
+              f"{info.module}")  # fmt: skip
+    return EXIT_OK
+
+
+def cmd_check(path: str) -> int:
+    from .check import check_all
+    from .plugins import PluginRegistry
+
+    registry = PluginRegistry(load_hook_plugins=False)
+    try:
+        config = _load(path, registry)
+    except ConfigError as exc:
+        return _invalid(path, exc, as_log=False)
+    results = check_all(config, registry)  # type: ignore[arg-type]
+    if not results:
+        print("no destinations configured: nothing to check")
+    for result in results:
+        status = "ok  " if result.ok else "FAIL"
+        print(f"{status} {result.destination_name} ({result.type}): {result.detail}")
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+
+
+def cmd_backup(path: str) -> int:
+    from .plugins import PluginRegistry
+    from .processes import ProcessManager
+    from .run import run_backup
+
+    try:
+        registry = PluginRegistry()
+        config = _load(path, registry)
+    except ConfigError as exc:
+        return _invalid(path, exc, as_log=True)
+    if not config.destinations:  # type: ignore[attr-defined]
+        logger.info("No destination provided - skipping backup")
+        return EXIT_OK
+    processes = ProcessManager()
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        processes.terminate_all(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    result = run_backup(config, registry, processes)  # type: ignore[arg-type]
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def cmd_daemon(path: str) -> int:
+    from .daemon import Daemon
+    from .plugins import PluginRegistry
+
+    try:
+        registry = PluginRegistry()
+        config = _load(path, registry)
+    except ConfigError as exc:
+        return _invalid(path, exc, as_log=True)
+    daemon = Daemon(config, registry)  # type: ignore[arg-type]
+    daemon.install_signal_handlers()
+    return daemon.serve()
+
+
+def main(argv: list[str] | None = None, prog: str = "service-backup") -> int:
+    args = _parser(prog).parse_args(argv)
+    if args.command in ("daemon", "backup"):
+        from . import logs
+
+        logs.configure(debug=args.log_level == "debug", syslog=args.syslog)
+    else:
+        logger.remove()
+        logger.add(sys.stderr, level="ERROR", format="{message}")
+    try:
+        if args.command == "validate":
+            return cmd_validate(args.config)
+        if args.command == "plugins":
+            return cmd_plugins()
+        if args.command == "check":
+            return cmd_check(args.config)
+        if args.command == "backup":
+            return cmd_backup(args.config)
+        return cmd_daemon(args.config)
+    except ConfigError as exc:  # e.g. a plugin that fails to import
+        return _invalid(
+            getattr(args, "config", "-"), exc, as_log=args.command in ("daemon", "backup")
+        )
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+    except Exception as exc:  # the seed's "Error running": one line, no traceback
+        logger.bind(error=f"{type(exc).__name__}: {exc}").critical("Error running")
+        print(f"service-backup: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def manual_backup() -> int:
+    """``manual-backup CONFIG``: the same as ``service-backup backup CONFIG``."""
+    return main(["backup", *sys.argv[1:]], prog="manual-backup")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

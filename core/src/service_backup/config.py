@@ -1,0 +1,325 @@
+"""The configuration file: the BOSH job's rendered ``service-backup`` property.
+
+attrs classes describe it, cattrs builds them at the edge (``load_config``). Destination
+``config:`` mappings are built with the class their plugin registers, so every type validates
+its own fields while errors still carry the full path (``destinations[1].config.bucket_name``).
+Every error ends with ``missing_properties_message``; no value of a secret field ever appears.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+import attrs
+import cattrs
+import yaml
+
+from .errors import ConfigError
+from .secret import Secret
+
+if TYPE_CHECKING:
+    from .plugins import PluginRegistry
+
+DEFAULT_MISSING_PROPERTIES_MESSAGE: Final = "Provide these missing fields in your manifest."
+REQUIRED: Final = "service_backup_required"
+NO_SECRET: Final = Secret("")
+
+
+def required(**kwargs: Any) -> Any:
+    """An attrs field that must be present and non-empty (the Go template's required keys)."""
+    return attrs.field(metadata={REQUIRED: True}, **kwargs)
+
+
+@attrs.frozen
+class CloudControllerConfig:
+    url: str = ""
+    user: str = ""
+    password: Secret = NO_SECRET
+
+
+@attrs.frozen
+class NotificationsConfig:
+    service_url: str = ""
+    cf_org: str = ""
+    cf_space: str = ""
+    reply_to: str = ""
+    client_id: str = ""
+    client_secret: Secret = NO_SECRET
+    # The seed's manifest template indents these two under ``notifications``; accept them there.
+    timeout_seconds: int | None = None
+    skip_ssl_validation: bool | None = None
+
+
+@attrs.frozen
+class AlertsSettings:
+    cloud_controller: CloudControllerConfig = CloudControllerConfig()
+    notifications: NotificationsConfig = NotificationsConfig()
+    timeout_seconds: int = 60
+    skip_ssl_validation: bool = False
+
+    @property
+    def effective_timeout_seconds(self) -> int:
+        if self.notifications.timeout_seconds is not None:
+            return self.notifications.timeout_seconds
+        return self.timeout_seconds
+
+    @property
+    def effective_skip_ssl_validation(self) -> bool:
+        if self.notifications.skip_ssl_validation is not None:
+            return self.notifications.skip_ssl_validation
+        return self.skip_ssl_validation
+
+
+@attrs.frozen
+class AlertsConfig:
+    product_name: str = ""
+    config: AlertsSettings = AlertsSettings()
+
+
+@attrs.frozen
+class DestinationSpec:
+    """One entry of ``destinations``: its type, optional name and the plugin's config object."""
+
+    type: str
+    config: Any
+    name: str = ""
+    index: int = 0
+
+    @property
+    def display_name(self) -> str:
+        return self.name or f"{self.type}[{self.index}]"
+
+
+@attrs.frozen
+class BackupConfig:
+    destinations: tuple[DestinationSpec, ...] = ()
+    source_folder: str = ""
+    source_executable: str = ""
+    cron_schedule: str = ""
+    cleanup_executable: str = ""
+    missing_properties_message: str = DEFAULT_MISSING_PROPERTIES_MESSAGE
+    exit_if_in_progress: bool = False
+    service_identifier_executable: str = ""
+    deployment_name: str = ""
+    add_deployment_name_to_backup_path: bool = False
+    backup_user: str = "vcap"
+    alerts: AlertsConfig | None = None
+    # Rendered by the Go release's job, no longer used: accepted and ignored.
+    aws_cli_path: str = ""
+    azure_cli_path: str = ""
+
+
+@attrs.frozen
+class _RawDestination:
+    type: str
+    name: str = ""
+    config: dict[str, Any] = attrs.Factory(dict)
+
+
+@attrs.frozen
+class _RawConfig:
+    destinations: list[_RawDestination] = attrs.Factory(list)
+    source_folder: str = ""
+    source_executable: str = ""
+    cron_schedule: str = ""
+    cleanup_executable: str = ""
+    missing_properties_message: str = DEFAULT_MISSING_PROPERTIES_MESSAGE
+    exit_if_in_progress: bool = False
+    service_identifier_executable: str = ""
+    deployment_name: str = ""
+    add_deployment_name_to_backup_path: bool = False
+    backup_user: str = "vcap"
+    alerts: AlertsConfig | None = None
+    aws_cli_path: str = ""
+    azure_cli_path: str = ""
+
+
+def _structure_bool(value: Any, _: type) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError("expected true or false")
+
+
+def _structure_int(value: Any, _: type) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected a whole number")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    raise ValueError("expected a whole number")
+
+
+def _structure_str(value: Any, _: type) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("expected a string")
+    return str(value)
+
+
+def _structure_secret(value: Any, _: type) -> Secret:
+    if isinstance(value, str):
+        return Secret(value)
+    if isinstance(value, Mapping):
+        raise ValueError("expected a string (for JSON, give the document as a YAML block string)")
+    raise ValueError("expected a string")
+
+
+def make_converter() -> cattrs.Converter:
+    """The converter used for the config and for plugins' config classes."""
+    converter = cattrs.Converter(forbid_extra_keys=True)
+    converter.register_structure_hook(bool, _structure_bool)
+    converter.register_structure_hook(int, _structure_int)
+    converter.register_structure_hook(str, _structure_str)
+    converter.register_structure_hook(Secret, _structure_secret)
+    return converter
+
+
+CONVERTER: Final = make_converter()
+
+
+def _drop_nulls(value: Any) -> Any:
+    """A YAML key with no value means "not set", as it did for the Go release's templates."""
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nulls(v) for v in value]
+    return value
+
+
+def _path_text(path: str) -> str:
+    text = path.removeprefix("$").removeprefix(".")
+    return text or "(top level)"
+
+
+def _cattrs_messages(exc: Exception, path: str) -> list[str]:
+    messages = []
+    for line in cattrs.transform_error(exc, path=path):
+        text, _, where = line.rpartition(" @ ")
+        if text.startswith("extra fields found"):
+            names = text[text.index("(") + 1 : text.rindex(")")]
+            for name in sorted(n.strip() for n in names.split(",")):
+                messages.append(f"{_path_text(where + '.' + name)}: unknown key")
+            continue
+        if text.startswith("invalid value for type, expected"):
+            text = "invalid value, " + text.removeprefix("invalid value for type, ")
+        messages.append(f"{_path_text(where)}: {text}")
+    return messages
+
+
+def _missing_required(obj: Any, path: str) -> list[str]:
+    """Fields marked ``required()`` that are present but empty."""
+    messages = []
+    for field in attrs.fields(type(obj)):
+        value = getattr(obj, field.name)
+        if field.metadata.get(REQUIRED) and not (
+            value.reveal().strip() if isinstance(value, Secret) else str(value).strip()
+        ):
+            messages.append(f"{path}.{field.name}: required field missing")
+    return messages
+
+
+def structure_destination_config(
+    raw: Mapping[str, Any], config_class: type, path: str = "config"
+) -> Any:
+    """Build one destination's config object, or raise ConfigError listing every problem."""
+    try:
+        obj = CONVERTER.structure(dict(raw), config_class)
+    except cattrs.BaseValidationError as exc:
+        raise ConfigError("; ".join(_cattrs_messages(exc, "$." + path))) from None
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    problems = _missing_required(obj, path)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return obj
+
+
+def parse_config(data: Any, registry: PluginRegistry) -> BackupConfig:
+    """Validate a parsed YAML document; raise ConfigError with every problem found."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"the config must be a mapping of keys, not {type(data).__name__}. "
+            + DEFAULT_MISSING_PROPERTIES_MESSAGE
+        )
+    data = _drop_nulls(data)
+    message = data.get("missing_properties_message")
+    if not isinstance(message, str) or not message.strip():
+        message = DEFAULT_MISSING_PROPERTIES_MESSAGE
+
+    problems: list[str] = []
+    try:
+        raw = CONVERTER.structure(data, _RawConfig)
+    except cattrs.BaseValidationError as exc:
+        problems = _cattrs_messages(exc, "$")
+        raise ConfigError("; ".join(problems) + ". " + message) from None
+
+    specs: list[DestinationSpec] = []
+    names: dict[str, int] = {}
+    for index, dest in enumerate(raw.destinations):
+        where = f"destinations[{index}]"
+        if dest.name:
+            if dest.name in names:
+                other = names[dest.name]
+                problems.append(
+                    f"{where}.name: '{dest.name}' is already used by destinations[{other}]"
+                )
+            names[dest.name] = index
+        if not dest.type.strip():
+            problems.append(f"{where}.type: required field missing")
+            continue
+        try:
+            dtype = registry.destination_type(dest.type)
+        except ConfigError as exc:
+            problems.append(f"{where}.type: {exc}")
+            continue
+        try:
+            obj = structure_destination_config(dest.config, dtype.config_class, f"{where}.config")
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
+        specs.append(DestinationSpec(type=dest.type, name=dest.name, config=obj, index=index))
+
+    if raw.destinations:
+        for key in ("source_folder", "cron_schedule"):
+            if not getattr(raw, key).strip():
+                problems.append(f"{key}: required field missing")
+    if raw.add_deployment_name_to_backup_path and not raw.deployment_name.strip():
+        problems.append(
+            "deployment_name: required field missing (add_deployment_name_to_backup_path is true)"
+        )
+    if problems:
+        raise ConfigError("; ".join(problems) + ". " + message)
+
+    fields = attrs.asdict(raw, recurse=False)
+    fields["destinations"] = tuple(specs)
+    fields["missing_properties_message"] = message
+    return BackupConfig(**fields)
+
+
+def load_config(path: str | Path, registry: PluginRegistry) -> BackupConfig:
+    """Read and validate a config file. Every failure is a one-line ConfigError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "malformed YAML"
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
+    return parse_config(data, registry)

@@ -1,0 +1,41 @@
+"""The per-run state hooks receive."""
+
+from __future__ import annotations
+
+import datetime
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+if TYPE_CHECKING:
+    from .config import BackupConfig
+    from .processes import ProcessManager
+
+
+@attrs.define
+class RunContext:
+    """One backup run: its guid, its single timestamp, and the services hooks may use.
+
+    ``identifier`` is filled in after the ``identify`` hook; ``log`` is a loguru logger bound
+    to ``backup_guid`` (and ``identifier`` once known), so every line of the run carries them.
+    ``processes`` starts child commands so that SIGTERM reaches them.
+    """
+
+    config: BackupConfig
+    backup_guid: str
+    started_at: datetime.datetime
+    processes: ProcessManager
+    log: Any
+    identifier: str | None = None
+
+    @property
+    def date_prefix(self) -> str:
+        return self.started_at.strftime("%Y/%m/%d")
+
+    @property
+    def remote_prefix(self) -> str:
+        """``[<deployment>/]YYYY/MM/DD``: where this run's files go under each base."""
+        cfg = self.config
+        if cfg.add_deployment_name_to_backup_path and cfg.deployment_name:
+            return f"{cfg.deployment_name.strip('/')}/{self.date_prefix}"
+        return self.date_prefix

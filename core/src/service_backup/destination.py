@@ -1,0 +1,118 @@
+"""What a destination is: the one interface every backend implements.
+
+Shaped after restic's ``internal/backend`` and Velero's ObjectStore: the run only needs
+``write``, but the conformance suite, ``service-backup check`` and later restore, verify and
+retention need to list, read back, stat and delete what was stored, so every destination
+implements all of them.
+
+Keys are relative to the destination's configured base (``bucket_path`` for S3, ``path`` for
+Azure and local, ``destination`` for SCP, ``bucket_path`` or the bucket root for GCS) and use
+``/`` as the separator whatever the backend. The run writes keys of the form
+``[<deployment>/]YYYY/MM/DD/<path relative to source_folder>``.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime
+from collections.abc import Callable, Iterator
+from typing import IO, Any, ClassVar
+
+import attrs
+
+
+@attrs.frozen
+class ObjectInfo:
+    """One stored object, as ``list``/``stat``/``write`` report it."""
+
+    key: str
+    size: int
+    modified: datetime.datetime | None = None
+
+
+class Destination(abc.ABC):
+    """A place backups are written to.
+
+    One instance serves one run (or one ``check``); ``write`` may be called from several
+    threads at once, up to ``file_concurrency``. ``close`` releases connections.
+    """
+
+    #: How many files the run uploads to this destination at once.
+    file_concurrency: ClassVar[int] = 4
+
+    @abc.abstractmethod
+    def describe(self, prefix: str) -> str:
+        """Human form of where ``prefix`` lands, for ``about to upload ... remote path <this>``.
+
+        e.g. ``bucket/bucket_path/2026/11/26`` for S3, ``host:/srv/backups/2026/11/26`` for SCP.
+        """
+
+    @abc.abstractmethod
+    def ensure_location(self) -> None:
+        """Create the bucket/container/folder if it does not exist yet.
+
+        Called once before the first ``write`` of a run. Raise ``DestinationError`` telling
+        "not found" apart from "access denied".
+        """
+
+    @abc.abstractmethod
+    def write(self, key: str, stream: IO[bytes], size: int) -> ObjectInfo:
+        """Store ``size`` bytes read from ``stream`` under ``key``, streaming.
+
+        Memory stays bounded whatever ``size`` is. An existing object is overwritten. On any
+        failure nothing may be left under ``key`` that looks complete (abort multipart
+        uploads, write to a temporary name and rename). Return the stored object's info;
+        the caller compares its size with ``size``.
+        """
+
+    @abc.abstractmethod
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix`` (all pages), in any order."""
+
+    @abc.abstractmethod
+    def open_read(self, key: str) -> IO[bytes]:
+        """A readable binary stream of the object; the caller closes it.
+
+        ``ObjectNotFound`` if absent.
+        """
+
+    @abc.abstractmethod
+    def stat(self, key: str) -> ObjectInfo:
+        """The object's info. ``ObjectNotFound`` if absent."""
+
+    @abc.abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object. ``ObjectNotFound`` if absent."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and pools."""
+
+    def __enter__(self) -> Destination:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@attrs.frozen
+class DestinationContext:
+    """What a factory may need besides its own config."""
+
+    #: ``name`` from the config, or ``<type>[<index>]`` when unnamed: for error messages.
+    display_name: str
+
+
+@attrs.frozen
+class DestinationType:
+    """What a destination plugin registers through the ``destination_types`` hook.
+
+    ``name`` is the ``type:`` in the config and the entry-point name; ``config_class`` an
+    attrs class (secret fields typed ``Secret``) that cattrs builds from the ``config:``
+    mapping; ``factory`` turns a validated config into a ``Destination``; ``label`` is the
+    word in the ``about to upload ... to <label> remote path`` log line.
+    """
+
+    name: str
+    config_class: type
+    factory: Callable[[Any, DestinationContext], Destination]
+    label: str

@@ -1,0 +1,96 @@
+"""Every hook of service-backup, documented in one place.
+
+A plugin is a module (or object) with functions marked ``@hookimpl`` whose names match these
+specs; pluggy calls them with the arguments they name (a subset is fine). Plugins are found
+through entry points:
+
+* group ``service_backup``: destination plugins. The entry-point *name* is the destination
+  type used in the config (``s3 = "service_backup_s3"``); a module is imported only when a
+  config uses its type, so a broken unrelated plugin cannot break a run.
+* group ``service_backup.hooks``: hook plugins loaded for every run (command hooks, alerters).
+
+Order of a run: ``identify`` → in-progress guard → ``prepare`` → ``upload`` (once per
+destination, all attempted) → ``cleanup`` (only when every upload succeeded) → ``alert`` (only
+when the run failed).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from .config import BackupConfig, DestinationSpec
+    from .context import RunContext
+    from .destination import Destination, DestinationType
+    from .results import UploadResult
+    from .source import SourceFile
+
+PROJECT = "service_backup"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def destination_types() -> list[DestinationType]:
+    """Register destination types.
+
+    Called after a destination plugin is loaded. Return the ``DestinationType`` values the
+    plugin provides (usually one, whose ``name`` equals the entry-point name).
+    """
+
+
+@hookspec(firstresult=True)
+def identify(config: BackupConfig, run: RunContext) -> str | None:
+    """Return the service-instance identifier for this run, or None.
+
+    Called first. The first non-empty string wins and appears in every later log line as
+    ``data.identifier`` (messages become ``ServiceBackup.WithIdentifier.…``). An exception is
+    logged and the run goes on without an identifier.
+    """
+
+
+@hookspec
+def prepare(config: BackupConfig, run: RunContext) -> None:
+    """Make the files under ``source_folder`` ready (e.g. trigger a Redis dump).
+
+    Called after the in-progress guard, before any upload. Raise ``BackupError`` (or
+    ``CommandError``) to fail the run: nothing is uploaded, cleanup does not run, alerts fire.
+    """
+
+
+@hookspec(firstresult=True)
+def upload(
+    spec: DestinationSpec,
+    destination: Destination,
+    files: list[SourceFile],
+    run: RunContext,
+) -> UploadResult | None:
+    """Upload ``files`` to one destination under ``run.remote_prefix``.
+
+    Called once per configured destination, concurrently across destinations. The core
+    provides the default implementation (streams every file through ``Destination.write``
+    with ``destination.file_concurrency`` files in flight, checks every stored size) as a
+    ``trylast`` hookimpl; a plugin may take over by returning an ``UploadResult`` first.
+    Raise ``BackupError`` to fail this destination; the others are still attempted.
+    """
+
+
+@hookspec
+def cleanup(config: BackupConfig, run: RunContext) -> None:
+    """Tidy up after every upload succeeded (e.g. delete the dump).
+
+    Called between ``Cleanup started`` and ``Cleanup completed successfully``. An exception is
+    logged as ``Cleanup completed with error``; the run still counts as a success.
+    """
+
+
+@hookspec
+def alert(config: BackupConfig, run: RunContext, error: str) -> None:
+    """Tell someone that the run failed with ``error`` (one line, secret-free).
+
+    Called once per failed run. Each alerter is called on its own: an exception from one is
+    logged as ``error sending service alert`` and never hides the run's own error or stops
+    other alerters. An alerter that is not configured logs so and returns.
+    """

@@ -1,0 +1,87 @@
+"""Cloud Foundry lager-style JSON log lines, written by a loguru sink.
+
+One JSON object per line on stdout (log monitors depend on the shape)::
+
+    {"timestamp":"2026-11-26T12:00:00.123456000Z","source":"ServiceBackup",
+     "message":"ServiceBackup.Upload backup started","log_level":"info","data":{...}}
+
+Code logs through ``logger.bind(**data)``; the bound values become ``data`` and an
+``identifier`` in them switches the prefix to ``ServiceBackup.WithIdentifier.``. Nothing else is
+written to stdout by ``daemon`` and ``backup``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sys
+import threading
+from typing import IO, Any
+
+from loguru import logger
+
+SOURCE = "ServiceBackup"
+_LEVELS = {"TRACE": "debug", "DEBUG": "debug", "INFO": "info", "SUCCESS": "info",
+           "WARNING": "info", "ERROR": "error", "CRITICAL": "fatal"}  # fmt: skip
+
+
+def format_line(record: dict[str, Any]) -> str:
+    data = {k: v for k, v in record["extra"].items() if not k.startswith("_") and v is not None}
+    prefix = f"{SOURCE}.WithIdentifier." if data.get("identifier") else f"{SOURCE}."
+    ts = record["time"].astimezone(datetime.UTC)
+    timestamp = ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond:06d}000Z"
+    return json.dumps(
+        {
+            "timestamp": timestamp,
+            "source": SOURCE,
+            "message": prefix + record["message"],
+            "log_level": _LEVELS.get(record["level"].name, "info"),
+            "data": data,
+        },
+        default=str,
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+class JsonSink:
+    """Writes one JSON line per record to a stream, flushing each, safe across threads."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self._lock = threading.Lock()
+
+    def __call__(self, message: Any) -> None:
+        line = format_line(message.record)
+        with self._lock:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+
+class SyslogSink:
+    """The same JSON lines to the local syslog (the seed logs to both)."""
+
+    def __init__(self) -> None:
+        import syslog
+
+        self._syslog = syslog
+        syslog.openlog("service-backup", syslog.LOG_PID, syslog.LOG_USER)
+        self._priority = {"debug": syslog.LOG_DEBUG, "info": syslog.LOG_INFO,
+                          "error": syslog.LOG_ERR, "fatal": syslog.LOG_CRIT}  # fmt: skip
+
+    def __call__(self, message: Any) -> None:
+        record = message.record
+        level = _LEVELS.get(record["level"].name, "info")
+        self._syslog.syslog(self._priority[level], format_line(record))
+
+
+def configure(*, debug: bool = True, syslog: bool = False, stream: IO[str] | None = None) -> None:
+    """Route all logging to the JSON sink (and syslog); called once by the CLI."""
+    logger.remove()
+    level = "DEBUG" if debug else "INFO"
+    logger.add(JsonSink(stream or sys.stdout), level=level, format="{message}", catch=False)
+    if syslog:
+        logger.add(SyslogSink(), level=level, format="{message}", catch=True)
+
+
+__all__ = ["JsonSink", "configure", "format_line", "logger"]

@@ -1,0 +1,114 @@
+"""Finding and loading plugins through entry points.
+
+Destination plugins (group ``service_backup``) are imported only when a config names their
+type, so start-up stays fast and a broken plugin that a config does not use cannot break a
+run. Hook plugins (group ``service_backup.hooks``) are loaded for every run.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Iterable
+from types import ModuleType
+from typing import Any
+
+import attrs
+import pluggy
+
+from . import hookspecs
+from .destination import DestinationType
+from .errors import ConfigError
+
+DESTINATION_GROUP = "service_backup"
+HOOKS_GROUP = "service_backup.hooks"
+
+
+@attrs.frozen
+class PluginInfo:
+    """One installed plugin, for ``service-backup plugins``."""
+
+    group: str
+    name: str
+    module: str
+    distribution: str
+    version: str
+
+
+def _entry_points(group: str) -> list[importlib.metadata.EntryPoint]:
+    return sorted(importlib.metadata.entry_points(group=group), key=lambda ep: ep.name)
+
+
+def _dist_of(ep: importlib.metadata.EntryPoint) -> tuple[str, str]:
+    dist = ep.dist
+    if dist is None:
+        return ("?", "?")
+    return (dist.metadata["Name"], dist.version)
+
+
+class PluginRegistry:
+    """The pluggy manager plus lazy lookup of destination types by name."""
+
+    def __init__(self, load_hook_plugins: bool = True) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self._types: dict[str, DestinationType] = {}
+        from . import upload as default_upload
+
+        self.pm.register(default_upload, name="service_backup.upload")
+        if load_hook_plugins:
+            for ep in _entry_points(HOOKS_GROUP):
+                self.register(self._load(ep), name=f"{HOOKS_GROUP}:{ep.name}")
+
+    @property
+    def hook(self) -> Any:
+        return self.pm.hook
+
+    def register(self, plugin: object, name: str | None = None) -> None:
+        """Register a plugin object (also how tests add an in-process plugin)."""
+        if name is not None and self.pm.get_plugin(name) is not None:
+            return
+        self.pm.register(plugin, name=name)
+        self._collect_types(plugin)
+
+    def add_destination_type(self, dtype: DestinationType) -> None:
+        self._types[dtype.name] = dtype
+
+    def _collect_types(self, plugin: object) -> None:
+        impl = getattr(plugin, "destination_types", None)
+        if impl is None:
+            return
+        for dtype in impl() or ():
+            self._types.setdefault(dtype.name, dtype)
+
+    @staticmethod
+    def _load(ep: importlib.metadata.EntryPoint) -> ModuleType | Any:
+        try:
+            return ep.load()
+        except Exception as exc:  # a plugin's import error, told by name
+            raise ConfigError(
+                f"plugin '{ep.name}' ({ep.value}) failed to load: {type(exc).__name__}: {exc}"
+            ) from None
+
+    def destination_type(self, name: str) -> DestinationType:
+        """The registered type called ``name``, importing its plugin on first use."""
+        if name in self._types:
+            return self._types[name]
+        for ep in _entry_points(DESTINATION_GROUP):
+            if ep.name == name:
+                self.register(self._load(ep), name=f"{DESTINATION_GROUP}:{ep.name}")
+                break
+        if name not in self._types:
+            known = sorted({ep.name for ep in _entry_points(DESTINATION_GROUP)} | set(self._types))
+            raise ConfigError(
+                f"unknown destination type '{name}' (installed: {', '.join(known) or 'none'})"
+            )
+        return self._types[name]
+
+
+def installed_plugins(groups: Iterable[str] = (DESTINATION_GROUP, HOOKS_GROUP)) -> list[PluginInfo]:
+    infos = []
+    for group in groups:
+        for ep in _entry_points(group):
+            dist, version = _dist_of(ep)
+            infos.append(PluginInfo(group, ep.name, ep.value, dist, version))
+    return infos

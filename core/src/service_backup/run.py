@@ -1,0 +1,181 @@
+"""One backup run, start to finish.
+
+The whole data flow of a run is ``run_backup``: identify → guard → prepare → upload to every
+destination → cleanup → (on failure) alert. Each step's log line is one of the messages log
+monitors watch for, worded exactly as the Go release wrote them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from loguru import logger
+
+from .config import BackupConfig, DestinationSpec
+from .context import RunContext
+from .destination import DestinationContext
+from .errors import BackupError
+from .guard import exclusive_run
+from .plugins import PluginRegistry
+from .processes import ProcessManager
+from .results import DestinationFailure, RunResult, UploadResult
+from .secret import scrub, secret_field_values
+from .source import scan_source
+
+MAX_PARALLEL_DESTINATIONS = 4
+REJECTED = "backup operation rejected"
+
+
+def run_backup(
+    config: BackupConfig,
+    registry: PluginRegistry,
+    processes: ProcessManager,
+    now: datetime.datetime | None = None,
+) -> RunResult:
+    """Run one backup; never raises for an operational failure (the result says it)."""
+    run = RunContext(
+        config=config,
+        backup_guid=str(uuid.uuid4()),
+        started_at=(now or datetime.datetime.now()).astimezone(),
+        processes=processes,
+        log=logger.bind(backup_guid=None),
+    )
+    run.log = logger.bind(backup_guid=run.backup_guid)
+    hook = registry.hook
+
+    run.identifier = _identify(config, run, registry)
+    if run.identifier:
+        run.log = run.log.bind(identifier=run.identifier)
+
+    with exclusive_run(config.source_folder, config.exit_if_in_progress) as may_run:
+        if not may_run:
+            run.log.bind(error=REJECTED).error(
+                "Backup currently in progress, exiting. "
+                "Another backup will not be able to start until this is completed."
+            )
+            return RunResult(run.backup_guid, ok=False, error=REJECTED, rejected=True)
+
+        run.log.info("Perform backup started")
+        try:
+            hook.prepare(config=config, run=run)
+        except Exception as exc:
+            error = _reason(exc, config)
+            run.log.bind(error=error).error("Perform backup completed with error")
+            _alert(config, run, registry, error)
+            return RunResult(run.backup_guid, ok=False, error=error)
+        run.log.info("Perform backup completed successfully")
+
+        uploads, failures = _upload_everywhere(config, run, registry)
+        if failures:
+            error = "; ".join(f"destination {f.destination_name}: {f.error}" for f in failures)
+            _alert(config, run, registry, error)
+            return RunResult(
+                run.backup_guid, ok=False, error=error, uploads=uploads, failures=failures
+            )
+
+        _cleanup(config, run, registry)
+    return RunResult(run.backup_guid, ok=True, uploads=uploads)
+
+
+def _upload_everywhere(
+    config: BackupConfig, run: RunContext, registry: PluginRegistry
+) -> tuple[tuple[UploadResult, ...], tuple[DestinationFailure, ...]]:
+    """Every destination attempted, a few at once; failures collected, never short-circuited."""
+    try:
+        files = scan_source(config.source_folder)
+    except BackupError as exc:
+        error = _reason(exc, config)
+        failures = tuple(
+            DestinationFailure(spec.display_name, error) for spec in config.destinations
+        )
+        for spec in config.destinations:
+            _dest_log(run, spec).bind(error=error).error("Upload backup completed with error")
+        return (), failures
+
+    def one(spec: DestinationSpec) -> UploadResult | DestinationFailure:
+        return _upload_to(spec, files, config, run, registry)
+
+    workers = max(1, min(MAX_PARALLEL_DESTINATIONS, len(config.destinations)))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="destination") as pool:
+        outcomes = list(pool.map(one, config.destinations))
+    uploads = tuple(o for o in outcomes if isinstance(o, UploadResult))
+    failures = tuple(o for o in outcomes if isinstance(o, DestinationFailure))
+    return uploads, failures
+
+
+def _upload_to(
+    spec: DestinationSpec,
+    files: list,
+    config: BackupConfig,
+    run: RunContext,
+    registry: PluginRegistry,
+) -> UploadResult | DestinationFailure:
+    log = _dest_log(run, spec)
+    log.info("Upload backup started")
+    started = time.monotonic()
+    try:
+        dtype = registry.destination_type(spec.type)
+        destination = dtype.factory(spec.config, DestinationContext(spec.display_name))
+        with destination:
+            log.info(
+                f"about to upload {config.source_folder} to {dtype.label} remote path "
+                f"{destination.describe(run.remote_prefix)}"
+            )
+            destination.ensure_location()
+            result = registry.hook.upload(spec=spec, destination=destination, files=files, run=run)
+    except Exception as exc:
+        error = _reason(exc, config)
+        log.bind(error=error).error("Upload backup completed with error")
+        return DestinationFailure(spec.display_name, error)
+    log.bind(
+        duration_in_seconds=time.monotonic() - started,
+        size_in_bytes=result.size_in_bytes,
+        files=result.files,
+    ).info("Upload backup completed successfully")
+    return result
+
+
+def _identify(config: BackupConfig, run: RunContext, registry: PluginRegistry) -> str | None:
+    try:
+        identifier = registry.hook.identify(config=config, run=run)
+    except Exception as exc:
+        run.log.bind(error=_reason(exc, config)).error(
+            "Service identifier command failed, continuing without an identifier"
+        )
+        return None
+    return identifier.strip() if isinstance(identifier, str) and identifier.strip() else None
+
+
+def _cleanup(config: BackupConfig, run: RunContext, registry: PluginRegistry) -> None:
+    """Only after every upload succeeded; a failure is logged and the run still succeeds."""
+    run.log.info("Cleanup started")
+    try:
+        registry.hook.cleanup(config=config, run=run)
+    except Exception as exc:
+        run.log.bind(error=_reason(exc, config)).error("Cleanup completed with error")
+        return
+    run.log.info("Cleanup completed successfully")
+
+
+def _alert(config: BackupConfig, run: RunContext, registry: PluginRegistry, error: str) -> None:
+    """Each alerter on its own: one failing never stops another or hides the run's error."""
+    kwargs = {"config": config, "run": run, "error": error}
+    for impl in reversed(registry.hook.alert.get_hookimpls()):
+        try:
+            impl.function(*[kwargs[name] for name in impl.argnames])
+        except Exception as exc:
+            run.log.bind(error=_reason(exc, config)).error("error sending service alert")
+
+
+def _dest_log(run: RunContext, spec: DestinationSpec):  # type: ignore[no-untyped-def]
+    return run.log.bind(destination_name=spec.name) if spec.name else run.log
+
+
+def _reason(exc: BaseException, config: BackupConfig) -> str:
+    """One line, no traceback, no secret: what an operator reads in the log and the alert."""
+    text = str(exc) if isinstance(exc, BackupError) else f"{type(exc).__name__}: {exc}"
+    text = " ".join(text.split())
+    return scrub(text, secret_field_values(config))

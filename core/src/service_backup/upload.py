@@ -1,0 +1,102 @@
+"""The default ``upload`` hook: stream every file through ``Destination.write``.
+
+Files go up ``destination.file_concurrency`` at a time; each stored size is compared with the
+bytes actually read, so a file that changed or a backend that truncated fails loudly. The
+first failure stops new files from starting and names the file at fault.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from typing import IO
+
+from .config import DestinationSpec
+from .context import RunContext
+from .destination import Destination
+from .errors import BackupError, DestinationError, SourceError
+from .hookspecs import hookimpl
+from .results import UploadResult
+from .source import SourceFile
+
+
+@contextmanager
+def open_source(file: SourceFile) -> Iterator[IO[bytes]]:
+    """Open a source file, turning OS errors into a one-line SourceError naming it."""
+    try:
+        handle = open(file.path, "rb")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        raise SourceError(f"source file {file.path} vanished during the run") from None
+    except OSError as exc:
+        raise SourceError(f"cannot read source file {file.path}: {exc.strerror}") from None
+    try:
+        yield handle
+    finally:
+        handle.close()
+
+
+def upload_one(destination: Destination, key: str, file: SourceFile) -> int:
+    """Write one file; return its size. Raise a BackupError naming the file on any failure."""
+    with open_source(file) as handle:
+        try:
+            info = destination.write(key, handle, file.size)  # type: ignore[arg-type]
+        except BackupError:
+            raise
+        except OSError as exc:
+            raise SourceError(
+                f"cannot read source file {file.path}: {exc.strerror or exc}"
+            ) from None
+        now = os.fstat(handle.fileno()).st_size
+    if now != file.size:
+        raise SourceError(
+            f"source file {file.path} changed size during the run "
+            f"({file.size} bytes when listed, {now} after upload)"
+        )
+    if info.size != file.size:
+        raise DestinationError(
+            f"stored size of {key} is {info.size} bytes, expected {file.size}: upload incomplete"
+        )
+    return file.size
+
+
+@hookimpl(trylast=True)
+def upload(
+    spec: DestinationSpec,
+    destination: Destination,
+    files: list[SourceFile],
+    run: RunContext,
+) -> UploadResult:
+    started = time.monotonic()
+    prefix = run.remote_prefix
+    stop = threading.Event()
+    total = 0
+
+    def task(file: SourceFile) -> int:
+        if stop.is_set():
+            return 0
+        if run.processes.closing:
+            raise BackupError("upload interrupted: service-backup is shutting down")
+        return upload_one(destination, f"{prefix}/{file.relative}", file)
+
+    workers = max(1, min(destination.file_concurrency, len(files) or 1))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload") as pool:
+        futures = [pool.submit(task, f) for f in files]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        errors = [f.exception() for f in done if f.exception() is not None]
+        if errors:
+            stop.set()
+            for future in futures:
+                future.cancel()
+            wait(futures)
+            raise errors[0]  # type: ignore[misc]
+        total = sum(f.result() for f in futures)
+    return UploadResult(
+        destination_name=spec.display_name,
+        files=len(files),
+        size_in_bytes=total,
+        duration_in_seconds=time.monotonic() - started,
+    )

@@ -1,0 +1,1 @@
+"""Built-in service-backup plugins: the local destination, command hooks, CF alerts."""

@@ -1,0 +1,1 @@
+"""Placeholder: the Cloud Foundry notifications alerter lands here."""

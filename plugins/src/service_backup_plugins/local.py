@@ -1,0 +1,118 @@
+"""The ``local`` destination: a folder on this VM or an NFS mount.
+
+Each file is written under a temporary name beside its final one, fsynced, then renamed, and
+the folder fsynced, so a crash or a failed copy never leaves a half-written file carrying the
+final name.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import attrs
+from service_backup.config import required
+from service_backup.destination import Destination, DestinationContext, DestinationType, ObjectInfo
+from service_backup.errors import DestinationError, ObjectNotFound
+from service_backup.hookspecs import hookimpl
+
+PARTIAL_MARK = ".service-backup-partial-"
+COPY_BUFFER = 1024 * 1024
+
+
+@attrs.frozen
+class LocalConfig:
+    path: str = required()
+
+
+class LocalDestination(Destination):
+    file_concurrency = 4
+
+    def __init__(self, config: LocalConfig, context: DestinationContext) -> None:
+        self.base = Path(config.path)
+        self.name = context.display_name
+
+    def _path(self, key: str) -> Path:
+        parts = [p for p in key.split("/") if p]
+        if not parts or any(p in (".", "..") for p in parts):
+            raise DestinationError(f"invalid key {key!r}")
+        return self.base.joinpath(*parts)
+
+    def describe(self, prefix: str) -> str:
+        return str(self.base / prefix)
+
+    def ensure_location(self) -> None:
+        try:
+            self.base.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DestinationError(f"cannot create folder {self.base}: {exc.strerror}") from None
+
+    def write(self, key: str, stream: IO[bytes], size: int) -> ObjectInfo:
+        final = self._path(key)
+        partial = final.with_name(f"{PARTIAL_MARK}{uuid.uuid4().hex}")
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            with open(partial, "wb") as out:
+                shutil.copyfileobj(stream, out, COPY_BUFFER)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(partial, final)
+            _fsync_dir(final.parent)
+        except OSError as exc:
+            partial.unlink(missing_ok=True)
+            target = exc.filename if exc.filename and exc.filename != str(partial) else final
+            raise DestinationError(f"cannot write {target}: {exc.strerror or exc}") from None
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        return self.stat(key)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        if not self.base.is_dir():
+            return
+        for dirpath, dirnames, filenames in os.walk(self.base):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if name.startswith(PARTIAL_MARK):
+                    continue
+                full = Path(dirpath) / name
+                key = full.relative_to(self.base).as_posix()
+                if key.startswith(prefix):
+                    st = full.stat()
+                    yield ObjectInfo(key=key, size=st.st_size)
+
+    def open_read(self, key: str) -> IO[bytes]:
+        try:
+            return open(self._path(key), "rb")
+        except FileNotFoundError:
+            raise ObjectNotFound(f"{key} not found in {self.base}") from None
+
+    def stat(self, key: str) -> ObjectInfo:
+        try:
+            st = self._path(key).stat()
+        except FileNotFoundError:
+            raise ObjectNotFound(f"{key} not found in {self.base}") from None
+        return ObjectInfo(key=key, size=st.st_size)
+
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink()
+        except FileNotFoundError:
+            raise ObjectNotFound(f"{key} not found in {self.base}") from None
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@hookimpl
+def destination_types() -> list[DestinationType]:
+    return [DestinationType("local", LocalConfig, LocalDestination, label="local")]
