@@ -1,0 +1,480 @@
+"""``DestinationSuite``: the tests, shaped after restic's backend tests and rclone's fstests.
+
+Each test talks to the live destination the plugin's ``destination_config`` fixture points at.
+Most go through the same code a backup run uses (``run_backup`` and the default upload hook),
+so a plugin that passes here behaves in production as it did in its tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import io
+import os
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import IO, Any, ClassVar
+
+import attrs
+import pytest
+from loguru import logger
+
+from ..config import BackupConfig, parse_config, structure_destination_config
+from ..destination import Destination, DestinationContext, DestinationType, ObjectInfo
+from ..errors import BackupError, ConfigError, ObjectNotFound, SourceError
+from ..plugins import DESTINATION_GROUP, PluginRegistry
+from ..processes import ProcessManager
+from ..results import RunResult
+from ..run import run_backup
+from ..secret import Secret, secret_field_values
+from ..source import SourceFile
+from ..upload import upload_one
+from .memory import rss_peak
+
+MiB = 1024 * 1024
+
+#: Names that break naive quoting, URL encoding or shell use; each must be stored literally.
+AWKWARD_NAMES: tuple[str, ...] = (
+    "with space.txt",
+    "ünïcödé-日本語.txt",
+    "hash#tag.txt",
+    "question?mark.txt",
+    "per%25cent%.txt",
+    "plus+sign.txt",
+    "-leading-dash.txt",
+    "$(touch service-backup-pwned)",
+    "; rm -rf pwned-marker",
+    "quote'single.txt",
+    'quote"double.txt',
+    "back`tick`.txt",
+    "amp&pipe|lt<gt>.txt",
+)
+DESTINATION_NAME = "conformance-target"
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(MiB):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _sha256_stream(stream: IO[bytes]) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := stream.read(MiB):
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def _write_random_file(path: Path, size: int, seed: int = 7) -> None:
+    """Incompressible, deterministic content, written in chunks (no big buffer in memory)."""
+    block = hashlib.sha256(str(seed).encode()).digest()
+    chunk = (block * (MiB // len(block) + 1))[:MiB]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        remaining, counter = size, 0
+        while remaining:
+            counter += 1
+            piece = hashlib.sha256(counter.to_bytes(8, "big")).digest() + chunk[32:]
+            f.write(piece[: min(remaining, len(piece))])
+            remaining -= min(remaining, len(piece))
+
+
+class FailingStream(io.RawIOBase):
+    """A source that dies after ``fail_after`` bytes, as a disk error or a vanished NFS would."""
+
+    def __init__(self, size: int, fail_after: int) -> None:
+        self.size, self.fail_after, self.position = size, fail_after, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self.position, 2: self.size}[whence]
+        self.position = max(0, min(self.size, base + offset))
+        return self.position
+
+    def readinto(self, buffer: Any) -> int:
+        if self.position >= self.fail_after:
+            raise OSError(5, "Input/output error (simulated failure of the source)")
+        count = min(len(buffer), self.fail_after - self.position, self.size - self.position)
+        buffer[:count] = b"x" * count
+        self.position += count
+        return count
+
+
+@attrs.define
+class CapturedLogs:
+    lines: list[str] = attrs.Factory(list)
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+class DestinationSuite:
+    """Subclass in a test module, set ``destination_type``, provide ``destination_config``."""
+
+    #: The entry-point name / ``type:`` of the destination under test.
+    destination_type: ClassVar[str] = ""
+    #: A file above the plugin's multipart/chunk threshold.
+    large_file_size: ClassVar[int] = 80 * MiB
+    #: Peak RSS growth allowed while writing the large file; must be below half its size so a
+    #: destination that reads the whole file into memory cannot pass.
+    max_rss_growth: ClassVar[int] = 40 * MiB
+    #: Objects written by the listing test: more than one page of the backend's listing API.
+    listing_entries: ClassVar[int] = 1001
+    #: When set, ``destination.list_page_size`` is set to it first (cheap paging on slow servers).
+    listing_page_size: ClassVar[int | None] = None
+    #: A run against an unreachable endpoint must fail within this many seconds.
+    unreachable_within: ClassVar[float] = 60.0
+    #: Size of the source that fails part-way in the "nothing presented as complete" test.
+    failing_upload_size: ClassVar[int] = 12 * MiB
+
+    # ----------------------------------------------------------------- plugin-supplied fixtures
+    @pytest.fixture
+    def destination_config(self) -> Iterator[dict[str, Any]]:
+        """Yield the ``config:`` mapping of a fresh location that does not exist yet."""
+        raise NotImplementedError("define a destination_config fixture in your suite subclass")
+
+    @pytest.fixture
+    def wrong_credentials_config(self, destination_config: dict[str, Any]) -> dict[str, Any] | None:
+        """The same location with credentials the server refuses; None skips that test."""
+        return None
+
+    @pytest.fixture
+    def unreachable_config(self, destination_config: dict[str, Any]) -> dict[str, Any] | None:
+        """The same config pointed at an endpoint nothing listens on; None skips that test."""
+        return None
+
+    # ------------------------------------------------------------------------------- helpers
+    def make_registry(self) -> PluginRegistry:
+        """How the suite finds the plugin: through its entry point, as the daemon does."""
+        return PluginRegistry(load_hook_plugins=False)
+
+    @pytest.fixture
+    def registry(self) -> PluginRegistry:
+        return self.make_registry()
+
+    @pytest.fixture
+    def dtype(self, registry: PluginRegistry) -> DestinationType:
+        return registry.destination_type(self.destination_type)
+
+    def open_destination(
+        self, dtype: DestinationType, raw: dict[str, Any], name: str = DESTINATION_NAME
+    ) -> Destination:
+        config = structure_destination_config(raw, dtype.config_class)
+        return dtype.factory(config, DestinationContext(name))
+
+    @pytest.fixture
+    def destination(
+        self, dtype: DestinationType, destination_config: dict[str, Any]
+    ) -> Iterator[Destination]:
+        with self.open_destination(dtype, destination_config) as dest:
+            dest.ensure_location()
+            yield dest
+
+    @pytest.fixture
+    def logs(self) -> Iterator[CapturedLogs]:
+        captured = CapturedLogs()
+        sink_id = logger.add(lambda m: captured.lines.append(str(m)), format="{message} {extra}")
+        yield captured
+        logger.remove(sink_id)
+
+    def backup_config(
+        self, registry: PluginRegistry, raw: dict[str, Any], source: Path, **extra: Any
+    ) -> BackupConfig:
+        return parse_config(
+            {
+                "destinations": [
+                    {"type": self.destination_type, "name": DESTINATION_NAME, "config": raw}
+                ],
+                "source_folder": str(source),
+                "cron_schedule": "@daily",
+                **extra,
+            },
+            registry,
+        )
+
+    def run(self, registry: PluginRegistry, config: BackupConfig) -> RunResult:
+        return run_backup(config, registry, ProcessManager())
+
+    @staticmethod
+    def run_keys(destination: Destination, result_prefix: str) -> dict[str, ObjectInfo]:
+        return {o.key.removeprefix(result_prefix): o for o in destination.list(result_prefix)}
+
+    @staticmethod
+    def secrets_of(dtype: DestinationType, raw: dict[str, Any]) -> list[str]:
+        values = secret_field_values(structure_destination_config(raw, dtype.config_class))
+        return [v for v in values if len(v) >= 4]
+
+    # ------------------------------------------------------------------------- registration
+    def test_entry_point_resolves(self, dtype: DestinationType) -> None:
+        names = {ep.name for ep in importlib.metadata.entry_points(group=DESTINATION_GROUP)}
+        assert self.destination_type in names, (
+            f"no entry point '{self.destination_type}' in group '{DESTINATION_GROUP}'"
+        )
+        assert dtype.name == self.destination_type
+        assert attrs.has(dtype.config_class), "the config class must be an attrs class"
+        assert dtype.label, "the label names the destination in log lines"
+
+    def test_config_validates(
+        self, dtype: DestinationType, destination_config: dict[str, Any]
+    ) -> None:
+        config = structure_destination_config(destination_config, dtype.config_class)
+        assert isinstance(config, dtype.config_class)
+        with pytest.raises(ConfigError, match="no_such_option"):
+            structure_destination_config(
+                {**destination_config, "no_such_option": 1}, dtype.config_class
+            )
+
+    def test_missing_required_field_is_named(
+        self, registry: PluginRegistry, dtype: DestinationType, destination_config: dict[str, Any]
+    ) -> None:
+        required = [
+            f.name for f in attrs.fields(dtype.config_class) if f.metadata.get(
+                "service_backup_required")
+        ]  # fmt: skip
+        assert required, "a destination with no required field cannot be told where to write"
+        for name in required:
+            raw = {k: v for k, v in destination_config.items() if k != name}
+            for broken in (raw, {**raw, name: ""}):
+                with pytest.raises(ConfigError) as info:
+                    parse_config(
+                        {
+                            "destinations": [{"type": self.destination_type, "config": broken}],
+                            "source_folder": "/tmp",
+                            "cron_schedule": "@daily",
+                        },
+                        registry,
+                    )
+                assert f"destinations[0].config.{name}" in str(info.value)
+
+    def test_secrets_absent_from_repr_and_errors(
+        self, dtype: DestinationType, destination_config: dict[str, Any]
+    ) -> None:
+        secret_fields = [
+            f.name for f in attrs.fields(dtype.config_class) if f.type in (Secret, "Secret")
+        ]
+        config = structure_destination_config(destination_config, dtype.config_class)
+        secrets = secret_field_values(config)
+        text = repr(config) + str(config)
+        for value in secrets:
+            assert value not in text
+        for name in secret_fields:  # a wrong type in a secret field must not echo it back
+            if isinstance(destination_config.get(name), str) and destination_config[name]:
+                with pytest.raises(ConfigError) as info:
+                    structure_destination_config(
+                        {**destination_config, name: [destination_config[name]]},
+                        dtype.config_class,
+                    )
+                assert destination_config[name] not in str(info.value)
+
+    # ------------------------------------------------------------------------ the location
+    def test_location_is_created_and_idempotent(
+        self, dtype: DestinationType, destination_config: dict[str, Any]
+    ) -> None:
+        with self.open_destination(dtype, destination_config) as dest:
+            dest.ensure_location()
+            dest.ensure_location()  # an existing location is fine
+            info = dest.write("probe/created.txt", io.BytesIO(b"created"), 7)
+            assert info.size == 7
+            assert [o.key for o in dest.list("probe/")] == ["probe/created.txt"]
+
+    # --------------------------------------------------------------------------- round trips
+    @pytest.mark.parametrize("size", [0, 1, 4096 + 17])
+    def test_write_read_back_identical(self, destination: Destination, size: int) -> None:
+        data = os.urandom(size)
+        key = f"roundtrip/file-{size}.bin"
+        info = destination.write(key, io.BytesIO(data), size)
+        assert info.key == key
+        assert info.size == size
+        assert destination.stat(key).size == size
+        with destination.open_read(key) as stream:
+            assert stream.read() == data
+        assert [o.key for o in destination.list("roundtrip/")] == [key]
+
+    def test_large_file_streams_with_bounded_memory(
+        self, destination: Destination, tmp_path: Path
+    ) -> None:
+        assert self.max_rss_growth < self.large_file_size / 2, (
+            "max_rss_growth must stay below half of large_file_size, or slurping would pass"
+        )
+        source = tmp_path / "large.bin"
+        _write_random_file(source, self.large_file_size)
+        expected = _sha256_file(source)
+        file = SourceFile(path=source, relative="large.bin", size=self.large_file_size)
+        with rss_peak() as peak:
+            upload_one(destination, "large/large.bin", file)
+        assert destination.stat("large/large.bin").size == self.large_file_size
+        with destination.open_read("large/large.bin") as stream:
+            digest, size = _sha256_stream(stream)
+        assert size == self.large_file_size
+        assert digest == expected, "the large file read back differs from what was written"
+        assert peak.growth <= self.max_rss_growth, (
+            f"RSS grew by {peak.growth / MiB:.1f} MiB while uploading a "
+            f"{self.large_file_size / MiB:.0f} MiB file (allowed {self.max_rss_growth / MiB:.0f})"
+        )
+
+    def test_run_uploads_tree_with_awkward_names(
+        self,
+        registry: PluginRegistry,
+        destination: Destination,
+        destination_config: dict[str, Any],
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        monkeypatch.chdir(tmp_path)
+        source = tmp_path / "source"
+        expected: dict[str, bytes] = {"empty.dat": b"", "top.txt": b"top\n"}
+        for index, name in enumerate(AWKWARD_NAMES):
+            expected[f"nested/deeper/{name}"] = f"{index}:{name}".encode()
+            expected[f"{name[:6].strip() or 'x'}-dir/{name}"] = name.encode()[::-1]
+        for relative, data in expected.items():
+            (source / relative).parent.mkdir(parents=True, exist_ok=True)
+            (source / relative).write_bytes(data)
+        config = self.backup_config(
+            registry, destination_config, source,
+            deployment_name="conformance-deploy", add_deployment_name_to_backup_path=True,
+        )  # fmt: skip
+        result = self.run(registry, config)
+        assert result.ok, result.error
+        stamp = time.strftime("%Y/%m/%d")
+        prefix = f"conformance-deploy/{stamp}/"
+        stored = self.run_keys(destination, prefix)
+        assert sorted(stored) == sorted(expected)
+        for relative, data in expected.items():
+            assert stored[relative].size == len(data)
+            with destination.open_read(prefix + relative) as stream:
+                assert stream.read() == data, relative
+        assert not list(tmp_path.glob("service-backup-pwned*")), "a file name was executed"
+        assert result.uploads[0].size_in_bytes == sum(len(d) for d in expected.values())
+
+    def test_listing_spans_pages_and_respects_prefix(self, destination: Destination) -> None:
+        if self.listing_page_size is not None:
+            destination.list_page_size = self.listing_page_size  # type: ignore[attr-defined]
+        keys = [f"paged/{i:05d}.txt" for i in range(self.listing_entries)]
+        outside = ["pagedx/outside.txt", "other/paged/not-here.txt"]
+
+        def put(key: str) -> None:
+            destination.write(key, io.BytesIO(key.encode()), len(key.encode()))
+
+        with ThreadPoolExecutor(max_workers=max(1, destination.file_concurrency)) as pool:
+            list(pool.map(put, keys + outside))
+        listed = [o.key for o in destination.list("paged/")]
+        assert len(listed) == len(set(listed)), "the listing repeated entries across pages"
+        assert sorted(listed) == keys
+        assert {o.size for o in destination.list("paged/")} == {len(keys[0])}
+
+    def test_overwrite_by_second_run(
+        self,
+        registry: PluginRegistry,
+        destination: Destination,
+        destination_config: dict[str, Any],
+        tmp_path: Path,
+    ) -> None:
+        source = tmp_path / "source"
+        source.mkdir()
+        (source / "dump.rdb").write_bytes(b"first run, longer content" * 10)
+        config = self.backup_config(registry, destination_config, source)
+        assert self.run(registry, config).ok
+        (source / "dump.rdb").write_bytes(b"second")
+        result = self.run(registry, config)
+        assert result.ok, result.error
+        key = f"{time.strftime('%Y/%m/%d')}/dump.rdb"
+        assert destination.stat(key).size == len(b"second")
+        with destination.open_read(key) as stream:
+            assert stream.read() == b"second"
+
+    def test_delete_and_missing_keys(self, destination: Destination) -> None:
+        destination.write("del/a.txt", io.BytesIO(b"a"), 1)
+        destination.write("del/b.txt", io.BytesIO(b"b"), 1)
+        destination.delete("del/a.txt")
+        assert [o.key for o in destination.list("del/")] == ["del/b.txt"]
+        with pytest.raises(ObjectNotFound):
+            destination.stat("del/a.txt")
+        with pytest.raises(ObjectNotFound):
+            destination.open_read("del/a.txt")
+        with pytest.raises(ObjectNotFound):
+            destination.delete("del/a.txt")
+
+    # -------------------------------------------------------------------------- failure modes
+    def test_wrong_credentials_fail_clearly_without_secrets(
+        self,
+        registry: PluginRegistry,
+        dtype: DestinationType,
+        destination_config: dict[str, Any],
+        wrong_credentials_config: dict[str, Any] | None,
+        tmp_path: Path,
+        logs: CapturedLogs,
+    ) -> None:
+        if wrong_credentials_config is None:
+            pytest.skip("the plugin supplies no wrong_credentials_config")
+        source = tmp_path / "source"
+        source.mkdir()
+        (source / "f.txt").write_text("data")
+        result = self.run(registry, self.backup_config(registry, wrong_credentials_config, source))
+        assert not result.ok
+        assert result.error and DESTINATION_NAME in result.error
+        assert "Traceback" not in logs.text()
+        assert "\n" not in result.error
+        for secret in self.secrets_of(dtype, wrong_credentials_config) + self.secrets_of(
+            dtype, destination_config
+        ):
+            assert secret not in result.error
+            assert secret not in logs.text()
+
+    def test_unreachable_endpoint_fails_in_bounded_time(
+        self,
+        registry: PluginRegistry,
+        unreachable_config: dict[str, Any] | None,
+        tmp_path: Path,
+    ) -> None:
+        if unreachable_config is None:
+            pytest.skip("the plugin supplies no unreachable_config")
+        source = tmp_path / "source"
+        source.mkdir()
+        (source / "f.txt").write_text("data")
+        config = self.backup_config(registry, unreachable_config, source)
+        outcome: list[RunResult] = []
+        worker = threading.Thread(target=lambda: outcome.append(self.run(registry, config)))
+        started = time.monotonic()
+        worker.daemon = True
+        worker.start()
+        worker.join(self.unreachable_within)
+        elapsed = time.monotonic() - started
+        assert outcome, f"the run was still going after {elapsed:.0f}s against a dead endpoint"
+        assert not outcome[0].ok
+        assert outcome[0].error and DESTINATION_NAME in outcome[0].error
+
+    def test_source_file_removed_mid_run(self, destination: Destination, tmp_path: Path) -> None:
+        path = tmp_path / "gone.dat"
+        path.write_bytes(b"soon gone")
+        file = SourceFile(path=path, relative="gone.dat", size=9)
+        path.unlink()  # listed, then removed before its upload started
+        with pytest.raises(SourceError, match=r"gone\.dat"):
+            upload_one(destination, "vanish/gone.dat", file)
+        assert list(destination.list("vanish/")) == []
+
+    def test_failed_upload_is_not_presented_as_complete(self, destination: Destination) -> None:
+        size = self.failing_upload_size
+        stream = FailingStream(size, fail_after=size * 3 // 4)
+        with pytest.raises((BackupError, OSError)):
+            destination.write("partial/broken.bin", stream, size)  # type: ignore[arg-type]
+        with pytest.raises(ObjectNotFound):
+            destination.stat("partial/broken.bin")
+        assert [o.key for o in destination.list("partial/")] == []
+
+
+__all__ = ["AWKWARD_NAMES", "DestinationSuite", "FailingStream", "MiB"]
