@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 import cattrs
 import yaml
+from cattrs.v import format_exception
 
 from .errors import ConfigError
 from .secret import Secret
@@ -197,9 +198,21 @@ def _path_text(path: str) -> str:
     return text or "(top level)"
 
 
+def _format_exception(exc: BaseException, type_: Any) -> str:
+    """cattrs' wording, except that a config class's own validator keeps its message.
+
+    A ValueError raised while the class itself is built (an attrs validator; cattrs passes no
+    type then) carries a message a plugin wrote to be shown, naming the field and the problem;
+    cattrs' default would reduce it to "invalid value".
+    """
+    if type_ is None and isinstance(exc, ValueError) and str(exc):
+        return str(exc)
+    return format_exception(exc, type_)
+
+
 def _cattrs_messages(exc: Exception, path: str) -> list[str]:
     messages = []
-    for line in cattrs.transform_error(exc, path=path):
+    for line in cattrs.transform_error(exc, path=path, format_exception=_format_exception):
         text, _, where = line.rpartition(" @ ")
         if text.startswith("extra fields found"):
             names = text[text.index("(") + 1 : text.rindex(")")]
