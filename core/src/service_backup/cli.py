@@ -58,17 +58,20 @@ def _invalid(path: str, exc: ConfigError, as_log: bool) -> int:
 
 def cmd_validate(path: str) -> int:
     from .config import load_config
-    from .cron import parse_schedule
+    from .cron import ScheduleError, parse_schedule
     from .plugins import PluginRegistry
 
     started = time.monotonic()
     try:
         config = load_config(path, PluginRegistry(load_hook_plugins=False))
-        if config.destinations:
-            parse_schedule(config.cron_schedule)
     except ConfigError as exc:
-        field = "cron_schedule: " if exc.__class__.__name__ == "ScheduleError" else ""
-        return _invalid(path, ConfigError(field + str(exc)), as_log=False)
+        return _invalid(path, exc, as_log=False)
+    if config.destinations:
+        try:
+            parse_schedule(config.cron_schedule)
+        except ScheduleError as exc:
+            error = ConfigError(f"cron_schedule: {exc}. {config.missing_properties_message}")
+            return _invalid(path, error, as_log=False)
     kinds = ", ".join(f"{d.display_name} ({d.type})" for d in config.destinations) or "none"
     print(f"{path}: valid; destinations: {kinds}; schedule: {config.cron_schedule or '-'}"
           f" ({time.monotonic() - started:.2f}s)")  # fmt: skip

@@ -148,7 +148,9 @@ class Schedule:
     trigger: BaseTrigger
 
     def next_fire_time(self, after: datetime.datetime) -> datetime.datetime | None:
-        return self.trigger.get_next_fire_time(None, after)  # type: ignore[no-any-return]
+        """The first fire time strictly after ``after`` (robfig's ``Next``)."""
+        later = after + datetime.timedelta(microseconds=1)
+        return self.trigger.get_next_fire_time(None, later)  # type: ignore[no-any-return]
 
 
 def _csv(values: frozenset[int], names: list[str] | None = None) -> str:
