@@ -1,0 +1,396 @@
+"""The HTTP conversation behind a Cloud Foundry service alert (standard library only).
+
+The protocol is the Go release's service-alerts client:
+
+1. ``GET <cc>/v2/info`` → ``token_endpoint`` (the UAA).
+2. ``POST <uaa>/oauth/token`` password grant for the CC user, basic auth ``cf:``.
+3. ``GET <cc>/v2/organizations?q=name:<org>`` → org GUID.
+4. ``GET <cc>/v2/organizations/<org guid>/spaces?q=name:<space>`` → space GUID.
+5. ``POST <uaa>/oauth/token`` client-credentials grant for the notifications client.
+6. ``POST <notifications>/spaces/<space guid>`` with ``X-NOTIFICATIONS-VERSION: 1``.
+
+Every request shares one deadline, ``timeout_seconds`` after the alert started. A 5xx answer,
+a CF router ``404`` with ``X-Cf-Routererror: unknown_route`` (the app is being restaged) and a
+connection that fails or times out are retried with exponential back-off (1 s, doubling, capped
+at 16 s) until the deadline: the last wait is cut short so that one final attempt happens right
+at the deadline, whose socket timeout is ``MIN_REQUEST_TIMEOUT``; so the alert gives up within
+``timeout_seconds`` plus about a second. Any other 4xx, an untrusted TLS certificate, or an
+unknown org or space fails at once.
+
+Only the standard library is used, and this module is imported only when an alert goes out,
+so the daemon pays nothing for it on successful runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import http.client
+import json
+import ssl
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import attrs
+
+from service_backup.config import AlertsConfig, AlertsSettings
+from service_backup.errors import BackupError
+from service_backup.secret import scrub
+
+INITIAL_BACKOFF = 1.0
+MAX_BACKOFF = 16.0
+MIN_REQUEST_TIMEOUT = 1.0
+MAX_BODY = 64 * 1024
+SNIPPET = 300
+KIND_ID = "service-alerts"
+USER_AGENT = "service-backup cf-notifications-alerter"
+
+
+class AlertError(BackupError):
+    """The alert could not be delivered; the message is one secret-free line."""
+
+
+class Clock(Protocol):
+    """Time as the retry loop sees it; tests pass a virtual one to check the back-off."""
+
+    def monotonic(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class RealClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+@attrs.frozen
+class Response:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def header(self, name: str) -> str:
+        return self.headers.get(name) or ""
+
+
+class _Fatal(Exception):
+    """A transport failure that retrying cannot fix (an untrusted certificate)."""
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Never follow a redirect: it would carry the Authorization header to another host."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def tls_context(skip_ssl_validation: bool) -> ssl.SSLContext:
+    """The system trust store, or (``skip_ssl_validation: true``) no verification at all."""
+    context = ssl.create_default_context()
+    if skip_ssl_validation:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def retryable(response: Response) -> bool:
+    if response.status >= 500:
+        return True
+    return (
+        response.status == 404
+        and response.header("X-Cf-Routererror").strip().lower() == "unknown_route"
+    )
+
+
+def _one_line(text: str, limit: int = SNIPPET) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
+def _join(base: str, path: str) -> str:
+    return base.rstrip("/") + path
+
+
+class Conversation:
+    """One alert's requests: a shared deadline, retries, and errors scrubbed of secrets."""
+
+    def __init__(
+        self,
+        *,
+        timeout_seconds: float,
+        skip_ssl_validation: bool,
+        secrets: list[str],
+        clock: Clock | None = None,
+        on_retry: Callable[[str, float], None] | None = None,
+    ) -> None:
+        self.clock = clock or RealClock()
+        self.timeout_seconds = timeout_seconds
+        self.started = self.clock.monotonic()
+        self.deadline = self.started + timeout_seconds
+        self.skip_ssl_validation = skip_ssl_validation
+        self.secrets = list(secrets)
+        self.on_retry = on_retry
+        self._opener = urllib.request.build_opener(
+            urllib.request.HTTPSHandler(context=tls_context(skip_ssl_validation)),
+            _NoRedirects(),
+        )
+
+    def remember_secret(self, value: str) -> None:
+        self.secrets.append(value)
+
+    def clean(self, text: str) -> str:
+        return scrub(text, self.secrets)
+
+    def fail(self, what: str, problem: str) -> AlertError:
+        return AlertError(self.clean(f"{what}: {_one_line(problem, 2 * SNIPPET)}"))
+
+    def _attempt(
+        self, method: str, url: str, headers: dict[str, str], body: bytes | None
+    ) -> Response:
+        timeout = max(MIN_REQUEST_TIMEOUT, self.deadline - self.clock.monotonic())
+        if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+            raise _Fatal("invalid URL (expected http:// or https://)")
+        try:
+            request = urllib.request.Request(url, data=body, method=method, headers=headers)  # noqa: S310
+        except ValueError as exc:
+            raise _Fatal(f"invalid URL ({exc})") from None
+        try:
+            with self._opener.open(request, timeout=timeout) as answer:
+                return Response(answer.status, answer.headers, answer.read(MAX_BODY))
+        except urllib.error.HTTPError as exc:
+            with exc:
+                data = exc.read(MAX_BODY) if exc.fp is not None else b""
+            return Response(exc.code, exc.headers or {}, data)
+        except urllib.error.URLError as exc:
+            reason = exc.reason
+            if isinstance(reason, ssl.SSLCertVerificationError):
+                raise _Fatal(
+                    f"TLS certificate not trusted ({reason.verify_message or reason}); "
+                    "set skip_ssl_validation: true to accept it"
+                ) from None
+            if isinstance(reason, ssl.SSLError):
+                raise _Fatal(f"TLS handshake failed ({reason})") from None
+            if isinstance(reason, OSError) and reason.strerror:
+                raise OSError(reason.strerror) from None
+            raise OSError(str(reason)) from None
+        except (http.client.HTTPException, ssl.SSLError) as exc:
+            raise OSError(f"{type(exc).__name__}: {exc}".rstrip(": ")) from None
+
+    def call(
+        self,
+        what: str,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: bytes | None = None,
+    ) -> Response:
+        """One request, retried while the failure is transient and the budget lasts."""
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **headers}
+        delay = INITIAL_BACKOFF
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                response = self._attempt(method, url, headers, body)
+            except _Fatal as exc:
+                raise self.fail(what, f"{method} {url}: {exc}") from None
+            except OSError as exc:
+                problem = f"{method} {url} failed: {exc.strerror or exc}"
+            else:
+                if 200 <= response.status < 300:
+                    return response
+                text = response.body.decode("utf-8", "replace")
+                problem = f"{method} {url} returned {response.status}: {_one_line(text) or '-'}"
+                if not retryable(response):
+                    raise self.fail(what, problem)
+            now = self.clock.monotonic()
+            if now >= self.deadline:
+                raise self.fail(
+                    what,
+                    f"gave up after {attempts} attempt{'s' if attempts > 1 else ''} in "
+                    f"{now - self.started:.1f}s (timeout_seconds {self.timeout_seconds:g}); "
+                    f"last: {problem}",
+                )
+            wait = min(delay, self.deadline - now)
+            if self.on_retry is not None:
+                self.on_retry(self.clean(f"{what}: {problem}"), wait)
+            self.clock.sleep(wait)
+            delay = min(delay * 2, MAX_BACKOFF)
+
+    def json(self, what: str, response: Response, url: str) -> Any:
+        try:
+            return json.loads(response.body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise self.fail(what, f"{url} did not answer with JSON") from None
+
+    def token(self, what: str, uaa: str, basic: str, form: dict[str, str]) -> str:
+        url = _join(uaa, "/oauth/token")
+        response = self.call(
+            what,
+            "POST",
+            url,
+            {"Authorization": basic, "Content-Type": "application/x-www-form-urlencoded"},
+            urllib.parse.urlencode(form).encode("ascii"),
+        )
+        document = self.json(what, response, url)
+        token = document.get("access_token") if isinstance(document, dict) else None
+        if not isinstance(token, str) or not token:
+            raise self.fail(what, f"{url} answered without an access_token")
+        self.remember_secret(token)
+        return token
+
+    def first_guid(self, what: str, url: str, bearer: str, missing: str) -> str:
+        response = self.call(what, "GET", url, {"Authorization": f"Bearer {bearer}"})
+        document = self.json(what, response, url)
+        resources = document.get("resources") if isinstance(document, dict) else None
+        if not resources:
+            raise AlertError(self.clean(missing))
+        try:
+            guid = resources[0]["metadata"]["guid"]
+        except (KeyError, TypeError, IndexError):
+            guid = None
+        if not isinstance(guid, str) or not guid:
+            raise self.fail(what, f"{url} answered without a metadata.guid")
+        return guid
+
+
+@attrs.frozen
+class Notification:
+    subject: str
+    text: str
+    reply_to: str = ""
+
+    def payload(self) -> dict[str, str]:
+        body = {"kind_id": KIND_ID, "subject": self.subject, "text": self.text}
+        if self.reply_to:
+            body["reply_to"] = self.reply_to
+        return body
+
+
+def rfc3339(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def compose(
+    product: str, identifier: str | None, error: str, reply_to: str, at: datetime.datetime
+) -> Notification:
+    """The Go release's subject and text, word for word."""
+    who = f"{product}, service instance {identifier}" if identifier else product
+    text = (
+        f"Alert from {who}:\n\n"
+        f"A backup run has failed with the following error: {error}\n\n"
+        f"[Alert generated at {rfc3339(at)}]"
+    )
+    return Notification(f"[Service Alert][{product}] Service Backup Failed", text, reply_to)
+
+
+def _missing_fields(settings: AlertsSettings) -> list[str]:
+    cc, notifications = settings.cloud_controller, settings.notifications
+    fields = {
+        "cloud_controller.url": cc.url,
+        "cloud_controller.user": cc.user,
+        "cloud_controller.password": cc.password.reveal(),
+        "notifications.service_url": notifications.service_url,
+        "notifications.cf_org": notifications.cf_org,
+        "notifications.cf_space": notifications.cf_space,
+        "notifications.client_id": notifications.client_id,
+        "notifications.client_secret": notifications.client_secret.reveal(),
+    }
+    return [f"alerts.config.{name}" for name, value in fields.items() if not value.strip()]
+
+
+def send_service_alert(
+    alerts: AlertsConfig,
+    *,
+    identifier: str | None,
+    error: str,
+    log: Any = None,
+    clock: Clock | None = None,
+    now: datetime.datetime | None = None,
+) -> None:
+    """Deliver one alert or raise ``AlertError`` saying which step failed and why."""
+    settings = alerts.config
+    missing = _missing_fields(settings)
+    if missing:
+        raise AlertError(f"alerts are not fully configured: missing {', '.join(missing)}")
+    cc, notify = settings.cloud_controller, settings.notifications
+    password, client_secret = cc.password.reveal(), notify.client_secret.reveal()
+
+    def on_retry(problem: str, delay: float) -> None:
+        if log is not None:
+            log.bind(error=problem, retry_in_seconds=delay).debug("Alert request failed, retrying")
+
+    talk = Conversation(
+        timeout_seconds=settings.effective_timeout_seconds,
+        skip_ssl_validation=settings.effective_skip_ssl_validation,
+        secrets=[password, client_secret],
+        clock=clock,
+        on_retry=on_retry,
+    )
+    message = compose(
+        alerts.product_name.strip(),
+        identifier,
+        error,
+        notify.reply_to.strip(),
+        now or datetime.datetime.now(datetime.UTC),
+    )
+
+    what = f"Cloud Controller {cc.url} info"
+    info_url = _join(cc.url, "/v2/info")
+    info = talk.json(what, talk.call(what, "GET", info_url, {}), info_url)
+    uaa = info.get("token_endpoint") if isinstance(info, dict) else None
+    if not isinstance(uaa, str) or not uaa:
+        raise talk.fail(what, f"{info_url} answered without a token_endpoint")
+
+    cc_token = talk.token(
+        f"UAA token for Cloud Controller user '{cc.user}'",
+        uaa,
+        _basic("cf", ""),
+        {"grant_type": "password", "username": cc.user, "password": password},
+    )
+    org_url = _join(cc.url, "/v2/organizations?") + urllib.parse.urlencode(
+        {"q": f"name:{notify.cf_org}"}
+    )
+    org_guid = talk.first_guid(
+        f"looking up CF org '{notify.cf_org}'",
+        org_url,
+        cc_token,
+        f"CF org '{notify.cf_org}' not found",
+    )
+    space_url = _join(
+        cc.url, f"/v2/organizations/{urllib.parse.quote(org_guid, safe='')}/spaces?"
+    ) + urllib.parse.urlencode({"q": f"name:{notify.cf_space}"})
+    space_guid = talk.first_guid(
+        f"looking up CF space '{notify.cf_space}'",
+        space_url,
+        cc_token,
+        f"CF space '{notify.cf_space}' not found in org '{notify.cf_org}'",
+    )
+    notify_token = talk.token(
+        f"UAA token for notifications client '{notify.client_id}'",
+        uaa,
+        _basic(notify.client_id, client_secret),
+        {"grant_type": "client_credentials"},
+    )
+    talk.call(
+        f"sending the notification to CF space '{notify.cf_space}'",
+        "POST",
+        _join(notify.service_url, f"/spaces/{urllib.parse.quote(space_guid, safe='')}"),
+        {
+            "Authorization": f"Bearer {notify_token}",
+            "Content-Type": "application/json",
+            "X-NOTIFICATIONS-VERSION": "1",
+        },
+        json.dumps(message.payload()).encode("utf-8"),
+    )
