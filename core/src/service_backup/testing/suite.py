@@ -421,6 +421,18 @@ class DestinationSuite:
     ) -> None:
         if wrong_credentials_config is None:
             pytest.skip("the plugin supplies no wrong_credentials_config")
+        secrets = self.secrets_of(dtype, wrong_credentials_config) + self.secrets_of(
+            dtype, destination_config
+        )
+        # The plugin's own error, before the core scrubs anything, must already be clean.
+        with pytest.raises(BackupError) as raised:
+            with self.open_destination(dtype, wrong_credentials_config) as dest:
+                dest.ensure_location()
+                dest.write("denied/f.txt", io.BytesIO(b"data"), 4)
+        raw = str(raised.value)
+        assert "\n" not in raw.strip() and "Traceback" not in raw
+        for secret in secrets:
+            assert secret not in raw, "the destination's error quotes a secret"
         source = tmp_path / "source"
         source.mkdir()
         (source / "f.txt").write_text("data")
@@ -429,9 +441,7 @@ class DestinationSuite:
         assert result.error and DESTINATION_NAME in result.error
         assert "Traceback" not in logs.text()
         assert "\n" not in result.error
-        for secret in self.secrets_of(dtype, wrong_credentials_config) + self.secrets_of(
-            dtype, destination_config
-        ):
+        for secret in secrets:
             assert secret not in result.error
             assert secret not in logs.text()
 

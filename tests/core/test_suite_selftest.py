@@ -1,0 +1,106 @@
+"""The conformance suite catches broken plugins (a suite that cannot fail proves nothing)."""
+
+from __future__ import annotations
+
+import pytest
+
+PLUGIN_AND_SUITE = """
+import io
+import uuid
+from typing import IO
+
+import attrs
+import pytest
+from loguru import logger
+
+from service_backup.config import required
+from service_backup.destination import DestinationType, ObjectInfo
+from service_backup.errors import DestinationError
+from service_backup.plugins import PluginRegistry
+from service_backup.secret import Secret
+from service_backup.testing import DestinationSuite, MiB
+from service_backup_plugins.local import LocalDestination
+
+
+@attrs.frozen
+class BrokenConfig:
+    path: str = required()
+    token: Secret = required()
+
+
+class Broken(LocalDestination):
+    def __init__(self, config, context):
+        super().__init__(config, context)
+        self.token = config.token
+
+    def ensure_location(self):
+        if self.token.reveal() != "right-token-123":
+            if "{flaw}" == "leaks-secret":
+                logger.info(f"login with {{self.token.reveal()}} refused")
+            raise DestinationError("login refused")
+        super().ensure_location()
+
+    def write(self, key, stream, size):
+        if "{flaw}" == "truncates" and size > MiB:
+            data = stream.read(size - 1)
+            return super().write(key, io.BytesIO(data), size - 1)
+        if "{flaw}" == "slurps":
+            return super().write(key, io.BytesIO(stream.read()), size)
+        return super().write(key, stream, size)
+
+
+class Plugin:
+    @staticmethod
+    def destination_types():
+        return [DestinationType("broken", BrokenConfig, Broken, label="broken")]
+
+
+class TestBroken(DestinationSuite):
+    destination_type = "broken"
+    large_file_size = 64 * MiB
+    max_rss_growth = 24 * MiB
+    listing_entries = 20
+
+    def make_registry(self):
+        registry = PluginRegistry(load_hook_plugins=False)
+        registry.register(Plugin(), name="broken")
+        return registry
+
+    @pytest.fixture
+    def destination_config(self, tmp_path):
+        yield {{"path": str(tmp_path / uuid.uuid4().hex), "token": "right-token-123"}}
+
+    @pytest.fixture
+    def wrong_credentials_config(self, destination_config):
+        return {{**destination_config, "token": "wrong-token-456"}}
+"""
+
+SELECTED = (
+    "test_large_file_streams_with_bounded_memory or "
+    "test_wrong_credentials_fail_clearly_without_secrets or test_write_read_back_identical"
+)
+
+
+def run_suite(pytester: pytest.Pytester, flaw: str) -> pytest.RunResult:
+    pytester.makepyfile(test_broken=PLUGIN_AND_SUITE.format(flaw=flaw))
+    return pytester.runpytest_subprocess("-k", SELECTED, "-p", "no:cacheprovider")
+
+
+def test_a_sound_plugin_passes(pytester: pytest.Pytester) -> None:
+    run_suite(pytester, "none").assert_outcomes(passed=5)
+
+
+@pytest.mark.parametrize(
+    ("flaw", "failing_test"),
+    [
+        ("truncates", "test_large_file_streams_with_bounded_memory"),
+        ("slurps", "test_large_file_streams_with_bounded_memory"),
+        ("leaks-secret", "test_wrong_credentials_fail_clearly_without_secrets"),
+    ],
+)
+def test_a_broken_plugin_fails_the_suite(
+    pytester: pytest.Pytester, flaw: str, failing_test: str
+) -> None:
+    result = run_suite(pytester, flaw)
+    result.assert_outcomes(passed=4, failed=1)
+    result.stdout.fnmatch_lines([f"FAILED *{failing_test}*"])
