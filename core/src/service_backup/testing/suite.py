@@ -425,10 +425,12 @@ class DestinationSuite:
             dtype, destination_config
         )
         # The plugin's own error, before the core scrubs anything, must already be clean.
-        with pytest.raises(BackupError) as raised:
-            with self.open_destination(dtype, wrong_credentials_config) as dest:
-                dest.ensure_location()
-                dest.write("denied/f.txt", io.BytesIO(b"data"), 4)
+        with (
+            pytest.raises(BackupError) as raised,
+            self.open_destination(dtype, wrong_credentials_config) as dest,
+        ):
+            dest.ensure_location()
+            dest.write("denied/f.txt", io.BytesIO(b"data"), 4)
         raw = str(raised.value)
         assert "\n" not in raw.strip() and "Traceback" not in raw
         for secret in secrets:
