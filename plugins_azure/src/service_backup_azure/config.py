@@ -1,0 +1,109 @@
+"""The ``azure`` destination's ``config:`` mapping, as the Go release's job template renders it.
+
+``storage_account``, ``storage_access_key``, ``container`` and ``path`` were required by that
+template and still are. ``endpoint`` is optional and takes two forms:
+
+* a DNS suffix, as the Go release passed to blobxfer: ``core.windows.net`` (the default, public
+  cloud), ``core.chinacloudapi.cn``, ``core.usgovcloudapi.net``. The account URL is then
+  ``https://<storage_account>.blob.<suffix>``;
+* a full URL, used as the account URL itself: Azurite's ``http://127.0.0.1:10000/devstoreaccount1``
+  or a private endpoint such as ``https://acct.privatelink.blob.core.windows.net``.
+
+Values that can only fail later (a key that is not base64, a container name Azure rejects, an
+endpoint that is neither form) are refused here, so ``service-backup validate`` catches them
+before the first run instead of the first upload failing at 3 a.m.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import attrs
+
+from service_backup.config import required
+from service_backup.secret import Secret
+
+DEFAULT_ENDPOINT_SUFFIX: Final = "core.windows.net"
+
+# https://learn.microsoft.com/rest/api/storageservices/naming-and-referencing-containers--blobs--and-metadata
+_CONTAINER_NAME = re.compile(r"^(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9]))*$")
+_ACCOUNT_NAME = re.compile(r"^[a-z0-9]{3,24}$")
+_DNS_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_DNS_SUFFIX = re.compile(rf"^(?=.{{1,253}}$){_DNS_LABEL}(?:\.{_DNS_LABEL})+$")
+
+
+def _check_account(_: Any, attribute: attrs.Attribute, value: str) -> None:
+    # Empty is reported by the core as "required field missing"; only judge what was given.
+    if value and not _ACCOUNT_NAME.match(value):
+        raise ValueError(
+            f"{attribute.name}: '{value}' is not a storage account name "
+            "(3-24 lowercase letters and digits)"
+        )
+
+
+def _check_container(_: Any, attribute: attrs.Attribute, value: str) -> None:
+    if value and not _CONTAINER_NAME.match(value):
+        raise ValueError(
+            f"{attribute.name}: '{value}' is not a valid container name (3-63 lowercase "
+            "letters, digits and single hyphens, starting and ending with a letter or digit)"
+        )
+
+
+def _check_key(_: Any, attribute: attrs.Attribute, value: Secret) -> None:
+    text = "".join(value.reveal().split())
+    if not text:
+        return
+    try:
+        base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        # Never quote the value: it is (a mistyped) secret.
+        raise ValueError(
+            f"{attribute.name}: not a base64 account key (copy key1 or key2 of the storage account)"
+        ) from None
+
+
+def _check_endpoint(_: Any, attribute: attrs.Attribute, value: str) -> None:
+    text = value.strip()
+    if not text:
+        return
+    if "://" in text:
+        parts = urlsplit(text)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{attribute.name}: '{value}' is not an http(s) URL with a host name")
+        if parts.query or parts.fragment:
+            raise ValueError(
+                f"{attribute.name}: '{value}' must not carry a query or fragment "
+                "(give the account URL; the access key is a separate field)"
+            )
+        return
+    if not _DNS_SUFFIX.match(text.strip(".")):
+        raise ValueError(
+            f"{attribute.name}: '{value}' is neither a DNS suffix such as core.chinacloudapi.cn "
+            "nor a URL such as https://account.blob.core.windows.net"
+        )
+
+
+@attrs.frozen
+class AzureConfig:
+    """One ``type: azure`` destination."""
+
+    storage_account: str = required(validator=_check_account)
+    storage_access_key: Secret = required(validator=_check_key)  # noqa: RUF009 - attrs field
+    container: str = required(validator=_check_container)
+    path: str = required()
+    endpoint: str = attrs.field(default="", validator=_check_endpoint)
+
+
+def account_url(config: AzureConfig) -> str:
+    """The blob service URL of the configured account (no network involved)."""
+    endpoint = config.endpoint.strip()
+    if "://" in endpoint:
+        return endpoint.rstrip("/")
+    suffix = endpoint.strip(".") or DEFAULT_ENDPOINT_SUFFIX
+    # Accept the blob service's own host suffix too (``blob.core.windows.net``).
+    suffix = suffix.removeprefix("blob.")
+    return f"https://{config.storage_account}.blob.{suffix}"
