@@ -1,0 +1,219 @@
+"""``python -m bench [--quick] [--only local,s3] [--runs N]``: run the benchmark, write the table.
+
+See ``docs/benchmarks.md``. Full run: the 1 GiB, 5,000 x 16 KiB, 200 x 1 MiB and 2 GiB (memory
+check, ours only) sets to every destination, 3 measured runs per tool after a warm-up, a 60 s
+idle window. ``--quick``: the small sets only (200 x 1 MiB and 500 x 16 KiB), one run each,
+no warm-up, a 10 s idle window: a smoke run that finishes in a few minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import sys
+import traceback
+from contextlib import ExitStack
+from pathlib import Path
+
+from . import datasets, report, tools
+from .overhead import all_types_config, measure_idle, measure_startup
+from .runner import Row, run_cell
+from .targets import BenchContext, Target, Tool
+
+REPO = Path(__file__).resolve().parent.parent
+DESTINATIONS = ("local", "s3", "azure", "gcs", "scp")
+TARGET_CLASSES = {
+    "local": "bench.targets.local:LocalTarget",
+    "s3": "bench.targets.s3:S3Target",
+    "azure": "bench.targets.azure:AzureTarget",
+    "gcs": "bench.targets.gcs:GcsTarget",
+    "scp": "bench.targets.scp:ScpTarget",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small sets, one run: a smoke run")
+    p.add_argument(
+        "--only",
+        default=",".join(DESTINATIONS),
+        help="comma-separated destinations (default: all five)",
+    )
+    p.add_argument(
+        "--sets",
+        default=None,
+        help=f"comma-separated data sets (of {', '.join(datasets.ALL_SETS)})",
+    )
+    p.add_argument(
+        "--runs", type=int, default=None, help="measured runs per tool (default 3, quick 1)"
+    )
+    p.add_argument(
+        "--warmup", type=int, default=None, help="warm-up runs per tool (default 1, quick 0)"
+    )
+    p.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=None,
+        help="idle daemon window (default 60, quick 10; 0 skips it)",
+    )
+    p.add_argument(
+        "--startup-runs",
+        type=int,
+        default=None,
+        help="validate runs for start-up (default 10, quick 3; 0 skips it)",
+    )
+    p.add_argument(
+        "--work",
+        type=Path,
+        default=REPO / "bench" / "work",
+        help="data sets, peers' virtualenvs, server folders (default bench/work)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "bench" / "results" / "latest.md",
+        help="where the Markdown report goes (default bench/results/latest.md)",
+    )
+    p.add_argument("--timeout", type=float, default=1800, help="per upload, seconds")
+    p.add_argument("--note", action="append", default=[], help="a line added under the table")
+    return p
+
+
+def _load_target(name: str, ctx: BenchContext) -> Target:
+    module_name, _, class_name = TARGET_CLASSES[name].partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    return cls(ctx)  # type: ignore[no-any-return]
+
+
+def _failed_rows(
+    name: str, sets: list[datasets.DataSet], reason: str, target: Target | None
+) -> list[Row]:
+    try:
+        tool_list = target.tools() if target else [Tool("manual-backup", ours=True)]
+    except Exception:
+        tool_list = [Tool("manual-backup", ours=True)]
+    return [
+        Row(name, d, t, None, reason)
+        for d in sets
+        for t in tool_list
+        if t.ours or not d.memory_check
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    only = [x.strip() for x in args.only.split(",") if x.strip()]
+    unknown = [x for x in only if x not in DESTINATIONS]
+    if unknown:
+        raise SystemExit(f"bench: unknown destination(s) {unknown}; choose from {DESTINATIONS}")
+    if args.sets:
+        try:
+            sets = [datasets.ALL_SETS[x.strip()] for x in args.sets.split(",") if x.strip()]
+        except KeyError as exc:
+            raise SystemExit(
+                f"bench: unknown data set {exc}; choose from {list(datasets.ALL_SETS)}"
+            ) from None
+    else:
+        sets = list(datasets.QUICK_SETS if args.quick else datasets.FULL_SETS)
+    runs = args.runs if args.runs is not None else (1 if args.quick else 3)
+    warmup = args.warmup if args.warmup is not None else (0 if args.quick else 1)
+    idle_seconds = (
+        args.idle_seconds if args.idle_seconds is not None else (10 if args.quick else 60)
+    )
+    startup_runs = args.startup_runs if args.startup_runs is not None else (3 if args.quick else 10)
+
+    started = datetime.datetime.now(datetime.UTC)
+    load_start = report.load_average()
+    work: Path = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    tools.ensure_gnu_time()
+    ctx = BenchContext(repo=REPO, work=work)
+    ctx.rclone = tools.ensure_rclone()
+    if "s3" in only:
+        ctx.aws = tools.ensure_awscli(work)
+
+    print("bench: generating data sets (once)", file=sys.stderr, flush=True)
+    sources = {d.name: datasets.ensure(d, work / "data") for d in sets}
+    stamp = started.strftime("%Y%m%dT%H%M%S")
+
+    rows: list[Row] = []
+    knobs: dict[str, list[tuple[str, str]]] = {}
+    versions = report.our_versions(REPO)
+    if ctx.rclone:
+        versions["rclone"] = tools.version_of([ctx.rclone, "version"])
+    for name in only:
+        target: Target | None = None
+        try:
+            target = _load_target(name, ctx)
+            knobs[name] = [(t.name, t.knobs) for t in target.tools()]
+            with ExitStack() as stack:
+                stack.enter_context(target.serving())
+                versions.update(target.versions())
+                for dataset in sets:
+                    rows += run_cell(
+                        target, dataset, sources[dataset.name], runs, warmup, stamp, args.timeout
+                    )
+        except Exception as exc:  # a server that cannot start: say so in the table
+            reason = (
+                f"not run: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            )
+            print(f"bench: {name}: {reason}", file=sys.stderr, flush=True)
+            traceback.print_exc(file=sys.stderr)
+            done = {(r.dataset.name, r.tool.name) for r in rows if r.destination == name}
+            rows += [
+                r
+                for r in _failed_rows(name, sets, reason, target)
+                if (r.dataset.name, r.tool.name) not in done
+            ]
+
+    startup, idle = [], None
+    if startup_runs > 0:
+        print("bench: start-up (validate)", file=sys.stderr, flush=True)
+        src = next(iter(sources.values()), work)
+        config_all = all_types_config(work, src)
+        config_local = all_types_config(work, src, types=["local"])
+        startup.append(
+            measure_startup(
+                ctx.bin, config_all, "`service-backup validate`, all five types", startup_runs
+            )
+        )
+        startup.append(
+            measure_startup(
+                ctx.bin, config_local, "`service-backup validate`, local only", startup_runs
+            )
+        )
+    if idle_seconds > 0:
+        print(f"bench: idle daemon ({idle_seconds:.0f} s)", file=sys.stderr, flush=True)
+        src = next(iter(sources.values()), work)
+        idle = measure_idle(ctx.bin, all_types_config(work, src), idle_seconds)
+
+    finished = datetime.datetime.now(datetime.UTC)
+    settings = (
+        f"{'--quick, ' if args.quick else ''}destinations {', '.join(only)}; "
+        f"sets {', '.join(d.name for d in sets)}; {runs} measured run(s) after "
+        f"{warmup} warm-up per tool"
+    )
+    text = report.document(
+        rows=rows,
+        startup=startup,
+        idle=idle,
+        destinations=only,
+        knobs=knobs,
+        versions=versions,
+        settings=settings,
+        started=started,
+        finished=finished,
+        load=(load_start, report.load_average()),
+        notes=args.note,
+    )
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(f"bench: wrote {args.out}", file=sys.stderr)
+    broken = [r for r in rows if r.tool.ours and r.summary is None]
+    return 1 if broken else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

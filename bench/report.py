@@ -1,0 +1,333 @@
+"""The table, the machine it ran on, the versions, the targets: printed and written as Markdown."""
+
+from __future__ import annotations
+
+import datetime
+import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import attrs
+
+from .datasets import DataSet
+from .overhead import IdleResult, StartupResult
+from .runner import Row
+
+MiB = 1024 * 1024
+X = "\u00d7"  # multiplication sign
+DASH = "\u2013"  # en dash: an empty cell
+RSS_LIMIT_MIB = 150
+OUR_DISTRIBUTIONS = (
+    "service-backup",
+    "service-backup-plugins",
+    "service-backup-s3",
+    "service-backup-azure",
+    "service-backup-gcs",
+    "service-backup-scp",
+)
+
+
+def machine() -> dict[str, str]:
+    info: dict[str, str] = {"nproc": str(os.cpu_count() or "?")}
+    try:
+        with open("/proc/meminfo") as f:
+            kib = int(next(line for line in f if line.startswith("MemTotal")).split()[1])
+        info["memory"] = f"{kib / 1024 / 1024:.1f} GiB"
+    except (OSError, StopIteration, ValueError):
+        info["memory"] = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            info["cpu"] = next(
+                line.split(":", 1)[1].strip() for line in f if line.startswith("model name")
+            )
+    except (OSError, StopIteration):
+        info["cpu"] = platform.processor() or "?"
+    info["kernel"] = platform.release()
+    try:
+        info["os"] = "Debian " + Path("/etc/debian_version").read_text().strip()
+    except OSError:
+        info["os"] = platform.platform()
+    return info
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def our_versions(repo: Path) -> dict[str, str]:
+    versions = {"python": sys.version.split()[0]}
+    for dist in OUR_DISTRIBUTIONS:
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = "not installed"
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        versions["commit"] = commit + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return versions
+
+
+def _mbps(dataset: DataSet, wall: float) -> float:
+    return dataset.total_bytes / wall / 1e6 if wall > 0 else 0.0
+
+
+def fastest_peer(rows: Sequence[Row], ours: Row) -> Row | None:
+    peers = [
+        r
+        for r in rows
+        if r.destination == ours.destination
+        and r.dataset == ours.dataset
+        and not r.tool.ours
+        and r.summary is not None
+    ]
+    return min(peers, key=lambda r: r.summary.wall) if peers else None  # type: ignore[union-attr]
+
+
+def ratio_text(rows: Sequence[Row], row: Row) -> str:
+    if not row.tool.ours or row.summary is None:
+        return ""
+    peer = fastest_peer(rows, row)
+    if peer is None or peer.summary is None:
+        return "no peer"
+    return f"{row.summary.wall / peer.summary.wall:.2f}{X} ({peer.tool.name})"
+
+
+def table(rows: Sequence[Row]) -> str:
+    head = (
+        "| destination | data set | tool | runs | median wall s | MB/s | CPU s | peak RSS MiB "
+        "| ours ÷ fastest peer (wall) | note |"
+    )
+    lines = [head, "|---|---|---|--:|--:|--:|--:|--:|---|---|"]
+    for row in rows:
+        s = row.summary
+        name = f"**{row.tool.name}**" if row.tool.ours else row.tool.name
+        if s is None:
+            cells = [DASH] * 5 + [""]
+        else:
+            cells = [
+                str(s.runs),
+                f"{s.wall:.2f}",
+                f"{_mbps(row.dataset, s.wall):.1f}",
+                f"{s.cpu:.2f}",
+                f"{s.peak_rss_kib / 1024:.0f}",
+                ratio_text(rows, row),
+            ]
+        note = row.note.replace("|", "\\|")
+        lines.append(
+            f"| {row.destination} | {row.dataset.title} | {name} | "
+            + " | ".join(cells)
+            + f" | {note} |"
+        )
+    return "\n".join(lines)
+
+
+def overhead_table(startup: Sequence[StartupResult], idle: IdleResult | None) -> str:
+    lines = [
+        "| what | runs | median wall s | CPU s | peak RSS MiB | note |",
+        "|---|--:|--:|--:|--:|---|",
+    ]
+    for item in startup:
+        s = item.summary
+        if s is None:
+            lines.append(f"| {item.label} | " + f"{DASH} | " * 4 + f"{item.note} |")
+        else:
+            lines.append(
+                f"| {item.label} | {s.runs} | {s.wall:.2f} | {s.cpu:.2f} | "
+                f"{s.peak_rss_kib / 1024:.0f} | {item.note} |"
+            )
+    if idle is not None:
+        lines.append(
+            f"| idle daemon, all five types, {idle.seconds:.0f} s window | 1 | "
+            f"ready after {idle.ready_seconds:.2f} | {idle.cpu_seconds:.2f} "
+            f"({idle.cpu_percent:.2f} % of a core) | {idle.max_rss_kib / 1024:.0f} "
+            f"| RSS {idle.rss_start_kib / 1024:.0f} MiB at start, "
+            f"{idle.rss_end_kib / 1024:.0f} MiB at end {idle.note} |"
+        )
+    return "\n".join(lines)
+
+
+@attrs.frozen
+class TargetCheck:
+    issue: int
+    destination: str
+    text: str
+    check: Callable[[Sequence[Row]], tuple[bool | None, str]]
+
+
+def _find(rows: Sequence[Row], dest: str, dataset: str, tool: str | None) -> Row | None:
+    for r in rows:
+        if (
+            r.destination == dest
+            and r.dataset.name == dataset
+            and (r.tool.ours if tool is None else r.tool.name == tool)
+        ):
+            return r
+    return None
+
+
+def _faster_than(dest: str, dataset: str, peers: Sequence[str], factor: float = 1.0):  # type: ignore[no-untyped-def]
+    """Ours' wall ≤ the fastest of ``peers``' wall ÷ ``factor``."""
+
+    def check(rows: Sequence[Row]) -> tuple[bool | None, str]:
+        ours = _find(rows, dest, dataset, None)
+        found = [r for p in peers if (r := _find(rows, dest, dataset, p)) and r.summary]
+        if ours is None or ours.summary is None or not found:
+            return None, "not measured"
+        best = min(found, key=lambda r: r.summary.wall)  # type: ignore[union-attr]
+        allowed = best.summary.wall / factor  # type: ignore[union-attr]
+        ratio = ours.summary.wall / best.summary.wall  # type: ignore[union-attr]
+        return ours.summary.wall <= allowed, (
+            f"ours {ours.summary.wall:.2f} s vs {best.tool.name} {best.summary.wall:.2f} s "  # type: ignore[union-attr]
+            f"(ours ÷ peer {ratio:.2f}{X}; target ≤ {1 / factor:.2f}{X})"
+        )
+
+    return check
+
+
+def _rss_under(dest: str, datasets: Sequence[str], limit_mib: float = RSS_LIMIT_MIB):  # type: ignore[no-untyped-def]
+    def check(rows: Sequence[Row]) -> tuple[bool | None, str]:
+        found = [r for d in datasets if (r := _find(rows, dest, d, None)) and r.summary]
+        if not found:
+            return None, "not measured"
+        worst = max(found, key=lambda r: r.summary.peak_rss_kib)  # type: ignore[union-attr]
+        mib = worst.summary.peak_rss_kib / 1024  # type: ignore[union-attr]
+        return (
+            mib <= limit_mib,
+            f"peak {mib:.0f} MiB on {worst.dataset.title} (limit {limit_mib:.0f})",
+        )
+
+    return check
+
+
+TARGETS = [
+    TargetCheck(
+        4,
+        "s3",
+        "1 GiB file: at least as fast as the faster of aws-cli and rclone",
+        _faster_than("s3", "big-1g", ["aws s3 cp --recursive", "rclone copy"]),
+    ),
+    TargetCheck(
+        4,
+        "s3",
+        f"5,000 {X} 16 KiB: at least as fast as the faster of aws-cli and rclone",
+        _faster_than("s3", "many-16k", ["aws s3 cp --recursive", "rclone copy"]),
+    ),
+    TargetCheck(4, "s3", "peak RSS ≤ 150 MiB for a 2 GiB file", _rss_under("s3", ["huge-2g"])),
+    TargetCheck(
+        5,
+        "azure",
+        "1 GiB file: at least rclone's speed",
+        _faster_than("azure", "big-1g", ["rclone copy"]),
+    ),
+    TargetCheck(
+        5,
+        "azure",
+        f"5,000 {X} 16 KiB: at least rclone's speed",
+        _faster_than("azure", "many-16k", ["rclone copy"]),
+    ),
+    TargetCheck(
+        5, "azure", "peak RSS ≤ 150 MiB for a 2 GiB file", _rss_under("azure", ["huge-2g"])
+    ),
+    TargetCheck(6, "gcs", "peak RSS ≤ 150 MiB for a 2 GiB file", _rss_under("gcs", ["huge-2g"])),
+    TargetCheck(
+        7,
+        "scp",
+        f"5,000 {X} 16 KiB: at least as fast as OpenSSH scp -r",
+        _faster_than("scp", "many-16k", ["scp -r"]),
+    ),
+    TargetCheck(
+        7,
+        "scp",
+        f"1 GiB file: within 0.8{X} of OpenSSH scp -r's speed",
+        _faster_than("scp", "big-1g", ["scp -r"], factor=0.8),
+    ),
+    TargetCheck(
+        7,
+        "scp",
+        "peak RSS ≤ 150 MiB (every set)",
+        _rss_under("scp", ["big-1g", "many-16k", "mid-1m", "huge-2g", "many-16k-q"]),
+    ),
+]
+
+
+def targets_table(rows: Sequence[Row], destinations: Sequence[str]) -> str:
+    lines = ["| issue | destination | target | result | measured |", "|--:|---|---|---|---|"]
+    for t in TARGETS:
+        if t.destination not in destinations:
+            continue
+        met, detail = t.check(rows)
+        verdict = "met" if met else ("not measured" if met is None else "**missed**")
+        lines.append(f"| #{t.issue} | {t.destination} | {t.text} | {verdict} | {detail} |")
+    return "\n".join(lines)
+
+
+def document(
+    *,
+    rows: Sequence[Row],
+    startup: Sequence[StartupResult],
+    idle: IdleResult | None,
+    destinations: Sequence[str],
+    knobs: dict[str, list[tuple[str, str]]],
+    versions: dict[str, str],
+    settings: str,
+    started: datetime.datetime,
+    finished: datetime.datetime,
+    load: tuple[str, str],
+    notes: Sequence[str],
+) -> str:
+    m = machine()
+    parts = [
+        "# service-backup benchmark: latest results",
+        "",
+        f"Measured {started:%Y-%m-%d %H:%M} {DASH} {finished:%H:%M} UTC by `python -m bench` "
+        f"({settings}).",
+        "",
+        f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory']} memory, {m['os']}, "
+        f"kernel {m['kernel']}. Load average at start {load[0]}, at end {load[1]}.",
+        "",
+        "## Uploads",
+        "",
+        "Every upload is one whole process (`manual-backup CONFIG` for ours) timed through GNU "
+        "`time -v`, to a fresh location on a server on loopback. Median of the measured runs "
+        "after one warm-up per tool, interleaved A B C, A B C; MB/s = 10^6 bytes per second of "
+        "median wall time; CPU = user + system of the whole process tree (the server's CPU is "
+        "not included); peak RSS = the highest across runs (largest process per GNU time, or "
+        "the sampled sum of the process tree when larger). Ratio = ours' median wall ÷ the "
+        "fastest peer's (below 1 = ours faster).",
+        "",
+        table(rows),
+        "",
+    ]
+    if notes:
+        parts += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
+    parts += ["## Targets (issues 4 to 7)", "", targets_table(rows, destinations), ""]
+    parts += ["## Start-up and idle daemon", "", overhead_table(startup, idle), ""]
+    parts += ["## Tools and knobs", ""]
+    for dest, items in knobs.items():
+        for name, text in items:
+            parts.append(f"- {dest} / {name}: {text}")
+    parts += ["", "## Versions", ""]
+    parts += [f"- {k}: {v}" for k, v in versions.items()]
+    return "\n".join(parts) + "\n"

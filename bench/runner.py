@@ -1,0 +1,126 @@
+"""The cells of the table: every data set to every destination with every tool, interleaved.
+
+For one (destination, data set) cell each tool first runs once as a warm-up (page cache,
+server caches, first-connection costs; the stored object count is checked then), then the
+measured rounds run the tools one after another, A B C, A B C, rotating who goes first so no
+tool always follows the same neighbour. Every run gets a fresh remote location, created before
+and removed after the timed region.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+
+from .datasets import DataSet
+from .measure import Measurement, Summary, run_measured
+from .targets import Location, Target, Tool
+
+_ids = itertools.count(1)
+
+
+@attrs.frozen
+class Row:
+    destination: str
+    dataset: DataSet
+    tool: Tool
+    summary: Summary | None
+    note: str = ""
+
+
+def _log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[-1] if lines else "")[:160]
+
+
+def run_cell(
+    target: Target,
+    dataset: DataSet,
+    source: Path,
+    runs: int,
+    warmup: int,
+    stamp: str,
+    timeout: float,
+    progress: Callable[[str], None] = _log,
+) -> list[Row]:
+    tools = target.tools()
+    rows: dict[str, Row] = {}
+    active: list[Tool] = []
+    for tool in tools:
+        if dataset.memory_check and not tool.ours:
+            continue
+        reason = tool.unavailable or target.skip(dataset, tool)
+        if reason:
+            rows[tool.name] = Row(target.name, dataset, tool, None, reason)
+        else:
+            active.append(tool)
+    measurements: dict[str, list[Measurement]] = {t.name: [] for t in active}
+    failures: dict[str, str] = {}
+    leftovers: list[Location] = []
+
+    def one(tool: Tool, measured: bool, check: bool) -> None:
+        run_id = f"{stamp}-{next(_ids):04d}-{target.name}-{dataset.name}"
+        location = target.new_location(run_id)
+        invocation = target.invocation(tool, source, location)
+        out = target.ctx.work / "logs" / f"{run_id}.out"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        m = run_measured(
+            invocation.argv,
+            env=invocation.env,
+            cwd=invocation.cwd,
+            stdout_path=out,
+            timeout=timeout,
+        )
+        status = "ok" if m.ok else f"exit {m.exit_status}"
+        if m.ok and check:
+            stored = target.count(location)
+            if stored != dataset.files:
+                m = attrs.evolve(
+                    m, exit_status=-1, stderr_tail=f"stored {stored} of {dataset.files} files"
+                )
+                status = m.stderr_tail
+        if not m.ok:
+            failures.setdefault(
+                tool.name, _first_line(m.stderr_tail) or f"exit status {m.exit_status}"
+            )
+        progress(
+            f"{target.name:<6} {dataset.name:<11} {tool.name:<22} "
+            f"{'run' if measured else 'warm-up':<7} {m.wall:7.2f}s "
+            f"cpu {m.cpu:6.2f}s rss {m.peak_rss_kib / 1024:7.1f} MiB  {status}"
+        )
+        if measured:
+            measurements[tool.name].append(m)
+        if target.remove_right_away:
+            target.remove(location)
+        else:
+            leftovers.append(location)
+
+    runs_here = 1 if dataset.memory_check else runs
+    warm_here = 0 if dataset.memory_check else warmup
+    for _ in range(warm_here):
+        for tool in active:
+            one(tool, measured=False, check=True)
+    for round_no in range(runs_here):
+        shift = round_no % len(active) if active else 0
+        for tool in active[shift:] + active[:shift]:
+            one(tool, measured=True, check=(round_no == 0 and warm_here == 0))
+    for location in leftovers:
+        target.remove(location)
+    if leftovers:
+        os.sync()  # let the file system settle before the next cell's timing starts
+    for tool in active:
+        summary = Summary.of(measurements[tool.name])
+        note = failures.get(tool.name, "")
+        if summary and summary.failed:
+            note = f"{summary.failed} failed run(s): {note}"
+        rows[tool.name] = Row(target.name, dataset, tool, summary, note)
+    return [rows[t.name] for t in tools if t.name in rows]

@@ -1,0 +1,138 @@
+"""One module per destination: its server, its peers, fresh locations and how to clean them.
+
+A target starts the same real server the tests use (through ``tests/<type>/server.py``), hands
+out a fresh remote location for every run (created outside the timed region so that no tool
+pays for it), builds the command line of each peer for that location, counts what landed, and
+removes the location after timing.
+"""
+
+from __future__ import annotations
+
+import abc
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, ClassVar
+
+import attrs
+import yaml
+
+from ..datasets import DataSet
+
+OURS = "manual-backup"
+
+
+@attrs.frozen
+class Tool:
+    """One way of uploading a data set: ours or a peer."""
+
+    name: str
+    ours: bool = False
+    #: Concurrency and other knobs as used (defaults unless noted): printed under the table.
+    knobs: str = ""
+    #: Why this tool cannot run here at all (e.g. not installed): reported in the table.
+    unavailable: str | None = None
+
+
+@attrs.frozen
+class Invocation:
+    argv: list[str]
+    env: dict[str, str] | None = None
+    cwd: Path | None = None
+
+
+@attrs.frozen
+class Location:
+    """A fresh place for one run: ``ident`` names it, ``data`` holds what the target needs."""
+
+    ident: str
+    data: dict[str, Any] = attrs.Factory(dict)
+
+
+@attrs.define
+class BenchContext:
+    repo: Path
+    work: Path
+    rclone: str | None = None
+    aws: Path | None = None
+
+    @property
+    def bin(self) -> Path:
+        """Folder of the project's console scripts (``manual-backup``, ``service-backup``)."""
+        return Path(sys.executable).parent
+
+    def ours_invocation(
+        self, run_id: str, dest_type: str, config: dict[str, Any], source: Path
+    ) -> Invocation:
+        """``manual-backup CONFIG`` with one destination, as an operator would run it."""
+        folder = self.work / "configs"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{run_id}.yml"
+        document = {
+            "destinations": [{"type": dest_type, "name": f"bench-{dest_type}", "config": config}],
+            "source_folder": str(source),
+            "cron_schedule": "0 0 1 1 *",
+        }
+        path.write_text(yaml.safe_dump(document, sort_keys=False))
+        return Invocation([str(self.bin / "manual-backup"), str(path)])
+
+
+class Target(abc.ABC):
+    """A destination type, its server and its peers."""
+
+    name: ClassVar[str]
+    #: Remove each location right after its run (servers), or all at the end of a cell (local
+    #: ext4: deleting thousands of files right before creating thousands skews the next run).
+    remove_right_away: ClassVar[bool] = True
+
+    def __init__(self, ctx: BenchContext) -> None:
+        self.ctx = ctx
+
+    @contextmanager
+    def serving(self) -> Iterator[None]:
+        """Start the server (if any) for the duration of the block."""
+        yield
+
+    @abc.abstractmethod
+    def tools(self) -> list[Tool]:
+        """Ours first, then the peers."""
+
+    def skip(self, dataset: DataSet, tool: Tool) -> str | None:
+        """Why ``tool`` is not run on ``dataset`` here (a known server limit), or None."""
+        return None
+
+    @abc.abstractmethod
+    def new_location(self, run_id: str) -> Location: ...
+
+    @abc.abstractmethod
+    def ours_config(self, location: Location) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    def peer(self, tool: Tool, source: Path, location: Location) -> Invocation: ...
+
+    @abc.abstractmethod
+    def count(self, location: Location) -> int:
+        """How many objects are stored under the location (any depth)."""
+
+    @abc.abstractmethod
+    def remove(self, location: Location) -> None: ...
+
+    def versions(self) -> dict[str, str]:
+        return {}
+
+    def invocation(self, tool: Tool, source: Path, location: Location) -> Invocation:
+        if tool.ours:
+            return self.ctx.ours_invocation(
+                location.ident, self.name, self.ours_config(location), source
+            )
+        return self.peer(tool, source, location)
+
+
+def rclone_env(base: dict[str, str], remote: str, settings: dict[str, str]) -> dict[str, str]:
+    """An rclone remote defined through ``RCLONE_CONFIG_<NAME>_<KEY>`` variables (no file)."""
+    env = dict(base)
+    env["RCLONE_CONFIG"] = "/dev/null"
+    for key, value in settings.items():
+        env[f"RCLONE_CONFIG_{remote.upper()}_{key.upper()}"] = value
+    return env
