@@ -12,7 +12,8 @@ $(UV):
 	  || { python3 -m venv $(TOOLS) && $(TOOLS)/bin/pip install --quiet 'uv>=0.5'; }
 
 $(VENV_STAMP): $(UV) uv.lock pyproject.toml */pyproject.toml
-	$(UV) sync --all-packages --frozen --quiet
+	$(UV) sync --all-packages --frozen --quiet --compile-bytecode
+	.venv/bin/python -m compileall -q core/src plugins/src plugins_*/src >/dev/null
 	@touch $@
 
 install: $(VENV_STAMP)

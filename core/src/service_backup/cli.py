@@ -12,8 +12,6 @@ import sys
 import time
 from types import FrameType
 
-from loguru import logger
-
 from .errors import ConfigError
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -51,6 +49,8 @@ def _load(path: str, registry: object) -> object:
 def _invalid(path: str, exc: ConfigError, as_log: bool) -> int:
     message = f"invalid config {path}: {exc}"
     if as_log:
+        from loguru import logger
+
         logger.bind(error=str(exc)).critical("Invalid configuration")
     print(f"service-backup: {message}", file=sys.stderr)
     return EXIT_INVALID
@@ -118,6 +118,8 @@ def cmd_backup(path: str) -> int:
     except ConfigError as exc:
         return _invalid(path, exc, as_log=True)
     if not config.destinations:  # type: ignore[attr-defined]
+        from loguru import logger
+
         logger.info("No destination provided - skipping backup")
         return EXIT_OK
     processes = ProcessManager()
@@ -151,9 +153,6 @@ def main(argv: list[str] | None = None, prog: str = "service-backup") -> int:
         from . import logs
 
         logs.configure(debug=args.log_level == "debug", syslog=args.syslog)
-    else:
-        logger.remove()
-        logger.add(sys.stderr, level="ERROR", format="{message}")
     try:
         if args.command == "validate":
             return cmd_validate(args.config)
@@ -171,6 +170,8 @@ def main(argv: list[str] | None = None, prog: str = "service-backup") -> int:
     except KeyboardInterrupt:
         return EXIT_FAILED
     except Exception as exc:  # the seed's "Error running": one line, no traceback
+        from loguru import logger
+
         logger.bind(error=f"{type(exc).__name__}: {exc}").critical("Error running")
         print(f"service-backup: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILED
