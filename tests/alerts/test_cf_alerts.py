@@ -407,3 +407,21 @@ def test_importing_the_alerter_does_not_load_the_http_stack() -> None:
     assert "cf_alerts" in loaded
     for heavy in ("urllib.request", "http.client", "ssl", "service_backup_plugins.cf_client"):
         assert f"'{heavy}'" not in loaded, loaded
+
+
+def test_a_server_that_never_answers_fails_within_the_timeout(log_lines: list) -> None:
+    """Accepted by the kernel, never answered: the socket timeout is the remaining budget."""
+    import socket
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        alerts = alerts_section(cf_server.CfServer(base_url=url), timeout_seconds=2)
+        started = time.monotonic()
+        fire(backup_config(alerts))
+        elapsed = time.monotonic() - started
+
+    assert elapsed < 4.0, elapsed
+    assert messages(log_lines) == ["Sending alert.", "error sending service alert"]
+    assert "timed out" in log_lines[-1]["data"]["error"]

@@ -73,11 +73,15 @@ class RealClock:
 @attrs.frozen
 class Response:
     status: int
-    headers: Mapping[str, str]
+    headers: Mapping[str, str]  # names lower-cased
     body: bytes
 
     def header(self, name: str) -> str:
-        return self.headers.get(name) or ""
+        return self.headers.get(name.lower()) or ""
+
+
+def _headers(message: Any) -> dict[str, str]:
+    return {name.lower(): value for name, value in (message.items() if message else ())}
 
 
 class _Fatal(Exception):
@@ -167,11 +171,11 @@ class Conversation:
             raise _Fatal(f"invalid URL ({exc})") from None
         try:
             with self._opener.open(request, timeout=timeout) as answer:
-                return Response(answer.status, answer.headers, answer.read(MAX_BODY))
+                return Response(answer.status, _headers(answer.headers), answer.read(MAX_BODY))
         except urllib.error.HTTPError as exc:
             with exc:
                 data = exc.read(MAX_BODY) if exc.fp is not None else b""
-            return Response(exc.code, exc.headers or {}, data)
+            return Response(exc.code, _headers(exc.headers), data)
         except urllib.error.URLError as exc:
             reason = exc.reason
             if isinstance(reason, ssl.SSLCertVerificationError):
@@ -346,7 +350,7 @@ def send_service_alert(
         now or datetime.datetime.now(datetime.UTC),
     )
 
-    what = f"Cloud Controller {cc.url} info"
+    what = "getting the UAA address from the Cloud Controller"
     info_url = _join(cc.url, "/v2/info")
     info = talk.json(what, talk.call(what, "GET", info_url, {}), info_url)
     uaa = info.get("token_endpoint") if isinstance(info, dict) else None
