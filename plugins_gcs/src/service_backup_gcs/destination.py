@@ -1,0 +1,464 @@
+"""The ``gcs`` destination: google-cloud-storage with a service account's own key.
+
+Credentials come from the key JSON held in memory (google-auth signs a JWT with its private key
+and exchanges it for an access token at the JSON's ``token_uri``); nothing is written to disk.
+
+Uploads stream: files up to the SDK's multipart limit (8 MiB) go in one request; larger ones as
+resumable uploads in ``CHUNK_SIZE`` pieces, so memory per upload is about one chunk whatever
+the file size, and a failure before the last chunk leaves no object at all. Every upload sends
+a CRC32C that GCS checks (and the SDK compares the final object's CRC32C; on a mismatch it
+deletes the object). Requests time out after ``CONNECT_TIMEOUT``/``READ_TIMEOUT`` and 429/5xx
+and network errors are retried with back-off for at most ``retry_deadline`` seconds, so a dead
+endpoint fails a run in bounded time instead of the SDK's two minutes per call.
+"""
+
+from __future__ import annotations
+
+import http
+import io
+import os
+import re
+from collections.abc import Iterator
+from typing import IO, Any, Final
+
+import requests
+from google.api_core import exceptions as api_exceptions
+from google.api_core.retry import Retry
+from google.auth import exceptions as auth_exceptions
+from google.cloud import storage
+from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
+from google.cloud.storage.retry import DEFAULT_RETRY
+from google.oauth2 import service_account
+
+from service_backup.destination import Destination, DestinationContext, ObjectInfo
+from service_backup.errors import DestinationError, ObjectNotFound
+from service_backup.secret import scrub
+
+from .config import GCSConfig, parse_service_account
+
+KiB: Final = 1024
+MiB: Final = 1024 * KiB
+#: Resumable upload chunk. GCS requires a multiple of 256 KiB; 8 MiB is Google's advice for
+#: throughput and keeps memory at ~2 chunks per concurrent upload (the chunk and its request).
+CHUNK_SIZE: Final = 8 * MiB
+#: Ranged-read size for ``open_read`` (one buffer per open stream).
+READ_CHUNK_SIZE: Final = 8 * MiB
+CONNECT_TIMEOUT: Final = 10.0
+#: Waiting for a response: an 8 MiB chunk or a page of listing, not the whole file.
+READ_TIMEOUT: Final = 60.0
+#: Total time one operation keeps retrying 429/5xx/network errors.
+RETRY_DEADLINE: Final = 30.0
+LIST_PAGE_SIZE: Final = 1000
+#: Full control covers creating the bucket; the seed asks for the Storage Admin role anyway.
+SCOPES: Final = ("https://www.googleapis.com/auth/devstorage.full_control",)
+PUBLIC_ENDPOINT: Final = "https://storage.googleapis.com"
+
+_METHOD_PREFIX = re.compile(r"^(GET|POST|PUT|PATCH|DELETE|HEAD) \S+: ")
+
+
+class GCSDestination(Destination):
+    """A bucket (and optional ``bucket_path`` inside it) on Google Cloud Storage.
+
+    ``file_concurrency`` is 4: enough to hide per-request latency for many small files, while a
+    folder of large files holds at most 4 chunks (plus their request bodies, ~64 MiB) in
+    memory. More would not help against the emulator, which serves one request at a time.
+    """
+
+    file_concurrency = 4
+
+    def __init__(self, config: GCSConfig, context: DestinationContext) -> None:
+        self.name = context.display_name
+        self.bucket_name = config.bucket_name.strip()
+        self.base = config.bucket_path
+        self.project_id = config.project_id.strip()
+        self.location = config.location
+        self.storage_class = config.storage_class
+        self.list_page_size = LIST_PAGE_SIZE
+        self.retry_deadline = RETRY_DEADLINE
+        key_text = config.service_account_json.reveal()
+        try:
+            info = parse_service_account(key_text)
+        except ValueError as exc:
+            raise DestinationError(str(exc)) from None
+        self._errors = _Translator(
+            bucket=self.bucket_name,
+            endpoint=config.endpoint or _emulator_host() or PUBLIC_ENDPOINT,
+            token_uri=info["token_uri"],
+            client_email=info["client_email"],
+            secrets=[key_text, info["private_key"]],
+        )
+        try:
+            credentials = service_account.Credentials.from_service_account_info(info, scopes=SCOPES)
+        except (ValueError, TypeError, IndexError, auth_exceptions.GoogleAuthError):
+            # The SDK's message may quote the key; say which field is wrong, nothing more.
+            raise DestinationError(
+                "service_account_json: private_key is not a valid PEM private key"
+            ) from None
+        options = {"api_endpoint": config.endpoint} if config.endpoint else None
+        try:
+            self._client = storage.Client(
+                project=self.project_id, credentials=credentials, client_options=options
+            )
+        except Exception as exc:
+            raise self._errors.translate(exc, "creating the GCS client") from None
+        self._bucket = self._client.bucket(self.bucket_name)
+
+    # ---------------------------------------------------------------------------- helpers
+    @property
+    def _timeout(self) -> tuple[float, float]:
+        return (CONNECT_TIMEOUT, READ_TIMEOUT)
+
+    def _retry(self) -> Retry:
+        return DEFAULT_RETRY.with_timeout(self.retry_deadline).with_delay(
+            initial=0.5, maximum=8.0, multiplier=2.0
+        )
+
+    def _object_name(self, key: str) -> str:
+        if not key or key.startswith("/"):
+            raise DestinationError(f"invalid key {key!r}")
+        return f"{self.base}/{key}" if self.base else key
+
+    def _key_of(self, name: str) -> str:
+        return name[len(self.base) + 1 :] if self.base else name
+
+    def _where(self, key: str) -> str:
+        return f"{self.bucket_name}/{self._object_name(key)}"
+
+    # ---------------------------------------------------------------------- the interface
+    def describe(self, prefix: str) -> str:
+        return "/".join(part for part in (self.bucket_name, self.base, prefix) if part)
+
+    def ensure_location(self) -> None:
+        what = f"checking bucket {self.bucket_name}"
+        try:
+            self._client.get_bucket(self.bucket_name, timeout=self._timeout, retry=self._retry())
+            return
+        except api_exceptions.NotFound:
+            pass
+        except Exception as exc:
+            raise self._errors.translate(exc, what) from None
+        bucket = self._client.bucket(self.bucket_name)
+        bucket.storage_class = self.storage_class
+        try:
+            self._client.create_bucket(
+                bucket,
+                project=self.project_id,
+                location=self.location,
+                timeout=self._timeout,
+                retry=self._retry(),
+            )
+        except api_exceptions.Conflict:
+            # Created meanwhile (another VM's run) is fine; owned by someone else is not.
+            try:
+                self._client.get_bucket(
+                    self.bucket_name, timeout=self._timeout, retry=self._retry()
+                )
+            except Exception as exc:
+                raise DestinationError(
+                    f"bucket name {self.bucket_name} is taken by another project "
+                    f"({self._errors.translate(exc, 'checking it')})"
+                ) from None
+        except Exception as exc:
+            raise self._errors.translate(
+                exc,
+                f"creating bucket {self.bucket_name} in project {self.project_id} "
+                f"({self.location}, {self.storage_class})",
+            ) from None
+
+    def write(self, key: str, stream: IO[bytes], size: int) -> ObjectInfo:
+        name = self._object_name(key)
+        blob = self._bucket.blob(name, chunk_size=CHUNK_SIZE)
+        source = _TrackedStream(stream)
+        try:
+            blob.upload_from_file(
+                source,  # type: ignore[arg-type]
+                size=size,
+                rewind=False,
+                content_type="application/octet-stream",
+                checksum="crc32c",
+                timeout=self._timeout,
+                retry=self._retry(),
+            )
+        except Exception as exc:
+            if source.error is not None and (exc is source.error or _caused_by(exc, source.error)):
+                raise source.error from None  # the source failed: the core names the file
+            raise self._errors.translate(exc, f"upload of {self._where(key)}") from None
+        stored = blob.size if blob.size is not None else -1
+        return ObjectInfo(key=key, size=stored, modified=blob.updated)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        name_prefix = f"{self.base}/{prefix}" if self.base else prefix
+        try:
+            blobs = self._client.list_blobs(
+                self.bucket_name,
+                prefix=name_prefix or None,
+                page_size=self.list_page_size,
+                fields="items(name,size,updated),nextPageToken",
+                timeout=self._timeout,
+                retry=self._retry(),
+            )
+            for blob in blobs:
+                yield ObjectInfo(key=self._key_of(blob.name), size=blob.size or 0,
+                                 modified=blob.updated)  # fmt: skip
+        except api_exceptions.NotFound:
+            return  # no bucket yet: nothing stored
+        except GeneratorExit:
+            raise
+        except Exception as exc:
+            raise self._errors.translate(exc, f"listing {self.bucket_name}/{name_prefix}") from None
+
+    def _get(self, key: str) -> storage.Blob:
+        try:
+            blob = self._bucket.get_blob(
+                self._object_name(key), timeout=self._timeout, retry=self._retry()
+            )
+        except Exception as exc:
+            raise self._errors.translate(
+                exc, f"reading {self._where(key)}", missing=self._missing(key)
+            ) from None
+        if blob is None:
+            raise ObjectNotFound(self._missing(key))
+        return blob
+
+    def _missing(self, key: str) -> str:
+        return f"{key} not found in bucket {self.bucket_name}" + (
+            f" under {self.base}" if self.base else ""
+        )
+
+    def open_read(self, key: str) -> IO[bytes]:
+        found = self._get(key)
+        # A fresh handle pinned to the generation just seen: a concurrent overwrite cannot mix
+        # two versions, and the SDK builds the download URL itself (the emulator's mediaLink
+        # does not percent-encode names, so '#' or '?' in a name would break it).
+        blob = self._bucket.blob(found.name, generation=found.generation)
+        try:
+            reader = blob.open(
+                "rb", chunk_size=READ_CHUNK_SIZE, timeout=self._timeout, retry=self._retry()
+            )
+        except Exception as exc:
+            raise self._errors.translate(exc, f"reading {self._where(key)}") from None
+        return _TranslatingReader(reader, self, key)  # type: ignore[return-value]
+
+    def stat(self, key: str) -> ObjectInfo:
+        blob = self._get(key)
+        return ObjectInfo(key=key, size=blob.size or 0, modified=blob.updated)
+
+    def delete(self, key: str) -> None:
+        try:
+            self._bucket.delete_blob(
+                self._object_name(key), timeout=self._timeout, retry=self._retry()
+            )
+        except Exception as exc:
+            raise self._errors.translate(
+                exc, f"deleting {self._where(key)}", missing=self._missing(key)
+            ) from None
+
+    def close(self) -> None:
+        self._client.close()
+
+
+# -------------------------------------------------------------------- streams
+
+
+class _TrackedStream:
+    """The source file as the SDK reads it, remembering an error the source itself raised.
+
+    The SDK lets an OSError from the stream escape as it is, but a socket error can be an
+    OSError too: only errors raised here are the source's fault (the core then names the file).
+    """
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self.error: BaseException | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._stream.read(size)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def tell(self) -> int:
+        return self._stream.tell()
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._stream.seek(offset, whence)
+
+    def seekable(self) -> bool:
+        return self._stream.seekable()
+
+    def readable(self) -> bool:
+        return True
+
+
+class _TranslatingReader(io.RawIOBase):
+    """The SDK's chunked BlobReader, with its errors turned into DestinationErrors."""
+
+    def __init__(self, reader: Any, owner: GCSDestination, key: str) -> None:
+        self._reader = reader
+        self._owner = owner
+        self._key = key
+
+    def readable(self) -> bool:
+        return True
+
+    def _fail(self, exc: BaseException) -> DestinationError:
+        return self._owner._errors.translate(
+            exc, f"reading {self._owner._where(self._key)}", missing=self._owner._missing(self._key)
+        )
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._reader.read(size)
+        except Exception as exc:
+            raise self._fail(exc) from None
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._reader.close()
+        super().close()
+
+
+def _caused_by(exc: BaseException, cause: BaseException) -> bool:
+    seen = 0
+    while exc is not None and seen < 10:
+        if exc is cause:
+            return True
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+        seen += 1
+    return False
+
+
+def _emulator_host() -> str:
+    return os.environ.get("STORAGE_EMULATOR_HOST", "")
+
+
+# ------------------------------------------------------------------- errors
+
+
+class _Translator:
+    """Turns SDK exceptions into one-line DestinationErrors naming the thing at fault.
+
+    The SDK's exceptions carry URLs, response bodies and nested causes; an operator needs the
+    bucket, object, token endpoint or GCS endpoint and the reason, with no key material.
+    """
+
+    def __init__(
+        self, bucket: str, endpoint: str, token_uri: str, client_email: str, secrets: list[str]
+    ) -> None:
+        self.bucket = bucket
+        self.endpoint = endpoint
+        self.token_uri = token_uri
+        self.client_email = client_email
+        self.secrets = secrets
+
+    def _error(self, text: str, cls: type[DestinationError] = DestinationError) -> DestinationError:
+        return cls(scrub(_one_line(text, 600), self.secrets))
+
+    def translate(
+        self, exc: BaseException, what: str, *, missing: str | None = None
+    ) -> DestinationError:
+        """A DestinationError for ``exc`` raised while doing ``what``.
+
+        A 404 is ``ObjectNotFound(missing)`` when ``missing`` is given (the call named an
+        object), else it means the bucket is missing.
+        """
+        if isinstance(exc, DestinationError):
+            return exc
+        if isinstance(exc, api_exceptions.RetryError):
+            if exc.cause is None:
+                return self._error(f"{what} failed: {_one_line(str(exc))}")
+            inner = self.translate(exc.cause, what, missing=missing)
+            return self._error(f"{inner} (gave up after retrying)", type(inner))
+        status = _status(exc)
+        if status == 404:
+            if missing is not None:
+                return self._error(missing, ObjectNotFound)
+            return self._error(f"{what} failed: bucket {self.bucket} not found")
+        if status == 403:
+            return self._error(
+                f"{what} failed: access denied to bucket {self.bucket} for "
+                f"{self.client_email} (the service account needs the Storage Admin role)"
+            )
+        if status == 401:
+            return self._error(
+                f"{what} failed: GCS rejected the credentials of {self.client_email}"
+            )
+        if isinstance(exc, api_exceptions.GoogleAPICallError):
+            return self._error(f"{what} failed: {_api_reason(exc)}")
+        if isinstance(exc, DataCorruption):
+            return self._error(
+                f"{what} failed: checksum mismatch, GCS stored different data than was sent"
+            )
+        if isinstance(exc, InvalidResponse):
+            return self._error(f"{what} failed: unexpected HTTP {status} from GCS")
+        if isinstance(exc, auth_exceptions.RefreshError):
+            reason = exc.args[0] if exc.args else "refused"
+            return self._error(
+                f"{what} failed: the token endpoint {self.token_uri} refused the service "
+                f"account {self.client_email}: {_one_line(str(reason), 200)}"
+            )
+        if isinstance(exc, auth_exceptions.TransportError):
+            cause = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else exc
+            return self._error(
+                f"{what} failed: cannot reach the token endpoint {self.token_uri}: "
+                f"{_network_reason(cause)}"
+            )
+        if isinstance(exc, requests.RequestException | ConnectionError):
+            return self._error(
+                f"{what} failed: cannot reach GCS at {self.endpoint}: {_network_reason(exc)}"
+            )
+        if isinstance(exc, auth_exceptions.GoogleAuthError):
+            return self._error(f"{what} failed: credentials problem: {_one_line(str(exc), 200)}")
+        return self._error(f"{what} failed: {type(exc).__name__}: {_one_line(str(exc), 200)}")
+
+
+def _status(exc: BaseException) -> int:
+    if isinstance(exc, api_exceptions.GoogleAPICallError):
+        return int(exc.code or 0)
+    if isinstance(exc, InvalidResponse):
+        return int(getattr(getattr(exc, "response", None), "status_code", 0) or 0)
+    return 0
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _network_reason(exc: BaseException) -> str:
+    """'connection refused', 'timed out', ... from a requests/urllib3 exception chain."""
+    text = str(exc)
+    if isinstance(exc, requests.Timeout) or "timed out" in text.lower():
+        return "timed out"
+    for marker, reason in (
+        ("Connection refused", "connection refused"),
+        ("Name or service not known", "host name not known"),
+        ("Temporary failure in name resolution", "host name not resolvable"),
+        ("No route to host", "no route to host"),
+        ("Connection reset", "connection reset"),
+        ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted"),
+        ("RemoteDisconnected", "connection closed by the server"),
+    ):
+        if marker in text:
+            return reason
+    return _one_line(f"{type(exc).__name__}: {text}", 160)
+
+
+def _api_reason(exc: api_exceptions.GoogleAPICallError) -> str:
+    message = _METHOD_PREFIX.sub("", str(exc.message or "")).strip()
+    code = int(exc.code or 0)
+    try:
+        phrase = http.HTTPStatus(code).phrase
+    except ValueError:
+        phrase = ""
+    head = f"HTTP {code} {phrase}".strip()
+    return _one_line(f"{head}: {message}" if message and message != phrase else head)
