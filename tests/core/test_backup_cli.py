@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -266,3 +268,23 @@ def test_validate_is_quick_and_names_destinations(tmp_path: Path, source: Path) 
     result = run_cli("validate", str(config_for(tmp_path, source)))
     assert result.returncode == 0
     assert "destinations: nfs (local)" in result.stdout
+
+
+def test_syslog_receives_the_same_json_lines(tmp_path: Path, source: Path) -> None:
+    sock_path = tmp_path / "log.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(str(sock_path))
+    server.settimeout(10)
+    try:
+        result = run_cli(
+            "backup", "--syslog", str(config_for(tmp_path, source)),
+            env={"SERVICE_BACKUP_SYSLOG_SOCKET": str(sock_path)},
+        )  # fmt: skip
+        assert result.returncode == 0
+        received = [server.recv(65536).decode() for _ in result.lines]
+    finally:
+        server.close()
+    for datagram, line in zip(received, result.lines, strict=True):
+        header, _, body = datagram.partition(": ")
+        assert re.fullmatch(r"<1[45]>service-backup\[\d+\]", header)
+        assert json.loads(body) == line

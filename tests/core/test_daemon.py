@@ -155,3 +155,26 @@ def test_exit_if_in_progress(tmp_path: Path, base_config: dict, exit_if_in_progr
         assert second.returncode == 0
         assert not rejected
         assert second.find("Upload backup completed successfully")
+
+
+def test_manual_backup_forwards_sigint_to_children(tmp_path: Path, base_config: dict) -> None:
+    ready, evidence = tmp_path / "ready.fifo", tmp_path / "evidence.txt"
+    os.mkfifo(ready)
+    child = script(tmp_path / "snapshot.sh", TRAPPING_CHILD)
+    base_config["source_executable"] = f"{child} {ready} {evidence}"
+    cfg = write_config(tmp_path / "manual.yml", base_config)
+    proc = subprocess.Popen(cli_command("backup", str(cfg)), stdout=subprocess.PIPE, text=True)
+    try:
+        log = JsonLines(proc)
+        log.wait_for("Perform backup started")
+        with open(ready) as fifo:
+            assert fifo.read().strip() == "ready"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert evidence.read_text() == "cleaned up after SIGTERM\n"
+    failed = [line for line in log.rest() if line["log_level"] == "error"]
+    assert failed[0]["data"]["error"] == "upload interrupted: service-backup is shutting down"
+    assert not (tmp_path / "dest").exists() or not any((tmp_path / "dest").rglob("*.txt"))

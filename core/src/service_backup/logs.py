@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
+import socket
 import sys
 import threading
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 from loguru import logger
 
@@ -59,20 +61,49 @@ class JsonSink:
 
 
 class SyslogSink:
-    """The same JSON lines to the local syslog (the seed logs to both)."""
+    """The same JSON lines to the local syslog socket (the seed logs to files and syslog).
 
-    def __init__(self) -> None:
-        import syslog
+    Speaks RFC 3164 over the ``/dev/log`` datagram socket (or ``SERVICE_BACKUP_SYSLOG_SOCKET``).
+    A missing or failing syslog never stops a backup: lines are dropped after one warning.
+    """
 
-        self._syslog = syslog
-        syslog.openlog("service-backup", syslog.LOG_PID, syslog.LOG_USER)
-        self._priority = {"debug": syslog.LOG_DEBUG, "info": syslog.LOG_INFO,
-                          "error": syslog.LOG_ERR, "fatal": syslog.LOG_CRIT}  # fmt: skip
+    _SEVERITY: ClassVar[dict[str, int]] = {"debug": 7, "info": 6, "error": 3, "fatal": 2}
+    _FACILITY_USER = 1
+
+    def __init__(self, address: str | None = None) -> None:
+        self.address = address or os.environ.get("SERVICE_BACKUP_SYSLOG_SOCKET", "/dev/log")
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._warned = False
+        self._connect()
+
+    def _connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.connect(self.address)
+        except OSError as exc:
+            sock.close()
+            self._warn(f"syslog socket {self.address} unavailable: {exc.strerror or exc}")
+            return
+        self._sock = sock
+
+    def _warn(self, text: str) -> None:
+        if not self._warned:
+            self._warned = True
+            print(f"service-backup: {text}; not logging to syslog", file=sys.stderr)
 
     def __call__(self, message: Any) -> None:
         record = message.record
         level = _LEVELS.get(record["level"].name, "info")
-        self._syslog.syslog(self._priority[level], format_line(record))
+        priority = self._FACILITY_USER * 8 + self._SEVERITY[level]
+        payload = f"<{priority}>service-backup[{os.getpid()}]: {format_line(record)}".encode()
+        with self._lock:
+            if self._sock is None:
+                return
+            try:
+                self._sock.send(payload)
+            except OSError as exc:
+                self._warn(f"syslog send failed: {exc.strerror or exc}")
 
 
 def configure(*, debug: bool = True, syslog: bool = False, stream: IO[str] | None = None) -> None:
