@@ -1,0 +1,352 @@
+"""SSH connections: bounded connect, host key check before anything else, a small pool.
+
+Why a pool: each file costs a few request/response round trips (open, write, fstat+close,
+rename). Several files in flight hide that latency, but one SFTP channel cannot be shared by
+threads (paramiko drops responses meant for another waiter), and one connection's encryption
+runs in one paramiko thread. So up to ``CONNECTIONS`` transports are opened, each carrying up
+to ``CHANNELS_PER_CONNECTION`` SFTP channels, and every thread borrows a whole channel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import socket
+import threading
+from collections.abc import Callable, Iterator
+
+import attrs
+import paramiko
+from loguru import logger
+from paramiko.ssh_exception import IncompatiblePeer
+
+from service_backup.errors import DestinationError
+
+from ._hostkeys import NEGOTIATE, KnownKey, parse_fingerprint, sha256_fingerprint
+
+#: Connect, banner, key exchange and authentication each get this long (the SDK waits forever
+#: for a TCP connect and 15-30 s for the others; an unreachable host must fail in bounded time).
+CONNECT_TIMEOUT = 15.0
+#: A channel waiting this long for the server (a response, send window) gives up.
+IDLE_TIMEOUT = 60.0
+KEEPALIVE_SECONDS = 30
+#: Receive window per channel: enough to keep reads streaming, small enough that ten channels
+#: cannot buffer much memory.
+WINDOW_SIZE = 4 * 1024 * 1024
+#: AES-GCM first: paramiko hands it to OpenSSL in one call per packet, where CTR plus a
+#: separate HMAC costs twice the Python work. The others stay as fallbacks.
+CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr")
+MACS = ("hmac-sha2-256-etm@openssh.com", "hmac-sha2-512-etm@openssh.com", "hmac-sha2-256")
+CONNECTIONS = 2
+CHANNELS_PER_CONNECTION = 5  # OpenSSH allows 10 sessions per connection by default
+
+
+def _prefer(available: tuple[str, ...], preferred: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(p for p in preferred if p in available) + tuple(
+        a for a in available if a not in preferred
+    )
+
+
+class HostKeyGuard:
+    """Decides whether a server's host key is acceptable; shared by every connection.
+
+    With a fingerprint, only keys listed for this host are accepted. Without one, the first
+    key seen is accepted and logged (the seed: "the fingerprint of the host will be requested
+    right before the upload") and every later connection of this destination must show the
+    same key.
+    """
+
+    def __init__(self, server: str, port: int, fingerprint: str, name: str) -> None:
+        self.where = f"{server}:{port}"
+        self.name = name
+        self.pinned: list[KnownKey] | None = None
+        self.listed_hosts: list[str] = []
+        if fingerprint.strip():
+            keys = parse_fingerprint(fingerprint)
+            self.listed_hosts = sorted({k.hosts for k in keys if k.hosts})
+            self.pinned = [k for k in keys if k.applies_to(server, port)]
+        self._seen: paramiko.PKey | None = None
+        self._lock = threading.Lock()
+
+    def key_types(self, available: tuple[str, ...]) -> tuple[str, ...]:
+        """Host key algorithms to offer: only the pinned types, so the server shows those."""
+        if self.pinned is None:
+            return available
+        wanted = [
+            alg for k in self.pinned if not k.revoked for alg in NEGOTIATE.get(k.key_type, ())
+        ]
+        return tuple(a for a in available if a in wanted) or available
+
+    def check(self, key: paramiko.PKey) -> None:
+        blob, key_type = key.asbytes(), key.get_name()
+        shown = f"{key_type} {sha256_fingerprint(blob)}"
+        if self.pinned is None:
+            self._accept_unpinned(key, shown)
+            return
+        if not self.pinned:
+            raise DestinationError(
+                f"host key check failed for {self.where}: the fingerprint lists no key for this "
+                f"host (it lists {', '.join(self.listed_hosts) or 'none'}); refusing to connect"
+            )
+        if any(k.revoked and k.blob == blob for k in self.pinned):
+            raise DestinationError(
+                f"host key check failed for {self.where}: the server's key {shown} is marked "
+                "@revoked in the fingerprint; refusing to connect"
+            )
+        if not any(not k.revoked and k.blob == blob for k in self.pinned):
+            listed = ", ".join(
+                f"{k.key_type} {k.fingerprint}" for k in self.pinned if not k.revoked
+            )
+            raise DestinationError(
+                f"host key mismatch for {self.where}: the server presented {shown}, the "
+                f"fingerprint lists {listed}; possible man-in-the-middle, refusing to connect"
+            )
+
+    def _accept_unpinned(self, key: paramiko.PKey, shown: str) -> None:
+        with self._lock:
+            if self._seen is None:
+                self._seen = key
+                logger.bind(destination_name=self.name).warning(
+                    f"SCP host key for {self.where} not pinned; accepted {shown}. "
+                    "Set the destination's fingerprint (ssh-keyscan output) to pin it."
+                )
+                return
+            if self._seen.asbytes() != key.asbytes():
+                raise DestinationError(
+                    f"host key of {self.where} changed during the run (first "
+                    f"{self._seen.get_name()} {sha256_fingerprint(self._seen.asbytes())}, "
+                    f"now {shown}); refusing to connect"
+                )
+
+    def incompatible(self) -> DestinationError:
+        types = sorted({k.key_type for k in self.pinned or () if not k.revoked})
+        return DestinationError(
+            f"host key mismatch for {self.where}: the server offers none of the key types the "
+            f"fingerprint lists ({', '.join(types)}); refusing to connect"
+        )
+
+
+@attrs.frozen
+class Endpoint:
+    server: str
+    port: int
+    user: str
+    key: paramiko.PKey = attrs.field(repr=False)
+
+    @property
+    def where(self) -> str:
+        return f"{self.server}:{self.port}"
+
+
+def _socket(endpoint: Endpoint) -> socket.socket:
+    where = endpoint.where
+    try:
+        sock = socket.create_connection((endpoint.server, endpoint.port), timeout=CONNECT_TIMEOUT)
+    except socket.gaierror as exc:
+        raise DestinationError(
+            f"cannot connect to {where}: unknown host ({exc.strerror})"
+        ) from None
+    except TimeoutError:
+        raise DestinationError(
+            f"cannot connect to {where}: no answer within {CONNECT_TIMEOUT:.0f} s"
+        ) from None
+    except ConnectionRefusedError:
+        raise DestinationError(f"cannot connect to {where}: connection refused") from None
+    except OSError as exc:
+        raise DestinationError(f"cannot connect to {where}: {exc.strerror or exc}") from None
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def open_transport(endpoint: Endpoint, guard: HostKeyGuard) -> paramiko.Transport:
+    """A connected, host-key-checked, authenticated transport, or a one-line DestinationError.
+
+    The host key is checked before authentication, so a wrong server never sees a login
+    attempt and nothing is ever written to it.
+    """
+    where = endpoint.where
+    transport = paramiko.Transport(_socket(endpoint), default_window_size=WINDOW_SIZE)
+    try:
+        transport.banner_timeout = CONNECT_TIMEOUT
+        transport.handshake_timeout = CONNECT_TIMEOUT
+        transport.auth_timeout = CONNECT_TIMEOUT
+        options = transport.get_security_options()
+        options.ciphers = _prefer(options.ciphers, CIPHERS)
+        options.digests = _prefer(options.digests, MACS)
+        options.key_types = guard.key_types(options.key_types)
+        try:
+            transport.start_client(timeout=CONNECT_TIMEOUT)
+        except IncompatiblePeer as exc:
+            if "host key" in str(exc) and guard.pinned is not None:
+                raise guard.incompatible() from None
+            raise
+        guard.check(transport.get_remote_server_key())
+        transport.auth_publickey(endpoint.user, endpoint.key)
+        transport.set_keepalive(KEEPALIVE_SECONDS)
+    except DestinationError:
+        transport.close()
+        raise
+    except paramiko.AuthenticationException:
+        transport.close()
+        raise DestinationError(
+            f"authentication failed for user {endpoint.user} at {where}: the server refused the key"
+        ) from None
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        transport.close()
+        raise DestinationError(f"SSH connection to {where} failed: {describe_error(exc)}") from None
+    return transport
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a transport-level failure."""
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return f"no answer from the server within {IDLE_TIMEOUT:.0f} s"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text
+
+
+def open_sftp(transport: paramiko.Transport, where: str) -> paramiko.SFTPClient:
+    try:
+        client = paramiko.SFTPClient.from_transport(transport, window_size=WINDOW_SIZE)
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        raise DestinationError(
+            f"cannot open an SFTP session on {where}: {describe_error(exc)}"
+        ) from None
+    if client is None:
+        raise DestinationError(f"cannot open an SFTP session on {where}")
+    client.get_channel().settimeout(IDLE_TIMEOUT)
+    return client
+
+
+@attrs.define(eq=False)
+class _Connection:
+    transport: paramiko.Transport
+    channels: int = 0
+
+
+@attrs.define(eq=False)
+class Session:
+    """One SFTP channel, borrowed by one thread at a time."""
+
+    client: paramiko.SFTPClient
+    connection: _Connection
+    #: Set when the channel may hold unread responses or the link failed: never reused.
+    broken: bool = False
+
+
+class SessionPool:
+    """Lends SFTP channels, opening connections and channels on demand up to the limits."""
+
+    def __init__(
+        self,
+        connect: Callable[[], paramiko.Transport],
+        where: str,
+        connections: int = CONNECTIONS,
+        channels_per_connection: int = CHANNELS_PER_CONNECTION,
+    ) -> None:
+        self._connect = connect
+        self._where = where
+        self._max_connections = connections
+        self._per_connection = channels_per_connection
+        self._idle: queue.LifoQueue[Session] = queue.LifoQueue()
+        self._connections: list[_Connection] = []
+        self._connecting = 0
+        self._lock = threading.Lock()
+        self._closed = False
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        session = self._take()
+        try:
+            yield session
+        except BaseException:
+            if not session.broken and not _healthy(session):
+                session.broken = True
+            self._give_back(session)
+            raise
+        self._give_back(session)
+
+    def _take(self) -> Session:
+        while True:
+            try:
+                session = self._idle.get_nowait()
+            except queue.Empty:
+                break
+            if _healthy(session):
+                return session
+            self._discard(session)
+        session = self._open()
+        if session is not None:
+            return session
+        try:  # every channel of every connection is lent out: wait for one
+            return self._idle.get(timeout=IDLE_TIMEOUT)
+        except queue.Empty:
+            raise DestinationError(
+                f"no SFTP session to {self._where} became free within {IDLE_TIMEOUT:.0f} s"
+            ) from None
+
+    def _open(self) -> Session | None:
+        with self._lock:
+            if self._closed:
+                raise DestinationError(f"the connection to {self._where} is closed")
+            self._connections = [c for c in self._connections if c.transport.is_active()]
+            live = self._connections
+            spare = min((c for c in live if c.channels < self._per_connection),
+                        key=lambda c: c.channels, default=None)  # fmt: skip
+            may_connect = len(live) + self._connecting < self._max_connections
+            if may_connect and (spare is None or spare.channels > 0):
+                self._connecting += 1
+                connection = None
+            elif spare is not None:
+                spare.channels += 1
+                connection = spare
+            else:
+                return None
+        if connection is None:
+            try:
+                transport = self._connect()
+            finally:
+                with self._lock:
+                    self._connecting -= 1
+            connection = _Connection(transport, channels=1)
+            with self._lock:
+                self._connections.append(connection)
+        try:
+            client = open_sftp(connection.transport, self._where)
+        except BaseException:
+            with self._lock:
+                connection.channels -= 1
+            raise
+        return Session(client, connection)
+
+    def _give_back(self, session: Session) -> None:
+        if session.broken or self._closed:
+            self._discard(session)
+        else:
+            self._idle.put(session)
+
+    def _discard(self, session: Session) -> None:
+        with contextlib.suppress(Exception):
+            session.client.close()
+        with self._lock:
+            session.connection.channels -= 1
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            connections, self._connections = self._connections, []
+        while True:
+            try:
+                session = self._idle.get_nowait()
+            except queue.Empty:
+                break
+            with contextlib.suppress(Exception):
+                session.client.close()
+        for connection in connections:
+            with contextlib.suppress(Exception):
+                connection.transport.close()
+
+
+def _healthy(session: Session) -> bool:
+    channel = session.client.get_channel()
+    return channel is not None and not channel.closed and session.connection.transport.is_active()

@@ -1,0 +1,141 @@
+"""Streaming a file into an SFTP handle with pipelined writes, every answer checked.
+
+paramiko's own ``SFTPFile`` in pipelined mode never looks at the status of its write requests
+(a failed write is silently dropped) and its ``close`` swallows errors, and it splits writes
+into 32 KiB requests. Here each write request carries up to ``chunk`` bytes (OpenSSH's
+``sftp-server`` accepts 255 KiB), up to ``MAX_IN_FLIGHT`` requests are outstanding, every
+response is read and a failed one fails the upload. This goes through ``SFTPClient``'s
+request primitives (``_async_request``/``_read_response``), the same ones ``SFTPFile`` uses.
+
+Memory stays bounded: one chunk is read from the source at a time and sending blocks on the
+server's channel window (2 MiB for OpenSSH), whatever the file size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import IO
+
+import paramiko
+from paramiko.sftp import (
+    CMD_ATTRS,
+    CMD_CLOSE,
+    CMD_FSTAT,
+    CMD_HANDLE,
+    CMD_OPEN,
+    CMD_STATUS,
+    CMD_WRITE,
+    SFTP_FLAG_CREATE,
+    SFTP_FLAG_TRUNC,
+    SFTP_FLAG_WRITE,
+    SFTPError,
+    int64,
+)
+
+#: OpenSSH's sftp-server limit for one write request's data (its limits@openssh.com reply).
+OPENSSH_CHUNK = 255 * 1024
+#: The size every SFTP server must accept (draft-ietf-secsh-filexfer-02, paramiko's default).
+PORTABLE_CHUNK = 32 * 1024
+#: Outstanding write requests per file; with 255 KiB chunks this covers several windows.
+MAX_IN_FLIGHT = 32
+
+
+class SourceReadError(Exception):
+    """Reading the local stream failed; carries the original OSError to re-raise as-is."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def chunk_size(transport: paramiko.Transport) -> int:
+    """255 KiB requests for OpenSSH servers, the portable 32 KiB for anything else."""
+    return OPENSSH_CHUNK if "OpenSSH" in (transport.remote_version or "") else PORTABLE_CHUNK
+
+
+class _Replies:
+    """Receives the responses to one file's write requests (paramiko calls ``_async_response``)."""
+
+    def __init__(self, client: paramiko.SFTPClient) -> None:
+        self.client = client
+        self.outstanding = 0
+        self.error: Exception | None = None
+
+    def _async_response(self, kind: int, msg: paramiko.Message, num: int) -> None:
+        self.outstanding -= 1
+        if kind != CMD_STATUS:
+            self.error = self.error or SFTPError(f"unexpected reply type {kind} to a write")
+            return
+        try:
+            self.client._convert_status(msg)
+        except EOFError as exc:
+            self.error = self.error or SFTPError(f"write refused: {exc}")
+        except OSError as exc:
+            self.error = self.error or exc
+
+    def drain(self, down_to: int = 0) -> None:
+        while self.outstanding > down_to:
+            self.client._read_response()
+
+    def raise_if_failed(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+def open_for_write(client: paramiko.SFTPClient, path: str) -> bytes:
+    """Create or truncate ``path``; return the server's handle."""
+    flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC
+    kind, msg = client._request(CMD_OPEN, path, flags, paramiko.SFTPAttributes())
+    if kind != CMD_HANDLE:
+        raise SFTPError(f"unexpected reply type {kind} to open")
+    return msg.get_binary()
+
+
+def write_handle(
+    client: paramiko.SFTPClient, handle: bytes, stream: IO[bytes], chunk: int
+) -> tuple[int, int]:
+    """Send the whole stream; then fstat and close in one round trip.
+
+    Returns ``(bytes sent, size the server reports)``. The handle is closed on success; on
+    failure the caller closes it (``close_quietly``) and removes the file.
+    """
+    replies = _Replies(client)
+    offset = 0
+    try:
+        while True:
+            try:
+                data = stream.read(chunk)
+            except OSError as exc:
+                raise SourceReadError(exc) from None
+            if not data:
+                break
+            client._async_request(replies, CMD_WRITE, handle, int64(offset), data)
+            replies.outstanding += 1
+            offset += len(data)
+            if replies.outstanding > MAX_IN_FLIGHT:
+                replies.drain(MAX_IN_FLIGHT // 2)
+            elif client.sock.recv_ready():
+                replies.drain(replies.outstanding - 1)
+            replies.raise_if_failed()
+        # The server handles requests in order: fstat sees every write, close comes after.
+        fstat = client._async_request(type(None), CMD_FSTAT, handle)
+        close = client._async_request(type(None), CMD_CLOSE, handle)
+        kind, msg = client._read_response(fstat)
+        replies.raise_if_failed()
+        if kind != CMD_ATTRS:
+            raise SFTPError(f"unexpected reply type {kind} to fstat")
+        stored = paramiko.SFTPAttributes._from_msg(msg).st_size
+        client._read_response(close)
+        return offset, int(stored if stored is not None else -1)
+    except BaseException:
+        # Read what is still owed so the channel can serve the next file; if even that
+        # fails, the caller's error handling finds the channel unusable.
+        with contextlib.suppress(Exception):
+            replies.drain()
+        raise
+
+
+def close_quietly(client: paramiko.SFTPClient, handle: bytes) -> None:
+    """Best effort: the handle may already be closed (fstat failed) or the link gone."""
+    with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+        client._request(CMD_CLOSE, handle)

@@ -1,0 +1,331 @@
+"""The ``scp`` destination: files on an SSH server, written over SFTP with paramiko.
+
+Only SFTP requests are sent (mkdir, open, write, fstat, close, rename, stat, readdir, remove);
+no remote shell command ever runs, so no path can be interpreted by a shell and a login shell's
+rc files cost nothing. Each file is written under a temporary name in its folder and renamed
+into place (``posix-rename@openssh.com``, which replaces atomically) only after the server
+reported the expected size, so a half-written file never carries its final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import posixpath
+import stat as stat_mode
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import IO
+
+import paramiko
+
+from service_backup.destination import Destination, DestinationContext, ObjectInfo
+from service_backup.errors import DestinationError, ObjectNotFound, SourceError
+
+from . import _sftp
+from ._keys import load_private_key
+from ._session import Endpoint, HostKeyGuard, Session, SessionPool, describe_error, open_transport
+from .config import ScpConfig
+
+PARTIAL_MARK = ".service-backup-partial-"
+#: Transport-level failures: the channel can no longer be trusted.
+LINK_ERRORS = (paramiko.SSHException, EOFError, TimeoutError, ConnectionError)
+
+
+class ScpDestination(Destination):
+    """Files under ``destination`` on ``server``.
+
+    ``file_concurrency`` is 8: a small file costs three round trips (open; writes + fstat +
+    close; rename) whose latency only overlapping files hide, and 8 channels spread over two
+    connections keep both CPU cores busy encrypting without piling up threads.
+    """
+
+    file_concurrency = 8
+
+    def __init__(self, config: ScpConfig, context: DestinationContext) -> None:
+        self.server = config.server
+        self.base = config.destination.rstrip("/") or "/"
+        self.name = context.display_name
+        self.endpoint = Endpoint(
+            config.server, config.port, config.user, load_private_key(config.key.reveal())
+        )
+        self.where = self.endpoint.where
+        guard = HostKeyGuard(config.server, config.port, config.fingerprint, self.name)
+        self.pool = SessionPool(lambda: open_transport(self.endpoint, guard), self.where)
+        #: SFTP has no client-chosen page size: OpenSSH answers each READDIR with up to 100
+        #: names and ``list`` reads every directory to its end. Kept for the common interface.
+        self.list_page_size = 100
+        self._folders: set[str] = set()
+        self._folders_lock = threading.Lock()
+
+    # ------------------------------------------------------------------------------ paths
+    def _path(self, key: str) -> str:
+        parts = [p for p in key.split("/") if p]
+        if not parts or any(p in (".", "..") for p in parts):
+            raise DestinationError(f"invalid key {key!r}")
+        return posixpath.join(self.base, *parts)
+
+    def _remote(self, path: str) -> str:
+        return f"{self.server}:{path}"
+
+    def describe(self, prefix: str) -> str:
+        return self._remote(posixpath.join(self.base, prefix) if prefix else self.base)
+
+    # ---------------------------------------------------------------------------- folders
+    def ensure_location(self) -> None:
+        with self.pool.session() as session:
+            self._make_folders(session, self.base)
+
+    def _make_folders(self, session: Session, path: str) -> None:
+        """mkdir -p through SFTP: create each missing component, tolerate existing ones."""
+        if path in self._folders or path in ("/", ".", ""):
+            return
+        client = session.client
+        try:
+            client.mkdir(path)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:  # a parent is missing
+                self._make_folders(session, posixpath.dirname(path))
+                self._mkdir_or_existing(session, path)
+            elif exc.errno == errno.EACCES:
+                self._existing_folder(session, path, exc)
+            else:  # OpenSSH reports "exists" as a generic failure: look
+                self._existing_folder(session, path, exc)
+        except LINK_ERRORS as exc:
+            raise self._link_failed(session, exc) from None
+        with self._folders_lock:
+            self._folders.add(path)
+
+    def _mkdir_or_existing(self, session: Session, path: str) -> None:
+        try:
+            session.client.mkdir(path)
+        except OSError as exc:
+            self._existing_folder(session, path, exc)
+
+    def _existing_folder(self, session: Session, path: str, cause: OSError) -> None:
+        try:
+            attrs = session.client.stat(path)
+        except OSError:
+            attrs = None
+        if attrs is not None and stat_mode.S_ISDIR(attrs.st_mode or 0):
+            return
+        if attrs is not None:
+            raise DestinationError(f"{self._remote(path)} exists and is not a folder")
+        if cause.errno == errno.EACCES:
+            raise DestinationError(f"permission denied creating folder {self._remote(path)}")
+        raise DestinationError(f"cannot create folder {self._remote(path)}: {_sftp_text(cause)}")
+
+    def _forget_folder(self, path: str) -> None:
+        with self._folders_lock:
+            self._folders.discard(path)
+
+    # ------------------------------------------------------------------------------ write
+    def write(self, key: str, stream: IO[bytes], size: int) -> ObjectInfo:
+        final = self._path(key)
+        folder = posixpath.dirname(final)
+        temp = posixpath.join(folder, f"{PARTIAL_MARK}{uuid.uuid4().hex}")
+        with self.pool.session() as session:
+            self._make_folders(session, folder)
+            sent, stored = self._upload(session, stream, temp, key)
+            try:
+                if stored != sent:
+                    raise DestinationError(
+                        f"{self._remote(final)}: the server stored {stored} bytes of {sent} "
+                        "sent; upload incomplete"
+                    )
+                if sent != size:
+                    raise SourceError(
+                        f"the source of {key} gave {sent} bytes, {size} expected: it changed "
+                        "during the upload"
+                    )
+                self._rename(session, temp, final)
+            except BaseException:
+                self._remove_quietly(session, temp)
+                raise
+        return ObjectInfo(key=key, size=stored)
+
+    def _upload(self, session: Session, stream: IO[bytes], temp: str, key: str) -> tuple[int, int]:
+        client = session.client
+        handle = None
+        try:
+            try:
+                handle = _sftp.open_for_write(client, temp)
+            except FileNotFoundError:  # the folder vanished since it was made: once more
+                self._forget_folder(posixpath.dirname(temp))
+                self._make_folders(session, posixpath.dirname(temp))
+                handle = _sftp.open_for_write(client, temp)
+            chunk = _sftp.chunk_size(session.connection.transport)
+            result = _sftp.write_handle(client, handle, stream, chunk)
+            handle = None  # closed by write_handle
+            return result
+        except _sftp.SourceReadError as exc:
+            self._abandon(session, handle, temp)
+            raise exc.error from None
+        except LINK_ERRORS as exc:
+            raise self._link_failed(session, exc) from None
+        except OSError as exc:
+            self._abandon(session, handle, temp)
+            where = self._remote(posixpath.dirname(temp)) + "/"
+            raise self._failed("write", where, exc, key) from None
+        except BaseException:
+            self._abandon(session, handle, temp)
+            raise
+
+    def _abandon(self, session: Session, handle: bytes | None, temp: str) -> None:
+        if handle is not None:
+            _sftp.close_quietly(session.client, handle)
+        self._remove_quietly(session, temp)
+
+    def _remove_quietly(self, session: Session, path: str) -> None:
+        if session.broken:
+            return
+        with contextlib.suppress(OSError, *LINK_ERRORS):
+            session.client.remove(path)
+
+    def _rename(self, session: Session, temp: str, final: str) -> None:
+        try:
+            session.client.posix_rename(temp, final)
+        except LINK_ERRORS as exc:
+            raise self._link_failed(session, exc) from None
+        except OSError as exc:
+            if "unsupported" not in str(exc).lower():
+                raise self._failed("rename into", self._remote(final), exc) from None
+            self._rename_portably(session, temp, final)
+
+    def _rename_portably(self, session: Session, temp: str, final: str) -> None:
+        """Servers without posix-rename: plain SFTP rename refuses an existing target."""
+        with contextlib.suppress(FileNotFoundError):
+            session.client.remove(final)
+        try:
+            session.client.rename(temp, final)
+        except OSError as exc:
+            raise self._failed("rename into", self._remote(final), exc) from None
+
+    # ------------------------------------------------------------------------ read side
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        start = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        pending = [start.strip("/")]
+        while pending:
+            relative = pending.pop()
+            for entry in self._list_folder(relative):
+                key = f"{relative}/{entry.filename}" if relative else entry.filename
+                mode = entry.st_mode or 0
+                if stat_mode.S_ISDIR(mode):
+                    if key.startswith(prefix) or prefix.startswith(key + "/"):
+                        pending.append(key)
+                elif (
+                    stat_mode.S_ISREG(mode)
+                    and key.startswith(prefix)
+                    and not entry.filename.startswith(PARTIAL_MARK)
+                ):
+                    yield _info(key, entry)
+
+    def _list_folder(self, relative: str) -> list[paramiko.SFTPAttributes]:
+        path = posixpath.join(self.base, relative) if relative else self.base
+        with self.pool.session() as session:
+            try:
+                entries = session.client.listdir_attr(path)
+            except FileNotFoundError:
+                return []
+            except LINK_ERRORS as exc:
+                raise self._link_failed(session, exc) from None
+            except OSError as exc:
+                raise self._failed("list", self._remote(path), exc) from None
+        return sorted(entries, key=lambda e: e.filename)
+
+    def open_read(self, key: str) -> IO[bytes]:
+        path = self._path(key)
+        lease = self.pool.session()
+        session = lease.__enter__()
+        try:
+            handle = session.client.open(path, "rb")
+            handle.MAX_REQUEST_SIZE = _sftp.chunk_size(session.connection.transport)
+        except BaseException as exc:
+            lease.__exit__(None, None, None)
+            if isinstance(exc, LINK_ERRORS):
+                raise self._link_failed(session, exc) from None
+            if isinstance(exc, OSError):
+                raise self._failed("read", self._remote(path), exc, key) from None
+            raise
+        return _RemoteReader(handle, lease, self._remote(path))
+
+    def stat(self, key: str) -> ObjectInfo:
+        path = self._path(key)
+        with self.pool.session() as session:
+            try:
+                attrs = session.client.stat(path)
+            except LINK_ERRORS as exc:
+                raise self._link_failed(session, exc) from None
+            except OSError as exc:
+                raise self._failed("stat", self._remote(path), exc, key) from None
+        if not stat_mode.S_ISREG(attrs.st_mode or 0):
+            raise ObjectNotFound(f"{key} not found in {self.describe('')} (not a file)")
+        return _info(key, attrs)
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        with self.pool.session() as session:
+            try:
+                session.client.remove(path)
+            except LINK_ERRORS as exc:
+                raise self._link_failed(session, exc) from None
+            except OSError as exc:
+                raise self._failed("delete", self._remote(path), exc, key) from None
+
+    def close(self) -> None:
+        self.pool.close()
+
+    # --------------------------------------------------------------------------- errors
+    def _failed(
+        self, action: str, where: str, exc: OSError, key: str | None = None
+    ) -> DestinationError:
+        """An SFTP status answer turned into one line naming the remote path."""
+        if exc.errno == errno.ENOENT and key is not None and action != "write":
+            return ObjectNotFound(f"{key} not found in {self.describe('')}")
+        if exc.errno == errno.EACCES:
+            return DestinationError(f"permission denied: cannot {action} {where}")
+        return DestinationError(f"cannot {action} {where}: {_sftp_text(exc)}")
+
+    def _link_failed(self, session: Session, exc: BaseException) -> DestinationError:
+        session.broken = True
+        return DestinationError(f"SFTP connection to {self.where} failed: {describe_error(exc)}")
+
+
+class _RemoteReader(io.RawIOBase):
+    """A remote file as a binary stream; closing it returns its SFTP channel to the pool."""
+
+    def __init__(self, handle: paramiko.SFTPFile, lease: contextlib.AbstractContextManager,
+                 where: str) -> None:  # fmt: skip
+        super().__init__()
+        self._handle, self._lease, self._where = handle, lease, where
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        try:
+            data = self._handle.read(len(buffer))
+        except (OSError, *LINK_ERRORS) as exc:
+            raise DestinationError(f"cannot read {self._where}: {describe_error(exc)}") from None
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            with contextlib.suppress(OSError, *LINK_ERRORS):
+                self._handle.close()
+            self._lease.__exit__(None, None, None)
+        super().close()
+
+
+def _info(key: str, attrs: paramiko.SFTPAttributes) -> ObjectInfo:
+    modified = datetime.fromtimestamp(attrs.st_mtime, UTC) if attrs.st_mtime is not None else None
+    return ObjectInfo(key=key, size=int(attrs.st_size or 0), modified=modified)
+
+
+def _sftp_text(exc: OSError) -> str:
+    text = exc.strerror or (str(exc.args[0]) if exc.args else "") or type(exc).__name__
+    return " ".join(str(text).split())
