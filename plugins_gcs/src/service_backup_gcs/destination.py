@@ -14,6 +14,7 @@ endpoint fails a run in bounded time instead of the SDK's two minutes per call.
 
 from __future__ import annotations
 
+import base64
 import http
 import io
 import os
@@ -21,6 +22,7 @@ import re
 from collections.abc import Iterator
 from typing import IO, Any, Final
 
+import google_crc32c
 import requests
 from google.api_core import exceptions as api_exceptions
 from google.api_core.retry import Retry
@@ -237,7 +239,7 @@ class GCSDestination(Destination):
             )
         except Exception as exc:
             raise self._errors.translate(exc, f"reading {self._where(key)}") from None
-        return _TranslatingReader(reader, self, key)  # type: ignore[return-value]
+        return _TranslatingReader(reader, self, key, found)  # type: ignore[return-value]
 
     def stat(self, key: str) -> ObjectInfo:
         blob = self._get(key)
@@ -292,12 +294,21 @@ class _TrackedStream:
 
 
 class _TranslatingReader(io.RawIOBase):
-    """The SDK's chunked BlobReader, with its errors turned into DestinationErrors."""
+    """The SDK's chunked BlobReader: errors become DestinationErrors, CRC32C is checked.
 
-    def __init__(self, reader: Any, owner: GCSDestination, key: str) -> None:
+    Ranged reads carry no checksum, so the stream keeps a running CRC32C and compares it
+    with the object's at the end: a backup read back through here is verified end to end.
+    """
+
+    def __init__(self, reader: Any, owner: GCSDestination, key: str, blob: storage.Blob) -> None:
         self._reader = reader
         self._owner = owner
         self._key = key
+        self._size = blob.size or 0
+        self._expected = blob.crc32c
+        self._crc = google_crc32c.Checksum()
+        self._position = 0
+        self._verified = False
 
     def readable(self) -> bool:
         return True
@@ -307,11 +318,28 @@ class _TranslatingReader(io.RawIOBase):
             exc, f"reading {self._owner._where(self._key)}", missing=self._owner._missing(self._key)
         )
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int | None = -1) -> bytes:
         try:
-            return self._reader.read(size)
+            data = self._reader.read(-1 if size is None else size)
         except Exception as exc:
             raise self._fail(exc) from None
+        self._crc.update(data)
+        self._position += len(data)
+        if not self._verified and (not data or self._position >= self._size):
+            self._verify()
+        return data
+
+    def _verify(self) -> None:
+        self._verified = True
+        if self._expected is None:
+            return
+        actual = base64.b64encode(self._crc.digest()).decode()
+        if self._position != self._size or actual != self._expected:
+            raise DestinationError(
+                f"reading {self._owner._where(self._key)} failed: checksum mismatch "
+                f"({self._position} of {self._size} bytes, CRC32C {actual}, "
+                f"stored {self._expected})"
+            )
 
     def readall(self) -> bytes:
         return self.read(-1)
