@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from service_backup.errors import ConfigError
 from service_backup.plugins import PluginRegistry
 from service_backup.run import _alert
 from service_backup_plugins.cf_client import AlertError, send_service_alert
@@ -187,17 +188,16 @@ def test_empty_product_name_sends_nothing(cf: CfServer, log_lines: list) -> None
     assert messages(log_lines) == ["Alerts not configured."]
 
 
-def test_incomplete_alerts_section_names_missing_fields(cf: CfServer, log_lines: list) -> None:
+def test_incomplete_alerts_section_is_rejected_by_validation(cf: CfServer) -> None:
+    """Missing alert fields are a config error up front, not a surprise when a run fails."""
     alerts = alerts_section(cf)
     alerts["config"]["cloud_controller"]["url"] = ""
     del alerts["config"]["notifications"]["client_secret"]
-    fire(backup_config(alerts))
-
+    with pytest.raises(ConfigError) as info:
+        backup_config(alerts)
+    assert "alerts.config.cloud_controller.url: required field missing" in str(info.value)
+    assert "alerts.config.notifications.client_secret: required field missing" in str(info.value)
     assert cf.requests == []
-    assert messages(log_lines) == ["Sending alert.", "error sending service alert"]
-    error = log_lines[-1]["data"]["error"]
-    assert "alerts.config.cloud_controller.url" in error
-    assert "alerts.config.notifications.client_secret" in error
 
 
 # --- retries ------------------------------------------------------------------------------

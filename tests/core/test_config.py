@@ -174,3 +174,17 @@ def test_missing_file(tmp_path, registry):
 def test_example_config_loads(registry):
     config = load_config(SEED_EXAMPLE, registry)
     assert config.destinations[0].type == "local"
+
+
+def test_alert_fields_required_once_a_product_name_is_set(registry):
+    message = error_of(
+        base(
+            alerts={"product_name": "Redis", "config": {"cloud_controller": {"url": "https://a"}}}
+        ),
+        registry,
+    )
+    assert "alerts.config.cloud_controller.user: required field missing" in message
+    assert "alerts.config.notifications.client_secret: required field missing" in message
+    assert "alerts.config.cloud_controller.url" not in message
+    # No product name: alerts are off and nothing else is required.
+    assert parse_config(base(alerts={"product_name": ""}), registry).alerts is not None

@@ -253,6 +253,27 @@ def structure_destination_config(
     return obj
 
 
+_ALERT_FIELDS: Final = {
+    "cloud_controller": ("url", "user", "password"),
+    "notifications": ("service_url", "cf_org", "cf_space", "client_id", "client_secret"),
+}
+
+
+def _alerts_problems(alerts: AlertsConfig | None) -> list[str]:
+    """With a product name, alerts are on: every field they need must be there (not at 3 a.m.)."""
+    if alerts is None or not alerts.product_name.strip():
+        return []
+    problems = []
+    for section, names in _ALERT_FIELDS.items():
+        values = getattr(alerts.config, section)
+        for name in names:
+            value = getattr(values, name)
+            text = value.reveal() if isinstance(value, Secret) else value
+            if not text.strip():
+                problems.append(f"alerts.config.{section}.{name}: required field missing")
+    return problems
+
+
 def parse_config(data: Any, registry: PluginRegistry) -> BackupConfig:
     """Validate a parsed YAML document; raise ConfigError with every problem found."""
     if data is None:
@@ -304,6 +325,7 @@ def parse_config(data: Any, registry: PluginRegistry) -> BackupConfig:
         for key in ("source_folder", "cron_schedule"):
             if not getattr(raw, key).strip():
                 problems.append(f"{key}: required field missing")
+    problems.extend(_alerts_problems(raw.alerts))
     if raw.add_deployment_name_to_backup_path and not raw.deployment_name.strip():
         problems.append(
             "deployment_name: required field missing (add_deployment_name_to_backup_path is true)"

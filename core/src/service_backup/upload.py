@@ -7,13 +7,14 @@ first failure stops new files from starting and names the file at fault.
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from typing import IO
+from typing import Any
 
 from .config import DestinationSpec
 from .context import RunContext
@@ -24,19 +25,66 @@ from .results import UploadResult
 from .source import SourceFile
 
 
+class SourceReader(io.RawIOBase):
+    """A source file as destinations read it, with read errors blamed on the source.
+
+    Socket errors inside an SDK are ``OSError`` too; wrapping the file keeps a failing disk
+    (``source file … cannot be read``) apart from a failing destination.
+    """
+
+    def __init__(self, file: SourceFile, raw: io.BufferedReader) -> None:
+        self.file = file
+        self._raw = raw
+
+    def _failed(self, exc: OSError) -> SourceError:
+        return SourceError(f"cannot read source file {self.file.path}: {exc.strerror or exc}")
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            return self._raw.readinto(buffer)
+        except OSError as exc:
+            raise self._failed(exc) from None
+
+    def read(self, size: int | None = -1) -> bytes:
+        try:
+            return self._raw.read(-1 if size is None else size)
+        except OSError as exc:
+            raise self._failed(exc) from None
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def fileno(self) -> int:
+        return self._raw.fileno()
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
 @contextmanager
-def open_source(file: SourceFile) -> Iterator[IO[bytes]]:
+def open_source(file: SourceFile) -> Iterator[SourceReader]:
     """Open a source file, turning OS errors into a one-line SourceError naming it."""
     try:
-        handle = open(file.path, "rb")  # noqa: SIM115 - closed below
+        raw = open(file.path, "rb")  # noqa: SIM115 - closed below
     except FileNotFoundError:
         raise SourceError(f"source file {file.path} vanished during the run") from None
     except OSError as exc:
         raise SourceError(f"cannot read source file {file.path}: {exc.strerror}") from None
+    reader = SourceReader(file, raw)
     try:
-        yield handle
+        yield reader
     finally:
-        handle.close()
+        reader.close()
 
 
 def upload_one(destination: Destination, key: str, file: SourceFile) -> int:
@@ -47,9 +95,7 @@ def upload_one(destination: Destination, key: str, file: SourceFile) -> int:
         except BackupError:
             raise
         except OSError as exc:
-            raise SourceError(
-                f"cannot read source file {file.path}: {exc.strerror or exc}"
-            ) from None
+            raise DestinationError(f"writing {key} failed: {exc.strerror or exc}") from None
         now = os.fstat(handle.fileno()).st_size
     if now != file.size:
         raise SourceError(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO
 
 import attrs
+
 from service_backup.config import required
 from service_backup.destination import Destination, DestinationContext, DestinationType, ObjectInfo
 from service_backup.errors import DestinationError, ObjectNotFound
