@@ -121,7 +121,7 @@ def _config(folder: Path, port: int, read_only_port: int, host_keys: list[Path])
         "PrintMotd no",
         "X11Forwarding no",
         "AllowTcpForwarding no",
-        "LogLevel INFO",
+        "LogLevel VERBOSE",  # "Starting session: subsystem|command ..." lines
         # Tests and benchmarks open several connections and SFTP channels at once.
         "MaxStartups 100:30:200",
         "MaxSessions 64",

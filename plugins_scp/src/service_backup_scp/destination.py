@@ -129,7 +129,7 @@ class ScpDestination(Destination):
         temp = posixpath.join(folder, f"{PARTIAL_MARK}{uuid.uuid4().hex}")
         with self.pool.session() as session:
             self._make_folders(session, folder)
-            sent, stored = self._upload(session, stream, temp, key)
+            sent, stored = self._upload(session, stream, temp, final)
             try:
                 if stored != sent:
                     raise DestinationError(
@@ -147,7 +147,9 @@ class ScpDestination(Destination):
                 raise
         return ObjectInfo(key=key, size=stored)
 
-    def _upload(self, session: Session, stream: IO[bytes], temp: str, key: str) -> tuple[int, int]:
+    def _upload(
+        self, session: Session, stream: IO[bytes], temp: str, final: str
+    ) -> tuple[int, int]:
         client = session.client
         handle = None
         try:
@@ -168,8 +170,7 @@ class ScpDestination(Destination):
             raise self._link_failed(session, exc) from None
         except OSError as exc:
             self._abandon(session, handle, temp)
-            where = self._remote(posixpath.dirname(temp)) + "/"
-            raise self._failed("write", where, exc, key) from None
+            raise self._failed("write", self._remote(final), exc) from None
         except BaseException:
             self._abandon(session, handle, temp)
             raise
