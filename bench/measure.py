@@ -37,6 +37,8 @@ class Measurement:
     tree_peak_kib: int
     exit_status: int
     stderr_tail: str = ""
+    #: CPU seconds the server spent during the run (None: no server, or not measurable).
+    server_cpu: float | None = None
 
     @property
     def cpu(self) -> float:
@@ -180,6 +182,7 @@ class Summary:
     cpu: float
     peak_rss_kib: int
     walls: tuple[float, ...]
+    server_cpu: float | None = None
 
     @classmethod
     def of(cls, measurements: Sequence[Measurement]) -> Summary | None:
@@ -193,4 +196,7 @@ class Summary:
             cpu=statistics.median(m.cpu for m in good),
             peak_rss_kib=max(m.peak_rss_kib for m in good),
             walls=tuple(m.wall for m in good),
+            server_cpu=statistics.median(server)
+            if (server := [m.server_cpu for m in good if m.server_cpu is not None])
+            else None,
         )

@@ -116,21 +116,23 @@ def ratio_text(rows: Sequence[Row], row: Row) -> str:
 
 def table(rows: Sequence[Row]) -> str:
     head = (
-        "| destination | data set | tool | runs | median wall s | MB/s | CPU s | peak RSS MiB "
-        "| ours ÷ fastest peer (wall) | note |"
+        "| destination | data set | tool | runs | median wall s | MB/s | CPU s | server CPU s "
+        "| peak RSS MiB | ours ÷ fastest peer (wall) | note |"
     )
-    lines = [head, "|---|---|---|--:|--:|--:|--:|--:|---|---|"]
+    lines = [head, "|---|---|---|--:|--:|--:|--:|--:|--:|---|---|"]
     for row in rows:
         s = row.summary
         name = f"**{row.tool.name}**" if row.tool.ours else row.tool.name
         if s is None:
-            cells = [DASH] * 5 + [""]
+            cells = [DASH] * 6 + [""]
         else:
+            server = DASH if s.server_cpu is None else f"{s.server_cpu:.2f}"
             cells = [
                 str(s.runs),
                 f"{s.wall:.2f}",
                 f"{_mbps(row.dataset, s.wall):.1f}",
                 f"{s.cpu:.2f}",
+                server,
                 f"{s.peak_rss_kib / 1024:.0f}",
                 ratio_text(rows, row),
             ]
@@ -312,8 +314,9 @@ def document(
         "Every upload is one whole process (`manual-backup CONFIG` for ours) timed through GNU "
         "`time -v`, to a fresh location on a server on loopback. Median of the measured runs "
         "after one warm-up per tool, interleaved A B C, A B C; MB/s = 10^6 bytes per second of "
-        "median wall time; CPU = user + system of the whole process tree (the server's CPU is "
-        "not included); peak RSS = the highest across runs (largest process per GNU time, or "
+        "median wall time; CPU = user + system of the tool's whole process tree; server CPU = "
+        "what the server process spent meanwhile (median); peak RSS = the highest across "
+        "runs (largest process per GNU time, or "
         "the sampled sum of the process tree when larger). Ratio = ours' median wall ÷ the "
         "fastest peer's (below 1 = ours faster).",
         "",

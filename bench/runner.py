@@ -19,7 +19,7 @@ import attrs
 
 from .datasets import DataSet
 from .measure import Measurement, Summary, run_measured
-from .targets import Location, Target, Tool
+from .targets import Location, Target, Tool, server_cpu_seconds
 
 _ids = itertools.count(1)
 
@@ -73,6 +73,7 @@ def run_cell(
         invocation = target.invocation(tool, source, location)
         out = target.ctx.work / "logs" / f"{run_id}.out"
         out.parent.mkdir(parents=True, exist_ok=True)
+        cpu_before = server_cpu_seconds(target.server_pid)
         m = run_measured(
             invocation.argv,
             env=invocation.env,
@@ -80,6 +81,9 @@ def run_cell(
             stdout_path=out,
             timeout=timeout,
         )
+        cpu_after = server_cpu_seconds(target.server_pid)
+        if cpu_before is not None and cpu_after is not None:
+            m = attrs.evolve(m, server_cpu=cpu_after - cpu_before)
         status = "ok" if m.ok else f"exit {m.exit_status}"
         if m.ok and check:
             stored = target.count(location)

@@ -9,6 +9,8 @@ removes the location after timing.
 from __future__ import annotations
 
 import abc
+import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -88,6 +90,8 @@ class Target(abc.ABC):
 
     def __init__(self, ctx: BenchContext) -> None:
         self.ctx = ctx
+        #: The server's process, once started: its CPU time is reported beside each run.
+        self.server_pid: int | None = None
 
     @contextmanager
     def serving(self) -> Iterator[None]:
@@ -129,6 +133,25 @@ class Target(abc.ABC):
         return self.peer(tool, source, location)
 
 
+def server_cpu_seconds(pid: int | None) -> float | None:
+    """CPU time of a server and its reaped children (sshd's per-connection processes)."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    ticks = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def run_name(run_id: str, limit: int = 63) -> str:
+    """A bucket/container-safe name for a run: lowercase letters, digits and hyphens."""
+    name = re.sub(r"[^a-z0-9]+", "-", run_id.lower()).strip("-")
+    return name[-limit:].lstrip("-")
+
+
 def rclone_env(base: dict[str, str], remote: str, settings: dict[str, str]) -> dict[str, str]:
     """An rclone remote defined through ``RCLONE_CONFIG_<NAME>_<KEY>`` variables (no file)."""
     env = dict(base)
@@ -136,3 +159,44 @@ def rclone_env(base: dict[str, str], remote: str, settings: dict[str, str]) -> d
     for key, value in settings.items():
         env[f"RCLONE_CONFIG_{remote.upper()}_{key.upper()}"] = value
     return env
+
+
+_KNOB = re.compile(
+    r"CONCURRENCY|CHUNK|PART|THRESHOLD|BLOCK|PUT_SIZE|WINDOW|PACKET|WRITE|CONNECTION"
+)
+
+
+def _knob_value(value: int) -> str:
+    for unit, factor in (("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if value >= factor and value % factor == 0:
+            return f"{value // factor} {unit}"
+    return str(value)
+
+
+def our_knobs(dest_type: str) -> str:
+    """The plugin's own knobs as shipped, read from its code (so the report cannot go stale).
+
+    ``file_concurrency`` of the destination class, plus the integer module constants whose
+    names speak of concurrency, chunk/part/block sizes, windows or packets.
+    """
+    import importlib
+    import importlib.metadata
+
+    try:
+        (entry,) = importlib.metadata.entry_points(group="service_backup", name=dest_type)
+        module = entry.load()
+        (dtype,) = [t for t in module.destination_types() if t.name == dest_type]
+    except Exception as exc:
+        return f"(knobs unknown: {type(exc).__name__})"
+    factory = dtype.factory
+    parts = [f"file_concurrency {getattr(factory, 'file_concurrency', '?')}"]
+    package = module.__name__.split(".")[0]
+    for name in sorted(sys.modules):
+        if name != package and not name.startswith(package + "."):
+            continue
+        for key, value in sorted(vars(sys.modules[name]).items()):
+            is_int = isinstance(value, int) and not isinstance(value, bool)
+            noise = "TIMEOUT" in key or "FLAG" in key or key.startswith("CMD_")
+            if key.isupper() and is_int and _KNOB.search(key) and not noise:
+                parts.append(f"{key} {_knob_value(value)}")
+    return "as shipped: " + ", ".join(dict.fromkeys(parts))

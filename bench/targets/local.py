@@ -11,7 +11,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from . import OURS, Invocation, Location, Target, Tool, rclone_env
+from . import OURS, Invocation, Location, Target, Tool, our_knobs, rclone_env
 
 
 class LocalTarget(Target):
@@ -25,7 +25,7 @@ class LocalTarget(Target):
     def tools(self) -> list[Tool]:
         rclone = None if self.ctx.rclone else "rclone not installed"
         return [
-            Tool(OURS, ours=True, knobs="4 files at a time (LocalDestination.file_concurrency)"),
+            Tool(OURS, ours=True, knobs=our_knobs("local") + "; fsync per file"),
             Tool("cp -r + sync", knobs="one file at a time; then sync -f"),
             Tool(
                 "rclone copy + sync",
