@@ -1,0 +1,624 @@
+"""GCS-specific behaviour: the key JSON, the token flow, buckets, retries, checksums, the CLI.
+
+Most tests run against gcp-storage-emulator with tokens from the verifying local endpoint.
+What the emulator cannot show (it checks no credentials, answers no 403, ignores page sizes,
+bucket location and storage class, and never fails a request) is shown against ``FakeGCS``: a
+scripted HTTP server on loopback that speaks just those few JSON API responses. The SDK is
+never patched: it talks HTTP to a real socket in every test.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import google_crc32c
+import pytest
+
+from service_backup.config import parse_config, structure_destination_config
+from service_backup.destination import DestinationContext
+from service_backup.errors import ConfigError, DestinationError, ObjectNotFound
+from service_backup.plugins import PluginRegistry
+from service_backup_gcs.destination import CHUNK_SIZE, GCSDestination
+from tests.core.cli import run_cli, write_config
+from tests.gcs.server import GCSServer, generate_key
+from tests.servers import free_port
+
+MiB = 1024 * 1024
+TODAY = time.strftime("%Y/%m/%d")
+
+
+# ------------------------------------------------------------------------------ helpers
+def open_destination(raw: dict[str, Any], name: str = "gcs-test") -> GCSDestination:
+    dtype = PluginRegistry(load_hook_plugins=False).destination_type("gcs")
+    config = structure_destination_config(raw, dtype.config_class)
+    destination = dtype.factory(config, DestinationContext(name))
+    assert isinstance(destination, GCSDestination)
+    return destination
+
+
+def key_lines(server: GCSServer) -> list[str]:
+    """The private key's base64 lines: none may ever appear in an error or a log."""
+    return [
+        line
+        for line in server.key.private_key_pem.splitlines()
+        if line and not line.startswith("-----")
+    ]
+
+
+def assert_no_key_material(text: str, server: GCSServer) -> None:
+    assert "PRIVATE KEY" not in text
+    for line in key_lines(server):
+        assert line not in text
+    assert server.service_account_json not in text
+
+
+def crc32c_b64(data: bytes) -> str:
+    return base64.b64encode(google_crc32c.Checksum(data).digest()).decode()
+
+
+def config_error(raw: dict[str, Any]) -> str:
+    registry = PluginRegistry(load_hook_plugins=False)
+    document = {
+        "destinations": [{"type": "gcs", "config": raw}],
+        "source_folder": "/tmp",
+        "cron_schedule": "@daily",
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_config(document, registry)
+    return str(info.value)
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+
+
+Reply = tuple[int, Any] | tuple[int, Any, dict[str, str]]
+
+
+@dataclass
+class FakeGCS:
+    """A scripted GCS JSON API on loopback: ``respond(seen)`` returns (status, body[, headers])."""
+
+    respond: Callable[[Seen], Reply]
+    seen: list[Seen] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def _any(self) -> None:
+                url = urllib.parse.urlsplit(self.path)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                seen = Seen(
+                    self.command,
+                    urllib.parse.unquote(url.path),
+                    urllib.parse.parse_qs(url.query),
+                    {k.lower(): v for k, v in self.headers.items()},
+                    body,
+                )
+                fake.seen.append(seen)
+                status, payload, *rest = fake.respond(seen)
+                headers = rest[0] if rest else {}
+                if isinstance(payload, bytes):
+                    data = payload
+                else:
+                    data = json.dumps(payload).encode() if payload is not None else b""
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _any
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def requests_to(self, method: str, pattern: str) -> list[Seen]:
+        return [s for s in self.seen if s.method == method and re.fullmatch(pattern, s.path)]
+
+
+@pytest.fixture
+def fake_gcs() -> Iterator[Callable[[Callable[[Seen], Reply]], FakeGCS]]:
+    started: list[FakeGCS] = []
+
+    def start(respond: Callable[[Seen], Reply]) -> FakeGCS:
+        started.append(FakeGCS(respond))
+        return started[-1]
+
+    yield start
+    for fake in started:
+        fake.close()
+
+
+def gcs_error(code: int, reason: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "errors": [{"reason": reason}]}}
+
+
+def bucket_resource(name: str) -> dict[str, Any]:
+    return {"kind": "storage#bucket", "name": name, "location": "US", "storageClass": "STANDARD"}
+
+
+# ---------------------------------------------------------------------- configuration
+def test_config_defaults_and_normalisation(gcs_server: GCSServer) -> None:
+    dtype = PluginRegistry(load_hook_plugins=False).destination_type("gcs")
+    minimal = {k: v for k, v in gcs_server.config("b").items() if k != "endpoint"}
+    config = structure_destination_config(minimal, dtype.config_class)
+    assert (config.location, config.storage_class, config.bucket_path, config.endpoint) == (
+        "US", "STANDARD", "", "",
+    )  # fmt: skip
+    config = structure_destination_config(
+        {**minimal, "bucket_path": "/a/b/", "storage_class": "nearline", "location": " "},
+        dtype.config_class,
+    )
+    assert (config.bucket_path, config.storage_class, config.location) == ("a/b", "NEARLINE", "US")
+    assert gcs_server.key.private_key_pem not in repr(config)
+
+
+def test_malformed_json_is_named_without_key_material(gcs_server: GCSServer) -> None:
+    broken = gcs_server.service_account_json.rstrip().removesuffix("}") + ","
+    message = config_error(gcs_server.config("b", service_account_json=broken))
+    assert "destinations[0].config: service_account_json is not valid JSON" in message
+    assert "line " in message and "column " in message
+    assert "Provide these missing fields in your manifest." in message
+    assert_no_key_material(message, gcs_server)
+
+
+@pytest.mark.parametrize("field_name", ["private_key", "client_email", "token_uri"])
+def test_key_without_a_needed_field_is_named(gcs_server: GCSServer, field_name: str) -> None:
+    info = json.loads(gcs_server.service_account_json)
+    del info[field_name]
+    message = config_error(gcs_server.config("b", service_account_json=json.dumps(info)))
+    assert f"service_account_json has no {field_name}" in message
+    assert "destinations[0].config" in message
+    assert_no_key_material(message, gcs_server)
+
+
+def test_other_credential_types_are_refused(gcs_server: GCSServer) -> None:
+    user = json.dumps({"type": "authorized_user", "refresh_token": "r-token-value-123"})
+    message = config_error(gcs_server.config("b", service_account_json=user))
+    assert "type 'authorized_user', expected 'service_account'" in message
+    assert "r-token-value-123" not in message
+    assert "is not valid JSON" in config_error(gcs_server.config("b", service_account_json="x"))
+    assert "must be a JSON object" in config_error(
+        gcs_server.config("b", service_account_json="[1]")
+    )
+
+
+def test_bad_storage_class_and_endpoint_are_named(gcs_server: GCSServer) -> None:
+    assert "storage_class must be one of" in config_error(
+        gcs_server.config("b", storage_class="ice")
+    )
+    assert "endpoint must be a URL" in config_error(
+        gcs_server.config("b", endpoint="127.0.0.1:9023")
+    )
+
+
+def test_unparseable_private_key_fails_without_quoting_it(gcs_server: GCSServer) -> None:
+    info = json.loads(gcs_server.service_account_json)
+    info["private_key"] = (
+        "-----BEGIN PRIVATE KEY-----\nTm90QUtleUF0QWxs\n-----END PRIVATE KEY-----\n"
+    )
+    with pytest.raises(DestinationError) as failure:
+        open_destination(gcs_server.config("b", service_account_json=json.dumps(info)))
+    message = str(failure.value)
+    assert message == "service_account_json: private_key is not a valid PEM private key"
+    assert "Tm90QUtleUF0QWxs" not in message
+
+
+def test_cli_validate_names_the_field(gcs_server: GCSServer, tmp_path: Path) -> None:
+    info = json.loads(gcs_server.service_account_json)
+    del info["private_key"]
+    config = write_config(
+        tmp_path / "backup.yml",
+        {
+            "destinations": [
+                {
+                    "type": "gcs",
+                    "config": gcs_server.config("b", service_account_json=json.dumps(info)),
+                }
+            ],
+            "source_folder": str(tmp_path),
+            "cron_schedule": "@daily",
+        },
+    )
+    result = run_cli("validate", str(config))
+    assert result.returncode == 2
+    output = result.stdout + result.stderr
+    assert "destinations[0].config: service_account_json has no private_key" in output
+    assert "Traceback" not in output
+    assert info["client_email"] in config.read_text()  # the JSON went in, and not back out:
+    assert_no_key_material(output, gcs_server)
+
+
+# --------------------------------------------------------------------- the token flow
+def test_signed_jwt_is_exchanged_at_the_token_uri(gcs_server: GCSServer, gcs_config) -> None:
+    before = len(gcs_server.tokens.granted_calls())
+    with open_destination(gcs_config) as destination:
+        destination.ensure_location()
+        destination.write("probe.txt", io.BytesIO(b"probe"), 5)
+    granted = gcs_server.tokens.granted_calls()[before:]
+    assert granted, "the plugin never fetched a token: anonymous access would pass unnoticed"
+    assert {call.client_email for call in granted} == {gcs_server.key.client_email}
+    assert {call.path for call in granted} == {"/token"}
+
+
+def test_refusing_token_endpoint_fails_fast_and_clearly(gcs_server: GCSServer, gcs_config) -> None:
+    raw = {**gcs_config, "service_account_json": gcs_server.refused_key_json()}
+    started = time.monotonic()
+    with open_destination(raw) as destination, pytest.raises(DestinationError) as failure:
+        destination.ensure_location()
+    assert time.monotonic() - started < 15
+    message = str(failure.value)
+    assert f"the token endpoint {gcs_server.tokens.refusing_token_uri} refused" in message
+    assert gcs_server.key.client_email in message
+    assert "invalid_grant" in message
+    assert "\n" not in message
+    assert_no_key_material(message, gcs_server)
+    assert any(call.path == "/refuse" for call in gcs_server.token_calls)
+
+
+def test_a_key_the_endpoint_does_not_know_is_refused(gcs_server: GCSServer, gcs_config) -> None:
+    stranger = generate_key(gcs_server.key.client_email)  # same account, a key never registered
+    raw = {**gcs_config, "service_account_json": stranger.json(gcs_server.token_uri)}
+    with open_destination(raw) as destination, pytest.raises(DestinationError) as failure:
+        destination.ensure_location()
+    assert "refused the service account" in str(failure.value)
+    assert stranger.private_key_pem.splitlines()[1] not in str(failure.value)
+    last = gcs_server.token_calls[-1]
+    assert not last.granted and "InvalidSignatureError" in last.reason
+
+
+def test_unreachable_token_endpoint_fails_in_bounded_time(
+    gcs_server: GCSServer, gcs_config
+) -> None:
+    dead = f"http://127.0.0.1:{free_port()}/token"
+    raw = {**gcs_config, "service_account_json": gcs_server.key.json(dead)}
+    with open_destination(raw) as destination:
+        destination.retry_deadline = 2.0
+        started = time.monotonic()
+        with pytest.raises(DestinationError) as failure:
+            destination.ensure_location()
+    assert time.monotonic() - started < 20
+    assert f"cannot reach the token endpoint {dead}: connection refused" in str(failure.value)
+
+
+# ------------------------------------------------------------------------------ buckets
+def test_bucket_is_created_with_location_and_storage_class(
+    gcs_server: GCSServer, fake_gcs, bucket_name: str
+) -> None:
+    def respond(seen: Seen) -> Reply:
+        if seen.method == "GET":
+            return 404, gcs_error(404, "notFound", "The specified bucket does not exist.")
+        return 200, bucket_resource(bucket_name)
+
+    fake = fake_gcs(respond)
+    raw = gcs_server.config(bucket_name, endpoint=fake.url, location="EU", storage_class="nearline")
+    with open_destination(raw) as destination:
+        destination.ensure_location()
+    (insert,) = fake.requests_to("POST", "/storage/v1/b")
+    assert insert.query["project"] == [gcs_server.project_id]
+    body = json.loads(insert.body)
+    assert (body["name"], body["location"], body["storageClass"]) == (bucket_name, "EU", "NEARLINE")
+    assert insert.headers["authorization"].startswith("Bearer ya29.test-")
+
+
+def test_default_bucket_attributes_on_the_emulator(gcs_config, inspector, bucket_name) -> None:
+    with open_destination(gcs_config) as destination:
+        destination.ensure_location()
+    bucket = inspector.get_bucket(bucket_name)
+    assert (bucket.location, bucket.storage_class) == ("US", "STANDARD")
+
+
+def test_existing_bucket_is_used_as_it_is(gcs_config, inspector, bucket_name) -> None:
+    inspector.create_bucket(bucket_name)
+    inspector.bucket(bucket_name).blob("keep.txt").upload_from_string(b"keep")
+    with open_destination(gcs_config) as destination:
+        destination.ensure_location()
+        destination.write("new.txt", io.BytesIO(b"new"), 3)
+    names = sorted(b.name for b in inspector.list_blobs(bucket_name))
+    assert names == ["backups/redis/new.txt", "keep.txt"]
+
+
+def test_forbidden_is_told_apart_from_not_found(
+    gcs_server: GCSServer, fake_gcs, bucket_name: str
+) -> None:
+    fake = fake_gcs(lambda seen: (403, gcs_error(403, "forbidden", "does not have access")))
+    with open_destination(gcs_server.config(bucket_name, endpoint=fake.url)) as destination:
+        with pytest.raises(DestinationError) as on_check:
+            destination.ensure_location()
+        with pytest.raises(DestinationError) as on_write:
+            destination.write("x.txt", io.BytesIO(b"x"), 1)
+    for failure in (on_check, on_write):
+        message = str(failure.value)
+        assert f"access denied to bucket {bucket_name}" in message
+        assert gcs_server.key.client_email in message
+        assert "not found" not in message
+    assert not fake.requests_to("POST", "/storage/v1/b"), "no bucket creation after a 403"
+
+
+def test_missing_bucket_is_named(gcs_config, bucket_name: str) -> None:
+    with open_destination(gcs_config) as destination:  # ensure_location not called
+        with pytest.raises(DestinationError) as failure:
+            destination.write("x.txt", io.BytesIO(b"x"), 1)
+        assert f"bucket {bucket_name} not found" in str(failure.value)
+        assert not isinstance(failure.value, ObjectNotFound)
+        assert list(destination.list("")) == []
+        with pytest.raises(ObjectNotFound):
+            destination.stat("x.txt")
+
+
+def test_bucket_name_taken_by_another_project(
+    gcs_server: GCSServer, fake_gcs, bucket_name: str
+) -> None:
+    checks = iter([404, 403])
+
+    def respond(seen: Seen) -> Reply:
+        if seen.method == "POST":
+            return 409, gcs_error(409, "conflict", "The requested bucket name is not available.")
+        status = next(checks)
+        return status, gcs_error(status, "x", "no")
+
+    fake = fake_gcs(respond)
+    with (
+        open_destination(gcs_server.config(bucket_name, endpoint=fake.url)) as destination,
+        pytest.raises(DestinationError) as failure,
+    ):
+        destination.ensure_location()
+    assert f"bucket name {bucket_name} is taken by another project" in str(failure.value)
+
+
+# ------------------------------------------------------------------------------ retries
+def test_5xx_and_429_are_retried(gcs_server: GCSServer, fake_gcs, bucket_name: str) -> None:
+    answers = iter([503, 429, 500])
+
+    def respond(seen: Seen) -> Reply:
+        status = next(answers, 200)
+        if status != 200:
+            return status, gcs_error(status, "backendError", "try again")
+        return 200, bucket_resource(bucket_name)
+
+    fake = fake_gcs(respond)
+    with open_destination(gcs_server.config(bucket_name, endpoint=fake.url)) as destination:
+        destination.ensure_location()
+    assert len(fake.requests_to("GET", f"/storage/v1/b/{bucket_name}")) == 4
+
+
+def test_persistent_5xx_gives_up_in_bounded_time(
+    gcs_server: GCSServer, fake_gcs, bucket_name: str
+) -> None:
+    fake = fake_gcs(lambda seen: (503, gcs_error(503, "backendError", "Backend Error")))
+    with open_destination(gcs_server.config(bucket_name, endpoint=fake.url)) as destination:
+        destination.retry_deadline = 2.0
+        started = time.monotonic()
+        with pytest.raises(DestinationError) as failure:
+            destination.ensure_location()
+    assert time.monotonic() - started < 15
+    message = str(failure.value)
+    assert f"checking bucket {bucket_name} failed: HTTP 503 Service Unavailable" in message
+    assert "gave up after retrying" in message
+    assert len(fake.seen) >= 2
+
+
+def test_client_errors_are_not_retried(gcs_server: GCSServer, fake_gcs, bucket_name) -> None:
+    fake = fake_gcs(lambda seen: (400, gcs_error(400, "invalid", "Invalid bucket name")))
+    with (
+        open_destination(gcs_server.config(bucket_name, endpoint=fake.url)) as destination,
+        pytest.raises(DestinationError, match="HTTP 400 Bad Request: Invalid bucket name"),
+    ):
+        destination.ensure_location()
+    assert len(fake.seen) == 1
+
+
+# ----------------------------------------------------------------- uploads and checksums
+def test_small_upload_sends_its_crc32c(gcs_server: GCSServer, fake_gcs, bucket_name) -> None:
+    data = b"small object" * 100
+
+    def respond(seen: Seen) -> Reply:
+        return 200, {"name": "backups/x.bin", "bucket": bucket_name, "size": str(len(data))}
+
+    fake = fake_gcs(respond)
+    raw = gcs_server.config(bucket_name, endpoint=fake.url, bucket_path="backups")
+    with open_destination(raw) as destination:
+        info = destination.write("x.bin", io.BytesIO(data), len(data))
+    assert info.size == len(data)
+    (upload,) = fake.requests_to("POST", f"/upload/storage/v1/b/{bucket_name}/o")
+    assert upload.query["uploadType"] == ["multipart"]
+    assert f'"crc32c": "{crc32c_b64(data)}"' in upload.body.decode("latin-1")
+    assert '"name": "backups/x.bin"' in upload.body.decode("latin-1")
+
+
+def test_large_upload_is_chunked_and_a_bad_checksum_removes_it(
+    gcs_server: GCSServer, fake_gcs, bucket_name: str
+) -> None:
+    size = CHUNK_SIZE + MiB + 17
+    received = bytearray()
+
+    def respond(seen: Seen) -> Reply:
+        if seen.method == "POST":  # start of the resumable session
+            location = f"{fake.url}/upload/storage/v1/b/{bucket_name}/o?upload_id=s1"
+            return 200, {}, {"Location": location}
+        if seen.method == "PUT":
+            received.extend(seen.body)
+            if len(received) < size:
+                return 308, None, {"Range": f"bytes=0-{len(received) - 1}"}
+            wrong = crc32c_b64(b"not what was sent")
+            return 200, {"name": "big.bin", "bucket": bucket_name, "size": str(size),
+                         "crc32c": wrong}  # fmt: skip
+        return 204, None  # the SDK deleting the corrupt object
+
+    fake = fake_gcs(respond)
+    with (
+        open_destination(gcs_server.config(bucket_name, endpoint=fake.url)) as destination,
+        pytest.raises(DestinationError) as failure,
+    ):
+        destination.write("big.bin", io.BytesIO(b"\x01" * size), size)
+    assert "checksum mismatch" in str(failure.value)
+    assert f"{bucket_name}/big.bin" in str(failure.value)
+    chunks = [len(s.body) for s in fake.requests_to("PUT", f"/upload/storage/v1/b/{bucket_name}/o")]
+    assert chunks == [CHUNK_SIZE, size - CHUNK_SIZE]
+    assert CHUNK_SIZE % (256 * 1024) == 0
+    assert fake.requests_to("DELETE", f"/storage/v1/b/{bucket_name}/o/big.bin")
+
+
+def test_read_back_verifies_crc32c(gcs_server: GCSServer, fake_gcs, bucket_name: str) -> None:
+    data = b"stored bytes"
+
+    def respond(seen: Seen) -> Reply:
+        if seen.path.startswith("/download/"):
+            return 206, data, {"Content-Range": f"bytes 0-{len(data) - 1}/{len(data)}"}
+        return 200, {"name": "k.txt", "bucket": bucket_name, "size": str(len(data)),
+                     "generation": "7", "crc32c": crc32c_b64(b"other bytes!")}  # fmt: skip
+
+    fake = fake_gcs(respond)
+    with open_destination(gcs_server.config(bucket_name, endpoint=fake.url)) as destination:
+        stream = destination.open_read("k.txt")
+        with pytest.raises(DestinationError, match="checksum mismatch"):
+            stream.read()
+        stream.close()
+    (download,) = [s for s in fake.seen if s.path.startswith("/download/")]
+    assert download.query["generation"] == ["7"]  # the read is pinned to what stat saw
+
+
+def test_object_names_and_describe(gcs_server: GCSServer, inspector, bucket_name) -> None:
+    raw = gcs_server.config(bucket_name, bucket_path="/svc/redis/")
+    with open_destination(raw) as destination:
+        assert (
+            destination.describe("deploy/2026/11/26")
+            == f"{bucket_name}/svc/redis/deploy/2026/11/26"
+        )
+        destination.ensure_location()
+        destination.write("deploy/2026/11/26/dump.rdb", io.BytesIO(b"rdb"), 3)
+        assert [o.key for o in destination.list("deploy/")] == ["deploy/2026/11/26/dump.rdb"]
+    assert [b.name for b in inspector.list_blobs(bucket_name)] == [
+        "svc/redis/deploy/2026/11/26/dump.rdb"
+    ]
+    with open_destination(gcs_server.config(bucket_name)) as root:
+        assert root.describe("2026/11/26") == f"{bucket_name}/2026/11/26"
+        assert [o.key for o in root.list("svc/")] == ["svc/redis/deploy/2026/11/26/dump.rdb"]
+
+
+def test_listing_follows_page_tokens(gcs_server: GCSServer, fake_gcs, bucket_name: str) -> None:
+    names = [f"base/p/{i:03d}" for i in range(7)]
+
+    def respond(seen: Seen) -> Reply:
+        size = int(seen.query["maxResults"][0])
+        start = int(seen.query.get("pageToken", ["0"])[0])
+        page = {"items": [{"name": n, "size": "1"} for n in names[start : start + size]]}
+        if start + size < len(names):
+            page["nextPageToken"] = str(start + size)
+        return 200, page
+
+    fake = fake_gcs(respond)
+    raw = gcs_server.config(bucket_name, endpoint=fake.url, bucket_path="base")
+    with open_destination(raw) as destination:
+        destination.list_page_size = 3
+        assert [o.key for o in destination.list("p/")] == [n.removeprefix("base/") for n in names]
+    pages = fake.requests_to("GET", f"/storage/v1/b/{bucket_name}/o")
+    assert len(pages) == 3
+    assert all(p.query["prefix"] == ["base/p/"] and p.query["maxResults"] == ["3"] for p in pages)
+
+
+def test_storage_emulator_host_is_honoured(
+    gcs_server: GCSServer, inspector, bucket_name, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_server.endpoint)
+    raw = {k: v for k, v in gcs_server.config(bucket_name).items() if k != "endpoint"}
+    before = len(gcs_server.tokens.granted_calls())
+    with open_destination(raw) as destination:
+        destination.ensure_location()
+        destination.write("env.txt", io.BytesIO(b"env"), 3)
+    assert [b.name for b in inspector.list_blobs(bucket_name)] == ["env.txt"]
+    assert len(gcs_server.tokens.granted_calls()) > before  # still the real credentials
+
+
+# ------------------------------------------------------------------------- end to end
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    folder = tmp_path / "source"
+    (folder / "redis" / "nested").mkdir(parents=True)
+    (folder / "redis" / "dump.rdb").write_bytes(b"R" * (9 * MiB))  # a resumable upload
+    (folder / "redis" / "nested" / "aof.txt").write_text("appendonly\n")
+    (folder / "empty.dat").write_bytes(b"")
+    return folder
+
+
+def cli_config(tmp_path: Path, source: Path, gcs: dict[str, Any]) -> Path:
+    return write_config(
+        tmp_path / "backup.yml",
+        {
+            "destinations": [{"type": "gcs", "name": "google", "config": gcs}],
+            "source_folder": str(source),
+            "cron_schedule": "@daily",
+            "deployment_name": "redis-7f3a",
+            "add_deployment_name_to_backup_path": True,
+        },
+    )
+
+
+def test_cli_backup_end_to_end(
+    gcs_server: GCSServer, gcs_config, inspector, bucket_name: str, tmp_path: Path, source: Path
+) -> None:
+    before = len(gcs_server.tokens.granted_calls())
+    result = run_cli("backup", str(cli_config(tmp_path, source, gcs_config)))
+    assert result.returncode == 0, result.stderr
+    remote = f"{bucket_name}/backups/redis/redis-7f3a/{TODAY}"
+    about = result.find(f"about to upload {source} to GCS remote path {remote}")
+    assert about and about[0]["data"]["destination_name"] == "google"
+    (done,) = result.find("Upload backup completed successfully")
+    assert done["data"]["size_in_bytes"] == 9 * MiB + len("appendonly\n")
+    prefix = f"backups/redis/redis-7f3a/{TODAY}/"
+    stored = {b.name: b.size for b in inspector.list_blobs(bucket_name)}
+    assert stored == {
+        prefix + "redis/dump.rdb": 9 * MiB,
+        prefix + "redis/nested/aof.txt": len("appendonly\n"),
+        prefix + "empty.dat": 0,
+    }
+    blob = inspector.bucket(bucket_name).blob(prefix + "redis/nested/aof.txt")
+    assert blob.download_as_bytes() == b"appendonly\n"
+    assert len(gcs_server.tokens.granted_calls()) > before, "the CLI run fetched no token"
+    assert_no_key_material(result.stdout + result.stderr, gcs_server)
+
+
+def test_cli_backup_with_refused_token_fails_clearly(
+    gcs_server: GCSServer, gcs_config, inspector, bucket_name, tmp_path: Path, source: Path
+) -> None:
+    raw = {**gcs_config, "service_account_json": gcs_server.refused_key_json()}
+    result = run_cli("backup", str(cli_config(tmp_path, source, raw)))
+    assert result.returncode == 1
+    (failed,) = result.find("Upload backup completed with error")
+    error = failed["data"]["error"]
+    assert failed["data"]["destination_name"] == "google"
+    assert f"the token endpoint {gcs_server.tokens.refusing_token_uri} refused" in error
+    assert "Traceback" not in result.stdout + result.stderr
+    assert_no_key_material(result.stdout + result.stderr, gcs_server)
+    assert bucket_name not in [b.name for b in inspector.list_buckets()]
