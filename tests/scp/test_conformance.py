@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
-from service_backup.testing import DestinationSuite, MiB
 
+from service_backup.testing import DestinationSuite, MiB
 from tests.servers import free_port
 
 from .server import SshServer

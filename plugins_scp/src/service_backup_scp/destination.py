@@ -80,43 +80,48 @@ class ScpDestination(Destination):
             self._make_folders(session, self.base)
 
     def _make_folders(self, session: Session, path: str) -> None:
-        """mkdir -p through SFTP: create each missing component, tolerate existing ones."""
+        """mkdir -p through SFTP: create each missing component, tolerate existing ones.
+
+        The common case (parent exists) costs one request. A failure is looked at: an existing
+        folder (made by another thread, or OpenSSH's generic "Failure" for EEXIST) is fine;
+        a missing one has its parents made first, so an error names the first component that
+        cannot be created.
+        """
         if path in self._folders or path in ("/", ".", ""):
             return
-        client = session.client
         try:
-            client.mkdir(path)
-        except OSError as exc:
-            if exc.errno == errno.ENOENT:  # a parent is missing
-                self._make_folders(session, posixpath.dirname(path))
-                self._mkdir_or_existing(session, path)
-            elif exc.errno == errno.EACCES:
-                self._existing_folder(session, path, exc)
-            else:  # OpenSSH reports "exists" as a generic failure: look
-                self._existing_folder(session, path, exc)
+            try:
+                session.client.mkdir(path)
+            except OSError as first:
+                if not self._is_folder(session, path):
+                    parent = posixpath.dirname(path)
+                    if parent in self._folders or parent in ("/", ".", ""):
+                        raise self._mkdir_failed(path, first) from None
+                    self._make_folders(session, parent)
+                    try:
+                        session.client.mkdir(path)
+                    except OSError as second:
+                        if not self._is_folder(session, path):
+                            raise self._mkdir_failed(path, second) from None
         except LINK_ERRORS as exc:
             raise self._link_failed(session, exc) from None
         with self._folders_lock:
             self._folders.add(path)
 
-    def _mkdir_or_existing(self, session: Session, path: str) -> None:
-        try:
-            session.client.mkdir(path)
-        except OSError as exc:
-            self._existing_folder(session, path, exc)
-
-    def _existing_folder(self, session: Session, path: str, cause: OSError) -> None:
+    def _is_folder(self, session: Session, path: str) -> bool:
+        """True for a folder, False when absent; a non-folder in the way is an error."""
         try:
             attrs = session.client.stat(path)
         except OSError:
-            attrs = None
-        if attrs is not None and stat_mode.S_ISDIR(attrs.st_mode or 0):
-            return
-        if attrs is not None:
-            raise DestinationError(f"{self._remote(path)} exists and is not a folder")
-        if cause.errno == errno.EACCES:
-            raise DestinationError(f"permission denied creating folder {self._remote(path)}")
-        raise DestinationError(f"cannot create folder {self._remote(path)}: {_sftp_text(cause)}")
+            return False
+        if stat_mode.S_ISDIR(attrs.st_mode or 0):
+            return True
+        raise DestinationError(f"{self._remote(path)} exists and is not a folder")
+
+    def _mkdir_failed(self, path: str, exc: OSError) -> DestinationError:
+        if exc.errno == errno.EACCES:
+            return DestinationError(f"permission denied creating folder {self._remote(path)}")
+        return DestinationError(f"cannot create folder {self._remote(path)}: {_sftp_text(exc)}")
 
     def _forget_folder(self, path: str) -> None:
         with self._folders_lock:
