@@ -110,6 +110,11 @@ def run_cell(
 
     runs_here = 1 if dataset.memory_check else runs
     warm_here = 0 if dataset.memory_check else warmup
+    limited = target.limit(dataset)
+    limit_note = ""
+    if limited is not None and (limited[0] < runs_here or limited[1] < warm_here):
+        runs_here, warm_here = min(runs_here, limited[0]), min(warm_here, limited[1])
+        limit_note = limited[2]
     for _ in range(warm_here):
         for tool in active:
             one(tool, measured=False, check=True)
@@ -126,5 +131,6 @@ def run_cell(
         note = failures.get(tool.name, "")
         if summary and summary.failed:
             note = f"{summary.failed} failed run(s): {note}"
+        note = "; ".join(x for x in (limit_note, note) if x)
         rows[tool.name] = Row(target.name, dataset, tool, summary, note)
     return [rows[t.name] for t in tools if t.name in rows]

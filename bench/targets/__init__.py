@@ -106,6 +106,10 @@ class Target(abc.ABC):
         """Why ``tool`` is not run on ``dataset`` here (a known server limit), or None."""
         return None
 
+    def limit(self, dataset: DataSet) -> tuple[int, int, str] | None:
+        """(runs, warm-ups, why) when a server cannot take the usual repetitions of a set."""
+        return None
+
     @abc.abstractmethod
     def new_location(self, run_id: str) -> Location: ...
 
