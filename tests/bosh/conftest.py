@@ -65,13 +65,77 @@ def _runtime_python() -> str:
     raise AssertionError  # unreachable
 
 
+TOY_PLUGIN_PYPROJECT = """
+[project]
+name = "service-backup-toy"
+version = "1.0.0"
+description = "A third-party destination plugin, as a service author would ship one."
+requires-python = ">=3.11"
+dependencies = ["service-backup", "service-backup-plugins", "attrs"]
+
+[project.entry-points.service_backup]
+toy = "service_backup_toy"
+
+[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[tool.hatch.build.targets.wheel]
+packages = ["src/service_backup_toy"]
+"""
+
+TOY_PLUGIN_MODULE = '''"""The ``toy`` destination: the local destination under another name.
+
+Shipped outside the workspace, to show a third-party plugin travelling through the release.
+"""
+
+import attrs
+from service_backup.config import required
+from service_backup.destination import DestinationType
+from service_backup.hookspecs import hookimpl
+from service_backup_plugins.local import LocalDestination
+
+
+@attrs.frozen
+class ToyConfig:
+    path: str = required()
+
+
+@hookimpl
+def destination_types():
+    return [DestinationType("toy", ToyConfig, LocalDestination, label="Toy")]
+'''
+
+
+def _toy_plugin_wheel(folder: Path, uv: str) -> Path:
+    project = folder / "toy-plugin"
+    (project / "src" / "service_backup_toy").mkdir(parents=True)
+    (project / "pyproject.toml").write_text(TOY_PLUGIN_PYPROJECT)
+    (project / "src" / "service_backup_toy" / "__init__.py").write_text(TOY_PLUGIN_MODULE)
+    result = subprocess.run(
+        [uv, "build", "--wheel", "--quiet", "-o", str(folder / "dist"), str(project)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    if result.returncode != 0:
+        unavailable(f"building the toy plugin wheel failed: {result.stderr.strip()[-2000:]}")
+    return next((folder / "dist").glob("*.whl"))
+
+
 @pytest.fixture(scope="session")
 def release_wheels() -> Iterator[Path]:
-    """bosh/scripts/release-wheels into a temporary folder (what `make release-wheels` does)."""
-    out = world_readable_tempdir("sb-wheels-") / "wheels"
+    """bosh/scripts/release-wheels into a temporary folder (what `make release-wheels` does),
+    with a third-party plugin added the way docs/bosh.md tells service authors to."""
+    base = world_readable_tempdir("sb-wheels-")
+    out = base / "wheels"
+    uv = _uv()
+    extra = base / "extra-requirements.txt"
+    extra.write_text(f"{_toy_plugin_wheel(base, uv)}\n")
     result = subprocess.run(
         [str(RELEASE / "scripts" / "release-wheels"), str(out)],
-        env={**os.environ, "UV": _uv()},
+        env={**os.environ, "UV": uv, "EXTRA_REQUIREMENTS": str(extra)},
         capture_output=True,
         text=True,
         check=False,
@@ -80,7 +144,7 @@ def release_wheels() -> Iterator[Path]:
     if result.returncode != 0:
         unavailable(f"release-wheels failed: {result.stderr.strip()[-2000:]}")
     yield out
-    remove_tree(out.parent)
+    remove_tree(base)
 
 
 @pytest.fixture(scope="session")
