@@ -15,7 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -59,7 +59,11 @@ def _wait_until_listening(port: int, process: subprocess.Popen, timeout: float) 
 
 
 @contextmanager
-def webdav_server(root: Path | None = None, timeout: float = 30.0) -> Iterator[WebDAVServer]:
+def webdav_server(
+    root: Path | None = None, extra_args: Sequence[str] = (), timeout: float = 30.0
+) -> Iterator[WebDAVServer]:
+    """Serve ``root`` (default: a temporary folder); ``extra_args`` go to ``rclone serve
+    webdav`` (``--cert``/``--key`` switch it to HTTPS)."""
     rclone = shutil.which("rclone")
     if rclone is None:
         raise ServerUnavailable("rclone is not installed (apt-get install rclone)")
@@ -68,7 +72,7 @@ def webdav_server(root: Path | None = None, timeout: float = 30.0) -> Iterator[W
         served.mkdir(parents=True, exist_ok=True)
         port = free_port()
         server = WebDAVServer(
-            url=f"http://127.0.0.1:{port}",
+            url=f"{'https' if '--cert' in extra_args else 'http'}://127.0.0.1:{port}",
             root=served,
             username="backup-user",
             password=secrets.token_urlsafe(18),
@@ -82,7 +86,15 @@ def webdav_server(root: Path | None = None, timeout: float = 30.0) -> Iterator[W
         }
         log = open(Path(scratch) / "rclone.log", "wb")  # noqa: SIM115 - closed below
         process = subprocess.Popen(
-            [rclone, "serve", "webdav", str(served), "--addr", f"127.0.0.1:{port}"],
+            [
+                rclone,
+                "serve",
+                "webdav",
+                str(served),
+                "--addr",
+                f"127.0.0.1:{port}",
+                *extra_args,
+            ],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
