@@ -520,6 +520,31 @@ def test_concurrent_writes_share_a_small_pool(sshd: SshServer) -> None:
     assert len(list(Path(raw["destination"]).rglob("f*"))) == 120
 
 
+def test_concurrent_writes_into_the_same_new_folders(sshd: SshServer) -> None:
+    # Threads racing to create the same nested folders: one's mkdir fails while another's
+    # parent appears; every write must still succeed. (Lost this race before a fix.)
+    for _ in range(6):
+        raw = raw_config(sshd)
+        with open_destination(raw) as dest:
+            dest.ensure_location()
+            errors: list[BaseException] = []
+
+            def worker(n: int, dest: ScpDestination = dest, errors: list = errors) -> None:
+                try:
+                    for i in range(12):
+                        dest.write(f"2026/11/26/d{i % 3}/w{n}-{i}", io.BytesIO(b"x"), 1)
+                except BaseException as exc:  # reported below
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert errors == []
+        assert len(list(Path(raw["destination"]).rglob("w*"))) == 96
+
+
 def test_relative_destination_is_below_the_login_home(sshd: SshServer) -> None:
     name = f"service-backup-test-{uuid.uuid4().hex}"
     target = Path.home() / name

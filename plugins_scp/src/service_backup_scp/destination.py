@@ -92,12 +92,11 @@ class ScpDestination(Destination):
         try:
             try:
                 session.client.mkdir(path)
-            except OSError as first:
+            except OSError:
                 if not self._is_folder(session, path):
-                    parent = posixpath.dirname(path)
-                    if parent in self._folders or parent in ("/", ".", ""):
-                        raise self._mkdir_failed(path, first) from None
-                    self._make_folders(session, parent)
+                    # Make the parent (a no-op when known) and try again: also right when
+                    # another thread created the parent since the first attempt.
+                    self._make_folders(session, posixpath.dirname(path))
                     try:
                         session.client.mkdir(path)
                     except OSError as second:
