@@ -1,0 +1,53 @@
+"""``python -m bench --quick`` still runs end to end, so the harness cannot rot unnoticed.
+
+One small data set to the local destination and to sshd, one run per tool, a short idle
+window: the point is that every stage (data generation, servers, ours and the peers under GNU
+time, start-up, idle daemon, the report) works, not the figures.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _row(text: str, destination: str, tool: str) -> list[str]:
+    for line in text.splitlines():
+        cells = [c.strip().strip("*") for c in line.strip().strip("|").split("|")]
+        if len(cells) > 3 and cells[0] == destination and cells[2] == tool:
+            return cells
+    raise AssertionError(f"no row for {destination} / {tool} in:\n{text}")
+
+
+def test_quick_run_writes_a_table(tmp_path: Path) -> None:
+    out = tmp_path / "latest.md"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--only", "local,scp", "--sets", "mid-1m-q",
+         "--idle-seconds", "2", "--startup-runs", "1", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = out.read_text()
+    assert text in proc.stdout  # the same table is printed and written
+
+    ours = _row(text, "local", "manual-backup")
+    # runs, median wall, MB/s, CPU, RSS are numbers; the ratio names the fastest peer
+    assert ours[3] == "1", ours
+    assert float(ours[4]) > 0 and float(ours[5]) > 0 and float(ours[8]) > 0, ours
+    assert re.match(r"\d+\.\d\d\u00d7 \(", ours[9]), ours
+    cp = _row(text, "local", "cp -r + sync")
+    assert float(cp[4]) > 0, cp
+    # a real server: ours and OpenSSH side by side, the server's CPU measured too
+    scp_ours = _row(text, "scp", "manual-backup")
+    assert float(scp_ours[4]) > 0 and float(scp_ours[7]) >= 0, scp_ours
+    assert float(_row(text, "scp", "scp -r")[4]) > 0
+
+    assert "## Start-up and idle daemon" in text
+    assert re.search(r"validate`, all five types \| 1 \| \d", text), text
+    assert re.search(r"idle daemon, all five types, 2 s window \| 1 \| ready after \d", text), text
+    assert "not run:" not in text and "failed" not in text, text
+    assert "Machine: " in text and "rclone" in text and "python: 3." in text
