@@ -294,6 +294,27 @@ def test_ctl_start_twice_keeps_one_daemon(as_root: None, packaged: Path, root: P
         stop_leftover(daemon)
 
 
+def test_ctl_start_ignores_a_stale_pidfile(as_root: None, packaged: Path, root: Path) -> None:
+    """After a crash the pidfile's pid may belong to another process: start anyway, never
+    signal that process."""
+    fake_root(root, packaged, {"properties": {"service-backup": {"backup_user": BACKUP_USER}}})
+    unrelated = subprocess.Popen(["sleep", "300"])
+    pidfile = root / "sys/run/service-backup/service-backup.pid"
+    pidfile.parent.mkdir(parents=True)
+    pidfile.write_text(f"{unrelated.pid}\n")
+    daemon = start(root)
+    try:
+        wait_for_message(root, "Service-backup Started")
+        assert int(pidfile.read_text()) == daemon.pid
+        assert run_script(root, "ctl", "stop").returncode == 0
+        assert daemon.wait(timeout=10) == 0
+        assert unrelated.poll() is None  # untouched
+    finally:
+        stop_leftover(daemon)
+        unrelated.kill()
+        unrelated.wait()
+
+
 def test_manual_backup_uploads_as_backup_user(as_root: None, packaged: Path, root: Path) -> None:
     """To a built-in and to a third-party destination type, both from the package."""
     backups = shared_dir(root / "backups")
