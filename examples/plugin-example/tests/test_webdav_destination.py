@@ -7,7 +7,9 @@ import base64
 import http.client
 import io
 import shutil
+import socket
 import subprocess
+import time
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -192,3 +194,15 @@ def test_https_with_a_private_ca(tls_dav) -> None:
     with open_dest(raw) as dest, pytest.raises(DestinationError) as info:
         dest.ensure_location()  # the private CA is not in the system trust store
     assert "certificate" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_server_that_never_answers_fails_within_the_timeout() -> None:
+    with socket.socket() as silent:  # accepts connections (backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        port = silent.getsockname()[1]
+        raw = {"url": f"http://127.0.0.1:{port}/backups", "timeout_seconds": 1}
+        started = time.monotonic()
+        with open_dest(raw) as dest, pytest.raises(DestinationError, match="no answer within 1s"):
+            dest.ensure_location()
+        assert time.monotonic() - started < 10

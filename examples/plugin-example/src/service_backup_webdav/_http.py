@@ -52,6 +52,10 @@ class Entry:
     modified: object = None
 
 
+class Unreachable(DestinationError):
+    """The server did not answer (refused, timed out, TLS failed): no point asking again."""
+
+
 class _SourceFailed(Exception):
     """Carries an exception raised by the caller's stream through the HTTP code."""
 
@@ -121,7 +125,7 @@ class Client:
         for conn in idle:
             conn.close()
 
-    def unreachable(self, exc: BaseException) -> DestinationError:
+    def unreachable(self, exc: BaseException) -> Unreachable:
         """A network failure as one line naming the server (never the request headers)."""
         if isinstance(exc, TimeoutError):
             reason = f"no answer within {self.timeout:g}s"
@@ -133,7 +137,7 @@ class Client:
             reason = exc.strerror or type(exc).__name__
         else:
             reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
-        return DestinationError(f"cannot reach WebDAV server {self.where}: {reason}")
+        return Unreachable(f"cannot reach WebDAV server {self.where}: {reason}")
 
     # -------------------------------------------------------------------------- requests
     def request(

@@ -20,7 +20,7 @@ from urllib.parse import quote, unquote, urlsplit
 from service_backup.destination import Destination, DestinationContext, ObjectInfo
 from service_backup.errors import DestinationError, ObjectNotFound
 
-from ._http import CHUNK, Client, Entry, Response
+from ._http import CHUNK, Client, Entry, Response, Unreachable
 from .config import WebDAVConfig
 
 #: Prefix of the temporary names uploads are written to before the MOVE.
@@ -157,6 +157,8 @@ class WebDAVDestination(Destination):
             )
             if response.status not in (201, 204):
                 raise self._fail(response, "MOVE", key)
+        except Unreachable:
+            raise  # a clean-up request would wait for the same dead server again
         except BaseException:
             self._discard(temporary)
             raise
