@@ -208,6 +208,7 @@ def test_ctl_starts_daemon_as_backup_user_and_drain_stops_it_gracefully(
         stop_leftover(daemon)
 
     # Every backup command that started got SIGTERM forwarded and cleaned up.
+    started = list(evidence.glob("started.*"))
     for path in started:
         pid = path.name.split(".")[1]
         assert (evidence / f"terminated.{pid}").read_text() == "cleaned up after SIGTERM\n"
