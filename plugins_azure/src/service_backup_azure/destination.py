@@ -135,6 +135,15 @@ class AzureDestination(Destination):
         self.base = config.path.strip("/")
         self.list_page_size = LIST_PAGE_SIZE
         self._session = _session(self.account_url)
+        self.retry_policy = ExponentialRetry(
+            initial_backoff=1,
+            increment_base=2,
+            random_jitter_range=1,
+            retry_total=RETRY_TOTAL,
+            retry_connect=RETRY_CONNECT,
+            retry_read=3,
+            retry_status=RETRY_TOTAL,
+        )
         self._container = ContainerClient(
             self.account_url,
             self.container_name,
@@ -148,15 +157,7 @@ class AzureDestination(Destination):
                 connection_timeout=CONNECT_TIMEOUT,
                 read_timeout=READ_TIMEOUT,
             ),
-            retry_policy=ExponentialRetry(
-                initial_backoff=1,
-                increment_base=2,
-                random_jitter_range=1,
-                retry_total=RETRY_TOTAL,
-                retry_connect=RETRY_CONNECT,
-                retry_read=3,
-                retry_status=RETRY_TOTAL,
-            ),
+            retry_policy=self.retry_policy,
             max_single_put_size=MAX_SINGLE_PUT_SIZE,
             max_block_size=MAX_BLOCK_SIZE,
             max_single_get_size=READ_CHUNK_SIZE,
@@ -164,6 +165,11 @@ class AzureDestination(Destination):
             logging_enable=False,
             user_agent=f"service-backup-azure/{_version()}",
         )
+
+    @property
+    def container_url(self) -> str:
+        """The container's URL as the SDK will address it (no request is made)."""
+        return str(self._container.url)
 
     # -- names -------------------------------------------------------------------------------
 

@@ -1,0 +1,493 @@
+"""Azure-specific behaviour: endpoints, credentials, containers, integrity, retries, the CLI.
+
+Everything runs against Azurite. What Azurite never does on its own (throttle, or receive a
+corrupted body) is provoked by ``FaultyProxy``: a small reverse proxy on loopback in front of
+it that forwards real requests and misbehaves on cue. The SDK is never patched.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import io
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.storage.blob import BlobServiceClient, ContainerClient
+
+from service_backup.config import parse_config, structure_destination_config
+from service_backup.destination import DestinationContext
+from service_backup.errors import ConfigError, DestinationError, ObjectNotFound, SourceError
+from service_backup.plugins import PluginRegistry
+from service_backup_azure.destination import (
+    LIST_PAGE_SIZE,
+    MAX_BLOCK_SIZE,
+    MAX_SINGLE_PUT_SIZE,
+    RETRY_TOTAL,
+    AzureDestination,
+)
+from tests.azure.server import AzuriteServer
+from tests.core.cli import run_cli, write_config
+from tests.servers import free_port
+
+MiB = 1024 * 1024
+TODAY = time.strftime("%Y/%m/%d")
+WRONG_KEY = base64.b64encode(b"a well-formed key that is not the account's").decode()
+
+
+# ------------------------------------------------------------------------------ helpers
+def open_destination(raw: dict[str, Any], name: str = "azure-test") -> AzureDestination:
+    dtype = PluginRegistry(load_hook_plugins=False).destination_type("azure")
+    config = structure_destination_config(raw, dtype.config_class)
+    destination = dtype.factory(config, DestinationContext(name))
+    assert isinstance(destination, AzureDestination)
+    return destination
+
+
+def offline_config(**overrides: str) -> dict[str, str]:
+    """A config for URL checks only: nothing is contacted."""
+    return {
+        "storage_account": "examplestorage",
+        "storage_access_key": base64.b64encode(b"k" * 64).decode(),
+        "container": "redis-backups",
+        "path": "prod/redis",
+        **overrides,
+    }
+
+
+@pytest.fixture
+def raw(azurite_server: AzuriteServer) -> dict[str, str]:
+    return {
+        "storage_account": azurite_server.account_name,
+        "storage_access_key": azurite_server.account_key,
+        "container": f"t-{uuid.uuid4().hex[:16]}",
+        "path": "service/redis",
+        "endpoint": azurite_server.account_url,
+    }
+
+
+@pytest.fixture
+def service(azurite_server: AzuriteServer) -> BlobServiceClient:
+    """An independent client, to look at what the destination stored."""
+    return BlobServiceClient.from_connection_string(azurite_server.connection_string)
+
+
+@pytest.fixture
+def destination(raw: dict[str, str]) -> Iterator[AzureDestination]:
+    with open_destination(raw) as dest:
+        dest.ensure_location()
+        yield dest
+
+
+class FaultyProxy:
+    """A reverse proxy in front of Azurite that throttles or corrupts PUTs on cue.
+
+    ``throttle_puts``: answer that many PUTs with 503 ServerBusy (Azure's throttling reply)
+    before forwarding again. ``corrupt_puts``: flip one byte in the body of that many PUTs.
+    ``requests`` records (method, path) of every request received.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.throttle_puts = 0
+        self.corrupt_puts = 0
+        self.requests: list[tuple[str, str]] = []
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def relay(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                with proxy._lock:
+                    proxy.requests.append((self.command, self.path))
+                    throttle = self.command == "PUT" and proxy.throttle_puts > 0
+                    corrupt = not throttle and self.command == "PUT" and proxy.corrupt_puts > 0
+                    if throttle:
+                        proxy.throttle_puts -= 1
+                    if corrupt and body:
+                        proxy.corrupt_puts -= 1
+                if throttle:
+                    self.send_response(503, "Server Busy")
+                    self.send_header("x-ms-error-code", "ServerBusy")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                if corrupt and body:
+                    middle = len(body) // 2
+                    body = body[:middle] + bytes([body[middle] ^ 0xFF]) + body[middle + 1 :]
+                upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=30)
+                try:
+                    headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+                    upstream.request(self.command, self.path, body=body, headers=headers)
+                    response = upstream.getresponse()
+                    payload = response.read()
+                    self.send_response(response.status, response.reason)
+                    skip = {"connection", "transfer-encoding", "content-length"}
+                    for name, value in response.getheaders():
+                        if name.lower() not in skip:
+                            self.send_header(name, value)
+                    length = response.getheader("Content-Length") or "0"
+                    self.send_header(
+                        "Content-Length", length if self.command == "HEAD" else str(len(payload))
+                    )
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(payload)
+                finally:
+                    upstream.close()
+
+            do_GET = do_PUT = do_HEAD = do_DELETE = do_POST = relay
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FaultyProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def puts_to(self, fragment: str) -> int:
+        with self._lock:
+            return sum(1 for method, path in self.requests if method == "PUT" and fragment in path)
+
+
+@pytest.fixture
+def proxy(azurite_server: AzuriteServer) -> Iterator[FaultyProxy]:
+    with FaultyProxy(azurite_server.port) as faulty:
+        yield faulty
+
+
+# ------------------------------------------------------------------------ endpoint forms
+@pytest.mark.parametrize(
+    ("endpoint", "expected"),
+    [
+        ("", "https://examplestorage.blob.core.windows.net"),
+        ("core.windows.net", "https://examplestorage.blob.core.windows.net"),
+        ("core.chinacloudapi.cn", "https://examplestorage.blob.core.chinacloudapi.cn"),
+        ("core.usgovcloudapi.net", "https://examplestorage.blob.core.usgovcloudapi.net"),
+        (".core.chinacloudapi.cn", "https://examplestorage.blob.core.chinacloudapi.cn"),
+        ("blob.core.chinacloudapi.cn", "https://examplestorage.blob.core.chinacloudapi.cn"),
+        (
+            "https://examplestorage.privatelink.blob.core.windows.net/",
+            "https://examplestorage.privatelink.blob.core.windows.net",
+        ),
+        ("http://127.0.0.1:10000/devstoreaccount1", "http://127.0.0.1:10000/devstoreaccount1"),
+    ],
+)
+def test_endpoint_resolves_to_account_url_without_network(endpoint: str, expected: str) -> None:
+    # Constructing the destination makes no request: these hosts need not exist.
+    with open_destination(offline_config(endpoint=endpoint)) as dest:
+        assert dest.account_url == expected
+        assert dest.container_url == f"{expected}/redis-backups"
+        assert dest.describe("2026/11/26") == "redis-backups/prod/redis/2026/11/26"
+
+
+def test_endpoint_as_full_url_reaches_azurite(raw: dict[str, str], service: BlobServiceClient):
+    with open_destination({**raw, "endpoint": raw["endpoint"] + "/"}) as dest:
+        dest.ensure_location()
+        dest.write("2026/01/02/dump.rdb", io.BytesIO(b"payload"), 7)
+    blob = service.get_blob_client(raw["container"], "service/redis/2026/01/02/dump.rdb")
+    assert blob.download_blob().readall() == b"payload"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("container", "Redis_Backups", "is not a valid container name"),
+        ("container", "ab", "is not a valid container name"),
+        ("storage_account", "Example-Storage", "is not a storage account name"),
+        ("endpoint", "ftp://files.example.com", "not an http(s) URL"),
+        ("endpoint", "https://acct.blob.core.windows.net/?sv=2024&sig=abc", "query"),
+        ("endpoint", "not a host", "neither a DNS suffix"),
+    ],
+)
+def test_invalid_values_are_refused_before_any_run(field: str, value: str, expected: str):
+    raw = offline_config(**{field: value})
+    with pytest.raises(ConfigError) as info:
+        parse_config(
+            {
+                "destinations": [{"type": "azure", "config": raw}],
+                "source_folder": "/tmp",
+                "cron_schedule": "@daily",
+            },
+            PluginRegistry(load_hook_plugins=False),
+        )
+    message = str(info.value)
+    assert "destinations[0].config" in message and field in message
+    assert expected in message
+
+
+def test_malformed_key_is_refused_without_quoting_it() -> None:
+    secret = "this is not base64 but it is secret!"
+    with pytest.raises(ConfigError) as info:
+        structure_destination_config(
+            offline_config(storage_access_key=secret), open_destination_type().config_class
+        )
+    assert "storage_access_key" in str(info.value)
+    assert secret not in str(info.value)
+    assert "base64" in str(info.value)
+
+
+def open_destination_type():  # type: ignore[no-untyped-def]
+    return PluginRegistry(load_hook_plugins=False).destination_type("azure")
+
+
+def test_registered_label_and_defaults() -> None:
+    dtype = open_destination_type()
+    assert (dtype.name, dtype.label) == ("azure", "Azure")
+    with open_destination(offline_config()) as dest:
+        assert dest.list_page_size == LIST_PAGE_SIZE == 5000
+        assert dest.file_concurrency == 8
+
+
+# ----------------------------------------------------------------- containers and keys
+def test_existing_container_is_used_as_is(raw: dict[str, str], service: BlobServiceClient):
+    container = service.create_container(raw["container"])
+    container.upload_blob("elsewhere/keep.txt", b"keep me")
+    with open_destination(raw) as dest:
+        dest.ensure_location()
+        info = dest.write("2026/11/26/dump.rdb", io.BytesIO(b"new"), 3)
+    assert info.size == 3
+    names = sorted(b.name for b in container.list_blobs())
+    assert names == ["elsewhere/keep.txt", "service/redis/2026/11/26/dump.rdb"]
+    assert container.download_blob("elsewhere/keep.txt").readall() == b"keep me"
+
+
+def test_missing_container_is_created(raw: dict[str, str], service: BlobServiceClient) -> None:
+    container = service.get_container_client(raw["container"])
+    assert not container.exists()
+    with open_destination(raw) as dest:
+        dest.ensure_location()
+    assert container.exists()
+
+
+def test_wrong_key_fails_clearly_without_the_key(raw: dict[str, str]) -> None:
+    with open_destination({**raw, "storage_access_key": WRONG_KEY}) as dest:
+        with pytest.raises(DestinationError) as info:
+            dest.ensure_location()
+        message = str(info.value)
+        assert "access denied" in message
+        assert "devstoreaccount1" in message and "storage_access_key" in message
+        assert "403" in message
+        assert "\n" not in message
+        assert WRONG_KEY not in message and raw["storage_access_key"] not in message
+        # Not mistaken for a missing container, and nothing got created with the bad key.
+        assert "does not exist" not in message
+        with pytest.raises(DestinationError, match="access denied"):
+            dest.write("2026/x.txt", io.BytesIO(b"x"), 1)
+
+
+def test_missing_container_told_apart_from_denied(raw: dict[str, str]) -> None:
+    with open_destination(raw) as dest:  # ensure_location never called: no container
+        with pytest.raises(DestinationError) as info:
+            dest.write("2026/x.txt", io.BytesIO(b"x"), 1)
+        assert f"container {raw['container']} does not exist" in str(info.value)
+        assert list(dest.list("")) == []
+
+
+def test_unreachable_endpoint_fails_fast_naming_it(raw: dict[str, str]) -> None:
+    endpoint = f"http://127.0.0.1:{free_port()}/devstoreaccount1"
+    started = time.monotonic()
+    with (
+        open_destination({**raw, "endpoint": endpoint}) as dest,
+        pytest.raises(DestinationError) as info,
+    ):
+        dest.ensure_location()
+    assert time.monotonic() - started < 30  # the SDK's defaults take about a minute
+    assert endpoint in str(info.value)
+    assert "Connection refused" in str(info.value)
+
+
+# ------------------------------------------------------------------- layout and transfer
+def test_blob_names_are_path_slash_key(destination: AzureDestination, raw, service) -> None:
+    destination.write("deploy-1/2026/11/26/sub dir/dump.rdb", io.BytesIO(b"abc"), 3)
+    names = [b.name for b in service.get_container_client(raw["container"]).list_blobs()]
+    assert names == ["service/redis/deploy-1/2026/11/26/sub dir/dump.rdb"]
+    assert [o.key for o in destination.list("deploy-1/")] == [
+        "deploy-1/2026/11/26/sub dir/dump.rdb"
+    ]
+
+
+def test_path_slashes_are_normalised(raw: dict[str, str], service: BlobServiceClient) -> None:
+    with open_destination({**raw, "path": "/service/redis/"}) as dest:
+        assert dest.describe("2026/11/26") == f"{raw['container']}/service/redis/2026/11/26"
+        dest.ensure_location()
+        dest.write("a.txt", io.BytesIO(b"a"), 1)
+        assert [o.key for o in dest.list("")] == ["a.txt"]
+    names = [b.name for b in service.get_container_client(raw["container"]).list_blobs()]
+    assert names == ["service/redis/a.txt"]
+
+
+def test_large_upload_is_committed_from_blocks(
+    destination: AzureDestination, raw: dict[str, str], service: BlobServiceClient
+) -> None:
+    size = MAX_SINGLE_PUT_SIZE + 2 * MAX_BLOCK_SIZE + 123
+    data = os.urandom(size)
+    info = destination.write("big.bin", io.BytesIO(data), size)
+    assert info.size == size
+    blob = service.get_blob_client(raw["container"], "service/redis/big.bin")
+    committed, _ = blob.get_block_list("committed")
+    assert len(committed) > 1, "a file above the single-put limit goes up in blocks"
+    assert max(b.size for b in committed) <= MAX_BLOCK_SIZE
+    with destination.open_read("big.bin") as stream:
+        pieces = []
+        while piece := stream.read(1_000_003):
+            pieces.append(piece)
+    assert b"".join(pieces) == data
+
+
+def test_shrinking_source_stores_nothing(destination: AzureDestination) -> None:
+    for size in (10, MAX_SINGLE_PUT_SIZE + MAX_BLOCK_SIZE):  # single put and block upload
+        short = io.BytesIO(b"x" * (size - 5))
+        with pytest.raises(SourceError, match="shrank"):
+            destination.write(f"short-{size}.bin", short, size)
+        with pytest.raises(ObjectNotFound):
+            destination.stat(f"short-{size}.bin")
+
+
+def test_corrupted_upload_is_refused_by_the_service(
+    raw: dict[str, str], proxy: FaultyProxy, azurite_server: AzuriteServer
+) -> None:
+    raw = {**raw, "endpoint": f"http://127.0.0.1:{proxy.port}/{azurite_server.account_name}"}
+    with open_destination(raw) as dest:
+        dest.ensure_location()
+        for name, size in (("small.bin", 64 * 1024), ("blocks.bin", MAX_SINGLE_PUT_SIZE + 1)):
+            proxy.corrupt_puts = 1
+            with pytest.raises(DestinationError) as info:
+                dest.write(name, io.BytesIO(os.urandom(size)), size)
+            assert f"uploading {raw['container']}/service/redis/{name}" in str(info.value)
+            assert "HTTP 400" in str(info.value)
+            with pytest.raises(ObjectNotFound):
+                dest.stat(name)
+
+
+def test_throttling_is_retried(
+    raw: dict[str, str], proxy: FaultyProxy, azurite_server: AzuriteServer
+) -> None:
+    raw = {**raw, "endpoint": f"http://127.0.0.1:{proxy.port}/{azurite_server.account_name}"}
+    with open_destination(raw) as dest:
+        dest.ensure_location()
+        proxy.throttle_puts = 1
+        info = dest.write("throttled.txt", io.BytesIO(b"eventually"), 10)
+        assert info.size == 10
+        assert proxy.puts_to("throttled.txt") == 2  # one 503, one retry that went through
+        with dest.open_read("throttled.txt") as stream:
+            assert stream.read() == b"eventually"
+
+
+def test_retry_budget_is_bounded() -> None:
+    with open_destination(offline_config()) as dest:
+        policy = dest.retry_policy
+    assert policy.total_retries == RETRY_TOTAL <= 5
+    assert policy.connect_retries <= 2
+    # The policy sleeps initial + base**n (+- jitter) before retry n.
+    waits = [
+        policy.initial_backoff + policy.increment_base**n + policy.random_jitter_range
+        for n in range(1, policy.total_retries + 1)
+    ]
+    assert sum(waits) < 45, f"worst-case back-off {sum(waits):.0f} s"
+    assert sum(waits[: policy.connect_retries]) <= 10, "a dead endpoint must fail in seconds"
+
+
+def test_sdk_logging_stays_out_of_the_process_log(
+    destination: AzureDestination, caplog: pytest.LogCaptureFixture, raw: dict[str, str]
+) -> None:
+    caplog.set_level(logging.DEBUG)  # as if something configured the root logger verbosely
+    destination.write("logged.txt", io.BytesIO(b"x"), 1)
+    destination.stat("logged.txt")
+    azure_records = [r for r in caplog.records if r.name.startswith("azure")]
+    assert azure_records == []
+    assert raw["storage_access_key"] not in caplog.text
+    assert "Authorization" not in caplog.text
+
+
+def test_sas_url_from_the_server_handle_works(
+    azurite_server: AzuriteServer, destination: AzureDestination, raw: dict[str, str]
+) -> None:
+    # The benchmark points rclone at Azurite through this URL.
+    destination.write("sas/visible.txt", io.BytesIO(b"sas"), 3)
+    client = ContainerClient.from_container_url(azurite_server.container_sas_url(raw["container"]))
+    assert [b.name for b in client.list_blobs()] == ["service/redis/sas/visible.txt"]
+
+
+# ------------------------------------------------------------------------------- the CLI
+def test_cli_backup_end_to_end(
+    tmp_path: Path, raw: dict[str, str], service: BlobServiceClient
+) -> None:
+    source = tmp_path / "source"
+    (source / "nested").mkdir(parents=True)
+    (source / "dump.rdb").write_bytes(os.urandom(MAX_SINGLE_PUT_SIZE + 1000))
+    (source / "nested" / "appendonly.aof").write_bytes(b"aof data")
+    config = write_config(
+        tmp_path / "backup.yml",
+        {
+            "destinations": [{"type": "azure", "name": "dr-azure", "config": raw}],
+            "source_folder": str(source),
+            "cron_schedule": "@daily",
+            "deployment_name": "service-instance_6f1c2a",
+            "add_deployment_name_to_backup_path": True,
+            "azure_cli_path": "/var/vcap/packages/service-backup_blobxfer/bin/blobxfer",
+        },
+    )
+    result = run_cli("backup", str(config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    prefix = f"service-instance_6f1c2a/{TODAY}"
+    about = result.find(
+        f"about to upload {source} to Azure remote path {raw['container']}/service/redis/{prefix}"
+    )
+    assert len(about) == 1 and about[0]["data"]["destination_name"] == "dr-azure"
+    done = result.find("Upload backup completed successfully")
+    assert len(done) == 1
+    assert done[0]["data"]["size_in_bytes"] == MAX_SINGLE_PUT_SIZE + 1000 + 8
+    container = service.get_container_client(raw["container"])
+    stored = {b.name: b.size for b in container.list_blobs()}
+    assert stored == {
+        f"service/redis/{prefix}/dump.rdb": MAX_SINGLE_PUT_SIZE + 1000,
+        f"service/redis/{prefix}/nested/appendonly.aof": 8,
+    }
+    blob = f"service/redis/{prefix}/dump.rdb"
+    assert container.download_blob(blob).readall() == (source / "dump.rdb").read_bytes()
+    assert raw["storage_access_key"] not in result.stdout + result.stderr
+
+
+def test_cli_backup_with_wrong_key_fails_without_leaking_it(
+    tmp_path: Path, raw: dict[str, str]
+) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "dump.rdb").write_bytes(b"data")
+    config = write_config(
+        tmp_path / "backup.yml",
+        {
+            "destinations": [{"type": "azure", "config": {**raw, "storage_access_key": WRONG_KEY}}],
+            "source_folder": str(source),
+            "cron_schedule": "@daily",
+        },
+    )
+    result = run_cli("backup", str(config))
+    assert result.returncode == 1
+    failed = result.find("Upload backup completed with error")
+    assert len(failed) == 1
+    error = failed[0]["data"]["error"]
+    assert "access denied by storage account devstoreaccount1" in error
+    assert WRONG_KEY not in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
