@@ -26,6 +26,7 @@ demo: install
 
 test: test-deps
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
+	bash examples/plugin-example/ci.sh
 
 lint: install
 	$(UV) run --frozen ruff format --check .
