@@ -35,6 +35,7 @@ from service_backup.destination import Destination, DestinationContext, ObjectIn
 from service_backup.errors import DestinationError, ObjectNotFound
 
 from . import _errors
+from ._source import CountingReader, Source, SourceFiles, file_descriptor
 from ._tls import CaBundle
 from .config import S3Config
 
@@ -78,6 +79,7 @@ class S3Destination(Destination):
         self.list_page_size = LIST_PAGE_SIZE
         self._transfer: Any = None
         self._transfer_lock = threading.Lock()
+        self._files = SourceFiles()
         self._bundle = CaBundle(config.ca_cert)
         try:
             self.client = _make_client(config, self._bundle.path)
@@ -169,23 +171,25 @@ class S3Destination(Destination):
 
     def write(self, key: str, stream: IO[bytes], size: int) -> ObjectInfo:
         full = self._key(key)
-        reader = _CountingReader(stream)
+        reader = CountingReader(stream)
+        source: CountingReader | Source = reader
         try:
             if size < MULTIPART_THRESHOLD:
                 self._put(full, reader, size)
+            elif (fd := file_descriptor(stream)) is not None:
+                with self._files.register(fd, stream.tell(), size) as (name, source):
+                    self._upload(name, full)
             else:
-                self._multipart(full, reader)
-        except (ClientError, BotoCoreError) as exc:
-            if reader.read_error is not None:
-                raise reader.read_error from None
-            raise self._fail(f"cannot upload {self.bucket}/{full}", exc) from None
-        except OSError:
-            if reader.read_error is not None:
-                raise  # the source failed: the core names the file
+                self._upload(reader, full)
+        except DestinationError:
             raise
-        return ObjectInfo(key=key, size=reader.bytes_read)
+        except Exception as exc:  # botocore, s3transfer (cancelled, failed part), source
+            if source.read_error is not None:
+                raise source.read_error from None  # the source failed: the core names the file
+            raise self._fail(f"cannot upload {self.bucket}/{full}", exc) from None
+        return ObjectInfo(key=key, size=source.bytes_read)
 
-    def _put(self, full: str, reader: _CountingReader, size: int) -> None:
+    def _put(self, full: str, reader: CountingReader, size: int) -> None:
         body = reader.read_exactly(size)
         md5 = hashlib.md5(body, usedforsecurity=False)
         response = self.client.put_object(
@@ -203,9 +207,10 @@ class S3Destination(Destination):
                 f"{etag}, the data sent has MD5 {md5.hexdigest()}"
             )
 
-    def _multipart(self, full: str, reader: _CountingReader) -> None:
+    def _upload(self, source: str | CountingReader, full: str) -> None:
+        """s3transfer's managed (multipart) upload of a source name or stream."""
         future = self._transfer_manager().upload(
-            reader, self.bucket, full, extra_args=self._extra_args()
+            source, self.bucket, full, extra_args=self._extra_args()
         )
         try:
             future.result()
@@ -227,6 +232,7 @@ class S3Destination(Destination):
                         max_submission_concurrency=2,
                         max_in_memory_upload_chunks=MAX_PARTS_IN_MEMORY,
                     ),
+                    osutil=self._files,
                 )
             return self._transfer
 
@@ -330,55 +336,6 @@ def _make_client(config: S3Config, ca_bundle: str) -> Any:
             ignore_configured_endpoint_urls=True,
         ),
     )
-
-
-class _CountingReader:
-    """The source stream as the transfer sees it: counts bytes, remembers a read failure.
-
-    The count is what ``write`` reports as stored; a remembered ``OSError`` lets ``write`` blame
-    the source file rather than S3 when s3transfer re-raises it.
-    """
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        self._stream = stream
-        self.bytes_read = 0
-        self.read_error: OSError | None = None
-
-    def read(self, size: int = -1) -> bytes:
-        try:
-            data = self._stream.read(size)
-        except OSError as exc:
-            self.read_error = exc
-            raise
-        self.bytes_read += len(data)
-        return data
-
-    def read_exactly(self, size: int) -> bytes:
-        """Up to ``size`` bytes, looping over short reads; fewer only at end of stream."""
-        chunks = []
-        remaining = size
-        while remaining > 0:
-            data = self.read(remaining)
-            if not data:
-                break
-            chunks.append(data)
-            remaining -= len(data)
-        return b"".join(chunks)
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        try:
-            return bool(self._stream.seekable())
-        except (AttributeError, OSError):
-            return False
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        return self._stream.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._stream.tell()
 
 
 class _BodyReader(io.RawIOBase):

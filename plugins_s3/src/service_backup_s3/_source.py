@@ -1,0 +1,162 @@
+"""What s3transfer reads from: the source stream, counted, and by offset when it is a file.
+
+Given a file *object*, s3transfer copies every part into memory before sending it (it cannot
+share one file position between threads). Given a file *name*, it reads each part lazily
+from its own handle while sending, so memory stays at a few socket buffers. A backup source
+is an open regular file, so ``SourceFiles`` (s3transfer's ``osutil`` hook) hands out a name
+that stands for it and opens that name as a positional reader (``os.pread``) over the same
+open file: no copy, no second ``open`` by path (the file read is the one the core opened and
+will check). Streams without a file descriptor take s3transfer's bounded in-memory path
+through ``CountingReader``.
+
+Both keep what ``write`` reports: how many bytes were read from the source, and the
+``OSError`` if reading it failed, so that the core can blame the file rather than S3.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import itertools
+import os
+import stat
+import threading
+from collections.abc import Iterator
+from typing import IO
+
+from s3transfer.utils import OSUtils
+
+
+class CountingReader:
+    """A stream as s3transfer's in-memory path sees it: counts bytes, remembers a failure."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self.bytes_read = 0
+        self.read_error: OSError | None = None
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            data = self._stream.read(size)
+        except OSError as exc:
+            self.read_error = exc
+            raise
+        self.bytes_read += len(data)
+        return data
+
+    def read_exactly(self, size: int) -> bytes:
+        """Up to ``size`` bytes, looping over short reads; fewer only at end of stream."""
+        chunks = []
+        remaining = size
+        while remaining > 0:
+            data = self.read(remaining)
+            if not data:
+                break
+            chunks.append(data)
+            remaining -= len(data)
+        return b"".join(chunks)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        try:
+            return bool(self._stream.seekable())
+        except (AttributeError, OSError, ValueError):
+            return False
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._stream.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._stream.tell()
+
+
+def file_descriptor(stream: IO[bytes]) -> int | None:
+    """The descriptor of a stream backed by a regular file, else None."""
+    try:
+        fd = stream.fileno()
+        return fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+class Source:
+    """One open source file shared by the part readers of one upload."""
+
+    def __init__(self, fd: int, start: int, size: int) -> None:
+        self.fd = fd
+        self.start = start
+        self.size = size
+        #: Highest offset any part reader reached (parts are contiguous, retries re-read):
+        #: once the upload succeeded, the number of bytes stored.
+        self.bytes_read = 0
+        self.read_error: OSError | None = None
+        self._lock = threading.Lock()
+
+    def pread(self, size: int, offset: int) -> bytes:
+        try:
+            data = os.pread(self.fd, size, self.start + offset)
+        except OSError as exc:
+            self.read_error = exc
+            raise
+        with self._lock:
+            self.bytes_read = max(self.bytes_read, offset + len(data))
+        return data
+
+
+class _PartReader:
+    """A private position over a ``Source``: what s3transfer gets when it "opens" the name."""
+
+    def __init__(self, source: Source) -> None:
+        self._source = source
+        self._pos = 0
+
+    def read(self, size: int | None = -1) -> bytes:
+        remaining = max(0, self._source.size - self._pos)
+        size = remaining if size is None or size < 0 else min(size, remaining)
+        data = self._source.pread(size, self._pos) if size else b""
+        self._pos += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._source.size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def close(self) -> None:
+        pass  # the core owns and closes the file
+
+
+class SourceFiles(OSUtils):
+    """s3transfer's file access, with names that stand for registered open sources."""
+
+    def __init__(self) -> None:
+        self._sources: dict[str, Source] = {}
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+
+    @contextlib.contextmanager
+    def register(self, fd: int, start: int, size: int) -> Iterator[tuple[str, Source]]:
+        source = Source(fd, start, size)
+        name = f"<service-backup source {next(self._ids)}>"
+        with self._lock:
+            self._sources[name] = source
+        try:
+            yield name, source
+        finally:
+            with self._lock:
+                del self._sources[name]
+
+    def _source(self, filename: str) -> Source:
+        with self._lock:
+            return self._sources[filename]
+
+    def get_file_size(self, filename: str) -> int:
+        return self._source(filename).size
+
+    def open(self, filename: str, mode: str) -> _PartReader:  # type: ignore[override]
+        return _PartReader(self._source(filename))
