@@ -7,15 +7,17 @@ is an open regular file, so ``SourceFiles`` (s3transfer's ``osutil`` hook) hands
 that stands for it and opens that name as a positional reader (``os.pread``) over the same
 open file: no copy, no second ``open`` by path (the file read is the one the core opened and
 will check). Streams without a file descriptor take s3transfer's bounded in-memory path
-through ``CountingReader``.
+through ``SizedReader``.
 
-Both keep what ``write`` reports: how many bytes were read from the source, and the
-``OSError`` if reading it failed, so that the core can blame the file rather than S3.
+Both present exactly the size the run listed, fail (before the upload is completed) when the
+source ends early, and keep what ``write`` reports: how many bytes were read from the source,
+and the ``OSError`` if reading it failed, so that the core can blame the file rather than S3.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import itertools
 import os
@@ -27,33 +29,47 @@ from typing import IO
 from s3transfer.utils import OSUtils
 
 
-class CountingReader:
-    """A stream as s3transfer's in-memory path sees it: counts bytes, remembers a failure."""
+class SourceShrank(OSError):
+    """The source ended before the size the run listed: it changed during the run."""
 
-    def __init__(self, stream: IO[bytes]) -> None:
+    def __init__(self, got: int, expected: int) -> None:
+        super().__init__(
+            errno.ENODATA, f"ended after {got} of {expected} bytes (it changed during the run)"
+        )
+
+
+class SizedReader:
+    """Exactly ``size`` bytes of a stream, as s3transfer's in-memory path and PutObject see it.
+
+    s3transfer trusts short reads (it would complete a multipart upload from a truncated part),
+    so a stream that ends early raises ``SourceShrank`` here, before anything is completed.
+    """
+
+    def __init__(self, stream: IO[bytes], size: int) -> None:
         self._stream = stream
+        self.size = size
+        self.start = stream.tell() if self.seekable() else 0
+        self._pos = 0
+        #: Highest offset read so far: once the upload succeeded, the bytes stored.
         self.bytes_read = 0
         self.read_error: OSError | None = None
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int | None = -1) -> bytes:
+        remaining = self.size - self._pos
+        want = remaining if size is None or size < 0 else min(size, remaining)
+        chunks, got = [], 0
         try:
-            data = self._stream.read(size)
+            while got < want:
+                data = self._stream.read(want - got)
+                if not data:
+                    raise SourceShrank(self._pos + got, self.size)
+                chunks.append(data)
+                got += len(data)
         except OSError as exc:
             self.read_error = exc
             raise
-        self.bytes_read += len(data)
-        return data
-
-    def read_exactly(self, size: int) -> bytes:
-        """Up to ``size`` bytes, looping over short reads; fewer only at end of stream."""
-        chunks = []
-        remaining = size
-        while remaining > 0:
-            data = self.read(remaining)
-            if not data:
-                break
-            chunks.append(data)
-            remaining -= len(data)
+        self._pos += got
+        self.bytes_read = max(self.bytes_read, self._pos)
         return b"".join(chunks)
 
     def readable(self) -> bool:
@@ -66,10 +82,13 @@ class CountingReader:
             return False
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        return self._stream.seek(offset, whence)
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.size}[whence]
+        self._pos = min(self.size, max(0, base + offset))
+        self._stream.seek(self.start + self._pos)
+        return self._pos
 
     def tell(self) -> int:
-        return self._stream.tell()
+        return self._pos
 
 
 def file_descriptor(stream: IO[bytes]) -> int | None:
@@ -97,6 +116,8 @@ class Source:
     def pread(self, size: int, offset: int) -> bytes:
         try:
             data = os.pread(self.fd, size, self.start + offset)
+            if len(data) < size:  # a regular file reads short only at its end
+                raise SourceShrank(offset + len(data), self.size)
         except OSError as exc:
             self.read_error = exc
             raise

@@ -20,6 +20,7 @@ from the source, which the core compares with the file's size.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import re
@@ -35,7 +36,7 @@ from service_backup.destination import Destination, DestinationContext, ObjectIn
 from service_backup.errors import DestinationError, ObjectNotFound
 
 from . import _errors
-from ._source import CountingReader, Source, SourceFiles, file_descriptor
+from ._source import SizedReader, Source, SourceFiles, file_descriptor
 from ._tls import CaBundle
 from .config import S3Config
 
@@ -171,13 +172,13 @@ class S3Destination(Destination):
 
     def write(self, key: str, stream: IO[bytes], size: int) -> ObjectInfo:
         full = self._key(key)
-        reader = CountingReader(stream)
-        source: CountingReader | Source = reader
+        reader = SizedReader(stream, size)
+        source: SizedReader | Source = reader
         try:
             if size < MULTIPART_THRESHOLD:
-                self._put(full, reader, size)
+                self._put(full, reader)
             elif (fd := file_descriptor(stream)) is not None:
-                with self._files.register(fd, stream.tell(), size) as (name, source):
+                with self._files.register(fd, reader.start, size) as (name, source):
                     self._upload(name, full)
             else:
                 self._upload(reader, full)
@@ -189,8 +190,8 @@ class S3Destination(Destination):
             raise self._fail(f"cannot upload {self.bucket}/{full}", exc) from None
         return ObjectInfo(key=key, size=source.bytes_read)
 
-    def _put(self, full: str, reader: CountingReader, size: int) -> None:
-        body = reader.read_exactly(size)
+    def _put(self, full: str, reader: SizedReader) -> None:
+        body = reader.read()
         md5 = hashlib.md5(body, usedforsecurity=False)
         response = self.client.put_object(
             Bucket=self.bucket,
@@ -202,12 +203,16 @@ class S3Destination(Destination):
         etag = str(response.get("ETag", "")).strip('"').lower()
         kms = self.config.server_side_encryption.startswith("aws:kms")
         if not kms and _PLAIN_MD5.match(etag) and etag != md5.hexdigest():
+            # The store kept something else than what was sent: do not leave it looking
+            # like a good backup.
+            with contextlib.suppress(ClientError, BotoCoreError):
+                self.client.delete_object(Bucket=self.bucket, Key=full)
             raise DestinationError(
                 f"integrity check failed for {self.bucket}/{full}: the store reports MD5 "
-                f"{etag}, the data sent has MD5 {md5.hexdigest()}"
+                f"{etag}, the data sent has MD5 {md5.hexdigest()}; the object was removed"
             )
 
-    def _upload(self, source: str | CountingReader, full: str) -> None:
+    def _upload(self, source: str | SizedReader, full: str) -> None:
         """s3transfer's managed (multipart) upload of a source name or stream."""
         future = self._transfer_manager().upload(
             source, self.bucket, full, extra_args=self._extra_args()
