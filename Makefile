@@ -38,5 +38,8 @@ bench: test-deps
 bench-quick: test-deps
 	$(UV) run --frozen python -m bench --quick
 
+release-wheels: $(UV)
+	UV=$(UV) bash bosh/scripts/release-wheels
+
 clean:
 	rm -rf .venv $(TOOLS) node_modules
