@@ -21,11 +21,18 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from loguru import logger
 
-from service_backup.config import structure_destination_config
+import service_backup_scp
+from service_backup.config import parse_config, structure_destination_config
 from service_backup.destination import DestinationContext
-from service_backup.errors import ConfigError, DestinationError, ObjectNotFound
+from service_backup.errors import ConfigError, DestinationError, ObjectNotFound, SourceError
+from service_backup.plugins import PluginRegistry
+from service_backup.processes import ProcessManager
+from service_backup.results import RunResult
+from service_backup.run import run_backup
+from service_backup.source import SourceFile
 from service_backup_scp import ScpConfig, ScpDestination
 from service_backup_scp._session import CHANNELS_PER_CONNECTION, CONNECTIONS
+from service_backup_scp.upload import BATCH_BYTES, BATCH_FILES, batches, read_small
 from tests.core.cli import run_cli, write_config
 from tests.servers import free_port
 
@@ -576,6 +583,103 @@ def test_describe_and_stat_and_delete(sshd: SshServer) -> None:
         with pytest.raises(DestinationError, match="invalid key"):
             dest.write("../escape.txt", io.BytesIO(b"x"), 1)
     assert not (Path(raw["destination"]) / "a" / "b.txt").exists()
+
+
+# ---------------------------------------------------------------------------- batched runs
+def run_to(raw: dict[str, Any], source: Path) -> RunResult:
+    """A whole run through the core, so the plugin's batching upload hook is what runs."""
+    registry = PluginRegistry(load_hook_plugins=False)
+    config = parse_config(
+        {
+            "destinations": [{"type": "scp", "name": "onprem", "config": raw}],
+            "source_folder": str(source),
+            "cron_schedule": "@daily",
+        },
+        registry,
+    )
+    return run_backup(config, registry, ProcessManager())
+
+
+def test_the_plugin_brings_its_upload_hook() -> None:
+    registry = PluginRegistry(load_hook_plugins=False)
+    registry.destination_type("scp")  # loads the plugin through its entry point
+    plugins = [impl.plugin for impl in registry.hook.upload.get_hookimpls()]
+    assert service_backup_scp in plugins
+    assert plugins[-1] is service_backup_scp  # called before the core's trylast default
+
+
+def test_batches_group_small_files_in_order_and_bound_their_size(tmp_path: Path) -> None:
+    files = [SourceFile(tmp_path / f"s{i}", f"s{i}", 20_000) for i in range(130)]
+    files.insert(5, SourceFile(tmp_path / "big", "big", 300_000))
+    files.insert(9, SourceFile(tmp_path / "edge", "edge", 261_120))
+    groups, large = batches(files, limit=261_120)
+    assert [f.relative for f in large] == ["big"]
+    flat = [f.relative for g in groups for f in g]
+    assert flat == [f.relative for f in files if f.relative != "big"]
+    assert all(len(g) <= BATCH_FILES for g in groups)
+    assert all(sum(f.size for f in g) <= BATCH_BYTES or len(g) == 1 for g in groups)
+    assert len(groups) > 2
+
+
+def test_run_batches_small_files_and_streams_large_ones(sshd: SshServer, tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    expected: dict[str, bytes] = {}
+    for i in range(300):
+        expected[f"d{i % 6}/f{i:03d}.dat"] = os.urandom(i * 13)  # 0 .. ~3.9 KB, one empty
+    expected["edge/at-limit.bin"] = os.urandom(255 * 1024)
+    expected["edge/over-limit.bin"] = os.urandom(255 * 1024 + 1)
+    expected["edge/large.bin"] = os.urandom(3 * MIB + 5)
+    for relative, data in expected.items():
+        (source / relative).parent.mkdir(parents=True, exist_ok=True)
+        (source / relative).write_bytes(data)
+    raw = raw_config(sshd)
+    result = run_to(raw, source)
+    assert result.ok, result.error
+    assert result.uploads[0].files == len(expected)
+    assert result.uploads[0].size_in_bytes == sum(len(d) for d in expected.values())
+    landed = Path(raw["destination"]) / time.strftime("%Y/%m/%d")
+    for relative, data in expected.items():
+        assert (landed / relative).read_bytes() == data, relative
+    assert partials(Path(raw["destination"])) == []
+
+
+def test_batch_failure_names_the_file_and_leaves_no_partial(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    for i in range(20):
+        (source / f"f{i:02d}.txt").write_text(f"file {i}")
+    raw = raw_config(sshd)
+    landed = Path(raw["destination"]) / time.strftime("%Y/%m/%d")
+    (landed / "f07.txt").mkdir(parents=True)  # a folder where a file must go: rename fails
+    result = run_to(raw, source)
+    assert not result.ok
+    assert result.error == (
+        f"destination onprem: cannot rename into 127.0.0.1:{landed}/f07.txt: Failure"
+    )
+    assert partials(Path(raw["destination"])) == []
+
+
+def test_batch_on_a_read_only_server_is_permission_denied(sshd: SshServer, tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "dump.rdb").write_bytes(b"redis")
+    raw = raw_config(sshd, port=sshd.read_only_port, fingerprint=sshd.read_only_keyscan)
+    landed = Path(raw["destination"]) / time.strftime("%Y/%m/%d")
+    landed.mkdir(parents=True)  # the folders exist; only the file cannot be created
+    result = run_to(raw, source)
+    assert result.error == (
+        f"destination onprem: permission denied: cannot write 127.0.0.1:{landed}/dump.rdb"
+    )
+    assert list(landed.iterdir()) == []
+
+
+def test_small_file_that_changed_size_is_a_source_error(tmp_path: Path) -> None:
+    path = tmp_path / "grown.log"
+    path.write_bytes(b"0123456789")
+    with pytest.raises(SourceError, match=r"grown\.log changed size during the run \(4 bytes"):
+        read_small(SourceFile(path, "grown.log", 4))
 
 
 # ------------------------------------------------------------------------------ end to end

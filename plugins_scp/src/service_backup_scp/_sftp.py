@@ -14,6 +14,7 @@ server's channel window (2 MiB for OpenSSH), whatever the file size.
 from __future__ import annotations
 
 import contextlib
+import struct
 from typing import IO
 
 import paramiko
@@ -91,35 +92,71 @@ def open_for_write(client: paramiko.SFTPClient, path: str) -> bytes:
     return msg.get_binary()
 
 
+def _frame(
+    client: paramiko.SFTPClient, replies: object, kind: int, *args: object
+) -> tuple[int, bytes]:
+    """One request numbered and registered as ``SFTPClient._async_request`` does, not yet sent.
+
+    Framing requests here lets the last write, the fstat and the close of a file leave in one
+    channel send (one SSH packet for a small file) instead of three.
+    """
+    msg = paramiko.Message()
+    with client._lock:
+        num = client.request_number
+        msg.add_int(num)
+        for item in args:
+            if isinstance(item, int64):
+                msg.add_int64(item)
+            elif isinstance(item, int):
+                msg.add_int(item)
+            else:
+                msg.add_string(item)
+        client._expecting[num] = replies
+        client.request_number += 1
+    body = msg.asbytes()
+    return num, struct.pack(">IB", len(body) + 1, kind) + body
+
+
+def _read(stream: IO[bytes], size: int) -> bytes:
+    try:
+        return stream.read(size)
+    except OSError as exc:
+        raise SourceReadError(exc) from None
+
+
 def write_handle(
     client: paramiko.SFTPClient, handle: bytes, stream: IO[bytes], chunk: int
 ) -> tuple[int, int]:
-    """Send the whole stream; then fstat and close in one round trip.
+    """Send the whole stream, then fstat and close, all pipelined; check every answer.
 
     Returns ``(bytes sent, size the server reports)``. The handle is closed on success; on
-    failure the caller closes it (``close_quietly``) and removes the file.
+    failure the caller closes it (``close_quietly``) and removes the file. The server handles
+    requests in order, so the fstat sees every write and the close comes last.
     """
     replies = _Replies(client)
     offset = 0
     try:
+        data = _read(stream, chunk)
         while True:
-            try:
-                data = stream.read(chunk)
-            except OSError as exc:
-                raise SourceReadError(exc) from None
-            if not data:
+            following = _read(stream, chunk) if data else b""
+            frames = []
+            if data:
+                frames.append(_frame(client, replies, CMD_WRITE, handle, int64(offset), data)[1])
+                replies.outstanding += 1
+                offset += len(data)
+            if not following:
+                fstat, fstat_frame = _frame(client, type(None), CMD_FSTAT, handle)
+                close, close_frame = _frame(client, type(None), CMD_CLOSE, handle)
+                frames += [fstat_frame, close_frame]
+            client._write_all(frames[0] if len(frames) == 1 else b"".join(frames))
+            if not following:
                 break
-            client._async_request(replies, CMD_WRITE, handle, int64(offset), data)
-            replies.outstanding += 1
-            offset += len(data)
             if replies.outstanding > MAX_IN_FLIGHT:
                 replies.drain(MAX_IN_FLIGHT // 2)
             elif client.sock.recv_ready():
                 replies.drain(replies.outstanding - 1)
             replies.raise_if_failed()
-        # The server handles requests in order: fstat sees every write, close comes after.
-        fstat = client._async_request(type(None), CMD_FSTAT, handle)
-        close = client._async_request(type(None), CMD_CLOSE, handle)
+            data = following
         kind, msg = client._read_response(fstat)
         replies.raise_if_failed()
         if kind != CMD_ATTRS:
@@ -139,3 +176,54 @@ def close_quietly(client: paramiko.SFTPClient, handle: bytes) -> None:
     """Best effort: the handle may already be closed (fstat failed) or the link gone."""
     with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
         client._request(CMD_CLOSE, handle)
+
+
+class _Collector:
+    """Receives the responses to one ``exchange``."""
+
+    def __init__(self) -> None:
+        self.replies: dict[int, tuple[int, paramiko.Message]] = {}
+
+    def _async_response(self, kind: int, msg: paramiko.Message, num: int) -> None:
+        self.replies[num] = (kind, msg)
+
+
+def exchange(
+    client: paramiko.SFTPClient, requests: list[tuple[int, tuple[object, ...]]]
+) -> list[tuple[int, paramiko.Message]]:
+    """Send many requests in one write and return their replies, in request order.
+
+    For batches of small files: 32 opens leave in one send and their handles come back
+    together, instead of 32 round trips each waking two threads.
+    """
+    collector = _Collector()
+    framed = [_frame(client, collector, kind, *args) for kind, args in requests]
+    client._write_all(b"".join(frame for _, frame in framed))
+    while len(collector.replies) < len(framed):
+        client._read_response()
+    return [collector.replies[num] for num, _ in framed]
+
+
+def status_error(client: paramiko.SFTPClient, kind: int, msg: paramiko.Message) -> OSError | None:
+    """The error a status reply carries (None for OK); a non-status reply is not an error."""
+    if kind != CMD_STATUS:
+        return None
+    try:
+        client._convert_status(msg)
+    except EOFError as exc:
+        return OSError(f"unexpected end of file: {exc}")
+    except OSError as exc:
+        return exc
+    return None
+
+
+def reply_error(client: paramiko.SFTPClient, reply: tuple[int, paramiko.Message],
+                expected: int) -> OSError | None:  # fmt: skip
+    """None when ``reply`` is of the ``expected`` kind (or an OK status when that is expected)."""
+    kind, msg = reply
+    if kind == expected and kind != CMD_STATUS:
+        return None
+    error = status_error(client, kind, msg)
+    if error is None and kind != expected:
+        return OSError(f"unexpected reply type {kind}")
+    return error
