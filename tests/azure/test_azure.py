@@ -140,9 +140,10 @@ class FaultyProxy:
                     for name, value in response.getheaders():
                         if name.lower() not in skip:
                             self.send_header(name, value)
-                    length = response.getheader("Content-Length") or "0"
+                    declared = response.getheader("Content-Length") or "0"
                     self.send_header(
-                        "Content-Length", length if self.command == "HEAD" else str(len(payload))
+                        "Content-Length",
+                        declared if self.command == "HEAD" else str(len(payload)),
                     )
                     self.end_headers()
                     if self.command != "HEAD":
