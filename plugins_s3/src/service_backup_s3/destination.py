@@ -111,36 +111,31 @@ class S3Destination(Destination):
     # -- bucket -------------------------------------------------------------------------
 
     def ensure_location(self) -> None:
+        """Create the bucket unless it exists; tell "missing" from "refused".
+
+        The existence check is a one-key ListObjectsV2 rather than HeadBucket: it needs the
+        same permission on AWS (``s3:ListBucket``, which the seed's IAM policy grants), and
+        its error body carries a code (``NoSuchBucket``, ``AccessDenied``,
+        ``SignatureDoesNotMatch`` ...) where a HEAD answers a bare 403 or 404.
+        """
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            self.client.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
             return
         except ClientError as exc:
             code = _errors.error_code(exc)
-            if code in _errors.ACCESS_DENIED_CODES or code in _errors.BAD_CREDENTIAL_CODES:
-                raise self._refused(exc) from None
+            if code in _errors.BAD_CREDENTIAL_CODES:
+                raise self._fail(f"credentials refused for bucket {self.bucket}", exc) from None
+            if code in _errors.ACCESS_DENIED_CODES:
+                raise self._fail(
+                    f"access denied to bucket {self.bucket} (it belongs to another account, "
+                    "or the credentials lack s3:ListBucket on it)",
+                    exc,
+                ) from None
             if not _errors.is_not_found(exc):
                 raise self._fail(f"cannot check bucket {self.bucket}", exc) from None
         except BotoCoreError as exc:
             raise self._fail(f"cannot check bucket {self.bucket}", exc) from None
         self._create_bucket()
-
-    def _refused(self, head_error: ClientError) -> DestinationError:
-        """A HEAD answers a bare 403; a GET on the bucket tells which kind of refusal it is."""
-        try:
-            self.client.list_objects_v2(Bucket=self.bucket, MaxKeys=1)
-            probe: ClientError = head_error
-        except ClientError as exc:
-            probe = exc
-        except BotoCoreError:
-            probe = head_error
-        code = _errors.error_code(probe)
-        if code in _errors.BAD_CREDENTIAL_CODES:
-            return self._fail(f"credentials refused for bucket {self.bucket}", probe)
-        return self._fail(
-            f"access denied to bucket {self.bucket} (it belongs to another account, or the "
-            "credentials lack s3:ListBucket on it)",
-            probe,
-        )
 
     def _create_bucket(self) -> None:
         region = self.config.region.strip()

@@ -1,0 +1,443 @@
+"""S3-specific behaviour against moto: regions, existing buckets, IAM refusals, TLS, integrity."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import re
+import socket
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from service_backup.config import structure_destination_config
+from service_backup.destination import DestinationContext
+from service_backup.errors import ConfigError, DestinationError, ObjectNotFound
+from service_backup.plugins import PluginRegistry
+from service_backup_s3 import S3Config, S3Destination
+from service_backup_s3._tls import CaBundle, system_ca_bundle
+from service_backup_s3.destination import MULTIPART_THRESHOLD
+from tests.core.cli import run_cli, write_config
+
+from .conftest import new_bucket_name
+from .server import MotoServer
+
+MiB = 1024 * 1024
+BIG = MULTIPART_THRESHOLD + 1 * MiB  # goes up in parts
+
+
+def open_destination(raw: dict[str, Any]) -> S3Destination:
+    """Built the way a run builds it: the entry point's type, the core's config converter."""
+    dtype = PluginRegistry(load_hook_plugins=False).destination_type("s3")
+    config = structure_destination_config(raw, dtype.config_class)
+    destination = dtype.factory(config, DestinationContext("s3-test"))
+    assert isinstance(destination, S3Destination)
+    return destination
+
+
+def seed_policy(bucket: str, *, create: bool = True) -> dict[str, Any]:
+    """The IAM policy the seed documents for service-backup (optionally without CreateBucket)."""
+    actions = [
+        "s3:ListBucket",
+        "s3:ListBucketMultipartUploads",
+        "s3:ListMultipartUploadParts",
+        "s3:CreateBucket",
+        "s3:PutObject",
+    ]
+    if not create:
+        actions.remove("s3:CreateBucket")
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "ServiceBackupPolicy",
+                "Effect": "Allow",
+                "Action": actions,
+                "Resource": [f"arn:aws:s3:::{bucket}/*", f"arn:aws:s3:::{bucket}"],
+            }
+        ],
+    }
+
+
+def user_config(moto: MotoServer, s3_config: dict[str, Any], policy: Any) -> dict[str, Any]:
+    key_id, secret = moto.create_user(f"user-{os.urandom(6).hex()}", policy)
+    return {**s3_config, "access_key_id": key_id, "secret_access_key": secret}
+
+
+def log_offset(moto: MotoServer) -> int:
+    return Path(moto.log_file).stat().st_size
+
+
+def requests_since(moto: MotoServer, offset: int) -> list[str]:
+    """``METHOD /path`` of every request moto logged since ``offset``."""
+    with open(moto.log_file, "rb") as log:
+        log.seek(offset)
+        text = log.read().decode(errors="replace")
+    return re.findall(r'"([A-Z]+ \S+) HTTP/1\.1"', text)
+
+
+# ---------------------------------------------------------------------------- bucket creation
+
+
+@pytest.mark.parametrize(
+    ("region", "location"),
+    [("", None), ("us-east-1", None), ("eu-central-1", "eu-central-1")],
+    ids=["empty-region", "us-east-1", "eu-central-1"],
+)
+def test_new_bucket_created_in_its_region(
+    s3_config: dict[str, Any], s3_admin: Any, region: str, location: str | None
+) -> None:
+    # moto, like AWS, rejects LocationConstraint=us-east-1 and a missing constraint when the
+    # client's region is another: success here means the request was shaped correctly.
+    with open_destination({**s3_config, "region": region}) as dest:
+        dest.ensure_location()
+        dest.write("probe.txt", io.BytesIO(b"probe"), 5)
+    answer = s3_admin.get_bucket_location(Bucket=s3_config["bucket_name"])
+    assert answer.get("LocationConstraint") == location
+    keys = [o["Key"] for o in s3_admin.list_objects_v2(Bucket=s3_config["bucket_name"])["Contents"]]
+    assert keys == ["backups/redis/probe.txt"]
+
+
+def test_existing_bucket_is_used_as_it_is(moto: MotoServer, s3_config: dict[str, Any]) -> None:
+    bucket = s3_config["bucket_name"]
+    admin = boto3.client("s3", **moto.boto3_kwargs(region_name="eu-central-1"))
+    admin.create_bucket(
+        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"}
+    )
+    admin.put_object(Bucket=bucket, Key="someone-else/keep.txt", Body=b"keep")
+    with open_destination({**s3_config, "region": "eu-central-1"}) as dest:
+        dest.ensure_location()
+        dest.write("2026/11/26/dump.rdb", io.BytesIO(b"dump"), 4)
+    keys = sorted(o["Key"] for o in admin.list_objects_v2(Bucket=bucket)["Contents"])
+    assert keys == ["backups/redis/2026/11/26/dump.rdb", "someone-else/keep.txt"]
+    assert admin.get_bucket_location(Bucket=bucket)["LocationConstraint"] == "eu-central-1"
+
+
+def test_existing_bucket_needs_no_create_permission(
+    moto: MotoServer, s3_config: dict[str, Any], s3_admin: Any
+) -> None:
+    bucket = s3_config["bucket_name"]
+    s3_admin.create_bucket(Bucket=bucket)
+    raw = user_config(moto, s3_config, seed_policy(bucket, create=False))
+    data = os.urandom(BIG)
+    with open_destination(raw) as dest:
+        dest.ensure_location()
+        assert dest.write("small.bin", io.BytesIO(b"x" * 100), 100).size == 100
+        assert dest.write("big.bin", io.BytesIO(data), BIG).size == BIG
+    body = s3_admin.get_object(Bucket=bucket, Key="backups/redis/big.bin")["Body"].read()
+    assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
+
+
+def test_access_denied_on_create_is_reported_as_such(
+    moto: MotoServer, s3_config: dict[str, Any], s3_admin: Any
+) -> None:
+    bucket = s3_config["bucket_name"]
+    raw = user_config(moto, s3_config, seed_policy(bucket, create=False))
+    with open_destination(raw) as dest, pytest.raises(DestinationError) as info:
+        dest.ensure_location()
+    assert str(info.value).startswith(f"error in create bucket {bucket}: AccessDenied")
+    assert raw["secret_access_key"] not in str(info.value)
+    assert bucket not in [b["Name"] for b in s3_admin.list_buckets()["Buckets"]]
+
+
+def test_access_denied_is_told_from_not_found(
+    moto: MotoServer, s3_config: dict[str, Any], s3_admin: Any
+) -> None:
+    bucket = s3_config["bucket_name"]
+    s3_admin.create_bucket(Bucket=bucket)
+    raw = user_config(moto, s3_config, None)  # a valid user without any permission
+    with open_destination(raw) as dest, pytest.raises(DestinationError) as info:
+        dest.ensure_location()
+    message = str(info.value)
+    assert message.startswith(f"access denied to bucket {bucket}")
+    assert "AccessDenied" in message
+    assert "create" not in message  # a 403 on HEAD must not be taken for "missing"
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"secret_access_key": "not-the-right-secret"}, "SignatureDoesNotMatch"),
+        ({"access_key_id": "AKIAUNKNOWNKEY000000"}, "InvalidAccessKeyId"),
+    ],
+    ids=["wrong-secret", "unknown-key-id"],
+)
+def test_refused_credentials_are_named(
+    s3_config: dict[str, Any], change: dict[str, str], code: str
+) -> None:
+    raw = {**s3_config, **change}
+    with open_destination(raw) as dest, pytest.raises(DestinationError) as info:
+        dest.ensure_location()
+    message = str(info.value)
+    assert message.startswith(f"credentials refused for bucket {raw['bucket_name']}: {code}")
+    for secret in (raw["secret_access_key"], raw["access_key_id"], s3_config["secret_access_key"]):
+        assert secret not in message
+    assert "\n" not in message
+
+
+# ------------------------------------------------------------------------------ keys, options
+
+
+def test_keys_and_describe_follow_bucket_path(s3_config: dict[str, Any], s3_admin: Any) -> None:
+    raw = {**s3_config, "bucket_path": "/prod/redis/"}
+    with open_destination(raw) as dest:
+        assert dest.describe("2026/11/26") == f"{raw['bucket_name']}/prod/redis/2026/11/26"
+        dest.ensure_location()
+        dest.write("deploy/2026/11/26/a/b.txt", io.BytesIO(b"ab"), 2)
+        assert [o.key for o in dest.list("deploy/")] == ["deploy/2026/11/26/a/b.txt"]
+    listed = s3_admin.list_objects_v2(Bucket=raw["bucket_name"])["Contents"]
+    assert [o["Key"] for o in listed] == ["prod/redis/deploy/2026/11/26/a/b.txt"]
+
+
+def test_listing_pages_use_list_page_size(moto: MotoServer, s3_config: dict[str, Any]) -> None:
+    with open_destination(s3_config) as dest:
+        dest.ensure_location()
+        for i in range(7):
+            dest.write(f"p/{i}.txt", io.BytesIO(b"x"), 1)
+        dest.list_page_size = 3
+        offset = log_offset(moto)
+        assert sorted(o.key for o in dest.list("p/")) == [f"p/{i}.txt" for i in range(7)]
+    lists = [r for r in requests_since(moto, offset) if r.startswith("GET")]
+    assert len(lists) == 3 and all("max-keys=3" in r for r in lists)
+
+
+def test_storage_class_and_server_side_encryption(s3_config: dict[str, Any], s3_admin: Any) -> None:
+    raw = {**s3_config, "storage_class": "STANDARD_IA", "server_side_encryption": "AES256"}
+    with open_destination(raw) as dest:
+        dest.ensure_location()
+        dest.write("small.bin", io.BytesIO(b"s" * 10), 10)
+        dest.write("big.bin", io.BytesIO(os.urandom(BIG)), BIG)
+    for key in ("small.bin", "big.bin"):
+        head = s3_admin.head_object(Bucket=raw["bucket_name"], Key=f"backups/redis/{key}")
+        assert head["StorageClass"] == "STANDARD_IA", key
+        assert head["ServerSideEncryption"] == "AES256", key
+
+
+def test_path_style_by_default_for_custom_endpoints(s3_config: dict[str, Any]) -> None:
+    with open_destination(s3_config) as dest:
+        assert dest.client.meta.config.s3["addressing_style"] == "path"
+    with open_destination({**s3_config, "addressing_style": "virtual"}) as dest:
+        assert dest.client.meta.config.s3["addressing_style"] == "virtual"
+    aws = {k: v for k, v in s3_config.items() if k != "endpoint_url"}
+    with open_destination(aws) as dest:
+        assert dest.client.meta.config.s3["addressing_style"] == "auto"
+        assert dest.client.meta.endpoint_url == "https://s3.amazonaws.com"
+
+
+def test_invalid_options_fail_validation_naming_the_field(s3_config: dict[str, Any]) -> None:
+    for field, value in (("addressing_style", "sideways"), ("server_side_encryption", "rot13")):
+        with pytest.raises(ConfigError, match=rf"config\.{field}"):
+            structure_destination_config({**s3_config, field: value}, S3Config)
+
+
+def test_no_request_after_each_put(moto: MotoServer, s3_config: dict[str, Any]) -> None:
+    """Small files cost one PutObject each: no HEAD, no GET (halves throughput on moto)."""
+    with open_destination(s3_config) as dest:
+        dest.ensure_location()
+        offset = log_offset(moto)
+        for i in range(20):
+            assert dest.write(f"f/{i}.txt", io.BytesIO(b"%d" % i), len(b"%d" % i)).key
+    methods = [r.split()[0] for r in requests_since(moto, offset)]
+    assert methods == ["PUT"] * 20
+
+
+# ------------------------------------------------------------------------------------- TLS
+
+
+def tls_config(moto_tls: MotoServer, **extra: Any) -> dict[str, Any]:
+    return {
+        "bucket_name": new_bucket_name(),
+        "bucket_path": "tls",
+        "access_key_id": moto_tls.access_key_id,
+        "secret_access_key": moto_tls.secret_access_key,
+        "endpoint_url": moto_tls.endpoint,
+        **extra,
+    }
+
+
+def test_tls_endpoint_with_private_ca(moto_tls: MotoServer) -> None:
+    data = os.urandom(BIG)
+    with open_destination(tls_config(moto_tls, ca_cert=moto_tls.ca_cert)) as dest:
+        dest.ensure_location()
+        assert dest.write("small.txt", io.BytesIO(b"over tls"), 8).size == 8
+        assert dest.write("big.bin", io.BytesIO(data), BIG).size == BIG
+        with dest.open_read("big.bin") as stream:
+            assert hashlib.sha256(stream.read()).digest() == hashlib.sha256(data).digest()
+        bundle = Path(dest._bundle.path)
+        assert bundle.is_file()
+    assert not bundle.exists(), "the combined CA bundle outlived the destination"
+
+
+def test_tls_endpoint_without_its_ca_is_refused(moto_tls: MotoServer) -> None:
+    started = time.monotonic()
+    with open_destination(tls_config(moto_tls)) as dest, pytest.raises(DestinationError) as info:
+        dest.ensure_location()
+    assert "TLS verification failed" in str(info.value)
+    assert "CERTIFICATE_VERIFY_FAILED" in str(info.value)
+    assert time.monotonic() - started < 30  # a certificate error is not retried for minutes
+
+
+def test_invalid_ca_cert_is_reported(moto_tls: MotoServer) -> None:
+    with pytest.raises(DestinationError, match="ca_cert is not a valid PEM certificate"):
+        open_destination(tls_config(moto_tls, ca_cert="-----BEGIN CERTIFICATE-----\nnope\n"))
+
+
+def test_ca_bundle_keeps_the_system_trust_store(moto_tls: MotoServer) -> None:
+    bundle = CaBundle(moto_tls.ca_cert)
+    try:
+        path = Path(bundle.path)
+        text = path.read_text()
+        assert text.startswith(Path(system_ca_bundle()).read_text().rstrip("\n"))
+        assert text.rstrip().endswith(moto_tls.ca_cert.strip())
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    finally:
+        bundle.close()
+    assert not path.parent.exists()
+    assert CaBundle("").path == system_ca_bundle()
+
+
+# ------------------------------------------------------------------------------- integrity
+
+
+class CorruptingRelay:
+    """A TCP relay to moto that alters one marker in what the client sends."""
+
+    def __init__(self, port: int, find: bytes, replace: bytes) -> None:
+        assert len(find) == len(replace)
+        self.port, self.find, self.replace = port, find, replace
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.corrupted = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.port))
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, outbound: bool) -> None:
+        try:
+            while data := src.recv(65536):
+                if outbound and self.find in data:
+                    data = data.replace(self.find, self.replace)
+                    self.corrupted.set()
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def relay(moto: MotoServer) -> Iterator[CorruptingRelay]:
+    port = int(moto.endpoint.rsplit(":", 1)[1])
+    relay = CorruptingRelay(port, b"GOOD-BACKUP-DATA", b"ROTTEN-BYTES-NOW")
+    yield relay
+    relay.close()
+
+
+def test_corrupted_transfer_fails_and_leaves_nothing(
+    relay: CorruptingRelay, s3_config: dict[str, Any], s3_admin: Any
+) -> None:
+    body = b"header " + b"GOOD-BACKUP-DATA" + b" trailer"
+    with open_destination({**s3_config, "endpoint_url": relay.endpoint}) as dest:
+        dest.ensure_location()
+        with pytest.raises(DestinationError) as info:
+            dest.write("corrupt.bin", io.BytesIO(body), len(body))
+    assert relay.corrupted.is_set(), "the relay never saw the payload"
+    assert "integrity check failed" in str(info.value)
+    with open_destination(s3_config) as dest, pytest.raises(ObjectNotFound):
+        dest.stat("corrupt.bin")
+    assert s3_admin.list_objects_v2(Bucket=s3_config["bucket_name"]).get("KeyCount") == 0
+
+
+# ------------------------------------------------------------------------------ end to end
+
+
+def test_manual_backup_cli_end_to_end(
+    moto: MotoServer, s3_config: dict[str, Any], s3_admin: Any, tmp_path: Path
+) -> None:
+    """The real CLI, the seed's IAM policy, a new bucket, small and multipart files."""
+    bucket = s3_config["bucket_name"]
+    raw = user_config(moto, s3_config, seed_policy(bucket))
+    source = tmp_path / "source"
+    files = {"dump.rdb": os.urandom(2048), "aof/appendonly.aof": b"SET k v\n", "big.bin": b""}
+    (source / "aof").mkdir(parents=True)
+    for name, data in files.items():
+        (source / name).write_bytes(data)
+    big = source / "big.bin"
+    with open(big, "wb") as f:
+        for _ in range(BIG // MiB):
+            f.write(os.urandom(MiB))
+    files["big.bin"] = big.read_bytes()
+    config = write_config(
+        tmp_path / "backup.yml",
+        {
+            "destinations": [{"type": "s3", "name": "primary-s3", "config": raw}],
+            "source_folder": str(source),
+            "cron_schedule": "@daily",
+            "deployment_name": "redis-prod",
+            "add_deployment_name_to_backup_path": True,
+        },
+    )
+    stamp = time.strftime("%Y/%m/%d")
+    result = run_cli("backup", str(config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    about = result.find(
+        f"about to upload {source} to S3 remote path {bucket}/backups/redis/redis-prod/{stamp}"
+    )
+    assert about and about[0]["data"]["destination_name"] == "primary-s3"
+    done = result.find("Upload backup completed successfully")
+    assert done and done[0]["data"]["size_in_bytes"] == sum(len(d) for d in files.values())
+    for secret in (raw["secret_access_key"], raw["access_key_id"]):
+        assert secret not in result.stdout and secret not in result.stderr
+    prefix = f"backups/redis/redis-prod/{stamp}/"
+    listed = s3_admin.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]
+    assert sorted(o["Key"].removeprefix(prefix) for o in listed) == sorted(files)
+    for name, data in files.items():
+        stored = s3_admin.get_object(Bucket=bucket, Key=prefix + name)["Body"].read()
+        assert stored == data, name
+
+
+def test_cli_failure_is_one_line_without_secrets(s3_config: dict[str, Any], tmp_path: Path) -> None:
+    raw = {**s3_config, "secret_access_key": "definitely-wrong-secret"}
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "f.txt").write_text("data")
+    config = write_config(
+        tmp_path / "backup.yml",
+        {
+            "destinations": [{"type": "s3", "config": raw}],
+            "source_folder": str(tmp_path / "src"),
+            "cron_schedule": "@daily",
+        },
+    )
+    result = run_cli("backup", str(config))
+    assert result.returncode == 1
+    failed = result.find("Upload backup completed with error")
+    assert failed, result.stdout
+    error = failed[0]["data"]["error"]
+    assert "SignatureDoesNotMatch" in error and raw["bucket_name"] in error
+    for secret in (raw["secret_access_key"], raw["access_key_id"]):
+        assert secret not in result.stdout and secret not in result.stderr
+    assert "Traceback" not in result.stderr
+    assert json.dumps(error).count("\\n") == 0
