@@ -27,9 +27,9 @@ import pytest
 
 from service_backup.config import parse_config, structure_destination_config
 from service_backup.destination import DestinationContext
-from service_backup.errors import ConfigError, DestinationError, ObjectNotFound
+from service_backup.errors import BackupError, ConfigError, DestinationError, ObjectNotFound
 from service_backup.plugins import PluginRegistry
-from service_backup_gcs.destination import CHUNK_SIZE, GCSDestination
+from service_backup_gcs.destination import SINGLE_REQUEST_LIMIT, GCSDestination
 from tests.core.cli import run_cli, write_config
 from tests.gcs.server import GCSServer, generate_key
 from tests.servers import free_port
@@ -457,26 +457,86 @@ def test_small_upload_sends_its_crc32c(gcs_server: GCSServer, fake_gcs, bucket_n
     assert '"name": "backups/x.bin"' in upload.body.decode("latin-1")
 
 
-def test_large_upload_is_chunked_and_a_bad_checksum_removes_it(
+class ResumableSession:
+    """The resumable-upload side of FakeGCS: keeps what it receives, can fail on cue."""
+
+    def __init__(self, bucket: str, size: int, fail_first_put_after: int | None = None) -> None:
+        self.bucket, self.size = bucket, size
+        self.fail_first_put_after = fail_first_put_after
+        self.kept = bytearray()
+        self.crc32c: str | None = None  # what the final answer reports (None: the truth)
+        self.url = ""
+
+    def respond(self, seen: Seen) -> Reply:
+        if seen.method == "POST":  # the SDK starting the session
+            return (
+                200,
+                {},
+                {"Location": f"{self.url}/upload/storage/v1/b/{self.bucket}/o?upload_id=s1"},
+            )
+        if seen.method == "DELETE":
+            return 204, None
+        content_range = seen.headers["content-range"]
+        if content_range == f"bytes */{self.size}":  # "how much did you keep?"
+            return 308, None, ({"Range": f"bytes=0-{len(self.kept) - 1}"} if self.kept else {})
+        start = int(re.fullmatch(r"bytes (\d+)-\d+/\d+", content_range).group(1))
+        assert start == len(self.kept), "the client resumed from the wrong offset"
+        if self.fail_first_put_after is not None:
+            self.kept.extend(seen.body[: self.fail_first_put_after])
+            self.fail_first_put_after = None
+            return 503, gcs_error(503, "backendError", "try again")
+        self.kept.extend(seen.body)
+        return 200, {"name": "big.bin", "bucket": self.bucket, "size": str(len(self.kept)),
+                     "crc32c": self.crc32c or crc32c_b64(bytes(self.kept))}  # fmt: skip
+
+
+def test_large_upload_is_streamed_in_one_request(
     gcs_server: GCSServer, fake_gcs, bucket_name: str
 ) -> None:
-    size = CHUNK_SIZE + MiB + 17
-    received = bytearray()
+    size = 24 * MiB + 17
+    data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    session = ResumableSession(bucket_name, size)
+    fake = fake_gcs(session.respond)
+    session.url = fake.url
+    with open_destination(gcs_server.config(bucket_name, endpoint=fake.url)) as destination:
+        info = destination.write("big.bin", io.BytesIO(data), size)
+    assert info.size == size
+    (put,) = fake.requests_to("PUT", f"/upload/storage/v1/b/{bucket_name}/o")
+    assert put.headers["content-range"] == f"bytes 0-{size - 1}/{size}"
+    assert int(put.headers["content-length"]) == size
+    assert bytes(session.kept) == data
+    assert put.headers["authorization"].startswith("Bearer ya29.test-")
 
-    def respond(seen: Seen) -> Reply:
-        if seen.method == "POST":  # start of the resumable session
-            location = f"{fake.url}/upload/storage/v1/b/{bucket_name}/o?upload_id=s1"
-            return 200, {}, {"Location": location}
-        if seen.method == "PUT":
-            received.extend(seen.body)
-            if len(received) < size:
-                return 308, None, {"Range": f"bytes=0-{len(received) - 1}"}
-            wrong = crc32c_b64(b"not what was sent")
-            return 200, {"name": "big.bin", "bucket": bucket_name, "size": str(size),
-                         "crc32c": wrong}  # fmt: skip
-        return 204, None  # the SDK deleting the corrupt object
 
-    fake = fake_gcs(respond)
+def test_failed_stream_resumes_where_the_session_stopped(
+    gcs_server: GCSServer, fake_gcs, bucket_name: str
+) -> None:
+    size = 5 * MiB + 3
+    data = bytes((i * 7) % 251 for i in range(size))
+    kept_before_failure = 3 * MiB + 5
+    session = ResumableSession(bucket_name, size, fail_first_put_after=kept_before_failure)
+    fake = fake_gcs(session.respond)
+    session.url = fake.url
+    with open_destination(gcs_server.config(bucket_name, endpoint=fake.url)) as destination:
+        assert destination.write("big.bin", io.BytesIO(data), size).size == size
+    puts = fake.requests_to("PUT", f"/upload/storage/v1/b/{bucket_name}/o")
+    assert [p.headers["content-range"] for p in puts] == [
+        f"bytes 0-{size - 1}/{size}",
+        f"bytes */{size}",
+        f"bytes {kept_before_failure}-{size - 1}/{size}",
+    ]
+    assert puts[2].body == data[kept_before_failure:]
+    assert bytes(session.kept) == data  # and the CRC32C of the whole file matched
+
+
+def test_checksum_mismatch_removes_the_object(
+    gcs_server: GCSServer, fake_gcs, bucket_name: str
+) -> None:
+    size = SINGLE_REQUEST_LIMIT + 1
+    session = ResumableSession(bucket_name, size)
+    session.crc32c = crc32c_b64(b"not what was sent")
+    fake = fake_gcs(session.respond)
+    session.url = fake.url
     with (
         open_destination(gcs_server.config(bucket_name, endpoint=fake.url)) as destination,
         pytest.raises(DestinationError) as failure,
@@ -484,10 +544,21 @@ def test_large_upload_is_chunked_and_a_bad_checksum_removes_it(
         destination.write("big.bin", io.BytesIO(b"\x01" * size), size)
     assert "checksum mismatch" in str(failure.value)
     assert f"{bucket_name}/big.bin" in str(failure.value)
-    chunks = [len(s.body) for s in fake.requests_to("PUT", f"/upload/storage/v1/b/{bucket_name}/o")]
-    assert chunks == [CHUNK_SIZE, size - CHUNK_SIZE]
-    assert CHUNK_SIZE % (256 * 1024) == 0
     assert fake.requests_to("DELETE", f"/storage/v1/b/{bucket_name}/o/big.bin")
+
+
+def test_short_source_leaves_no_object(gcs_config, inspector, bucket_name: str) -> None:
+    with open_destination(gcs_config) as destination:
+        destination.ensure_location()
+        for size in (100, SINGLE_REQUEST_LIMIT + 100):  # one request; streamed
+            key = f"short-{size}.bin"
+            # DestinationError when the SDK notices before sending; OSError (the core's
+            # SourceError) when the stream runs dry in the middle of the streamed request.
+            with pytest.raises((BackupError, OSError), match=r"shrank|instead of|only had"):
+                destination.write(key, io.BytesIO(b"s" * (size - 10)), size)
+            with pytest.raises(ObjectNotFound):
+                destination.stat(key)
+    assert list(inspector.list_blobs(bucket_name)) == []
 
 
 def test_read_back_verifies_crc32c(gcs_server: GCSServer, fake_gcs, bucket_name: str) -> None:
