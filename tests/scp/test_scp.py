@@ -31,7 +31,7 @@ from service_backup.results import RunResult
 from service_backup.run import run_backup
 from service_backup.source import SourceFile
 from service_backup_scp import ScpConfig, ScpDestination
-from service_backup_scp._session import CHANNELS_PER_CONNECTION, CONNECTIONS
+from service_backup_scp._session import CHANNELS_PER_CONNECTION, CONNECTIONS, SessionPool
 from service_backup_scp.upload import BATCH_BYTES, BATCH_FILES, batches, read_small
 from tests.core.cli import run_cli, write_config
 from tests.servers import free_port
@@ -550,6 +550,34 @@ def test_concurrent_writes_into_the_same_new_folders(sshd: SshServer) -> None:
                 t.join()
             assert errors == []
         assert len(list(Path(raw["destination"]).rglob("w*"))) == 96
+
+
+def test_pool_waits_for_a_free_channel_and_replaces_broken_ones(sshd: SshServer) -> None:
+    with open_destination(raw_config(sshd)) as dest:
+        dest.pool = SessionPool(dest.pool._connect, dest.where, 1, 1)
+        dest.ensure_location()
+        errors: list[BaseException] = []
+
+        def worker(n: int) -> None:
+            try:
+                for i in range(5):
+                    dest.write(f"p{n}/{i}", io.BytesIO(b"x"), 1)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert [c.channels for c in dest.pool._connections] == [1]
+        with dest.pool.session() as session:
+            session.broken = True  # as after a timeout: never lent again
+        assert [c.channels for c in dest.pool._connections] == [0]
+        dest.write("after-broken", io.BytesIO(b"y"), 1)
+        assert [c.channels for c in dest.pool._connections] == [1]
+        assert len(list(dest.list(""))) == 21
 
 
 def test_relative_destination_is_below_the_login_home(sshd: SshServer) -> None:

@@ -10,9 +10,9 @@ to ``CHANNELS_PER_CONNECTION`` SFTP channels, and every thread borrows a whole c
 from __future__ import annotations
 
 import contextlib
-import queue
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import attrs
@@ -235,7 +235,12 @@ class Session:
 
 
 class SessionPool:
-    """Lends SFTP channels, opening connections and channels on demand up to the limits."""
+    """Lends SFTP channels, opening connections and channels on demand up to the limits.
+
+    A borrower gets an idle channel, else opens one (on a new connection while fewer than
+    ``connections`` exist and every existing one is busy, else on the least-used connection
+    with room), else waits until a channel is given back or discarded.
+    """
 
     def __init__(
         self,
@@ -248,10 +253,10 @@ class SessionPool:
         self._where = where
         self._max_connections = connections
         self._per_connection = channels_per_connection
-        self._idle: queue.LifoQueue[Session] = queue.LifoQueue()
+        self._idle: list[Session] = []
         self._connections: list[_Connection] = []
         self._connecting = 0
-        self._lock = threading.Lock()
+        self._changed = threading.Condition(threading.Lock())
         self._closed = False
 
     @contextlib.contextmanager
@@ -267,79 +272,86 @@ class SessionPool:
         self._give_back(session)
 
     def _take(self) -> Session:
-        while True:
-            try:
-                session = self._idle.get_nowait()
-            except queue.Empty:
-                break
-            if _healthy(session):
-                return session
-            self._discard(session)
-        session = self._open()
-        if session is not None:
-            return session
-        try:  # every channel of every connection is lent out: wait for one
-            return self._idle.get(timeout=IDLE_TIMEOUT)
-        except queue.Empty:
-            raise DestinationError(
-                f"no SFTP session to {self._where} became free within {IDLE_TIMEOUT:.0f} s"
-            ) from None
+        deadline = time.monotonic() + IDLE_TIMEOUT
+        with self._changed:
+            while True:
+                if self._closed:
+                    raise DestinationError(f"the connection to {self._where} is closed")
+                while self._idle:
+                    session = self._idle.pop()
+                    if _healthy(session):
+                        return session
+                    self._forget(session)
+                plan = self._plan()
+                if plan is not None:
+                    break
+                if not self._changed.wait(deadline - time.monotonic()):
+                    raise DestinationError(
+                        f"no SFTP session to {self._where} became free within {IDLE_TIMEOUT:.0f} s"
+                    )
+        return self._open(plan)
 
-    def _open(self) -> Session | None:
-        with self._lock:
-            if self._closed:
-                raise DestinationError(f"the connection to {self._where} is closed")
-            self._connections = [c for c in self._connections if c.transport.is_active()]
-            live = self._connections
-            spare = min((c for c in live if c.channels < self._per_connection),
-                        key=lambda c: c.channels, default=None)  # fmt: skip
-            may_connect = len(live) + self._connecting < self._max_connections
-            if may_connect and (spare is None or spare.channels > 0):
-                self._connecting += 1
-                connection = None
-            elif spare is not None:
-                spare.channels += 1
-                connection = spare
-            else:
-                return None
-        if connection is None:
+    def _plan(self) -> _Connection | bool | None:
+        """Under the lock: a connection to add a channel to, True to connect, None to wait."""
+        self._connections = [c for c in self._connections if c.transport.is_active()]
+        live = self._connections
+        spare = min((c for c in live if c.channels < self._per_connection),
+                    key=lambda c: c.channels, default=None)  # fmt: skip
+        if len(live) + self._connecting < self._max_connections and (
+            spare is None or spare.channels > 0
+        ):
+            self._connecting += 1
+            return True
+        if spare is not None:
+            spare.channels += 1
+            return spare
+        return None
+
+    def _open(self, plan: _Connection | bool) -> Session:
+        if isinstance(plan, _Connection):
+            connection = plan
+        else:
             try:
                 transport = self._connect()
             finally:
-                with self._lock:
+                with self._changed:
                     self._connecting -= 1
+                    self._changed.notify_all()
             connection = _Connection(transport, channels=1)
-            with self._lock:
+            with self._changed:
                 self._connections.append(connection)
         try:
             client = open_sftp(connection.transport, self._where)
         except BaseException:
-            with self._lock:
+            with self._changed:
                 connection.channels -= 1
+                self._changed.notify_all()
             raise
         return Session(client, connection)
 
     def _give_back(self, session: Session) -> None:
         if session.broken or self._closed:
-            self._discard(session)
-        else:
-            self._idle.put(session)
+            with self._changed:
+                self._forget(session)
+            return
+        with self._changed:
+            self._idle.append(session)
+            self._changed.notify()
 
-    def _discard(self, session: Session) -> None:
+    def _forget(self, session: Session) -> None:
+        """Under the lock: a channel that will not be lent again frees its slot."""
         with contextlib.suppress(Exception):
             session.client.close()
-        with self._lock:
-            session.connection.channels -= 1
+        session.connection.channels -= 1
+        self._changed.notify_all()
 
     def close(self) -> None:
-        with self._lock:
+        with self._changed:
             self._closed = True
+            idle, self._idle = self._idle, []
             connections, self._connections = self._connections, []
-        while True:
-            try:
-                session = self._idle.get_nowait()
-            except queue.Empty:
-                break
+            self._changed.notify_all()
+        for session in idle:
             with contextlib.suppress(Exception):
                 session.client.close()
         for connection in connections:
