@@ -51,6 +51,8 @@ class SshServer:
     authorized_keys_path: Path
     log_path: Path
     host_key_paths: list[Path] = field(default_factory=list)
+    #: The listening sshd's process id (connections are served by its child processes).
+    pid: int = 0
 
     def authorize(self, public_key_line: str) -> None:
         """Add a client public key; sshd reads the file at every login."""
@@ -204,6 +206,7 @@ def sshd_server(folder: Path) -> Iterator[SshServer]:
             authorized_keys_path=authorized,
             log_path=log_path,
             host_key_paths=host_keys,
+            pid=process.pid,
         )
     finally:
         _stop(process)

@@ -7,6 +7,7 @@ import contextlib
 import io
 import os
 import re
+import signal
 import socket
 import subprocess
 import threading
@@ -36,7 +37,7 @@ from service_backup_scp.upload import BATCH_BYTES, BATCH_FILES, batches, read_sm
 from tests.core.cli import run_cli, write_config
 from tests.servers import free_port
 
-from .server import SshServer, keygen
+from .server import SshServer, keygen, sshd_server
 from .test_conformance import unauthorized_key
 
 PARTIAL = ".service-backup-partial-"
@@ -344,6 +345,62 @@ def test_silent_server_times_out_in_bounded_time(sshd: SshServer) -> None:
         ):
             dest.ensure_location()
         assert time.monotonic() - started < 45
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry))
+    found, pending = [], [pid]
+    while pending:
+        for child in children.get(pending.pop(), []):
+            found.append(child)
+            pending.append(child)
+    return found
+
+
+class _QuickDestination(ScpDestination):
+    idle_timeout = 3.0
+
+
+def test_server_that_stops_answering_fails_after_the_idle_timeout(tmp_path: Path) -> None:
+    # A server of its own: its connection processes get frozen mid-upload (SIGSTOP), as a
+    # hung host or a dead link would leave the client waiting for a window that never opens.
+    with sshd_server(tmp_path / "sshd") as server:
+        raw = raw_config(server)
+        dest = _QuickDestination(
+            structure_destination_config(raw, ScpConfig), DestinationContext("t")
+        )
+        frozen: list[int] = []
+
+        def freeze() -> None:
+            frozen.extend(_descendants(server.pid))
+            for pid in frozen:
+                os.kill(pid, signal.SIGSTOP)
+
+        try:
+            dest.ensure_location()
+            size = 32 * MIB
+            started = time.monotonic()
+            with pytest.raises(DestinationError) as info:
+                dest.write("stalled.bin", _Inspecting(os.urandom(size), freeze), size)  # type: ignore[arg-type]
+            elapsed = time.monotonic() - started
+        finally:
+            for pid in frozen:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+            dest.close()
+        assert frozen, "no sshd connection process found to freeze"
+        assert str(info.value) == (
+            f"SFTP connection to 127.0.0.1:{server.port} failed: "
+            "no answer from the server within 3 s"
+        )
+        assert elapsed < 30
+        assert not (Path(raw["destination"]) / "stalled.bin").exists()
 
 
 def test_read_only_server_is_permission_denied(sshd: SshServer) -> None:

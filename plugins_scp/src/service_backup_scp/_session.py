@@ -128,10 +128,14 @@ class HostKeyGuard:
 
 @attrs.frozen
 class Endpoint:
+    """Where to log in, as whom, and how long to wait for the server."""
+
     server: str
     port: int
     user: str
     key: paramiko.PKey = attrs.field(repr=False)
+    connect_timeout: float = CONNECT_TIMEOUT
+    idle_timeout: float = IDLE_TIMEOUT
 
     @property
     def where(self) -> str:
@@ -141,14 +145,16 @@ class Endpoint:
 def _socket(endpoint: Endpoint) -> socket.socket:
     where = endpoint.where
     try:
-        sock = socket.create_connection((endpoint.server, endpoint.port), timeout=CONNECT_TIMEOUT)
+        sock = socket.create_connection(
+            (endpoint.server, endpoint.port), timeout=endpoint.connect_timeout
+        )
     except socket.gaierror as exc:
         raise DestinationError(
             f"cannot connect to {where}: unknown host ({exc.strerror})"
         ) from None
     except TimeoutError:
         raise DestinationError(
-            f"cannot connect to {where}: no answer within {CONNECT_TIMEOUT:.0f} s"
+            f"cannot connect to {where}: no answer within {endpoint.connect_timeout:g} s"
         ) from None
     except ConnectionRefusedError:
         raise DestinationError(f"cannot connect to {where}: connection refused") from None
@@ -167,15 +173,15 @@ def open_transport(endpoint: Endpoint, guard: HostKeyGuard) -> paramiko.Transpor
     where = endpoint.where
     transport = paramiko.Transport(_socket(endpoint), default_window_size=WINDOW_SIZE)
     try:
-        transport.banner_timeout = CONNECT_TIMEOUT
-        transport.handshake_timeout = CONNECT_TIMEOUT
-        transport.auth_timeout = CONNECT_TIMEOUT
+        transport.banner_timeout = endpoint.connect_timeout
+        transport.handshake_timeout = endpoint.connect_timeout
+        transport.auth_timeout = endpoint.connect_timeout
         options = transport.get_security_options()
         options.ciphers = _prefer(options.ciphers, CIPHERS)
         options.digests = _prefer(options.digests, MACS)
         options.key_types = guard.key_types(options.key_types)
         try:
-            transport.start_client(timeout=CONNECT_TIMEOUT)
+            transport.start_client(timeout=endpoint.connect_timeout)
         except IncompatiblePeer as exc:
             if "host key" in str(exc) and guard.pinned is not None:
                 raise guard.incompatible() from None
@@ -193,28 +199,29 @@ def open_transport(endpoint: Endpoint, guard: HostKeyGuard) -> paramiko.Transpor
         ) from None
     except (paramiko.SSHException, EOFError, OSError) as exc:
         transport.close()
-        raise DestinationError(f"SSH connection to {where} failed: {describe_error(exc)}") from None
+        reason = describe_error(exc, endpoint.connect_timeout)
+        raise DestinationError(f"SSH connection to {where} failed: {reason}") from None
     return transport
 
 
-def describe_error(exc: BaseException) -> str:
+def describe_error(exc: BaseException, timeout: float) -> str:
     """One line for a transport-level failure."""
     if isinstance(exc, TimeoutError | socket.timeout):
-        return f"no answer from the server within {IDLE_TIMEOUT:.0f} s"
+        return f"no answer from the server within {timeout:g} s"
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text
 
 
-def open_sftp(transport: paramiko.Transport, where: str) -> paramiko.SFTPClient:
+def open_sftp(transport: paramiko.Transport, where: str, timeout: float) -> paramiko.SFTPClient:
     try:
         client = paramiko.SFTPClient.from_transport(transport, window_size=WINDOW_SIZE)
     except (paramiko.SSHException, EOFError, OSError) as exc:
         raise DestinationError(
-            f"cannot open an SFTP session on {where}: {describe_error(exc)}"
+            f"cannot open an SFTP session on {where}: {describe_error(exc, timeout)}"
         ) from None
     if client is None:
         raise DestinationError(f"cannot open an SFTP session on {where}")
-    client.get_channel().settimeout(IDLE_TIMEOUT)
+    client.get_channel().settimeout(timeout)
     return client
 
 
@@ -248,9 +255,11 @@ class SessionPool:
         where: str,
         connections: int = CONNECTIONS,
         channels_per_connection: int = CHANNELS_PER_CONNECTION,
+        timeout: float = IDLE_TIMEOUT,
     ) -> None:
         self._connect = connect
         self._where = where
+        self._timeout = timeout
         self._max_connections = connections
         self._per_connection = channels_per_connection
         self._idle: list[Session] = []
@@ -272,7 +281,7 @@ class SessionPool:
         self._give_back(session)
 
     def _take(self) -> Session:
-        deadline = time.monotonic() + IDLE_TIMEOUT
+        deadline = time.monotonic() + self._timeout
         with self._changed:
             while True:
                 if self._closed:
@@ -321,7 +330,7 @@ class SessionPool:
             with self._changed:
                 self._connections.append(connection)
         try:
-            client = open_sftp(connection.transport, self._where)
+            client = open_sftp(connection.transport, self._where, self._timeout)
         except BaseException:
             with self._changed:
                 connection.channels -= 1

@@ -42,7 +42,16 @@ from service_backup.errors import DestinationError, ObjectNotFound, SourceError
 
 from . import _sftp
 from ._keys import load_private_key
-from ._session import Endpoint, HostKeyGuard, Session, SessionPool, describe_error, open_transport
+from ._session import (
+    CONNECT_TIMEOUT,
+    IDLE_TIMEOUT,
+    Endpoint,
+    HostKeyGuard,
+    Session,
+    SessionPool,
+    describe_error,
+    open_transport,
+)
 from .config import ScpConfig
 
 PARTIAL_MARK = ".service-backup-partial-"
@@ -59,17 +68,30 @@ class ScpDestination(Destination):
     """
 
     file_concurrency = 8
+    #: Seconds for TCP connect, banner, key exchange and authentication, each.
+    connect_timeout: float = CONNECT_TIMEOUT
+    #: Seconds a channel waits for the server (a reply, send window) before the link is given up.
+    idle_timeout: float = IDLE_TIMEOUT
 
     def __init__(self, config: ScpConfig, context: DestinationContext) -> None:
         self.server = config.server
         self.base = config.destination.rstrip("/") or "/"
         self.name = context.display_name
         self.endpoint = Endpoint(
-            config.server, config.port, config.user, load_private_key(config.key.reveal())
+            config.server,
+            config.port,
+            config.user,
+            load_private_key(config.key.reveal()),
+            connect_timeout=self.connect_timeout,
+            idle_timeout=self.idle_timeout,
         )
         self.where = self.endpoint.where
         guard = HostKeyGuard(config.server, config.port, config.fingerprint, self.name)
-        self.pool = SessionPool(lambda: open_transport(self.endpoint, guard), self.where)
+        self.pool = SessionPool(
+            lambda: open_transport(self.endpoint, guard),
+            self.where,
+            timeout=self.endpoint.idle_timeout,
+        )
         #: SFTP has no client-chosen page size: OpenSSH answers each READDIR with up to 100
         #: names and ``list`` reads every directory to its end. Kept for the common interface.
         self.list_page_size = 100
@@ -371,7 +393,7 @@ class ScpDestination(Destination):
             if isinstance(exc, OSError):
                 raise self._failed("read", self._remote(path), exc, key) from None
             raise
-        return _RemoteReader(handle, lease, self._remote(path))
+        return _RemoteReader(handle, lease, self._remote(path), self.endpoint.idle_timeout)
 
     def stat(self, key: str) -> ObjectInfo:
         path = self._path(key)
@@ -412,16 +434,18 @@ class ScpDestination(Destination):
 
     def _link_failed(self, session: Session, exc: BaseException) -> DestinationError:
         session.broken = True
-        return DestinationError(f"SFTP connection to {self.where} failed: {describe_error(exc)}")
+        reason = describe_error(exc, self.endpoint.idle_timeout)
+        return DestinationError(f"SFTP connection to {self.where} failed: {reason}")
 
 
 class _RemoteReader(io.RawIOBase):
     """A remote file as a binary stream; closing it returns its SFTP channel to the pool."""
 
     def __init__(self, handle: paramiko.SFTPFile, lease: contextlib.AbstractContextManager,
-                 where: str) -> None:  # fmt: skip
+                 where: str, timeout: float) -> None:  # fmt: skip
         super().__init__()
         self._handle, self._lease, self._where = handle, lease, where
+        self._timeout = timeout
 
     def readable(self) -> bool:
         return True
@@ -430,7 +454,8 @@ class _RemoteReader(io.RawIOBase):
         try:
             data = self._handle.read(len(buffer))
         except (OSError, *LINK_ERRORS) as exc:
-            raise DestinationError(f"cannot read {self._where}: {describe_error(exc)}") from None
+            reason = describe_error(exc, self._timeout)
+            raise DestinationError(f"cannot read {self._where}: {reason}") from None
         buffer[: len(data)] = data
         return len(data)
 
