@@ -62,9 +62,11 @@ LINK_ERRORS = (paramiko.SSHException, EOFError, TimeoutError, ConnectionError)
 class ScpDestination(Destination):
     """Files under ``destination`` on ``server``.
 
-    ``file_concurrency`` is 8: a small file costs three round trips (open; writes + fstat +
-    close; rename) whose latency only overlapping files hide, and 8 channels spread over two
-    connections keep both CPU cores busy encrypting without piling up threads.
+    ``file_concurrency`` is 8: every file (or batch of small files, see ``upload.py``) costs
+    three round trips (open; writes + fstat + close; rename) whose latency only overlapping
+    work hides. Eight SFTP channels over two connections (``_session``) keep the client and
+    sshd busy on a two-core VM; more threads only contend for the GIL, and memory stays
+    bounded (a streamed file holds one 255 KiB chunk, a batch at most 1 MiB).
     """
 
     file_concurrency = 8
