@@ -9,6 +9,7 @@ reported the expected size, so a half-written file never carries its final name.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import errno
 import io
@@ -18,7 +19,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import IO
+from typing import IO, cast
 
 import paramiko
 from paramiko.sftp import (
@@ -368,7 +369,7 @@ class ScpDestination(Destination):
                 ):
                     yield _info(key, entry)
 
-    def _list_folder(self, relative: str) -> list[paramiko.SFTPAttributes]:
+    def _list_folder(self, relative: str) -> builtins.list[paramiko.SFTPAttributes]:
         path = posixpath.join(self.base, relative) if relative else self.base
         with self.pool.session() as session:
             try:
@@ -395,7 +396,8 @@ class ScpDestination(Destination):
             if isinstance(exc, OSError):
                 raise self._failed("read", self._remote(path), exc, key) from None
             raise
-        return _RemoteReader(handle, lease, self._remote(path), self.endpoint.idle_timeout)
+        reader = _RemoteReader(handle, lease, self._remote(path), self.endpoint.idle_timeout)
+        return cast(IO[bytes], reader)
 
     def stat(self, key: str) -> ObjectInfo:
         path = self._path(key)
