@@ -77,6 +77,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--timeout", type=float, default=1800, help="per upload, seconds")
     p.add_argument("--note", action="append", default=[], help="a line added under the table")
+    p.add_argument(
+        "--merge",
+        type=Path,
+        action="append",
+        default=[],
+        help="the .json of an earlier run (repeatable): its destinations not run now (and its "
+        "start-up and idle figures when those are skipped now) join this report, marked as such",
+    )
     return p
 
 
@@ -194,22 +202,66 @@ def main(argv: list[str] | None = None) -> int:
         f"sets {', '.join(d.name for d in sets)}; {runs} measured run(s) after "
         f"{warmup} warm-up per tool"
     )
+    meta = {
+        "settings": settings,
+        "started": started.isoformat(),
+        "finished": finished.isoformat(),
+        "load": [load_start, report.load_average()],
+        "knobs": knobs,
+        "versions": versions,
+    }
+    raw_rows, raw_startup, raw_idle = list(rows), list(startup), idle
+    notes = list(args.note)
+    for path in args.merge:
+        earlier = report.load_raw(path)
+        taken = {r.destination for r in rows}
+        merged = [
+            d
+            for d in DESTINATIONS
+            if d not in taken and any(r.destination == d for r in earlier.rows)
+        ]
+        rows += [r for r in earlier.rows if r.destination in merged]
+        for d in merged:
+            knobs[d] = [tuple(k) for k in earlier.meta.get("knobs", {}).get(d, [])]  # type: ignore[misc]
+        for key, value in earlier.meta.get("versions", {}).items():
+            versions.setdefault(key, value)
+        when = earlier.meta.get("started", "?")[:16].replace("T", " ")
+        until = earlier.meta.get("finished", "?")[11:16]
+        load = earlier.meta.get("load", ["?", "?"])
+        if merged:
+            notes.append(
+                f"Rows for {', '.join(merged)} come from an earlier run of the same harness "
+                f"({when} to {until} UTC; {earlier.meta.get('settings', '?')}; load average "
+                f"at start {load[0]}, at end {load[1]})."
+            )
+        if not startup and earlier.startup:
+            startup = earlier.startup
+            notes.append(f"Start-up figures come from an earlier run ({when} UTC).")
+        if idle is None and earlier.idle is not None:
+            idle = earlier.idle
+            notes.append(f"Idle-daemon figures come from an earlier run ({when} UTC).")
+    order = {d: i for i, d in enumerate(DESTINATIONS)}
+    rows.sort(key=lambda r: order[r.destination])  # stable: keeps set and tool order
+    shown = [d for d in DESTINATIONS if d in only or any(r.destination == d for r in rows)]
+
     text = report.document(
         rows=rows,
         startup=startup,
         idle=idle,
-        destinations=only,
+        destinations=shown,
         knobs=knobs,
         versions=versions,
         settings=settings,
         started=started,
         finished=finished,
         load=(load_start, report.load_average()),
-        notes=args.note,
+        notes=notes,
     )
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
+    raw = report.raw_json(raw_rows, raw_startup, raw_idle, meta)
+    args.out.with_suffix(".json").write_text(raw)
     print(f"bench: wrote {args.out}", file=sys.stderr)
     broken = [r for r in rows if r.tool.ours and r.summary is None]
     return 1 if broken else 0

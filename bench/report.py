@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -334,3 +335,77 @@ def document(
     parts += ["", "## Versions", ""]
     parts += [f"- {k}: {v}" for k, v in versions.items()]
     return "\n".join(parts) + "\n"
+
+
+def raw_json(
+    rows: Sequence[Row],
+    startup: Sequence[StartupResult],
+    idle: IdleResult | None,
+    meta: dict[str, Any],
+) -> str:
+    """Every figure behind the table (per-run walls included), for re-plotting or ``--merge``."""
+    import json
+
+    def summary(s: Any) -> Any:
+        return None if s is None else attrs.asdict(s)
+
+    data = {
+        "meta": meta,
+        "uploads": [
+            {
+                "destination": r.destination,
+                "dataset": r.dataset.name,
+                "bytes": r.dataset.total_bytes,
+                "tool": r.tool.name,
+                "ours": r.tool.ours,
+                "knobs": r.tool.knobs,
+                "summary": summary(r.summary),
+                "note": r.note,
+            }
+            for r in rows
+        ],
+        "startup": [
+            {"label": s.label, "summary": summary(s.summary), "note": s.note} for s in startup
+        ],
+        "idle": None if idle is None else attrs.asdict(idle),
+    }
+    return json.dumps(data, indent=1)
+
+
+@attrs.frozen
+class Earlier:
+    """What an earlier run measured (``--merge``): its rows, overheads and circumstances."""
+
+    rows: list[Row]
+    startup: list[StartupResult]
+    idle: IdleResult | None
+    meta: dict[str, Any]
+
+
+def load_raw(path: Path) -> Earlier:
+    import json
+
+    from .datasets import ALL_SETS
+    from .measure import Summary
+    from .targets import Tool
+
+    data = json.loads(path.read_text())
+
+    def summary(d: Any) -> Summary | None:
+        if d is None:
+            return None
+        return Summary(**{**d, "walls": tuple(d["walls"])})
+
+    rows = [
+        Row(
+            u["destination"],
+            ALL_SETS[u["dataset"]],
+            Tool(u["tool"], ours=u["ours"], knobs=u.get("knobs", "")),
+            summary(u["summary"]),
+            u["note"],
+        )
+        for u in data["uploads"]
+    ]
+    startup = [StartupResult(s["label"], summary(s["summary"]), s["note"]) for s in data["startup"]]
+    idle = IdleResult(**data["idle"]) if data.get("idle") else None
+    return Earlier(rows, startup, idle, data.get("meta", {}))
