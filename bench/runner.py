@@ -68,6 +68,15 @@ def run_cell(
     leftovers: list[Location] = []
 
     def one(tool: Tool, measured: bool, check: bool) -> None:
+        """One run; a harness-side failure (server hiccup) is noted, never fatal to the cell."""
+        try:
+            _one(tool, measured, check)
+        except Exception as exc:
+            phase = "run" if measured else "warm-up"
+            failures.setdefault(tool.name, f"{phase}: harness error {type(exc).__name__}: {exc}")
+            progress(f"{target.name:<6} {dataset.name:<11} {tool.name:<22} {phase}: {exc!r}")
+
+    def _one(tool: Tool, measured: bool, check: bool) -> None:
         run_id = f"{stamp}-{next(_ids):04d}-{target.name}-{dataset.name}"
         location = target.new_location(run_id)
         invocation = target.invocation(tool, source, location)
@@ -93,9 +102,9 @@ def run_cell(
                 )
                 status = m.stderr_tail
         if not m.ok:
-            failures.setdefault(
-                tool.name, _first_line(m.stderr_tail) or f"exit status {m.exit_status}"
-            )
+            phase = "run" if measured else "warm-up"
+            detail = _first_line(m.stderr_tail) or f"exit status {m.exit_status}"
+            failures.setdefault(tool.name, f"{phase} failed: {detail}")
         progress(
             f"{target.name:<6} {dataset.name:<11} {tool.name:<22} "
             f"{'run' if measured else 'warm-up':<7} {m.wall:7.2f}s "
@@ -130,7 +139,7 @@ def run_cell(
         summary = Summary.of(measurements[tool.name])
         note = failures.get(tool.name, "")
         if summary and summary.failed:
-            note = f"{summary.failed} failed run(s): {note}"
+            note = f"{summary.failed} of {summary.runs + summary.failed} runs failed; {note}"
         note = "; ".join(x for x in (limit_note, note) if x)
         rows[tool.name] = Row(target.name, dataset, tool, summary, note)
     return [rows[t.name] for t in tools if t.name in rows]
