@@ -22,7 +22,7 @@ import subprocess
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 #: Azurite's built-in account and its published key (documented by Microsoft, not a secret).
@@ -48,7 +48,7 @@ class AzuriteServer:
     location: Path
     pid: int
     account_name: str = ACCOUNT_NAME
-    account_key: str = ACCOUNT_KEY
+    account_key: str = field(default=ACCOUNT_KEY, repr=False)  # public, but long
 
     @property
     def account_url(self) -> str:

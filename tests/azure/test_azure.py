@@ -88,10 +88,11 @@ def destination(raw: dict[str, str]) -> Iterator[AzureDestination]:
 
 
 class FaultyProxy:
-    """A reverse proxy in front of Azurite that throttles or corrupts PUTs on cue.
+    """A reverse proxy in front of Azurite that throttles or corrupts on cue.
 
     ``throttle_puts``: answer that many PUTs with 503 ServerBusy (Azure's throttling reply)
     before forwarding again. ``corrupt_puts``: flip one byte in the body of that many PUTs.
+    ``corrupt_gets``: flip one byte in the response body of that many GETs.
     ``requests`` records (method, path) of every request received.
     """
 
@@ -99,6 +100,7 @@ class FaultyProxy:
         self.upstream_port = upstream_port
         self.throttle_puts = 0
         self.corrupt_puts = 0
+        self.corrupt_gets = 0
         self.requests: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         proxy = self
@@ -127,14 +129,19 @@ class FaultyProxy:
                     self.end_headers()
                     return
                 if corrupt and body:
-                    middle = len(body) // 2
-                    body = body[:middle] + bytes([body[middle] ^ 0xFF]) + body[middle + 1 :]
+                    body = _flip_middle_byte(body)
                 upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=30)
                 try:
                     headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
                     upstream.request(self.command, self.path, body=body, headers=headers)
                     response = upstream.getresponse()
                     payload = response.read()
+                    if self.command == "GET" and payload:
+                        with proxy._lock:
+                            spoil = proxy.corrupt_gets > 0
+                            proxy.corrupt_gets -= spoil
+                        if spoil:
+                            payload = _flip_middle_byte(payload)
                     self.send_response(response.status, response.reason)
                     skip = {"connection", "transfer-encoding", "content-length"}
                     for name, value in response.getheaders():
@@ -166,9 +173,14 @@ class FaultyProxy:
         self.server.shutdown()
         self.server.server_close()
 
-    def puts_to(self, fragment: str) -> int:
+    def count(self, method: str, fragment: str) -> int:
         with self._lock:
-            return sum(1 for method, path in self.requests if method == "PUT" and fragment in path)
+            return sum(1 for m, path in self.requests if m == method and fragment in path)
+
+
+def _flip_middle_byte(data: bytes) -> bytes:
+    middle = len(data) // 2
+    return data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
 
 
 @pytest.fixture
@@ -381,6 +393,21 @@ def test_corrupted_upload_is_refused_by_the_service(
                 dest.stat(name)
 
 
+def test_corrupted_download_is_detected_and_fetched_again(
+    raw: dict[str, str], proxy: FaultyProxy, azurite_server: AzuriteServer
+) -> None:
+    raw = {**raw, "endpoint": f"http://127.0.0.1:{proxy.port}/{azurite_server.account_name}"}
+    data = os.urandom(64 * 1024)
+    with open_destination(raw) as dest:
+        dest.ensure_location()
+        dest.write("read-back.bin", io.BytesIO(data), len(data))
+        proxy.corrupt_gets = 1
+        with dest.open_read("read-back.bin") as stream:
+            assert stream.read() == data
+        # The range's MD5 did not match: the SDK refused the spoiled body and asked again.
+        assert proxy.count("GET", "read-back.bin") == 2
+
+
 def test_throttling_is_retried(
     raw: dict[str, str], proxy: FaultyProxy, azurite_server: AzuriteServer
 ) -> None:
@@ -390,7 +417,7 @@ def test_throttling_is_retried(
         proxy.throttle_puts = 1
         info = dest.write("throttled.txt", io.BytesIO(b"eventually"), 10)
         assert info.size == 10
-        assert proxy.puts_to("throttled.txt") == 2  # one 503, one retry that went through
+        assert proxy.count("PUT", "throttled.txt") == 2  # one 503, one retry that went through
         with dest.open_read("throttled.txt") as stream:
             assert stream.read() == b"eventually"
 
