@@ -163,7 +163,7 @@ def overhead_table(startup: Sequence[StartupResult], idle: IdleResult | None) ->
     if idle is not None:
         lines.append(
             f"| idle daemon, all five types, {idle.seconds:.0f} s window | 1 | "
-            f"ready after {idle.ready_seconds:.2f} | {idle.cpu_seconds:.2f} "
+            f"ready after {idle.ready_seconds:.2f} | {idle.cpu_seconds:.3f} "
             f"({idle.cpu_percent:.2f} % of a core) | {idle.max_rss_kib / 1024:.0f} "
             f"| RSS {idle.rss_start_kib / 1024:.0f} MiB at start, "
             f"{idle.rss_end_kib / 1024:.0f} MiB at end {idle.note} |"
