@@ -119,7 +119,8 @@ class FakeGCS:
                 )
                 fake.seen.append(seen)
                 status, payload, *rest = fake.respond(seen)
-                headers = rest[0] if rest else {}
+                headers = dict(rest[0]) if rest else {}
+                truncate = headers.pop("X-Fake-Truncate", None)  # drop the connection early
                 if isinstance(payload, bytes):
                     data = payload
                 else:
@@ -130,6 +131,8 @@ class FakeGCS:
                     self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
+                if truncate is not None:
+                    data, self.close_connection = data[: int(truncate)], True
                 self.wfile.write(data)
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _any
@@ -479,7 +482,9 @@ class ResumableSession:
         content_range = seen.headers["content-range"]
         if content_range == f"bytes */{self.size}":  # "how much did you keep?"
             return 308, None, ({"Range": f"bytes=0-{len(self.kept) - 1}"} if self.kept else {})
-        start = int(re.fullmatch(r"bytes (\d+)-\d+/\d+", content_range).group(1))
+        match = re.fullmatch(r"bytes (\d+)-\d+/\d+", content_range)
+        assert match, content_range
+        start = int(match.group(1))
         assert start == len(self.kept), "the client resumed from the wrong offset"
         if self.fail_first_put_after is not None:
             self.kept.extend(seen.body[: self.fail_first_put_after])
@@ -580,6 +585,34 @@ def test_read_back_verifies_crc32c(gcs_server: GCSServer, fake_gcs, bucket_name:
     assert download.query["generation"] == ["7"]  # the read is pinned to what stat saw
 
 
+def test_interrupted_download_resumes_with_a_range(
+    gcs_server: GCSServer, fake_gcs, bucket_name: str
+) -> None:
+    data = bytes((i * 13) % 256 for i in range(3 * MiB))
+    cut = MiB + 123
+
+    def respond(seen: Seen) -> Reply:
+        if not seen.path.startswith("/download/"):
+            return 200, {"name": "k.bin", "bucket": bucket_name, "size": str(len(data)),
+                         "generation": "3", "crc32c": crc32c_b64(data)}  # fmt: skip
+        asked = seen.headers.get("range")
+        if asked is None:
+            return 200, data, {"X-Fake-Truncate": str(cut)}
+        match = re.fullmatch(r"bytes=(\d+)-", asked)
+        assert match, asked
+        start = int(match.group(1))
+        return 206, data[start:], {"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"}
+
+    fake = fake_gcs(respond)
+    with (
+        open_destination(gcs_server.config(bucket_name, endpoint=fake.url)) as destination,
+        destination.open_read("k.bin") as stream,
+    ):
+        assert stream.read() == data
+    downloads = [s for s in fake.seen if s.path.startswith("/download/")]
+    assert [d.headers.get("range") for d in downloads] == [None, f"bytes={cut}-"]
+
+
 def test_object_names_and_describe(gcs_server: GCSServer, inspector, bucket_name) -> None:
     raw = gcs_server.config(bucket_name, bucket_path="/svc/redis/")
     with open_destination(raw) as destination:
@@ -604,7 +637,9 @@ def test_listing_follows_page_tokens(gcs_server: GCSServer, fake_gcs, bucket_nam
     def respond(seen: Seen) -> Reply:
         size = int(seen.query["maxResults"][0])
         start = int(seen.query.get("pageToken", ["0"])[0])
-        page = {"items": [{"name": n, "size": "1"} for n in names[start : start + size]]}
+        page: dict[str, Any] = {
+            "items": [{"name": n, "size": "1"} for n in names[start : start + size]]
+        }
         if start + size < len(names):
             page["nextPageToken"] = str(start + size)
         return 200, page

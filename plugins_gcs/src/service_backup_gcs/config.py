@@ -61,11 +61,16 @@ def parse_service_account(text: str) -> dict[str, Any]:
     return info
 
 
-def _or_default(default: str) -> Any:
-    def convert(value: str) -> str:
-        return value.strip() or default
+def _location(value: str) -> str:
+    return value.strip() or DEFAULT_LOCATION
 
-    return convert
+
+def _bucket_path(value: str) -> str:
+    return value.strip().strip("/")
+
+
+def _endpoint(value: str) -> str:
+    return value.strip().rstrip("/")
 
 
 def _storage_class(value: str) -> str:
@@ -94,14 +99,12 @@ class GCSConfig:
     service_account_json: Secret = required()  # noqa: RUF009 - an attrs field
     project_id: str = required()
     bucket_name: str = required()
-    bucket_path: str = attrs.field(default="", converter=lambda v: v.strip().strip("/"))
-    location: str = attrs.field(default=DEFAULT_LOCATION, converter=_or_default(DEFAULT_LOCATION))
+    bucket_path: str = attrs.field(default="", converter=_bucket_path)
+    location: str = attrs.field(default=DEFAULT_LOCATION, converter=_location)
     storage_class: str = attrs.field(
         default=DEFAULT_STORAGE_CLASS, converter=_storage_class, validator=_check_storage_class
     )
-    endpoint: str = attrs.field(
-        default="", converter=lambda v: v.strip().rstrip("/"), validator=_check_endpoint
-    )
+    endpoint: str = attrs.field(default="", converter=_endpoint, validator=_check_endpoint)
 
     @service_account_json.validator
     def _check_service_account(self, attribute: attrs.Attribute, value: Secret) -> None:

@@ -31,11 +31,13 @@ import io
 import os
 import re
 import time
+import urllib.parse
 from collections.abc import Iterator
 from typing import IO, Any, Final
 
 import google_crc32c
 import requests
+import urllib3
 from google.api_core import exceptions as api_exceptions
 from google.api_core.retry import Retry
 from google.auth import exceptions as auth_exceptions
@@ -59,8 +61,6 @@ MiB: Final = 1024 * KiB
 SINGLE_REQUEST_LIMIT: Final = 2 * MiB
 #: Read size while streaming a large file (and while re-reading it to resume).
 STREAM_BLOCK: Final = 256 * KiB
-#: Ranged-read size for ``open_read`` (one buffer per open stream).
-READ_CHUNK_SIZE: Final = 8 * MiB
 CONNECT_TIMEOUT: Final = 10.0
 #: Waiting for the server: between bytes, and for the answer once a request is sent.
 READ_TIMEOUT: Final = 60.0
@@ -72,6 +72,13 @@ SCOPES: Final = ("https://www.googleapis.com/auth/devstorage.full_control",)
 PUBLIC_ENDPOINT: Final = "https://storage.googleapis.com"
 CONTENT_TYPE: Final = "application/octet-stream"
 _RETRYABLE_STATUS: Final = frozenset({408, 429, 500, 502, 503, 504})
+#: Failures of the connection itself (urllib3's own errors escape from a streamed body).
+_NETWORK_ERRORS: Final = (
+    requests.ConnectionError,
+    requests.Timeout,
+    ConnectionError,
+    urllib3.exceptions.HTTPError,
+)
 
 _METHOD_PREFIX = re.compile(r"^(GET|POST|PUT|PATCH|DELETE|HEAD) \S+: ")
 
@@ -79,9 +86,12 @@ _METHOD_PREFIX = re.compile(r"^(GET|POST|PUT|PATCH|DELETE|HEAD) \S+: ")
 class GCSDestination(Destination):
     """A bucket (and optional ``bucket_path`` inside it) on Google Cloud Storage.
 
-    ``file_concurrency`` is 4: enough to hide per-request latency for many small files, while a
-    folder of large files holds at most 4 chunks (plus their request bodies, ~64 MiB) in
-    memory. More would not help against the emulator, which serves one request at a time.
+    ``file_concurrency`` is 4. Parallel requests hide GCS's per-request latency for many small
+    files, and memory stays small whatever the count (a small file is at most
+    ``SINGLE_REQUEST_LIMIT`` in memory, a large one a few stream blocks). More gains little
+    for backup-sized folders, and against gcp-storage-emulator it hurts: the emulator serves
+    one request at a time with a listen backlog of 5, so extra connections only queue or are
+    dropped and retried by TCP.
     """
 
     file_concurrency = 4
@@ -268,17 +278,16 @@ class GCSDestination(Destination):
 
     def open_read(self, key: str) -> IO[bytes]:
         found = self._get(key)
-        # A fresh handle pinned to the generation just seen: a concurrent overwrite cannot mix
-        # two versions, and the SDK builds the download URL itself (the emulator's mediaLink
-        # does not percent-encode names, so '#' or '?' in a name would break it).
-        blob = self._bucket.blob(found.name, generation=found.generation)
-        try:
-            reader = blob.open(
-                "rb", chunk_size=READ_CHUNK_SIZE, timeout=self._timeout, retry=self._retry()
-            )
-        except Exception as exc:
-            raise self._errors.translate(exc, f"reading {self._where(key)}") from None
-        return _TranslatingReader(reader, self, key, found)  # type: ignore[return-value]
+        # Pinned to the generation just seen, so a concurrent overwrite cannot mix two
+        # versions. The URL is built here, not taken from the object's mediaLink, which the
+        # emulator does not percent-encode ('#' or '?' in a name would break it).
+        url = (
+            f"{self._client.api_endpoint}/download/storage/v1/b/"
+            f"{urllib.parse.quote(self.bucket_name, safe='')}/o/"
+            f"{urllib.parse.quote(found.name, safe='')}?alt=media&generation={found.generation}"
+        )
+        reader = _StreamedRead(self, key, url, found.size or 0, found.crc32c)
+        return io.BufferedReader(reader, STREAM_BLOCK)  # type: ignore[return-value]
 
     def stat(self, key: str) -> ObjectInfo:
         blob = self._get(key)
@@ -500,65 +509,107 @@ class _TrackedStream:
         return True
 
 
-class _TranslatingReader(io.RawIOBase):
-    """The SDK's chunked BlobReader: errors become DestinationErrors, CRC32C is checked.
+class _StreamedRead(io.RawIOBase):
+    """An object read in one streamed GET, resumed with a Range after a network failure.
 
-    Ranged reads carry no checksum, so the stream keeps a running CRC32C and compares it
-    with the object's at the end: a backup read back through here is verified end to end.
+    Memory is one socket buffer whatever the size; the emulator (which loads the whole object
+    for every request) reads it once. Ranged reads carry no checksum, so a running CRC32C is
+    compared with the object's when the last byte has been read.
     """
 
-    def __init__(self, reader: Any, owner: GCSDestination, key: str, blob: storage.Blob) -> None:
-        self._reader = reader
-        self._owner = owner
-        self._key = key
-        self._size = blob.size or 0
-        self._expected = blob.crc32c
+    def __init__(
+        self, owner: GCSDestination, key: str, url: str, size: int, crc32c: str | None
+    ) -> None:
+        self._owner, self._key, self._url = owner, key, url
+        self._size, self._expected = size, crc32c
         self._crc = google_crc32c.Checksum()
         self._position = 0
+        self._response: requests.Response | None = None
         self._verified = False
 
     def readable(self) -> bool:
         return True
 
-    def _fail(self, exc: BaseException) -> DestinationError:
-        return self._owner._errors.translate(
-            exc, f"reading {self._owner._where(self._key)}", missing=self._owner._missing(self._key)
-        )
+    @property
+    def _what(self) -> str:
+        return f"reading {self._owner._where(self._key)}"
 
-    def read(self, size: int | None = -1) -> bytes:
+    def _open(self) -> None:
+        headers = {"Range": f"bytes={self._position}-"} if self._position else {}
+        response = self._owner._session.get(
+            self._url, headers=headers, stream=True, timeout=self._owner._timeout
+        )
+        expected = 206 if self._position else 200
+        if response.status_code == expected or (response.status_code == 206 and not headers):
+            self._response = response
+            return
         try:
-            data = self._reader.read(-1 if size is None else size)
-        except Exception as exc:
-            raise self._fail(exc) from None
-        self._crc.update(data)
-        self._position += len(data)
-        if not self._verified and (not data or self._position >= self._size):
+            if response.status_code == 404:
+                raise ObjectNotFound(self._owner._missing(self._key) + " (deleted while read)")
+            if response.status_code == 200:
+                raise self._owner._errors._error(f"{self._what} failed: GCS ignored the Range")
+            raise api_exceptions.from_http_response(response)
+        finally:
+            response.close()
+
+    def readinto(self, buffer: Any) -> int:
+        if self.closed:
+            raise ValueError("read from a closed stream")
+        if self._position >= self._size:
             self._verify()
-        return data
+            return 0
+        view = memoryview(buffer).cast("B")
+        wanted = min(len(view), self._size - self._position)
+        deadline = time.monotonic() + self._owner.retry_deadline
+        delay = 0.5
+        while True:
+            try:
+                if self._response is None:
+                    self._open()
+                assert self._response is not None
+                data = self._response.raw.read(wanted, decode_content=False)
+                if not data:
+                    raise ConnectionError("the download ended early")
+                break
+            except DestinationError:
+                raise
+            except Exception as exc:
+                self._drop()
+                retryable = _transient(exc) or _status(exc) in _RETRYABLE_STATUS
+                error = self._owner._errors.translate(exc, self._what)
+                if not retryable:
+                    raise error from None
+                if time.monotonic() + delay > deadline:
+                    raise self._owner._errors._error(f"{error} (gave up after retrying)") from None
+                time.sleep(delay)  # back-off, then resume from the last byte received
+                delay = min(delay * 2, 8.0)
+        count = len(data)
+        view[:count] = data
+        self._crc.update(data)
+        self._position += count
+        if self._position >= self._size:
+            self._verify()
+        return count
 
     def _verify(self) -> None:
+        if self._verified:
+            return
         self._verified = True
         if self._expected is None:
             return
         actual = base64.b64encode(self._crc.digest()).decode()
-        if self._position != self._size or actual != self._expected:
-            raise DestinationError(
-                f"reading {self._owner._where(self._key)} failed: checksum mismatch "
-                f"({self._position} of {self._size} bytes, CRC32C {actual}, "
-                f"stored {self._expected})"
+        if actual != self._expected:
+            raise self._owner._errors._error(
+                f"{self._what} failed: checksum mismatch (CRC32C {actual}, stored {self._expected})"
             )
 
-    def readall(self) -> bytes:
-        return self.read(-1)
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+    def _drop(self) -> None:
+        if self._response is not None:
+            self._response.close()
+            self._response = None
 
     def close(self) -> None:
-        if not self.closed:
-            self._reader.close()
+        self._drop()
         super().close()
 
 
@@ -568,7 +619,7 @@ def _transient(exc: BaseException) -> bool:
         return False
     if isinstance(exc, auth_exceptions.TransportError):
         return True
-    return isinstance(exc, requests.ConnectionError | requests.Timeout | ConnectionError)
+    return isinstance(exc, _NETWORK_ERRORS)
 
 
 def _timestamp(text: Any) -> datetime.datetime | None:
@@ -655,7 +706,7 @@ class _Translator:
                 f"{what} failed: cannot reach the token endpoint {self.token_uri}: "
                 f"{_network_reason(cause)}"
             )
-        if isinstance(exc, requests.RequestException | ConnectionError):
+        if isinstance(exc, (*_NETWORK_ERRORS, requests.RequestException)):
             return self._error(
                 f"{what} failed: cannot reach GCS at {self.endpoint}: {_network_reason(exc)}"
             )
