@@ -4,6 +4,7 @@ temp-name-and-rename, literal paths, and the CLI end to end."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import re
@@ -33,6 +34,7 @@ from service_backup.run import run_backup
 from service_backup.source import SourceFile
 from service_backup_scp import ScpConfig, ScpDestination
 from service_backup_scp._session import CHANNELS_PER_CONNECTION, CONNECTIONS, SessionPool
+from service_backup_scp.destination import SPLIT_SEGMENT, SPLIT_THRESHOLD
 from service_backup_scp.upload import BATCH_BYTES, BATCH_FILES, batches, read_small
 from tests.core.cli import run_cli, write_config
 from tests.servers import free_port
@@ -513,6 +515,47 @@ def test_short_source_is_not_renamed_into_place(sshd: SshServer) -> None:
         with pytest.raises(Exception, match="gave 3 bytes, 10 expected"):
             dest.write("short.bin", io.BytesIO(b"abc"), 10)
     assert list(Path(raw["destination"]).iterdir()) == []
+
+
+def test_big_file_goes_up_as_two_streams(sshd: SshServer, tmp_path: Path) -> None:
+    size = SPLIT_THRESHOLD + 3 * SPLIT_SEGMENT // 2 + 12_345  # an odd tail after the segments
+    source = tmp_path / "big.bin"
+    with open(source, "wb") as out:
+        for _ in range(size // MIB):
+            out.write(os.urandom(MIB))
+        out.write(os.urandom(size % MIB))
+    raw = raw_config(sshd)
+    with open_destination(raw) as dest:
+        dest.ensure_location()
+        with open(source, "rb") as stream:
+            assert dest.write("big/big.bin", stream, size).size == size
+        # the second stream needed a second channel: on the second connection
+        assert len(dest.pool._connections) == 2
+    landed = Path(raw["destination"]) / "big" / "big.bin"
+    assert (
+        hashlib.sha256(landed.read_bytes()).digest() == hashlib.sha256(source.read_bytes()).digest()
+    )
+    assert partials(Path(raw["destination"])) == []
+
+
+def test_big_file_on_a_read_only_server_leaves_nothing(sshd: SshServer, tmp_path: Path) -> None:
+    source = tmp_path / "sparse.bin"
+    with open(source, "wb") as out:
+        out.truncate(SPLIT_THRESHOLD + 1)  # sparse: big but instant
+    existing = sshd.root / f"ro-big-{uuid.uuid4().hex}"
+    existing.mkdir()
+    raw = raw_config(
+        sshd, port=sshd.read_only_port, fingerprint=sshd.read_only_keyscan,
+        destination=str(existing),
+    )  # fmt: skip
+    with (
+        open_destination(raw) as dest,
+        open(source, "rb") as stream,
+        pytest.raises(DestinationError) as info,
+    ):
+        dest.write("sparse.bin", stream, SPLIT_THRESHOLD + 1)
+    assert str(info.value) == f"permission denied: cannot write 127.0.0.1:{existing}/sparse.bin"
+    assert list(existing.iterdir()) == []
 
 
 SHELL_NAMES = [

@@ -270,9 +270,25 @@ class SessionPool:
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
-        session = self._take()
-        try:
+        session = self._take(wait=True)
+        assert session is not None
+        with self._lent(session):
             yield session
+
+    @contextlib.contextmanager
+    def spare_session(self) -> Iterator[Session | None]:
+        """A channel if one is free or can be opened now, else None (never waits)."""
+        session = self._take(wait=False)
+        if session is None:
+            yield None
+            return
+        with self._lent(session):
+            yield session
+
+    @contextlib.contextmanager
+    def _lent(self, session: Session) -> Iterator[None]:
+        try:
+            yield
         except BaseException:
             if not session.broken and not _healthy(session):
                 session.broken = True
@@ -280,7 +296,7 @@ class SessionPool:
             raise
         self._give_back(session)
 
-    def _take(self) -> Session:
+    def _take(self, wait: bool) -> Session | None:
         deadline = time.monotonic() + self._timeout
         with self._changed:
             while True:
@@ -294,9 +310,11 @@ class SessionPool:
                 plan = self._plan()
                 if plan is not None:
                     break
+                if not wait:
+                    return None
                 if not self._changed.wait(deadline - time.monotonic()):
                     raise DestinationError(
-                        f"no SFTP session to {self._where} became free within {IDLE_TIMEOUT:.0f} s"
+                        f"no SFTP session to {self._where} became free within {self._timeout:g} s"
                     )
         return self._open(plan)
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import struct
+import threading
+from collections.abc import Callable
 from typing import IO
 
 import paramiko
@@ -83,9 +85,9 @@ class _Replies:
             raise self.error
 
 
-def open_for_write(client: paramiko.SFTPClient, path: str) -> bytes:
-    """Create or truncate ``path``; return the server's handle."""
-    flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC
+def open_for_write(client: paramiko.SFTPClient, path: str, create: bool = True) -> bytes:
+    """Create or truncate ``path`` (or open the existing file as it is); return the handle."""
+    flags = SFTP_FLAG_WRITE | (SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC if create else 0)
     kind, msg = client._request(CMD_OPEN, path, flags, paramiko.SFTPAttributes())
     if kind != CMD_HANDLE:
         raise SFTPError(f"unexpected reply type {kind} to open")
@@ -196,6 +198,66 @@ def write_handle(
         with contextlib.suppress(Exception):
             replies.drain()
         raise
+
+
+def write_ranges(
+    client: paramiko.SFTPClient,
+    handle: bytes,
+    read_at: Callable[[int, int], bytes],
+    ranges: list[tuple[int, int]],
+    chunk: int,
+    stop: threading.Event,
+) -> int:
+    """Write the byte ranges ``[start, end)`` read with ``read_at``; wait for every answer.
+
+    One of the streams of a split upload: each stream has its own channel (and send window),
+    so while one waits for the server's window to open, the other sends. Returns the bytes
+    sent; fewer than the ranges hold when the source ended early. Gives up early (returning
+    what was sent) once ``stop`` is set by the other stream's failure.
+    """
+    replies = _Replies(client)
+    sent = 0
+    try:
+        for start, end in ranges:
+            offset = start
+            while offset < end and not stop.is_set():
+                data = read_at(offset, min(chunk, end - offset))
+                if not data:
+                    break
+                _send(client, _write_frame(client, replies, handle, offset, data))
+                replies.outstanding += 1
+                offset += len(data)
+                sent += len(data)
+                if replies.outstanding > MAX_IN_FLIGHT:
+                    replies.drain(MAX_IN_FLIGHT // 2)
+                elif client.sock.recv_ready():
+                    replies.drain(replies.outstanding - 1)
+                replies.raise_if_failed()
+        replies.drain()
+        replies.raise_if_failed()
+        return sent
+    except BaseException:
+        with contextlib.suppress(Exception):
+            replies.drain()
+        raise
+
+
+def finish(client: paramiko.SFTPClient, handle: bytes) -> int:
+    """fstat then close (one round trip); the size the server reports."""
+    fstat, fstat_frame = _frame(client, type(None), CMD_FSTAT, handle)
+    close, close_frame = _frame(client, type(None), CMD_CLOSE, handle)
+    _send(client, fstat_frame + close_frame)
+    kind, msg = client._read_response(fstat)
+    if kind != CMD_ATTRS:
+        raise SFTPError(f"unexpected reply type {kind} to fstat")
+    stored = paramiko.SFTPAttributes._from_msg(msg).st_size
+    client._read_response(close)
+    return int(stored if stored is not None else -1)
+
+
+def close_handle(client: paramiko.SFTPClient, handle: bytes) -> None:
+    """Close, raising what the server says (a close can report a failed flush)."""
+    client._request(CMD_CLOSE, handle)
 
 
 def close_quietly(client: paramiko.SFTPClient, handle: bytes) -> None:
