@@ -25,7 +25,7 @@ from service_backup.errors import ConfigError, DestinationError, ObjectNotFound
 from service_backup.plugins import PluginRegistry
 from service_backup_s3 import S3Config, S3Destination
 from service_backup_s3._tls import CaBundle, system_ca_bundle
-from service_backup_s3.destination import MULTIPART_THRESHOLD
+from service_backup_s3.destination import MAX_ATTEMPTS, MULTIPART_THRESHOLD
 from tests.core.cli import run_cli, write_config
 
 from .conftest import new_bucket_name
@@ -369,6 +369,107 @@ def test_corrupted_transfer_fails_and_leaves_nothing(
     with open_destination(s3_config) as dest, pytest.raises(ObjectNotFound):
         dest.stat("corrupt.bin")
     assert s3_admin.list_objects_v2(Bucket=s3_config["bucket_name"]).get("KeyCount") == 0
+
+
+class ThrottlingRelay:
+    """Answers the first ``throttle`` requests with 503 SlowDown, relays the rest to moto."""
+
+    BODY = (
+        b'<?xml version="1.0" encoding="UTF-8"?>'
+        b"<Error><Code>SlowDown</Code><Message>Reduce your request rate.</Message></Error>"
+    )
+    SLOW_DOWN = (
+        b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
+    )
+
+    def __init__(self, port: int, throttle: int) -> None:
+        self.port, self.throttle = port, throttle
+        self.requests = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            data = client.recv(65536)
+            if not data:
+                client.close()
+                return
+            head += data
+        self.requests += 1
+        if self.requests <= self.throttle:
+            client.sendall(self.SLOW_DOWN)
+            client.close()
+            return
+        upstream = socket.create_connection(("127.0.0.1", self.port))
+        upstream.sendall(head)
+        threading.Thread(target=_pipe, args=(upstream, client), daemon=True).start()
+        _pipe(client, upstream)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+
+@pytest.fixture
+def moto_port(moto: MotoServer) -> int:
+    return int(moto.endpoint.rsplit(":", 1)[1])
+
+
+def test_throttling_is_retried_with_back_off(
+    moto_port: int, s3_config: dict[str, Any], s3_admin: Any
+) -> None:
+    with open_destination(s3_config) as dest:
+        dest.ensure_location()
+    relay = ThrottlingRelay(moto_port, throttle=2)
+    try:
+        with open_destination({**s3_config, "endpoint_url": relay.endpoint}) as dest:
+            assert dest.write("retried.txt", io.BytesIO(b"retried"), 7).size == 7
+    finally:
+        relay.close()
+    assert relay.requests == 3  # two refusals, then the PUT that went through
+    got = s3_admin.get_object(Bucket=s3_config["bucket_name"], Key="backups/redis/retried.txt")
+    assert got["Body"].read() == b"retried"
+
+
+def test_persistent_throttling_fails_in_bounded_time(
+    moto_port: int, s3_config: dict[str, Any]
+) -> None:
+    relay = ThrottlingRelay(moto_port, throttle=1_000_000)
+    started = time.monotonic()
+    try:
+        with (
+            open_destination({**s3_config, "endpoint_url": relay.endpoint}) as dest,
+            pytest.raises(DestinationError) as info,
+        ):
+            dest.write("never.txt", io.BytesIO(b"never"), 5)
+    finally:
+        relay.close()
+    assert time.monotonic() - started < 30
+    assert relay.requests == MAX_ATTEMPTS  # bounded retries, not one attempt and not forever
+    assert str(info.value).startswith(f"cannot upload {s3_config['bucket_name']}/")
+    assert "SlowDown" in str(info.value)
 
 
 # ------------------------------------------------------------------------------ end to end

@@ -8,10 +8,12 @@ Two upload paths, chosen by size:
   store that does not check). No HEAD follows: on a server that spends milliseconds per request
   an extra HEAD halves small-file throughput, and the seed's IAM policy does not grant
   ``s3:GetObject`` anyway;
-* from the threshold up, s3transfer's managed multipart upload, shared by all threads of the
-  destination so that memory is bounded by ``PART_SIZE * MAX_PARTS_IN_MEMORY`` however many
-  big files are in flight. Each part carries the SDK's CRC32 checksum, which S3 verifies, and a
-  failed transfer aborts its multipart upload, so nothing complete-looking is left behind.
+* from the threshold up, s3transfer's managed multipart upload (``PART_CONCURRENCY`` parts in
+  flight, shared by all threads of the destination). A source file's parts are read by offset
+  while they are sent rather than copied into memory first (``_source``), so a 2 GiB file
+  costs no more memory than a small one. Each part carries the SDK's CRC32 checksum, which S3
+  verifies, and a failed transfer aborts its multipart upload, so nothing complete-looking is
+  left behind.
 
 Either way the stored size reported back is the number of bytes the transfer actually read
 from the source, which the core compares with the file's size.
@@ -51,9 +53,12 @@ FILE_CONCURRENCY = 8
 MULTIPART_THRESHOLD = 8 * MiB
 #: Part size: s3transfer's default; it grows it for files that would need over 10,000 parts.
 PART_SIZE = 8 * MiB
-#: Parts uploaded at once, across all big files of the destination.
-PART_CONCURRENCY = 4
-#: Parts read ahead of the upload; with PART_SIZE this bounds multipart memory (here 48 MiB).
+#: Parts uploaded at once, across all big files of the destination. On loopback moto 4 and 8
+#: are equally fast (the server is the bottleneck); over a real network each connection is
+#: latency-bound, so 8 (aws-cli uses 10).
+PART_CONCURRENCY = 8
+#: Only for streams without a file descriptor (a file's parts are read by offset while they
+#: are sent, see ``_source``): parts held in memory at once, so at most 48 MiB.
 MAX_PARTS_IN_MEMORY = 6
 #: A dead or black-holed endpoint fails a request in seconds, not minutes.
 CONNECT_TIMEOUT = 5
