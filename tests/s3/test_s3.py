@@ -542,3 +542,37 @@ def test_cli_failure_is_one_line_without_secrets(s3_config: dict[str, Any], tmp_
         assert secret not in result.stdout and secret not in result.stderr
     assert "Traceback" not in result.stderr
     assert json.dumps(error).count("\\n") == 0
+
+
+def test_check_cli_round_trip(s3_config: dict[str, Any], s3_admin: Any, tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "backup.yml",
+        {
+            "destinations": [{"type": "s3", "name": "s3-check", "config": s3_config}],
+            "source_folder": str(tmp_path),
+            "cron_schedule": "@daily",
+        },
+    )
+    result = run_cli("check", str(config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    bucket = s3_config["bucket_name"]
+    assert f"ok   s3-check (s3): write, list, read, delete ok at {bucket}/backups/redis/" in (
+        result.stdout
+    )
+    assert s3_admin.list_objects_v2(Bucket=bucket).get("KeyCount") == 0  # the probe is gone
+    assert s3_config["secret_access_key"] not in result.stdout + result.stderr
+
+
+def test_validate_cli_names_a_bad_option(s3_config: dict[str, Any], tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "backup.yml",
+        {
+            "destinations": [{"type": "s3", "config": {**s3_config, "addressing_style": "dns"}}],
+            "source_folder": str(tmp_path),
+            "cron_schedule": "@daily",
+        },
+    )
+    result = run_cli("validate", str(config))
+    assert result.returncode == 2
+    assert "destinations[0].config.addressing_style" in result.stdout + result.stderr
+    assert s3_config["secret_access_key"] not in result.stdout + result.stderr
