@@ -132,7 +132,7 @@ class DestinationSuite:
     large_file_size: ClassVar[int] = 80 * MiB
     #: Peak RSS growth allowed while writing the large file; must be below half its size so a
     #: destination that reads the whole file into memory cannot pass.
-    max_rss_growth: ClassVar[int] = 40 * MiB
+    max_rss_growth: ClassVar[int] = 32 * MiB
     #: Objects written by the listing test: more than one page of the backend's listing API.
     listing_entries: ClassVar[int] = 1001
     #: When set, ``destination.list_page_size`` is set to it first (cheap paging on slow servers).
