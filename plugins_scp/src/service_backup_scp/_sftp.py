@@ -39,6 +39,9 @@ from paramiko.sftp import (
 OPENSSH_CHUNK = 255 * 1024
 #: The size every SFTP server must accept (draft-ietf-secsh-filexfer-02, paramiko's default).
 PORTABLE_CHUNK = 32 * 1024
+#: One channel read in ``_collect``; a reply larger than MAX_REPLY means the stream is garbled.
+BULK_READ = 256 * 1024
+MAX_REPLY = 16 * 1024 * 1024
 #: Outstanding write requests per file; with 255 KiB chunks this covers several windows.
 MAX_IN_FLIGHT = 32
 
@@ -287,9 +290,44 @@ def exchange(
     collector = _Collector()
     framed = [_frame(client, collector, kind, *args) for kind, args in requests]
     _send(client, b"".join(frame for _, frame in framed))
-    while len(collector.replies) < len(framed):
-        client._read_response()
+    _collect(client, collector, len(framed))
     return [collector.replies[num] for num, _ in framed]
+
+
+def _collect(client: paramiko.SFTPClient, collector: _Collector, count: int) -> None:
+    """Read replies in bulk until ``collector`` has ``count`` of them.
+
+    ``SFTPClient._read_response`` reads each reply with two channel reads (length, body),
+    each taking the channel's lock and condition; a batch's replies arrive together, so
+    reading whatever is buffered and splitting it here costs a fraction of that. Only
+    requests made on this channel are outstanding and the server answers in order, so
+    nothing after the last of these replies can be in the buffer; replies to older requests
+    (left by an earlier failure) come first and are routed as paramiko would route them.
+    """
+    buffer = bytearray()
+    while len(collector.replies) < count:
+        data = client.sock.recv(BULK_READ)
+        if not data:
+            raise EOFError("the server closed the SFTP channel")
+        buffer += data
+        while len(buffer) >= 4:
+            size = int.from_bytes(buffer[:4], "big")
+            if size > MAX_REPLY:
+                raise SFTPError(f"garbled SFTP reply ({size} bytes announced)")
+            if len(buffer) < 4 + size:
+                break
+            kind = buffer[4]
+            msg = paramiko.Message(bytes(buffer[5 : 4 + size]))
+            del buffer[: 4 + size]
+            num = msg.get_int()
+            with client._lock:
+                owner = client._expecting.pop(num, None)
+            if owner is collector:
+                collector.replies[num] = (kind, msg)
+            elif owner is not None and owner is not type(None):
+                owner._async_response(kind, msg, num)
+    if buffer:
+        raise SFTPError("unexpected data after the last SFTP reply")
 
 
 def status_error(client: paramiko.SFTPClient, kind: int, msg: paramiko.Message) -> OSError | None:
