@@ -22,6 +22,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from loguru import logger
+from paramiko.sftp import CMD_STAT
 
 import service_backup_scp
 from service_backup.config import parse_config, structure_destination_config
@@ -801,6 +802,23 @@ def test_batch_on_a_read_only_server_is_permission_denied(sshd: SshServer, tmp_p
         f"destination onprem: permission denied: cannot write 127.0.0.1:{landed}/dump.rdb"
     )
     assert list(landed.iterdir()) == []
+
+
+def test_batch_after_a_reply_left_unread_on_the_channel(sshd: SshServer) -> None:
+    # A failed operation can leave an answer unread on a channel that is reused; the batch
+    # reader must route it away and still match every reply of its own.
+    raw = raw_config(sshd)
+    with open_destination(raw) as dest:
+        dest.ensure_location()
+        with dest.pool.session() as session:
+            session.client._async_request(type(None), CMD_STAT, raw["destination"])
+        infos = dest.write_batch([("a.txt", b"a"), ("sub/b.txt", b"bb"), ("empty", b"")])
+        assert [i.size for i in infos] == [1, 2, 0]
+        assert len(dest.pool._connections) == 1  # the same channel was used
+    base = Path(raw["destination"])
+    assert (base / "a.txt").read_bytes() == b"a"
+    assert (base / "sub" / "b.txt").read_bytes() == b"bb"
+    assert (base / "empty").read_bytes() == b""
 
 
 def test_small_file_that_changed_size_is_a_source_error(tmp_path: Path) -> None:
