@@ -5,6 +5,10 @@ no remote shell command ever runs, so no path can be interpreted by a shell and 
 rc files cost nothing. Each file is written under a temporary name in its folder and renamed
 into place (``posix-rename@openssh.com``, which replaces atomically) only after the server
 reported the expected size, so a half-written file never carries its final name.
+
+Three ways up, same guarantees: ``write`` streams a file with pipelined 255 KiB writes;
+files of ``SPLIT_THRESHOLD`` and more go as two streams on two channels; ``write_batch``
+(used by this plugin's upload hook, ``upload.py``) sends many small files in three exchanges.
 """
 
 from __future__ import annotations
