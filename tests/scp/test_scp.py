@@ -539,6 +539,20 @@ def test_big_file_goes_up_as_two_streams(sshd: SshServer, tmp_path: Path) -> Non
     assert partials(Path(raw["destination"])) == []
 
 
+def test_big_file_that_shrank_is_not_renamed_into_place(sshd: SshServer, tmp_path: Path) -> None:
+    # A dump rewritten during the backup: fewer bytes than listed reach the server.
+    listed = SPLIT_THRESHOLD + SPLIT_SEGMENT
+    source = tmp_path / "shrunk.bin"
+    with open(source, "wb") as out:
+        out.truncate(SPLIT_THRESHOLD + 5)
+    raw = raw_config(sshd)
+    with open_destination(raw) as dest, open(source, "rb") as stream:
+        dest.ensure_location()
+        with pytest.raises(SourceError, match=f"gave {SPLIT_THRESHOLD + 5} bytes, {listed}"):
+            dest.write("shrunk.bin", stream, listed)
+    assert list(Path(raw["destination"]).iterdir()) == []
+
+
 def test_big_file_on_a_read_only_server_leaves_nothing(sshd: SshServer, tmp_path: Path) -> None:
     source = tmp_path / "sparse.bin"
     with open(source, "wb") as out:
@@ -821,11 +835,13 @@ def test_batch_after_a_reply_left_unread_on_the_channel(sshd: SshServer) -> None
     assert (base / "empty").read_bytes() == b""
 
 
-def test_small_file_that_changed_size_is_a_source_error(tmp_path: Path) -> None:
+def test_small_file_that_changed_or_vanished_is_a_source_error(tmp_path: Path) -> None:
     path = tmp_path / "grown.log"
     path.write_bytes(b"0123456789")
     with pytest.raises(SourceError, match=r"grown\.log changed size during the run \(4 bytes"):
         read_small(SourceFile(path, "grown.log", 4))
+    with pytest.raises(SourceError, match=r"gone\.log vanished during the run"):
+        read_small(SourceFile(tmp_path / "gone.log", "gone.log", 4))
 
 
 # ------------------------------------------------------------------------------ end to end
