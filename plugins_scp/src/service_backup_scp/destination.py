@@ -476,13 +476,16 @@ class ScpDestination(Destination):
             handle = session.client.open(path, "rb")
             handle.MAX_REQUEST_SIZE = _sftp.chunk_size(session.connection.transport)
         except BaseException as exc:
-            lease.__exit__(None, None, None)
-            if isinstance(exc, LINK_ERRORS):
-                raise self._link_failed(session, exc) from None
+            error = self._link_failed(session, exc) if isinstance(exc, LINK_ERRORS) else None
+            lease.__exit__(None, None, None)  # after _link_failed marked a dead channel
+            if error is not None:
+                raise error from None
             if isinstance(exc, OSError):
                 raise self._failed("read", self._remote(path), exc, key) from None
             raise
-        reader = _RemoteReader(handle, lease, self._remote(path), self.endpoint.idle_timeout)
+        reader = _RemoteReader(
+            handle, lease, session, self._remote(path), self.endpoint.idle_timeout
+        )
         return cast(IO[bytes], reader)
 
     def stat(self, key: str) -> ObjectInfo:
@@ -532,10 +535,10 @@ class _RemoteReader(io.RawIOBase):
     """A remote file as a binary stream; closing it returns its SFTP channel to the pool."""
 
     def __init__(self, handle: paramiko.SFTPFile, lease: contextlib.AbstractContextManager,
-                 where: str, timeout: float) -> None:  # fmt: skip
+                 session: Session, where: str, timeout: float) -> None:  # fmt: skip
         super().__init__()
-        self._handle, self._lease, self._where = handle, lease, where
-        self._timeout = timeout
+        self._handle, self._lease, self._session = handle, lease, session
+        self._where, self._timeout = where, timeout
 
     def readable(self) -> bool:
         return True
@@ -544,6 +547,8 @@ class _RemoteReader(io.RawIOBase):
         try:
             data = self._handle.read(len(buffer))
         except (OSError, *LINK_ERRORS) as exc:
+            if isinstance(exc, LINK_ERRORS):
+                self._session.broken = True
             reason = describe_error(exc, self._timeout)
             raise DestinationError(f"cannot read {self._where}: {reason}") from None
         buffer[: len(data)] = data
