@@ -21,17 +21,11 @@ from .server import MotoServer, ServerError, moto_server
 def _start(
     tmp_path_factory: pytest.TempPathFactory, name: str, **kwargs: Any
 ) -> Iterator[MotoServer]:
-    folder = tmp_path_factory.mktemp(name)
     try:
-        manager = moto_server(folder, **kwargs)
-        server = manager.__enter__()
-    except (ServerError, OSError) as exc:
+        with moto_server(tmp_path_factory.mktemp(name), **kwargs) as server:
+            yield server
+    except ServerError as exc:  # raised before the yield only: the server never came up
         unavailable(f"moto server ({name}): {exc}")
-        return
-    try:
-        yield server
-    finally:
-        manager.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="session")
