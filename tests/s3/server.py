@@ -244,7 +244,10 @@ def moto_server(
             raise ServerError(f"cannot start moto server: {exc}") from None
     try:
         _wait_ready(endpoint, ca_file, process, timeout)
-        key_id, secret = _enable_auth(endpoint, ca_file) if auth else (ANY_KEY_ID, ANY_SECRET)
+        try:
+            key_id, secret = _enable_auth(endpoint, ca_file) if auth else (ANY_KEY_ID, ANY_SECRET)
+        except Exception as exc:  # boto3 or urllib: the server is up but not usable
+            raise ServerError(f"cannot enable authentication on moto: {exc}") from exc
         yield MotoServer(
             endpoint=endpoint,
             access_key_id=key_id,
