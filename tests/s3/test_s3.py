@@ -21,8 +21,10 @@ import pytest
 
 from service_backup.config import structure_destination_config
 from service_backup.destination import DestinationContext
-from service_backup.errors import ConfigError, DestinationError, ObjectNotFound
+from service_backup.errors import ConfigError, DestinationError, ObjectNotFound, SourceError
 from service_backup.plugins import PluginRegistry
+from service_backup.source import SourceFile
+from service_backup.upload import upload_one
 from service_backup_s3 import S3Config, S3Destination
 from service_backup_s3._tls import CaBundle, system_ca_bundle
 from service_backup_s3.destination import MAX_ATTEMPTS, MULTIPART_THRESHOLD
@@ -576,3 +578,20 @@ def test_validate_cli_names_a_bad_option(s3_config: dict[str, Any], tmp_path: Pa
     assert result.returncode == 2
     assert "destinations[0].config.addressing_style" in result.stdout + result.stderr
     assert s3_config["secret_access_key"] not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("size", [1000, BIG], ids=["single-put", "multipart"])
+def test_source_shorter_than_listed_fails_before_completing(
+    s3_config: dict[str, Any], tmp_path: Path, size: int
+) -> None:
+    path = tmp_path / "shrinking.rdb"
+    path.write_bytes(os.urandom(size))
+    file = SourceFile(path=path, relative="shrinking.rdb", size=size)
+    with open(path, "r+b") as f:
+        f.truncate(size - 100)  # shrank after the run listed it
+    with open_destination(s3_config) as dest:
+        dest.ensure_location()
+        with pytest.raises(SourceError, match=r"shrinking\.rdb.*ended after"):
+            upload_one(dest, "shrink/shrinking.rdb", file)
+        with pytest.raises(ObjectNotFound):
+            dest.stat("shrink/shrinking.rdb")

@@ -11,7 +11,8 @@ through ``SizedReader``.
 
 Both present exactly the size the run listed, fail (before the upload is completed) when the
 source ends early, and keep what ``write`` reports: how many bytes were read from the source,
-and the ``OSError`` if reading it failed, so that the core can blame the file rather than S3.
+and the ``OSError`` if reading it failed, which ``write`` turns into the core's
+``SourceError`` so that the file is blamed rather than S3.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from collections.abc import Iterator
 from typing import IO
 
 from s3transfer.utils import OSUtils
+
+from service_backup.errors import SourceError
 
 
 class SourceShrank(OSError):
@@ -89,6 +92,19 @@ class SizedReader:
 
     def tell(self) -> int:
         return self._pos
+
+
+def source_error(stream: IO[bytes], exc: OSError) -> SourceError:
+    """The core's SourceError for a failure reading the source, naming the file if known.
+
+    The core hands destinations its own reader, which names the file (``.file.path``);
+    a plain file object has ``.name``.
+    """
+    path = getattr(getattr(stream, "file", None), "path", None) or getattr(stream, "name", None)
+    what = f"source file {path}" if isinstance(path, str | os.PathLike) else "the source stream"
+    if isinstance(exc, SourceShrank):
+        return SourceError(f"{what} {exc.strerror}")
+    return SourceError(f"cannot read {what}: {exc.strerror or exc}")
 
 
 def file_descriptor(stream: IO[bytes]) -> int | None:

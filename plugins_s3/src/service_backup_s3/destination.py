@@ -35,10 +35,10 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from service_backup.destination import Destination, DestinationContext, ObjectInfo
-from service_backup.errors import DestinationError, ObjectNotFound
+from service_backup.errors import BackupError, DestinationError, ObjectNotFound
 
 from . import _errors
-from ._source import SizedReader, Source, SourceFiles, file_descriptor
+from ._source import SizedReader, Source, SourceFiles, file_descriptor, source_error
 from ._tls import CaBundle
 from .config import S3Config
 
@@ -184,11 +184,11 @@ class S3Destination(Destination):
                     self._upload(name, full)
             else:
                 self._upload(reader, full)
-        except DestinationError:
-            raise
+        except BackupError:
+            raise  # e.g. the core's SourceError from reading the stream
         except Exception as exc:  # botocore, s3transfer (cancelled, failed part), source
             if source.read_error is not None:
-                raise source.read_error from None  # the source failed: the core names the file
+                raise source_error(stream, source.read_error) from None
             raise self._fail(f"cannot upload {self.bucket}/{full}", exc) from None
         return ObjectInfo(key=key, size=source.bytes_read)
 
