@@ -10,6 +10,7 @@ to ``CHANNELS_PER_CONNECTION`` SFTP channels, and every thread borrows a whole c
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import threading
 import time
@@ -23,6 +24,11 @@ from paramiko.ssh_exception import IncompatiblePeer
 from service_backup.errors import DestinationError
 
 from ._hostkeys import NEGOTIATE, KnownKey, parse_fingerprint, sha256_fingerprint
+
+# paramiko logs its own view of failures (with tracebacks) through the logging module; with no
+# handler configured Python would print them on stderr. The destination reports every failure
+# itself, in one line, through the run's log: keep paramiko's copies off the terminal.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 #: Connect, banner, key exchange and authentication each get this long (the SDK waits forever
 #: for a TCP connect and 15-30 s for the others; an unreachable host must fail in bounded time).
@@ -173,19 +179,15 @@ def open_transport(endpoint: Endpoint, guard: HostKeyGuard) -> paramiko.Transpor
     where = endpoint.where
     transport = paramiko.Transport(_socket(endpoint), default_window_size=WINDOW_SIZE)
     try:
-        transport.banner_timeout = endpoint.connect_timeout
-        transport.handshake_timeout = endpoint.connect_timeout
+        # paramiko's own limits stay behind ours (``_handshake``), so the error names ours.
+        transport.banner_timeout = endpoint.connect_timeout + 5
+        transport.handshake_timeout = endpoint.connect_timeout + 5
         transport.auth_timeout = endpoint.connect_timeout
         options = transport.get_security_options()
         options.ciphers = _prefer(options.ciphers, CIPHERS)
         options.digests = _prefer(options.digests, MACS)
         options.key_types = guard.key_types(options.key_types)
-        try:
-            transport.start_client(timeout=endpoint.connect_timeout)
-        except IncompatiblePeer as exc:
-            if "host key" in str(exc) and guard.pinned is not None:
-                raise guard.incompatible() from None
-            raise
+        _handshake(transport, endpoint, guard)
         guard.check(transport.get_remote_server_key())
         transport.auth_publickey(endpoint.user, endpoint.key)
         transport.set_keepalive(KEEPALIVE_SECONDS)
@@ -202,6 +204,23 @@ def open_transport(endpoint: Endpoint, guard: HostKeyGuard) -> paramiko.Transpor
         reason = describe_error(exc, endpoint.connect_timeout)
         raise DestinationError(f"SSH connection to {where} failed: {reason}") from None
     return transport
+
+
+def _handshake(transport: paramiko.Transport, endpoint: Endpoint, guard: HostKeyGuard) -> None:
+    """Banner and key exchange, bounded: ``start_client(timeout=)`` just returns on timeout."""
+    done = threading.Event()
+    transport.start_client(event=done)
+    if not done.wait(endpoint.connect_timeout):
+        raise DestinationError(
+            f"SSH connection to {endpoint.where} failed: no SSH handshake within "
+            f"{endpoint.connect_timeout:g} s"
+        )
+    if transport.is_active():
+        return
+    error = transport.get_exception() or paramiko.SSHException("key exchange failed")
+    if isinstance(error, IncompatiblePeer) and "host key" in str(error) and guard.pinned:
+        raise guard.incompatible()
+    raise error
 
 
 def describe_error(exc: BaseException, timeout: float) -> str:
