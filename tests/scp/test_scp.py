@@ -698,11 +698,12 @@ def test_pool_waits_for_a_free_channel_and_replaces_broken_ones(sshd: SshServer)
         assert len(list(dest.list(""))) == 21
 
 
-def test_relative_destination_is_below_the_login_home(sshd: SshServer) -> None:
+@pytest.mark.parametrize("form", ["{name}/nested/", "~/{name}/nested"])
+def test_relative_destination_is_below_the_login_home(sshd: SshServer, form: str) -> None:
     name = f"service-backup-test-{uuid.uuid4().hex}"
     target = Path.home() / name
     try:
-        with open_destination(raw_config(sshd, destination=f"{name}/nested/")) as dest:
+        with open_destination(raw_config(sshd, destination=form.format(name=name))) as dest:
             assert dest.describe("2026/11/26") == f"127.0.0.1:{name}/nested/2026/11/26"
             dest.ensure_location()
             dest.write("a.txt", io.BytesIO(b"a"), 1)

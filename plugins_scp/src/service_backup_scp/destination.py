@@ -86,7 +86,7 @@ class ScpDestination(Destination):
 
     def __init__(self, config: ScpConfig, context: DestinationContext) -> None:
         self.server = config.server
-        self.base = config.destination.rstrip("/") or "/"
+        self.base = _sftp_base(config.destination)
         self.name = context.display_name
         self.endpoint = Endpoint(
             config.server,
@@ -560,6 +560,18 @@ class _RemoteReader(io.RawIOBase):
                 self._handle.close()
             self._lease.__exit__(None, None, None)
         super().close()
+
+
+def _sftp_base(destination: str) -> str:
+    """The base folder as SFTP paths need it.
+
+    SFTP resolves relative paths against the login's home folder, as ``scp`` does; ``~`` and
+    ``~/...`` (which the Go release's ``scp`` left to the remote shell) mean the same here.
+    """
+    base = destination.strip()
+    if base == "~" or base.startswith("~/"):
+        base = base[2:].strip("/") or "."
+    return base.rstrip("/") or "/"
 
 
 def _positional(stream: IO[bytes]) -> bool:
