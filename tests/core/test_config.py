@@ -188,3 +188,19 @@ def test_alert_fields_required_once_a_product_name_is_set(registry):
     assert "alerts.config.cloud_controller.url" not in message
     # No product name: alerts are off and nothing else is required.
     assert parse_config(base(alerts={"product_name": ""}), registry).alerts is not None
+
+
+def test_literal_choices_are_listed():
+    import typing
+
+    import attrs
+
+    from service_backup.config import structure_destination_config
+
+    @attrs.frozen
+    class Choice:
+        style: typing.Literal["path", "virtual"] = "path"
+
+    with pytest.raises(ConfigError) as info:
+        structure_destination_config({"style": "dns"}, Choice, "destinations[0].config")
+    assert str(info.value) == "destinations[0].config.style: must be one of path, virtual"

@@ -8,6 +8,7 @@ Every error ends with ``missing_properties_message``; no value of a secret field
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -207,6 +208,8 @@ def _format_exception(exc: BaseException, type_: Any) -> str:
     """
     if type_ is None and isinstance(exc, ValueError) and str(exc):
         return str(exc)
+    if typing.get_origin(type_) is typing.Literal:
+        return "must be one of " + ", ".join(str(v) for v in typing.get_args(type_))
     return format_exception(exc, type_)
 
 
