@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 
+import attrs
 import pytest
 
 from service_backup.config import (
     DEFAULT_MISSING_PROPERTIES_MESSAGE,
     load_config,
     parse_config,
+    structure_destination_config,
 )
 from service_backup.errors import ConfigError
 from service_backup.plugins import PluginRegistry
@@ -190,17 +193,12 @@ def test_alert_fields_required_once_a_product_name_is_set(registry):
     assert parse_config(base(alerts={"product_name": ""}), registry).alerts is not None
 
 
+@attrs.frozen
+class Choice:
+    style: typing.Literal["path", "virtual"] = "path"
+
+
 def test_literal_choices_are_listed():
-    import typing
-
-    import attrs
-
-    from service_backup.config import structure_destination_config
-
-    @attrs.frozen
-    class Choice:
-        style: typing.Literal["path", "virtual"] = "path"
-
     with pytest.raises(ConfigError) as info:
         structure_destination_config({"style": "dns"}, Choice, "destinations[0].config")
     assert str(info.value) == "destinations[0].config.style: must be one of path, virtual"
