@@ -18,11 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import paramiko
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from loguru import logger
-from paramiko.sftp import CMD_STAT
+from paramiko.sftp import CMD_STAT, int64
 
 import service_backup_scp
 from service_backup.config import parse_config, structure_destination_config
@@ -35,6 +36,7 @@ from service_backup.run import run_backup
 from service_backup.source import SourceFile
 from service_backup_scp import ScpConfig, ScpDestination
 from service_backup_scp._session import CHANNELS_PER_CONNECTION, CONNECTIONS, SessionPool
+from service_backup_scp._sftp import _field
 from service_backup_scp.destination import SPLIT_SEGMENT, SPLIT_THRESHOLD
 from service_backup_scp.upload import BATCH_BYTES, BATCH_FILES, batches, read_small
 from tests.core.cli import run_cli, write_config
@@ -837,6 +839,30 @@ def test_batch_after_a_reply_left_unread_on_the_channel(sshd: SshServer) -> None
     assert (base / "a.txt").read_bytes() == b"a"
     assert (base / "sub" / "b.txt").read_bytes() == b"bb"
     assert (base / "empty").read_bytes() == b""
+
+
+def test_batch_files_get_the_modes_of_streamed_ones(sshd: SshServer) -> None:
+    # Batched opens carry their own encoding of the (empty) attributes: same result as
+    # paramiko's, the server's default mode under its umask.
+    raw = raw_config(sshd)
+    with open_destination(raw) as dest:
+        dest.ensure_location()
+        dest.write("streamed.txt", io.BytesIO(b"s"), 1)
+        dest.write_batch([("batched.txt", b"b")])
+    umask = os.umask(0o022)
+    os.umask(umask)
+    base = Path(raw["destination"])
+    streamed, batched = (base / "streamed.txt").stat(), (base / "batched.txt").stat()
+    assert oct(batched.st_mode) == oct(streamed.st_mode)
+    assert batched.st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_request_fields_are_encoded_as_sftp_expects() -> None:
+    assert _field(paramiko.SFTPAttributes()) == b"\0\0\0\0"  # flags 0, nothing else
+    assert _field("ü/x") == b"\0\0\0\x04\xc3\xbc/x"
+    assert _field(b"\x01\x02") == b"\0\0\0\x02\x01\x02"
+    assert _field(7) == b"\0\0\0\x07"
+    assert _field(int64(2**33)) == b"\0\0\0\x02\0\0\0\0"
 
 
 def test_small_file_that_changed_or_vanished_is_a_source_error(tmp_path: Path) -> None:

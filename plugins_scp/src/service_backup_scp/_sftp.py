@@ -97,6 +97,20 @@ def open_for_write(client: paramiko.SFTPClient, path: str, create: bool = True) 
     return msg.get_binary()
 
 
+def _field(item: object) -> bytes:
+    """One request field in SFTP's encoding, as ``SFTPClient._async_request`` encodes it."""
+    if isinstance(item, int64):
+        return struct.pack(">Q", item)
+    if isinstance(item, int):
+        return struct.pack(">I", item)
+    if isinstance(item, paramiko.SFTPAttributes):
+        msg = paramiko.Message()
+        item._pack(msg)
+        return msg.asbytes()
+    data = item.encode("utf-8") if isinstance(item, str) else bytes(item)  # type: ignore[call-overload]
+    return struct.pack(">I", len(data)) + data
+
+
 def _frame(
     client: paramiko.SFTPClient, replies: object, kind: int, *args: object
 ) -> tuple[int, bytes]:
@@ -105,21 +119,12 @@ def _frame(
     Framing requests here lets the last write, the fstat and the close of a file leave in one
     channel send (one SSH packet for a small file) instead of three.
     """
-    msg = paramiko.Message()
+    body = b"".join(_field(item) for item in args)
     with client._lock:
         num = client.request_number
-        msg.add_int(num)
-        for item in args:
-            if isinstance(item, int64):
-                msg.add_int64(item)
-            elif isinstance(item, int):
-                msg.add_int(item)
-            else:
-                msg.add_string(item)
         client._expecting[num] = replies
         client.request_number += 1
-    body = msg.asbytes()
-    return num, struct.pack(">IB", len(body) + 1, kind) + body
+    return num, struct.pack(">IBI", len(body) + 5, kind, num) + body
 
 
 def _write_frame(
