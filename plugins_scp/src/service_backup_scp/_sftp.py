@@ -4,8 +4,9 @@ paramiko's own ``SFTPFile`` in pipelined mode never looks at the status of its w
 (a failed write is silently dropped) and its ``close`` swallows errors, and it splits writes
 into 32 KiB requests. Here each write request carries up to ``chunk`` bytes (OpenSSH's
 ``sftp-server`` accepts 255 KiB), up to ``MAX_IN_FLIGHT`` requests are outstanding, every
-response is read and a failed one fails the upload. This goes through ``SFTPClient``'s
-request primitives (``_async_request``/``_read_response``), the same ones ``SFTPFile`` uses.
+response is read and a failed one fails the upload. Requests are numbered and registered in
+``SFTPClient``'s own table (``request_number``, ``_expecting``) and answers read with its
+``_read_response`` (or in bulk by ``_collect``), the primitives ``SFTPFile`` itself uses.
 
 Memory stays bounded: one chunk is read from the source at a time and sending blocks on the
 server's channel window (2 MiB for OpenSSH), whatever the file size.

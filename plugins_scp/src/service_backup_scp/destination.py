@@ -40,6 +40,7 @@ from paramiko.sftp import (
     SFTP_FLAG_CREATE,
     SFTP_FLAG_TRUNC,
     SFTP_FLAG_WRITE,
+    SFTPError,
     int64,
 )
 
@@ -64,8 +65,8 @@ PARTIAL_MARK = ".service-backup-partial-"
 #: Files this big (read from a real file) go up as two parallel streams.
 SPLIT_THRESHOLD = 64 * 1024 * 1024
 SPLIT_SEGMENT = 16 * 1024 * 1024
-#: Transport-level failures: the channel can no longer be trusted.
-LINK_ERRORS = (paramiko.SSHException, EOFError, TimeoutError, ConnectionError)
+#: Transport-level failures and protocol violations: the channel can no longer be trusted.
+LINK_ERRORS = (paramiko.SSHException, EOFError, TimeoutError, ConnectionError, SFTPError)
 
 
 class ScpDestination(Destination):
