@@ -1,10 +1,12 @@
 """SSH connections: bounded connect, host key check before anything else, a small pool.
 
-Why a pool: each file costs a few request/response round trips (open, write, fstat+close,
-rename). Several files in flight hide that latency, but one SFTP channel cannot be shared by
-threads (paramiko drops responses meant for another waiter), and one connection's encryption
-runs in one paramiko thread. So up to ``CONNECTIONS`` transports are opened, each carrying up
-to ``CHANNELS_PER_CONNECTION`` SFTP channels, and every thread borrows a whole channel.
+Why a pool: each file (or batch of small files) costs a few request/response round trips
+(open, write, fstat+close, rename). Several in flight hide that latency, but one SFTP channel
+cannot be shared by threads (paramiko drops responses meant for another waiter), and one
+connection's incoming packets are decrypted by one paramiko thread. So up to ``CONNECTIONS``
+transports are opened (two: a service VM has few cores, and every connection costs a key
+exchange and an sshd process), each carrying up to ``CHANNELS_PER_CONNECTION`` SFTP channels,
+and every thread borrows a whole channel.
 """
 
 from __future__ import annotations
