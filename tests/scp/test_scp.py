@@ -282,23 +282,31 @@ def test_key_pasted_with_indentation_and_crlf_works(sshd: SshServer) -> None:
     round_trip(raw_config(sshd, key=messy))
 
 
-def test_unusable_keys_are_config_errors_that_never_quote_the_key(
+def test_unusable_keys_fail_clearly_and_never_quote_the_key(
     sshd: SshServer, tmp_path: Path
 ) -> None:
+    """A key without PEM armour is a config error; one that does not parse fails on open."""
     path = tmp_path / "locked"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "sekrit-pass", "-f", str(path)],
                    check=True, capture_output=True)  # fmt: skip
     locked = path.read_text()
-    message = config_error(raw_config(sshd, key=locked))
-    assert "protected by a passphrase" in message
+    with pytest.raises(DestinationError) as info:
+        open_destination(raw_config(sshd, key=locked))
+    assert "protected by a passphrase" in str(info.value)
     for line in locked.splitlines()[1:-1]:
-        assert line not in message
+        assert line not in str(info.value)
     body = sshd.client_key.splitlines()
     broken = "\n".join([body[0], body[1][:-8] + "AAAAAAAA", *body[2:]])
-    message = config_error(raw_config(sshd, key=broken))
-    assert "key: not an RSA, ECDSA or Ed25519 private key in PEM or OpenSSH format" in message
-    assert body[1][:20] not in message
+    with pytest.raises(DestinationError) as info:
+        open_destination(raw_config(sshd, key=broken))
+    assert "not an RSA, ECDSA or Ed25519 private key in PEM or OpenSSH format" in str(info.value)
+    assert body[1][:20] not in str(info.value)
     assert "no '-----BEGIN" in config_error(raw_config(sshd, key="just a password"))
+
+
+def test_seed_placeholder_key_validates(sshd: SshServer) -> None:
+    placeholder = "-----BEGIN OPENSSH PRIVATE KEY-----\n...\n-----END OPENSSH PRIVATE KEY-----\n"
+    structure_destination_config(raw_config(sshd, key=placeholder), ScpConfig)
 
 
 # --------------------------------------------------------------------------------- failures

@@ -10,7 +10,7 @@ from service_backup.config import required
 from service_backup.secret import Secret
 
 from ._hostkeys import parse_fingerprint
-from ._keys import KeyProblem, load_private_key
+from ._keys import SUPPORTED
 
 
 def _check_fingerprint(_: Any, __: attrs.Attribute, value: str) -> None:
@@ -45,10 +45,13 @@ class ScpConfig:
 
     @key.validator
     def _check_key(self, _: attrs.Attribute, value: Secret) -> None:
-        """Fail at validation, not at 3 a.m.: the key must parse (never quoted in the message)."""
-        if not value.reveal().strip():
+        """The key's shape is checked here, its content when the destination is opened.
+
+        A manifest rendered from the seed's template carries a placeholder body (``...``) and
+        must still validate; a key that does not parse fails the upload with the same reason.
+        """
+        text = value.reveal()
+        if not text.strip():
             return  # reported as a missing required field, with its full path
-        try:
-            load_private_key(value.reveal())
-        except KeyProblem as exc:
-            raise ValueError(f"key: {exc}") from None
+        if "PRIVATE KEY-----" not in text or "-----END" not in text:
+            raise ValueError(f"key: not {SUPPORTED} (no '-----BEGIN ... PRIVATE KEY-----' block)")

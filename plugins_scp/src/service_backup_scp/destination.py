@@ -48,7 +48,7 @@ from service_backup.destination import Destination, DestinationContext, ObjectIn
 from service_backup.errors import DestinationError, ObjectNotFound, SourceError
 
 from . import _sftp
-from ._keys import load_private_key
+from ._keys import KeyProblem, load_private_key
 from ._session import (
     CONNECT_TIMEOUT,
     IDLE_TIMEOUT,
@@ -89,11 +89,15 @@ class ScpDestination(Destination):
         self.server = config.server
         self.base = _sftp_base(config.destination)
         self.name = context.display_name
+        try:
+            key = load_private_key(config.key.reveal())
+        except KeyProblem as exc:
+            raise DestinationError(f"key for {config.user}@{config.server}: {exc}") from None
         self.endpoint = Endpoint(
             config.server,
             config.port,
             config.user,
-            load_private_key(config.key.reveal()),
+            key,
             connect_timeout=self.connect_timeout,
             idle_timeout=self.idle_timeout,
         )
