@@ -7,11 +7,12 @@ first failure stops new files from starting and names the file at fault.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Any
@@ -109,6 +110,36 @@ def upload_one(destination: Destination, key: str, file: SourceFile) -> int:
     return file.size
 
 
+def run_jobs(jobs: Sequence[Callable[[], int]], workers: int, run: RunContext) -> int:
+    """Run upload jobs ``workers`` at a time and return the sum of what they return (bytes).
+
+    The first failure stops jobs that have not started and is raised once the running ones
+    end; a daemon shutting down interrupts the upload between jobs. Plugins that take over the
+    ``upload`` hook use this too, so every upload stops and fails the same way.
+    """
+    stop = threading.Event()
+
+    def guarded(job: Callable[[], int]) -> int:
+        if stop.is_set():
+            return 0
+        if run.processes.closing:
+            raise BackupError("upload interrupted: service-backup is shutting down")
+        return job()
+
+    workers = max(1, min(workers, len(jobs) or 1))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload") as pool:
+        futures = [pool.submit(guarded, job) for job in jobs]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        errors = [f.exception() for f in done if f.exception() is not None]
+        if errors:
+            stop.set()
+            for future in futures:
+                future.cancel()
+            wait(futures)
+            raise errors[0]  # type: ignore[misc]
+        return sum(f.result() for f in futures)
+
+
 @hookimpl(trylast=True)
 def upload(
     spec: DestinationSpec,
@@ -118,28 +149,8 @@ def upload(
 ) -> UploadResult:
     started = time.monotonic()
     prefix = run.remote_prefix
-    stop = threading.Event()
-    total = 0
-
-    def task(file: SourceFile) -> int:
-        if stop.is_set():
-            return 0
-        if run.processes.closing:
-            raise BackupError("upload interrupted: service-backup is shutting down")
-        return upload_one(destination, f"{prefix}/{file.relative}", file)
-
-    workers = max(1, min(destination.file_concurrency, len(files) or 1))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload") as pool:
-        futures = [pool.submit(task, f) for f in files]
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        errors = [f.exception() for f in done if f.exception() is not None]
-        if errors:
-            stop.set()
-            for future in futures:
-                future.cancel()
-            wait(futures)
-            raise errors[0]  # type: ignore[misc]
-        total = sum(f.result() for f in futures)
+    jobs = [functools.partial(upload_one, destination, f"{prefix}/{f.relative}", f) for f in files]
+    total = run_jobs(jobs, destination.file_concurrency, run)
     return UploadResult(
         destination_name=spec.display_name,
         files=len(files),

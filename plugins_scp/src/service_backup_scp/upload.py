@@ -14,18 +14,17 @@ failure stops new work and is raised, shutdown interrupts the upload.
 
 from __future__ import annotations
 
-import threading
 import time
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from functools import partial
 
 from service_backup.config import DestinationSpec
 from service_backup.context import RunContext
 from service_backup.destination import Destination
-from service_backup.errors import BackupError, DestinationError, SourceError
+from service_backup.errors import DestinationError, SourceError
 from service_backup.hookspecs import hookimpl
 from service_backup.results import UploadResult
 from service_backup.source import SourceFile
-from service_backup.upload import open_source, upload_one
+from service_backup.upload import open_source, run_jobs, upload_one
 
 from .destination import ScpDestination
 
@@ -77,22 +76,9 @@ def upload(
         return None
     started = time.monotonic()
     prefix = run.remote_prefix
-    stop = threading.Event()
     groups, large = batches(files, destination.small_file_limit())
 
-    def check_running() -> bool:
-        if stop.is_set():
-            return False
-        if run.processes.closing:
-            raise BackupError("upload interrupted: service-backup is shutting down")
-        return True
-
-    def send_large(file: SourceFile) -> int:
-        return upload_one(destination, f"{prefix}/{file.relative}", file) if check_running() else 0
-
     def send_group(group: list[SourceFile]) -> int:
-        if not check_running():
-            return 0
         items = [(f"{prefix}/{f.relative}", read_small(f)) for f in group]
         stored = destination.write_batch(items)
         for info, file in zip(stored, group, strict=True):
@@ -103,19 +89,9 @@ def upload(
                 )
         return sum(f.size for f in group)
 
-    workers = max(1, min(destination.file_concurrency, len(groups) + len(large)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="upload") as pool:
-        futures = [pool.submit(send_large, f) for f in large]
-        futures += [pool.submit(send_group, g) for g in groups]
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        errors = [f.exception() for f in done if f.exception() is not None]
-        if errors:
-            stop.set()
-            for future in futures:
-                future.cancel()
-            wait(futures)
-            raise errors[0]  # type: ignore[misc]
-        total = sum(f.result() for f in futures)
+    jobs = [partial(upload_one, destination, f"{prefix}/{f.relative}", f) for f in large]
+    jobs += [partial(send_group, group) for group in groups]
+    total = run_jobs(jobs, destination.file_concurrency, run)
     return UploadResult(
         destination_name=spec.display_name,
         files=len(files),
