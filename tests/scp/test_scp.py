@@ -223,7 +223,7 @@ def test_malformed_fingerprint_is_a_config_error(
     sshd: SshServer, fingerprint: str, expected: str
 ) -> None:
     message = config_error(raw_config(sshd, fingerprint=fingerprint))
-    assert message.startswith("destinations[0].config: fingerprint: ")
+    assert message.startswith("destinations[0].config.fingerprint: ")
     assert expected in message
 
 

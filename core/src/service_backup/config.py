@@ -224,8 +224,16 @@ def _cattrs_messages(exc: Exception, path: str) -> list[str]:
             continue
         if text.startswith("invalid value for type, expected"):
             text = "invalid value, " + text.removeprefix("invalid value for type, ")
-        messages.append(f"{_path_text(where)}: {text}")
+        messages.append(_at_field(_path_text(where), text))
     return messages
+
+
+def _at_field(path: str, text: str) -> str:
+    """``config: key: not a key`` → ``config.key: not a key``, when a validator names its field."""
+    field, sep, rest = text.partition(": ")
+    if sep and field.isidentifier() and not path.endswith("." + field):
+        return f"{path}.{field}: {rest}"
+    return f"{path}: {text}"
 
 
 def _missing_required(obj: Any, path: str) -> list[str]:
@@ -249,7 +257,7 @@ def structure_destination_config(
     except cattrs.BaseValidationError as exc:
         raise ConfigError("; ".join(_cattrs_messages(exc, "$." + path))) from None
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(_at_field(path, str(exc))) from None
     problems = _missing_required(obj, path)
     if problems:
         raise ConfigError("; ".join(problems))
