@@ -209,7 +209,9 @@ def _format_exception(exc: BaseException, type_: Any) -> str:
     if type_ is None and isinstance(exc, ValueError) and str(exc):
         return str(exc)
     if typing.get_origin(type_) is typing.Literal:
-        return "must be one of " + ", ".join(str(v) for v in typing.get_args(type_))
+        choices = [str(v) for v in typing.get_args(type_)]
+        empty = " (or empty)" if "" in choices else ""
+        return "must be one of " + ", ".join(c for c in choices if c) + empty
     return format_exception(exc, type_)
 
 
