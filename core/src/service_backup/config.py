@@ -255,7 +255,7 @@ def structure_destination_config(
 ) -> Any:
     """Build one destination's config object, or raise ConfigError listing every problem."""
     try:
-        obj = CONVERTER.structure(dict(raw), config_class)
+        obj: Any = CONVERTER.structure(dict(raw), config_class)
     except cattrs.BaseValidationError as exc:
         raise ConfigError("; ".join(_cattrs_messages(exc, "$." + path))) from None
     except (ValueError, TypeError) as exc:

@@ -33,7 +33,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def destination_types() -> list[DestinationType]:
+def destination_types() -> list[DestinationType]:  # type: ignore[empty-body]
     """Register destination types.
 
     Called after a destination plugin is loaded. Return the ``DestinationType`` values the

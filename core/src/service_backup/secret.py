@@ -51,7 +51,7 @@ def secret_field_values(obj: object) -> list[str]:
         if obj.reveal():
             found.append(obj.reveal())
     elif attrs.has(type(obj)):
-        for field in attrs.fields(type(obj)):
+        for field in attrs.fields(type(obj)):  # type: ignore[arg-type]
             found.extend(secret_field_values(getattr(obj, field.name)))
     elif isinstance(obj, list | tuple):
         for item in obj:
