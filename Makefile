@@ -27,6 +27,7 @@ demo: install
 test: test-deps
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
 	bash examples/plugin-example/ci.sh
+	$(MAKE) --no-print-directory lint
 
 lint: install
 	$(UV) run --frozen ruff format --check .
