@@ -203,7 +203,7 @@ def _faster_than(dest: str, dataset: str, peers: Sequence[str], factor: float = 
         ratio = ours.summary.wall / best.summary.wall  # type: ignore[union-attr]
         return ours.summary.wall <= allowed, (
             f"ours {ours.summary.wall:.2f} s vs {best.tool.name} {best.summary.wall:.2f} s "  # type: ignore[union-attr]
-            f"(ours ÷ peer {ratio:.2f}{X}; target ≤ {1 / factor:.2f}{X})"
+            f"(ours ÷ peer {ratio:.3f}{X}; target ≤ {1 / factor:.2f}{X})"
         )
 
     return check
