@@ -9,15 +9,35 @@ that use it.
 
 from __future__ import annotations
 
-from service_backup.destination import DestinationType
+from typing import Any
+
+from service_backup.destination import Destination, DestinationContext, DestinationType
 from service_backup.hookspecs import hookimpl
 
 from .config import AzureConfig
-from .destination import AzureDestination
 
-__all__ = ["AzureConfig", "AzureDestination", "destination_types"]
+__all__ = ["AzureConfig", "AzureDestination", "destination_types", "open_destination"]
 
 
 @hookimpl
 def destination_types() -> list[DestinationType]:
-    return [DestinationType("azure", AzureConfig, AzureDestination, label="Azure")]
+    return [DestinationType("azure", AzureConfig, open_destination, label="Azure")]
+
+
+def open_destination(config: AzureConfig, context: DestinationContext) -> Destination:
+    """The factory: imports the Azure SDK only when a run or a check opens a destination.
+
+    ``service-backup validate`` then loads no more than the config class.
+    """
+    from .destination import AzureDestination
+
+    return AzureDestination(config, context)
+
+
+def __getattr__(name: str) -> Any:
+    """``AzureDestination`` stays importable from the package, loaded on first use."""
+    if name == "AzureDestination":
+        from .destination import AzureDestination
+
+        return AzureDestination
+    raise AttributeError(name)

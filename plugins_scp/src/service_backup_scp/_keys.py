@@ -17,7 +17,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-SUPPORTED = "an RSA, ECDSA or Ed25519 private key in PEM or OpenSSH format"
+from .config import SUPPORTED
 
 
 class KeyProblem(ValueError):

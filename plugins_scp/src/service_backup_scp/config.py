@@ -10,7 +10,8 @@ from service_backup.config import required
 from service_backup.secret import Secret
 
 from ._hostkeys import parse_fingerprint
-from ._keys import SUPPORTED
+
+SUPPORTED = "an RSA, ECDSA or Ed25519 private key in PEM or OpenSSH format"
 
 
 def _check_fingerprint(_: Any, __: attrs.Attribute, value: str) -> None:

@@ -26,8 +26,6 @@ from service_backup.results import UploadResult
 from service_backup.source import SourceFile
 from service_backup.upload import open_source, run_jobs, upload_one
 
-from .destination import ScpDestination
-
 #: At most this many files and bytes per batch: bounded memory (a batch is read into memory,
 #: and framed once more to send) with enough requests in flight to hide round trips.
 BATCH_FILES = 64
@@ -72,6 +70,8 @@ def upload(
     files: list[SourceFile],
     run: RunContext,
 ) -> UploadResult | None:
+    from .destination import ScpDestination  # loaded already: the destination exists
+
     if not isinstance(destination, ScpDestination):
         return None
     started = time.monotonic()
