@@ -214,23 +214,30 @@ def main(argv: list[str] | None = None) -> int:
     notes = list(args.note)
     for path in args.merge:
         earlier = report.load_raw(path)
-        taken = {r.destination for r in rows}
-        merged = [
-            d
-            for d in DESTINATIONS
-            if d not in taken and any(r.destination == d for r in earlier.rows)
-        ]
-        rows += [r for r in earlier.rows if r.destination in merged]
+        taken = {(r.destination, r.dataset.name) for r in rows}
+        new_rows = [r for r in earlier.rows if (r.destination, r.dataset.name) not in taken]
+        rows += new_rows
+        merged: dict[str, list[str]] = {}
+        for r in new_rows:
+            names = merged.setdefault(r.destination, [])
+            if r.dataset.name not in names:
+                names.append(r.dataset.name)
         for d in merged:
-            knobs[d] = [tuple(k) for k in earlier.meta.get("knobs", {}).get(d, [])]  # type: ignore[misc]
+            if d not in knobs:
+                knobs[d] = [tuple(k) for k in earlier.meta.get("knobs", {}).get(d, [])]  # type: ignore[misc]
         for key, value in earlier.meta.get("versions", {}).items():
             versions.setdefault(key, value)
         when = earlier.meta.get("started", "?")[:16].replace("T", " ")
         until = earlier.meta.get("finished", "?")[11:16]
         load = earlier.meta.get("load", ["?", "?"])
         if merged:
+            own = {(r.destination, r.dataset.name) for r in earlier.rows}
+            parts = []
+            for d, names in merged.items():
+                whole = {n for (dd, n) in own if dd == d} == set(names)
+                parts.append(d if whole else f"{d} ({', '.join(names)})")
             notes.append(
-                f"Rows for {', '.join(merged)} come from an earlier run of the same harness "
+                f"Rows for {'; '.join(parts)} come from an earlier run of the same harness "
                 f"({when} to {until} UTC; {earlier.meta.get('settings', '?')}; load average "
                 f"at start {load[0]}, at end {load[1]})."
             )
@@ -241,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
             idle = earlier.idle
             notes.append(f"Idle-daemon figures come from an earlier run ({when} UTC).")
     order = {d: i for i, d in enumerate(DESTINATIONS)}
-    rows.sort(key=lambda r: order[r.destination])  # stable: keeps set and tool order
+    set_order = {name: i for i, name in enumerate(datasets.ALL_SETS)}
+    rows.sort(key=lambda r: (order[r.destination], set_order[r.dataset.name]))  # keeps tools' order
     shown = [d for d in DESTINATIONS if d in only or any(r.destination == d for r in rows)]
 
     text = report.document(
