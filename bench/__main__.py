@@ -202,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
         f"sets {', '.join(d.name for d in sets)}; {runs} measured run(s) after "
         f"{warmup} warm-up per tool"
     )
+    if not only:
+        settings = (
+            "no uploads measured in this invocation: the rows come from the runs in the notes"
+        )
     meta = {
         "settings": settings,
         "started": started.isoformat(),
