@@ -1,4 +1,7 @@
-"""Helpers for the real servers tests start on loopback (free ports, readiness, CI policy)."""
+"""Helpers for the real servers tests start on loopback (free ports, readiness, CI policy).
+
+No pytest import at module level: the pytest-free server launchers (and bench/) use it too.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,6 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
-
-import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -21,6 +22,8 @@ def free_port() -> int:
 
 def unavailable(reason: str) -> None:
     """A server the tests need could not start: a failure under CI, a skip on a laptop."""
+    import pytest
+
     if IN_CI:
         pytest.fail(f"test server unavailable: {reason}", pytrace=False)
     pytest.skip(f"test server unavailable: {reason}")
@@ -54,6 +57,8 @@ def wait_for_port(
 
 
 def stop(process: subprocess.Popen, timeout: float = 10) -> None:
+    if process.poll() is not None:
+        return
     process.terminate()
     try:
         process.wait(timeout)

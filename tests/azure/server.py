@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.servers import stop
+
 #: Azurite's built-in account and its published key (documented by Microsoft, not a secret).
 ACCOUNT_NAME = "devstoreaccount1"
 ACCOUNT_KEY = (
@@ -175,10 +177,5 @@ def azurite(
             raise AzuriteUnavailable(f"azurite-blob on port {port} {state}: {tail}")
         yield AzuriteServer(host=host, port=port, location=location, pid=process.pid)
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
         watcher.join(5)

@@ -43,6 +43,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.servers import stop
+
 GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 PROJECT_ID = "service-backup-test"
@@ -264,16 +266,6 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def start_emulator(
     folder: Path, host: str = "127.0.0.1", in_memory: bool = False
 ) -> tuple[subprocess.Popen[bytes], int]:
@@ -297,7 +289,7 @@ def start_emulator(
     # The emulator announces nothing when quiet: its health check answering is the event.
     while not _healthy(f"http://{host}:{port}/"):
         if process.poll() is not None or time.monotonic() > deadline:
-            _stop(process)
+            stop(process)
             tail = (folder / "emulator.log").read_text(errors="replace")[-2000:]
             raise EmulatorUnavailable(
                 f"gcp-storage-emulator did not start on {host}:{port} "
@@ -318,4 +310,4 @@ def gcs_emulator(folder: Path, *, in_memory: bool = False) -> Iterator[GCSServer
         yield GCSServer("127.0.0.1", port, folder, process.pid, tokens, key)
     finally:
         tokens.close()
-        _stop(process)
+        stop(process)

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.servers import stop
+
 REGION = "us-east-1"
 #: Any keys do while authentication is off.
 ANY_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
@@ -259,9 +261,4 @@ def moto_server(
             log_file=str(log_file),
         )
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
