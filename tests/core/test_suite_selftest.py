@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 PLUGIN_AND_SUITE = """
-import io
 import uuid
 from typing import IO
 
@@ -17,7 +16,9 @@ from service_backup.config import required
 from service_backup.destination import DestinationType, ObjectInfo
 from service_backup.errors import DestinationError
 from service_backup.plugins import PluginRegistry
+from service_backup.hookspecs import hookimpl
 from service_backup.secret import Secret
+from service_backup.source import Source
 from service_backup.testing import DestinationSuite, MiB
 from service_backup_plugins.local import LocalDestination
 
@@ -40,17 +41,19 @@ class Broken(LocalDestination):
             raise DestinationError("login refused")
         super().ensure_location()
 
-    def write(self, key, stream, size):
-        if "{flaw}" == "truncates" and size > MiB:
-            data = stream.read(size - 1)
-            return super().write(key, io.BytesIO(data), size - 1)
+    def write(self, key, source):
+        if "{flaw}" == "truncates" and source.size > MiB:
+            with source.open() as stream:
+                data = stream.read(source.size - 1)
+            return super().write(key, Source.from_bytes(data))
         if "{flaw}" == "slurps":
-            return super().write(key, io.BytesIO(stream.read()), size)
-        return super().write(key, stream, size)
+            return super().write(key, Source.from_bytes(source.read_all()))
+        return super().write(key, source)
 
 
 class Plugin:
     @staticmethod
+    @hookimpl
     def destination_types():
         return [DestinationType("broken", BrokenConfig, Broken, label="broken")]
 

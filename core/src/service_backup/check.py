@@ -6,7 +6,6 @@ For each destination: create the location if needed, write a small probe object 
 
 from __future__ import annotations
 
-import io
 import os
 import uuid
 
@@ -17,6 +16,7 @@ from .destination import DestinationContext
 from .errors import BackupError, ObjectNotFound
 from .plugins import PluginRegistry
 from .secret import scrub, secret_field_values
+from .source import Source
 
 CHECK_PREFIX = ".service-backup-check"
 
@@ -39,7 +39,7 @@ def check_destination(spec: DestinationSpec, registry: PluginRegistry) -> CheckR
             step = "create location"
             destination.ensure_location()
             step = "write"
-            info = destination.write(key, io.BytesIO(payload), len(payload))
+            info = destination.write(key, Source.from_bytes(payload, f"probe {key}"))
             if info.size != len(payload):
                 raise BackupError(f"stored {info.size} bytes, expected {len(payload)}")
             step = "list"

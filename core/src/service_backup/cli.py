@@ -7,6 +7,7 @@ Exit status: 0 success, 1 the run (or a check) failed, 2 the config is invalid. 
 from __future__ import annotations
 
 import argparse
+import importlib
 import signal
 import sys
 import time
@@ -37,7 +38,15 @@ def _parser(prog: str = "service-backup") -> argparse.ArgumentParser:
     with_config("validate", "check the config file and exit (0 valid, 2 invalid)")
     with_config("check", "write, list, read back and delete a probe at every destination")
     sub.add_parser("plugins", help="list installed plugins and destination types")
+    for name, module in COMMAND_MODULES.items():
+        command = importlib.import_module(module)
+        command.configure(with_config(name, command.HELP))
     return parser
+
+
+#: Commands that live in a module of their own under ``service_backup.commands``: each has
+#: ``HELP``, ``configure(parser)`` (its flags; CONFIG is already there) and ``run(args) -> int``.
+COMMAND_MODULES: dict[str, str] = {}
 
 
 def _load(path: str, registry: object) -> object:
@@ -154,6 +163,8 @@ def main(argv: list[str] | None = None, prog: str = "service-backup") -> int:
 
         logs.configure(debug=args.log_level == "debug", syslog=args.syslog)
     try:
+        if args.command in COMMAND_MODULES:
+            return int(importlib.import_module(COMMAND_MODULES[args.command]).run(args))
         if args.command == "validate":
             return cmd_validate(args.config)
         if args.command == "plugins":

@@ -95,6 +95,14 @@ class DestinationSpec:
 
 
 @attrs.frozen
+class ConfigSection:
+    """A top-level config key a plugin declares through the ``config_sections`` hook."""
+
+    key: str
+    config_class: type
+
+
+@attrs.frozen
 class BackupConfig:
     destinations: tuple[DestinationSpec, ...] = ()
     source_folder: str = ""
@@ -111,6 +119,12 @@ class BackupConfig:
     # Rendered by the Go release's job, no longer used: accepted and ignored.
     aws_cli_path: str = ""
     azure_cli_path: str = ""
+    #: Plugin-declared top-level sections (``config_sections`` hook), by key.
+    sections: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+
+    def section(self, key: str) -> Any:
+        """The plugin section ``key`` as its declared class built it, or None when absent."""
+        return self.sections.get(key)
 
 
 @attrs.frozen
@@ -302,10 +316,21 @@ def parse_config(data: Any, registry: PluginRegistry) -> BackupConfig:
         message = DEFAULT_MISSING_PROPERTIES_MESSAGE
 
     problems: list[str] = []
+    sections: dict[str, Any] = {}
+    declared = registry.config_sections()
+    for key in sorted(set(data) & set(declared)):
+        value = data.pop(key)
+        if not isinstance(value, Mapping):
+            problems.append(f"{key}: expected a mapping of keys")
+            continue
+        try:
+            sections[key] = structure_destination_config(value, declared[key], key)
+        except ConfigError as exc:
+            problems.append(str(exc))
     try:
         raw = CONVERTER.structure(data, _RawConfig)
     except cattrs.BaseValidationError as exc:
-        problems = _cattrs_messages(exc, "$")
+        problems = _cattrs_messages(exc, "$") + problems
         raise ConfigError("; ".join(problems) + ". " + message) from None
 
     specs: list[DestinationSpec] = []
@@ -349,6 +374,7 @@ def parse_config(data: Any, registry: PluginRegistry) -> BackupConfig:
     fields = attrs.asdict(raw, recurse=False)
     fields["destinations"] = tuple(specs)
     fields["missing_properties_message"] = message
+    fields["sections"] = sections
     return BackupConfig(**fields)
 
 

@@ -16,9 +16,12 @@ from __future__ import annotations
 import abc
 import datetime
 from collections.abc import Callable, Iterator
-from typing import IO, Any, ClassVar
+from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 import attrs
+
+if TYPE_CHECKING:
+    from .source import Source
 
 
 @attrs.frozen
@@ -56,13 +59,20 @@ class Destination(abc.ABC):
         """
 
     @abc.abstractmethod
-    def write(self, key: str, stream: IO[bytes], size: int) -> ObjectInfo:
-        """Store ``size`` bytes read from ``stream`` under ``key``, streaming.
+    def write(self, key: str, source: Source) -> ObjectInfo:
+        """Store the ``source.size`` bytes of ``source`` under ``key``, streaming.
+
+        Read the bytes through the core's ``Source`` only: ``source.open()`` (sequential,
+        exact length), ``source.read_all()`` (small files) or ``source.read_at()`` (by offset,
+        from several threads). It raises ``SourceError`` naming the file when the file is
+        shorter, longer or modified, before it hands out the last bytes, and it hashes what it
+        hands out for the run manifest. Read every byte exactly once before committing.
 
         Memory stays bounded whatever ``size`` is. An existing object is overwritten. On any
-        failure nothing may be left under ``key`` that looks complete (abort multipart
-        uploads, write to a temporary name and rename). Return the stored object's info;
-        the caller compares its size with ``size``.
+        failure nothing may be left under ``key`` that looks complete (abort the multipart
+        upload, discard the temporary file), and a failed write must never replace an
+        object already stored under ``key``. Return the stored object's info; the caller
+        compares its size with ``source.size``.
         """
 
     @abc.abstractmethod

@@ -9,9 +9,10 @@ through entry points:
   config uses its type, so a broken unrelated plugin cannot break a run.
 * group ``service_backup.hooks``: hook plugins loaded for every run (command hooks, alerters).
 
-Order of a run: ``identify`` → in-progress guard → ``prepare`` → ``upload`` (once per
-destination, all attempted) → ``cleanup`` (only when every upload succeeded) → ``alert`` (only
-when the run failed).
+Order of a run: ``identify`` → in-progress guard → ``run_state("start")`` → ``prepare`` →
+``upload`` (once per destination, all attempted) → ``cleanup`` (only when every upload
+succeeded) → ``run_state("finish")``; or, when the run failed, ``alert`` and
+``run_state("fail")``. ``config_sections`` is called when the config is loaded.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from .config import BackupConfig, DestinationSpec
+    from .config import BackupConfig, ConfigSection, DestinationSpec
     from .context import RunContext
     from .destination import Destination, DestinationType
     from .results import UploadResult
@@ -93,4 +94,28 @@ def alert(config: BackupConfig, run: RunContext, error: str) -> None:
     Called once per failed run. Each alerter is called on its own: an exception from one is
     logged as ``error sending service alert`` and never hides the run's own error or stops
     other alerters. An alerter that is not configured logs so and returns.
+    """
+
+
+@hookspec
+def config_sections() -> list[ConfigSection]:  # type: ignore[empty-body]
+    """Declare top-level config sections this plugin reads.
+
+    Return ``ConfigSection(key, config_class)`` values: the core builds ``config_class`` (an
+    attrs class, secret fields typed ``Secret``) from the top-level ``key`` of the config file
+    when it is loaded, reporting problems with their field path like any other key, and keeps
+    rejecting keys nobody declared. Read the result with ``config.section(key)`` (None when
+    the file has no such key).
+    """
+
+
+@hookspec
+def run_state(config: BackupConfig, run: RunContext, state: str, error: str | None) -> None:
+    """The run reached ``state``: ``"start"``, ``"finish"`` (success) or ``"fail"``.
+
+    ``start`` comes after the in-progress guard let the run go, before ``prepare``; a run
+    rejected by ``exit_if_in_progress`` reaches no state. ``error`` is the one-line,
+    secret-free reason for ``fail`` and None otherwise. Each implementation is called on its
+    own: an exception is logged and never changes the run's outcome. Keep it bounded in
+    time (a dead man's switch ping, a chat notification): the run waits for it.
     """

@@ -74,11 +74,18 @@ class PluginRegistry:
         self._types[dtype.name] = dtype
 
     def _collect_types(self, plugin: object) -> None:
-        impl = getattr(plugin, "destination_types", None)
-        if impl is None:
-            return
-        for dtype in impl() or ():
-            self._types.setdefault(dtype.name, dtype)
+        """Ask every registered plugin, through pluggy, for the types it provides."""
+        for provided in self.pm.hook.destination_types():
+            for dtype in provided or ():
+                self._types.setdefault(dtype.name, dtype)
+
+    def config_sections(self) -> dict[str, type]:
+        """Top-level config keys declared by hook plugins, with the class that reads each."""
+        sections: dict[str, type] = {}
+        for declared in self.pm.hook.config_sections():
+            for section in declared or ():
+                sections.setdefault(section.key, section.config_class)
+        return sections
 
     @staticmethod
     def _load(ep: importlib.metadata.EntryPoint) -> ModuleType | Any:

@@ -6,13 +6,28 @@ import attrs
 
 
 @attrs.frozen
+class StoredFile:
+    """One source file as a destination received it: what the run manifest lists."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+@attrs.frozen
 class UploadResult:
-    """One destination's upload: how many files and bytes, how long."""
+    """One destination's upload: how many files and bytes, how long, and what was stored.
+
+    ``stored`` lists every uploaded file with the sha256 of the bytes the destination
+    received; the core writes the run manifest from it, so an ``upload`` hook that takes over
+    must fill it (``service_backup.upload.upload_one`` returns the entries).
+    """
 
     destination_name: str
     files: int
     size_in_bytes: int
     duration_in_seconds: float
+    stored: tuple[StoredFile, ...] = ()
 
 
 @attrs.frozen
@@ -31,3 +46,5 @@ class RunResult:
     rejected: bool = False
     uploads: tuple[UploadResult, ...] = ()
     failures: tuple[DestinationFailure, ...] = ()
+    started_at: float | None = None
+    finished_at: float | None = None

@@ -11,6 +11,7 @@ import datetime
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from loguru import logger
 
@@ -58,26 +59,37 @@ def run_backup(
             )
             return RunResult(run.backup_guid, ok=False, error=REJECTED, rejected=True)
 
+        _run_state(config, run, registry, "start")
         run.log.info("Perform backup started")
         try:
             hook.prepare(config=config, run=run)
         except Exception as exc:
             error = _reason(exc, config)
             run.log.bind(error=error).error("Perform backup completed with error")
-            _alert(config, run, registry, error)
-            return RunResult(run.backup_guid, ok=False, error=error)
+            return _failed(config, run, registry, RunResult(run.backup_guid, ok=False, error=error))
         run.log.info("Perform backup completed successfully")
 
         uploads, failures = _upload_everywhere(config, run, registry)
         if failures:
             error = "; ".join(f"destination {f.destination_name}: {f.error}" for f in failures)
-            _alert(config, run, registry, error)
-            return RunResult(
+            result = RunResult(
                 run.backup_guid, ok=False, error=error, uploads=uploads, failures=failures
             )
+            return _failed(config, run, registry, result)
 
         _cleanup(config, run, registry)
+        _run_state(config, run, registry, "finish")
     return RunResult(run.backup_guid, ok=True, uploads=uploads)
+
+
+def _failed(
+    config: BackupConfig, run: RunContext, registry: PluginRegistry, result: RunResult
+) -> RunResult:
+    """A failed run: the alert hook, then the ``fail`` state, whatever either does."""
+    assert result.error is not None
+    _alert(config, run, registry, result.error)
+    _run_state(config, run, registry, "fail", result.error)
+    return result
 
 
 def _upload_everywhere(
@@ -163,11 +175,29 @@ def _cleanup(config: BackupConfig, run: RunContext, registry: PluginRegistry) ->
 def _alert(config: BackupConfig, run: RunContext, registry: PluginRegistry, error: str) -> None:
     """Each alerter on its own: one failing never stops another or hides the run's error."""
     kwargs = {"config": config, "run": run, "error": error}
-    for impl in reversed(registry.hook.alert.get_hookimpls()):
+    _each(registry.hook.alert, kwargs, config, run, "error sending service alert")
+
+
+def _run_state(
+    config: BackupConfig,
+    run: RunContext,
+    registry: PluginRegistry,
+    state: str,
+    error: str | None = None,
+) -> None:
+    kwargs = {"config": config, "run": run, "state": state, "error": error}
+    _each(registry.hook.run_state, kwargs, config, run, "error notifying run state")
+
+
+def _each(
+    caller: Any, kwargs: dict[str, Any], config: BackupConfig, run: RunContext, message: str
+) -> None:
+    """Call every implementation of a hook on its own; an exception is logged, never raised."""
+    for impl in reversed(caller.get_hookimpls()):
         try:
             impl.function(*[kwargs[name] for name in impl.argnames])
         except Exception as exc:
-            run.log.bind(error=_reason(exc, config)).error("error sending service alert")
+            run.log.bind(error=_reason(exc, config)).error(message)
 
 
 def _dest_log(run: RunContext, spec: DestinationSpec):  # type: ignore[no-untyped-def]

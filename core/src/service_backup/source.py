@@ -1,10 +1,21 @@
-"""The files a run uploads: everything under ``source_folder``."""
+"""The files a run uploads, and the one object through which every destination reads them.
+
+The core owns reading the source. A destination's ``write`` receives a ``Source``: its size,
+an exact-length reader, and the path for plugins that read by offset. Whatever way a plugin
+reads, the ``Source`` blames the source (``SourceError`` naming the file) when it ends early,
+grows or changes, and computes the sha256 of the bytes it handed out in the same pass, which
+is what the run manifest records. No plugin re-implements any of this.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import stat
+import threading
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -13,11 +24,253 @@ from .errors import SourceError
 
 @attrs.frozen
 class SourceFile:
-    """A regular file to upload: where it is, its key below the run prefix, its size when seen."""
+    """A regular file to upload: where it is, its key below the run prefix, its size when seen.
+
+    ``mtime_ns`` is the modification time when listed: a file touched after that is one that
+    changed during the run, even if its size did not.
+    """
 
     path: Path
     relative: str
     size: int
+    mtime_ns: int | None = None
+
+
+class _Digest:
+    """sha256 over bytes that may arrive out of order (offset readers), fed exactly once.
+
+    Bytes at or below the hashed frontier are ignored (a re-read after a rewind); bytes
+    beyond it wait until the gap before them is filled. A plugin reading by offset keeps at
+    most its own in-flight window here, which it holds in memory anyway.
+    """
+
+    def __init__(self) -> None:
+        self._sha = hashlib.sha256()
+        self.done = 0
+        self._pending: dict[int, bytes] = {}
+        self._lock = threading.Lock()
+
+    def feed(self, offset: int, data: bytes | memoryview) -> int:
+        with self._lock:
+            end = offset + len(data)
+            if end <= self.done:
+                return self.done
+            if offset > self.done:
+                self._pending[offset] = bytes(data)
+                return self.done
+            self._sha.update(data[self.done - offset :])
+            self.done = end
+            while self._pending:
+                later = [o for o in self._pending if o <= self.done]
+                if not later:
+                    break
+                for o in sorted(later):
+                    chunk = self._pending.pop(o)
+                    if o + len(chunk) > self.done:
+                        self._sha.update(chunk[self.done - o :])
+                        self.done = o + len(chunk)
+            return self.done
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
+
+
+class Source:
+    """One source file as one destination reads it (a fresh ``Source`` per destination).
+
+    Read it one of three ways: ``open()`` (a sequential, exact-length stream), ``read_all()``
+    (small files, one call), or ``read_at()`` (by offset, from several threads). Each raises
+    ``SourceError`` naming the file when it is shorter than ``size``, longer, or modified since
+    it was listed, and it does so *before* handing out the last bytes, so a plugin that only
+    commits after its final read never commits a wrong object. ``sha256`` is the hash of the
+    ``size`` bytes handed out, available once all of them were read.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        size: int,
+        *,
+        path: Path | None = None,
+        data: bytes | None = None,
+        mtime_ns: int | None = None,
+    ) -> None:
+        self.name = name
+        self.size = size
+        self.path = path
+        self._data = data
+        self._mtime_ns = mtime_ns
+        self._digest = _Digest()
+        self._checked = False
+        self._fd: int | None = None
+        self._fd_lock = threading.Lock()
+
+    @classmethod
+    def from_file(cls, file: SourceFile) -> Source:
+        return cls(str(file.path), file.size, path=file.path, mtime_ns=file.mtime_ns)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, name: str = "<memory>") -> Source:
+        """An in-memory source: ``check``, the conformance suite and tests write these."""
+        return cls(name, len(data), data=data)
+
+    # ------------------------------------------------------------------ reading
+    def open(self) -> SourceStream:
+        """A sequential reader of exactly ``size`` bytes; close it (or use ``with``)."""
+        return SourceStream(self)
+
+    def read_all(self) -> bytes:
+        """The whole file in one call, for small files."""
+        return self.read_at(0, self.size)
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        """Exactly ``length`` bytes at ``offset`` (within ``size``); safe from several threads."""
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise ValueError(f"range {offset}+{length} outside {self.name} ({self.size} bytes)")
+        if self._data is not None:
+            data = self._data[offset : offset + length]
+        else:
+            data = self._pread(offset, length)
+        if len(data) != length:
+            raise SourceError(
+                f"source file {self.name} ended early: {offset + len(data)} bytes, "
+                f"{self.size} when listed"
+            )
+        self._account(offset, data)
+        return data
+
+    @property
+    def sha256(self) -> str:
+        """Lowercase hex sha256 of the bytes handed out; SourceError if not all were read."""
+        if self._digest.done < self.size:
+            raise SourceError(
+                f"source file {self.name}: only {self._digest.done} of {self.size} bytes "
+                "were read by the destination"
+            )
+        self._final_check()
+        return self._digest.hexdigest()
+
+    def close(self) -> None:
+        with self._fd_lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    # ------------------------------------------------------------------ internals
+    def _account(self, offset: int, data: bytes | memoryview) -> None:
+        if self._digest.feed(offset, data) >= self.size:
+            self._final_check()
+
+    def _descriptor(self) -> int:
+        with self._fd_lock:
+            if self._fd is None:
+                assert self.path is not None
+                try:
+                    self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    raise SourceError(f"source file {self.name} vanished during the run") from None
+                except OSError as exc:
+                    raise SourceError(
+                        f"cannot read source file {self.name}: {exc.strerror or exc}"
+                    ) from None
+            return self._fd
+
+    def _pread(self, offset: int, length: int) -> bytes:
+        fd = self._descriptor()
+        chunks: list[bytes] = []
+        got = 0
+        try:
+            while got < length:
+                chunk = os.pread(fd, length - got, offset + got)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                got += len(chunk)
+        except OSError as exc:
+            raise SourceError(
+                f"cannot read source file {self.name}: {exc.strerror or exc}"
+            ) from None
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _final_check(self) -> None:
+        """Once every byte was read: the file must not be longer now, nor modified since listed."""
+        if self._checked or self._data is not None:
+            self._checked = True
+            return
+        fd = self._descriptor()
+        try:
+            extra = os.pread(fd, 1, self.size)
+            st = os.fstat(fd)
+        except OSError as exc:
+            raise SourceError(
+                f"cannot read source file {self.name}: {exc.strerror or exc}"
+            ) from None
+        if extra or st.st_size != self.size:
+            raise SourceError(
+                f"source file {self.name} changed size during the run "
+                f"({self.size} bytes when listed, {max(st.st_size, self.size + len(extra))} now)"
+            )
+        if self._mtime_ns is not None and st.st_mtime_ns != self._mtime_ns:
+            raise SourceError(f"source file {self.name} was modified during the run")
+        self._checked = True
+
+
+class SourceStream(io.RawIOBase):
+    """``Source.open()``: a file-like object of exactly ``size`` bytes.
+
+    Seekable, so SDKs that rewind to retry a request work; bytes read again after a rewind are
+    hashed only once. Reading past ``size`` returns b"" (after checking the file did not grow).
+    """
+
+    def __init__(self, source: Source) -> None:
+        super().__init__()
+        self.source = source
+        self._position = 0
+        if source.size == 0:
+            source._final_check()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self.source.size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        length = min(len(view), self.source.size - self._position)
+        if length <= 0:
+            self.source._final_check()
+            return 0
+        data = self.source.read_at(self._position, length)
+        view[:length] = data
+        self._position += length
+        return length
+
+    def read(self, size: int | None = -1) -> bytes:
+        remaining = self.source.size - self._position
+        length = remaining if size is None or size < 0 else min(size, remaining)
+        if length <= 0:
+            self.source._final_check()
+            return b""
+        data = self.source.read_at(self._position, length)
+        self._position += length
+        return data
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.source.close()
+        super().close()
 
 
 def scan_source(folder: str | Path) -> list[SourceFile]:
@@ -54,5 +307,7 @@ def scan_source(folder: str | Path) -> list[SourceFile]:
             if not stat.S_ISREG(st.st_mode):
                 continue
             relative = path.relative_to(root).as_posix()
-            found.append(SourceFile(path=path, relative=relative, size=st.st_size))
+            found.append(
+                SourceFile(path=path, relative=relative, size=st.st_size, mtime_ns=st.st_mtime_ns)
+            )
     return found

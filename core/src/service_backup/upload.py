@@ -1,117 +1,58 @@
-"""The default ``upload`` hook: stream every file through ``Destination.write``.
+"""The default ``upload`` hook: every file through ``Destination.write`` as a core ``Source``.
 
-Files go up ``destination.file_concurrency`` at a time; each stored size is compared with the
-bytes actually read, so a file that changed or a backend that truncated fails loudly. The
-first failure stops new files from starting and names the file at fault.
+Files go up ``destination.file_concurrency`` at a time. The ``Source`` checks the bytes as the
+destination reads them (short, grown, modified: ``SourceError`` naming the file) and hashes
+them in the same pass; the stored size is compared with the listed one. The first failure
+stops new files from starting and names the file at fault.
 """
 
 from __future__ import annotations
 
 import functools
-import io
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from contextlib import contextmanager
-from typing import Any
+from typing import TypeVar
 
 from .config import DestinationSpec
 from .context import RunContext
 from .destination import Destination
-from .errors import BackupError, DestinationError, SourceError
+from .errors import BackupError, DestinationError
 from .hookspecs import hookimpl
-from .results import UploadResult
-from .source import SourceFile
+from .results import StoredFile, UploadResult
+from .source import Source, SourceFile
+
+T = TypeVar("T")
 
 
-class SourceReader(io.RawIOBase):
-    """A source file as destinations read it, with read errors blamed on the source.
-
-    Socket errors inside an SDK are ``OSError`` too; wrapping the file keeps a failing disk
-    (``source file … cannot be read``) apart from a failing destination.
-    """
-
-    def __init__(self, file: SourceFile, raw: io.BufferedReader) -> None:
-        self.file = file
-        self._raw = raw
-
-    def _failed(self, exc: OSError) -> SourceError:
-        return SourceError(f"cannot read source file {self.file.path}: {exc.strerror or exc}")
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        try:
-            return self._raw.readinto(buffer)
-        except OSError as exc:
-            raise self._failed(exc) from None
-
-    def read(self, size: int | None = -1) -> bytes:
-        try:
-            return self._raw.read(-1 if size is None else size)
-        except OSError as exc:
-            raise self._failed(exc) from None
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        return self._raw.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._raw.tell()
-
-    def fileno(self) -> int:
-        return self._raw.fileno()
-
-    def close(self) -> None:
-        self._raw.close()
-        super().close()
+def check_stored(key: str, stored_size: int, source: Source) -> None:
+    """The destination must report exactly the bytes it was given."""
+    if stored_size != source.size:
+        raise DestinationError(
+            f"stored size of {key} is {stored_size} bytes, expected {source.size}: "
+            "upload incomplete"
+        )
 
 
-@contextmanager
-def open_source(file: SourceFile) -> Iterator[SourceReader]:
-    """Open a source file, turning OS errors into a one-line SourceError naming it."""
+def upload_one(destination: Destination, key: str, file: SourceFile) -> StoredFile:
+    """Write one file; return what was stored. Raise a BackupError naming the file on failure."""
+    source = Source.from_file(file)
     try:
-        raw = open(file.path, "rb")  # noqa: SIM115 - closed below
-    except FileNotFoundError:
-        raise SourceError(f"source file {file.path} vanished during the run") from None
-    except OSError as exc:
-        raise SourceError(f"cannot read source file {file.path}: {exc.strerror}") from None
-    reader = SourceReader(file, raw)
-    try:
-        yield reader
-    finally:
-        reader.close()
-
-
-def upload_one(destination: Destination, key: str, file: SourceFile) -> int:
-    """Write one file; return its size. Raise a BackupError naming the file on any failure."""
-    with open_source(file) as handle:
         try:
-            info = destination.write(key, handle, file.size)  # type: ignore[arg-type]
+            info = destination.write(key, source)
         except BackupError:
             raise
         except OSError as exc:
             raise DestinationError(f"writing {key} failed: {exc.strerror or exc}") from None
-        now = os.fstat(handle.fileno()).st_size
-    if now != file.size:
-        raise SourceError(
-            f"source file {file.path} changed size during the run "
-            f"({file.size} bytes when listed, {now} after upload)"
-        )
-    if info.size != file.size:
-        raise DestinationError(
-            f"stored size of {key} is {info.size} bytes, expected {file.size}: upload incomplete"
-        )
-    return file.size
+        check_stored(key, info.size, source)
+        return StoredFile(path=file.relative, size=file.size, sha256=source.sha256)
+    finally:
+        source.close()
 
 
-def run_jobs(jobs: Sequence[Callable[[], int]], workers: int, run: RunContext) -> int:
-    """Run upload jobs ``workers`` at a time and return the sum of what they return (bytes).
+def run_jobs(jobs: Sequence[Callable[[], T]], workers: int, run: RunContext) -> list[T]:
+    """Run upload jobs ``workers`` at a time and return their results in job order.
 
     The first failure stops jobs that have not started and is raised once the running ones
     end; a daemon shutting down interrupts the upload between jobs. Plugins that take over the
@@ -119,9 +60,9 @@ def run_jobs(jobs: Sequence[Callable[[], int]], workers: int, run: RunContext) -
     """
     stop = threading.Event()
 
-    def guarded(job: Callable[[], int]) -> int:
+    def guarded(job: Callable[[], T]) -> T | None:
         if stop.is_set():
-            return 0
+            return None
         if run.processes.closing:
             raise BackupError("upload interrupted: service-backup is shutting down")
         return job()
@@ -137,7 +78,21 @@ def run_jobs(jobs: Sequence[Callable[[], int]], workers: int, run: RunContext) -
                 future.cancel()
             wait(futures)
             raise errors[0]  # type: ignore[misc]
-        return sum(f.result() for f in futures)
+        return [f.result() for f in futures]  # type: ignore[misc]
+
+
+def upload_result(
+    spec: DestinationSpec, stored: Sequence[StoredFile], started: float
+) -> UploadResult:
+    """The result every upload hook returns: counts, bytes, duration, stored files by path."""
+    ordered = tuple(sorted(stored, key=lambda s: s.path))
+    return UploadResult(
+        destination_name=spec.display_name,
+        files=len(ordered),
+        size_in_bytes=sum(s.size for s in ordered),
+        duration_in_seconds=time.monotonic() - started,
+        stored=ordered,
+    )
 
 
 @hookimpl(trylast=True)
@@ -150,10 +105,5 @@ def upload(
     started = time.monotonic()
     prefix = run.remote_prefix
     jobs = [functools.partial(upload_one, destination, f"{prefix}/{f.relative}", f) for f in files]
-    total = run_jobs(jobs, destination.file_concurrency, run)
-    return UploadResult(
-        destination_name=spec.display_name,
-        files=len(files),
-        size_in_bytes=total,
-        duration_in_seconds=time.monotonic() - started,
-    )
+    stored = run_jobs(jobs, destination.file_concurrency, run)
+    return upload_result(spec, stored, started)

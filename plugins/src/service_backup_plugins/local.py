@@ -20,6 +20,7 @@ from service_backup.config import required
 from service_backup.destination import Destination, DestinationContext, DestinationType, ObjectInfo
 from service_backup.errors import DestinationError, ObjectNotFound
 from service_backup.hookspecs import hookimpl
+from service_backup.source import Source
 
 PARTIAL_MARK = ".service-backup-partial-"
 COPY_BUFFER = 1024 * 1024
@@ -52,12 +53,12 @@ class LocalDestination(Destination):
         except OSError as exc:
             raise DestinationError(f"cannot create folder {self.base}: {exc.strerror}") from None
 
-    def write(self, key: str, stream: IO[bytes], size: int) -> ObjectInfo:
+    def write(self, key: str, source: Source) -> ObjectInfo:
         final = self._path(key)
         partial = final.with_name(f"{PARTIAL_MARK}{uuid.uuid4().hex}")
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
-            with open(partial, "wb") as out:
+            with source.open() as stream, open(partial, "wb") as out:
                 shutil.copyfileobj(stream, out, COPY_BUFFER)
                 out.flush()
                 os.fsync(out.fileno())

@@ -48,6 +48,7 @@ from urllib3.util.retry import Retry
 
 from service_backup.destination import Destination, DestinationContext, ObjectInfo
 from service_backup.errors import DestinationError, ObjectNotFound, SourceError
+from service_backup.source import Source
 
 from .config import AzureConfig, account_url
 
@@ -211,7 +212,11 @@ class AzureDestination(Destination):
         except AzureError as exc:
             raise self._error(exc, f"creating container {self.container_name}") from None
 
-    def write(self, key: str, stream: IO[bytes], size: int) -> ObjectInfo:
+    def write(self, key: str, source: Source) -> ObjectInfo:
+        with source.open() as stream:
+            return self._write_stream(key, stream, source.size)
+
+    def _write_stream(self, key: str, stream: IO[bytes], size: int) -> ObjectInfo:
         """Upload, then report the size the service verified.
 
         No HEAD afterwards: every byte stored went up in a request whose MD5 the service

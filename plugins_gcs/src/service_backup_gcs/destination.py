@@ -50,6 +50,7 @@ from google.oauth2 import service_account
 from service_backup.destination import Destination, DestinationContext, ObjectInfo
 from service_backup.errors import DestinationError, ObjectNotFound
 from service_backup.secret import scrub
+from service_backup.source import Source
 
 from .config import GCSConfig, parse_service_account
 
@@ -198,7 +199,11 @@ class GCSDestination(Destination):
                 f"({self.location}, {self.storage_class})",
             ) from None
 
-    def write(self, key: str, stream: IO[bytes], size: int) -> ObjectInfo:
+    def write(self, key: str, source: Source) -> ObjectInfo:
+        with source.open() as stream:
+            return self._write_stream(key, stream, source.size)
+
+    def _write_stream(self, key: str, stream: IO[bytes], size: int) -> ObjectInfo:
         name = self._object_name(key)
         what = f"upload of {self._where(key)}"
         if size > SINGLE_REQUEST_LIMIT:

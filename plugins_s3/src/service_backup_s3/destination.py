@@ -36,6 +36,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from service_backup.destination import Destination, DestinationContext, ObjectInfo
 from service_backup.errors import BackupError, DestinationError, ObjectNotFound
+from service_backup.source import Source as CoreSource
 
 from . import _errors
 from ._source import SizedReader, Source, SourceFiles, file_descriptor, source_error
@@ -172,7 +173,11 @@ class S3Destination(Destination):
                 extra["SSEKMSKeyId"] = cfg.sse_kms_key_id.strip()
         return extra
 
-    def write(self, key: str, stream: IO[bytes], size: int) -> ObjectInfo:
+    def write(self, key: str, source: CoreSource) -> ObjectInfo:
+        with source.open() as stream:
+            return self._write_stream(key, stream, source.size)
+
+    def _write_stream(self, key: str, stream: IO[bytes], size: int) -> ObjectInfo:
         full = self._key(key)
         reader = SizedReader(stream, size)
         source: SizedReader | Source = reader

@@ -46,6 +46,7 @@ from paramiko.sftp import (
 
 from service_backup.destination import Destination, DestinationContext, ObjectInfo
 from service_backup.errors import DestinationError, ObjectNotFound, SourceError
+from service_backup.source import Source
 
 from . import _sftp
 from ._keys import KeyProblem, load_private_key
@@ -180,7 +181,11 @@ class ScpDestination(Destination):
             self._folders.discard(path)
 
     # ------------------------------------------------------------------------------ write
-    def write(self, key: str, stream: IO[bytes], size: int) -> ObjectInfo:
+    def write(self, key: str, source: Source) -> ObjectInfo:
+        with source.open() as stream:
+            return self._write_stream(key, stream, source.size)
+
+    def _write_stream(self, key: str, stream: IO[bytes], size: int) -> ObjectInfo:
         final = self._path(key)
         folder = posixpath.dirname(final)
         temp = posixpath.join(folder, f"{PARTIAL_MARK}{uuid.uuid4().hex}")

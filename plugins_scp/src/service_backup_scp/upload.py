@@ -20,11 +20,10 @@ from functools import partial
 from service_backup.config import DestinationSpec
 from service_backup.context import RunContext
 from service_backup.destination import Destination
-from service_backup.errors import DestinationError, SourceError
 from service_backup.hookspecs import hookimpl
-from service_backup.results import UploadResult
-from service_backup.source import SourceFile
-from service_backup.upload import open_source, run_jobs, upload_one
+from service_backup.results import StoredFile, UploadResult
+from service_backup.source import Source, SourceFile
+from service_backup.upload import check_stored, run_jobs, upload_one, upload_result
 
 #: At most this many files and bytes per batch: bounded memory (a batch is read into memory,
 #: and framed once more to send) with enough requests in flight to hide round trips.
@@ -51,18 +50,6 @@ def batches(files: list[SourceFile], limit: int) -> tuple[list[list[SourceFile]]
     return groups, large
 
 
-def read_small(file: SourceFile) -> bytes:
-    """The whole (small) file, checked against the size it had when listed."""
-    with open_source(file) as handle:
-        data = handle.read(file.size + 1)
-    if len(data) != file.size:
-        raise SourceError(
-            f"source file {file.path} changed size during the run "
-            f"({file.size} bytes when listed, {len(data)} read)"
-        )
-    return data
-
-
 @hookimpl
 def upload(
     spec: DestinationSpec,
@@ -78,23 +65,27 @@ def upload(
     prefix = run.remote_prefix
     groups, large = batches(files, destination.small_file_limit())
 
-    def send_group(group: list[SourceFile]) -> int:
-        items = [(f"{prefix}/{f.relative}", read_small(f)) for f in group]
-        stored = destination.write_batch(items)
-        for info, file in zip(stored, group, strict=True):
-            if info.size != file.size:
-                raise DestinationError(
-                    f"stored size of {info.key} is {info.size} bytes, expected {file.size}: "
-                    "upload incomplete"
-                )
-        return sum(f.size for f in group)
+    def send_group(group: list[SourceFile]) -> list[StoredFile]:
+        sources = [Source.from_file(f) for f in group]
+        try:
+            items = [
+                (f"{prefix}/{f.relative}", s.read_all())
+                for f, s in zip(group, sources, strict=True)
+            ]
+            stored = destination.write_batch(items)
+            for info, source in zip(stored, sources, strict=True):
+                check_stored(info.key, info.size, source)
+            return [
+                StoredFile(path=f.relative, size=f.size, sha256=s.sha256)
+                for f, s in zip(group, sources, strict=True)
+            ]
+        finally:
+            for source in sources:
+                source.close()
 
-    jobs = [partial(upload_one, destination, f"{prefix}/{f.relative}", f) for f in large]
-    jobs += [partial(send_group, group) for group in groups]
-    total = run_jobs(jobs, destination.file_concurrency, run)
-    return UploadResult(
-        destination_name=spec.display_name,
-        files=len(files),
-        size_in_bytes=total,
-        duration_in_seconds=time.monotonic() - started,
-    )
+    def send_large(file: SourceFile) -> list[StoredFile]:
+        return [upload_one(destination, f"{prefix}/{file.relative}", file)]
+
+    jobs = [partial(send_large, f) for f in large] + [partial(send_group, g) for g in groups]
+    results = run_jobs(jobs, destination.file_concurrency, run)
+    return upload_result(spec, [s for part in results for s in part], started)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import io
 import os
 import threading
 import time
@@ -30,7 +29,7 @@ from ..processes import ProcessManager
 from ..results import RunResult
 from ..run import run_backup
 from ..secret import Secret, secret_field_values
-from ..source import SourceFile
+from ..source import Source, SourceFile
 from ..upload import upload_one
 from .memory import rss_peak
 
@@ -84,35 +83,6 @@ def _write_random_file(path: Path, size: int, seed: int = 7) -> None:
             piece = hashlib.sha256(counter.to_bytes(8, "big")).digest() + chunk[32:]
             f.write(piece[: min(remaining, len(piece))])
             remaining -= min(remaining, len(piece))
-
-
-class FailingStream(io.RawIOBase):
-    """A source that dies after ``fail_after`` bytes, as a disk error or a vanished NFS would."""
-
-    def __init__(self, size: int, fail_after: int) -> None:
-        self.size, self.fail_after, self.position = size, fail_after, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.position
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self.position, 2: self.size}[whence]
-        self.position = max(0, min(self.size, base + offset))
-        return self.position
-
-    def readinto(self, buffer: Any) -> int:
-        if self.position >= self.fail_after:
-            raise OSError(5, "Input/output error (simulated failure of the source)")
-        count = min(len(buffer), self.fail_after - self.position, self.size - self.position)
-        buffer[:count] = b"x" * count
-        self.position += count
-        return count
 
 
 @attrs.define
@@ -288,7 +258,7 @@ class DestinationSuite:
         with self.open_destination(dtype, destination_config) as dest:
             dest.ensure_location()
             dest.ensure_location()  # an existing location is fine
-            info = dest.write("probe/created.txt", io.BytesIO(b"created"), 7)
+            info = dest.write("probe/created.txt", Source.from_bytes(b"created"))
             assert info.size == 7
             assert [o.key for o in dest.list("probe/")] == ["probe/created.txt"]
 
@@ -297,7 +267,7 @@ class DestinationSuite:
     def test_write_read_back_identical(self, destination: Destination, size: int) -> None:
         data = os.urandom(size)
         key = f"roundtrip/file-{size}.bin"
-        info = destination.write(key, io.BytesIO(data), size)
+        info = destination.write(key, Source.from_bytes(data))
         assert info.key == key
         assert info.size == size
         assert destination.stat(key).size == size
@@ -368,7 +338,7 @@ class DestinationSuite:
         outside = ["pagedx/outside.txt", "other/paged/not-here.txt"]
 
         def put(key: str) -> None:
-            destination.write(key, io.BytesIO(key.encode()), len(key.encode()))
+            destination.write(key, Source.from_bytes(key.encode()))
 
         with ThreadPoolExecutor(max_workers=max(1, destination.file_concurrency)) as pool:
             list(pool.map(put, keys + outside))
@@ -398,8 +368,8 @@ class DestinationSuite:
             assert stream.read() == b"second"
 
     def test_delete_and_missing_keys(self, destination: Destination) -> None:
-        destination.write("del/a.txt", io.BytesIO(b"a"), 1)
-        destination.write("del/b.txt", io.BytesIO(b"b"), 1)
+        destination.write("del/a.txt", Source.from_bytes(b"a"))
+        destination.write("del/b.txt", Source.from_bytes(b"b"))
         destination.delete("del/a.txt")
         assert [o.key for o in destination.list("del/")] == ["del/b.txt"]
         with pytest.raises(ObjectNotFound):
@@ -430,7 +400,7 @@ class DestinationSuite:
             self.open_destination(dtype, wrong_credentials_config) as dest,
         ):
             dest.ensure_location()
-            dest.write("denied/f.txt", io.BytesIO(b"data"), 4)
+            dest.write("denied/f.txt", Source.from_bytes(b"data"))
         raw = str(raised.value)
         assert "\n" not in raw.strip() and "Traceback" not in raw
         for secret in secrets:
@@ -479,14 +449,23 @@ class DestinationSuite:
             upload_one(destination, "vanish/gone.dat", file)
         assert list(destination.list("vanish/")) == []
 
-    def test_failed_upload_is_not_presented_as_complete(self, destination: Destination) -> None:
+    def test_failed_upload_is_not_presented_as_complete(
+        self, destination: Destination, tmp_path: Path
+    ) -> None:
         size = self.failing_upload_size
-        stream = FailingStream(size, fail_after=size * 3 // 4)
-        with pytest.raises((BackupError, OSError)):
-            destination.write("partial/broken.bin", stream, size)  # type: ignore[arg-type]
+        path = tmp_path / "short.bin"
+        _write_random_file(path, size * 3 // 4)
+        source = Source(str(path), size, path=path)  # listed at ``size``, shorter on disk
+        try:
+            with pytest.raises(SourceError, match=r"short\.bin"):
+                destination.write("partial/broken.bin", source)
+        finally:
+            source.close()
         with pytest.raises(ObjectNotFound):
             destination.stat("partial/broken.bin")
-        assert [o.key for o in destination.list("partial/")] == []
+        assert [o.key for o in destination.list("partial/")] == [], (
+            "a write whose source ended early left an object behind"
+        )
 
 
-__all__ = ["AWKWARD_NAMES", "DestinationSuite", "FailingStream", "MiB"]
+__all__ = ["AWKWARD_NAMES", "DestinationSuite", "MiB"]

@@ -19,6 +19,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from service_backup.destination import Destination, DestinationContext, ObjectInfo
 from service_backup.errors import DestinationError, ObjectNotFound
+from service_backup.source import Source
 
 from ._http import CHUNK, Client, Entry, Response, Unreachable
 from .config import WebDAVConfig
@@ -142,7 +143,11 @@ class WebDAVDestination(Destination):
                     self._dirs.add(sub)
 
     # --------------------------------------------------------------------------- objects
-    def write(self, key: str, stream: IO[bytes], size: int) -> ObjectInfo:
+    def write(self, key: str, source: Source) -> ObjectInfo:
+        with source.open() as stream:
+            return self._write_stream(key, stream, source.size)
+
+    def _write_stream(self, key: str, stream: IO[bytes], size: int) -> ObjectInfo:
         directory, _, _ = key.rpartition("/")
         final = self._path(key)
         self._ensure_dir(directory)
