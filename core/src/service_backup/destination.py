@@ -126,3 +126,21 @@ class DestinationType:
     config_class: type
     factory: Callable[[Any, DestinationContext], Destination]
     label: str
+
+
+def lazy_factory(target: str) -> Callable[[Any, DestinationContext], Destination]:
+    """A factory that imports ``"package.module:Class"`` only when a destination is opened.
+
+    Every destination plugin registers its type with one of these, so loading a plugin (for
+    ``validate``, for ``plugins``) imports its config class and never its SDK.
+    """
+    module_name, _, attr = target.partition(":")
+
+    def factory(config: Any, context: DestinationContext) -> Destination:
+        import importlib
+
+        cls = getattr(importlib.import_module(module_name), attr)
+        return cls(config, context)  # type: ignore[no-any-return]
+
+    factory.__qualname__ = factory.__name__ = f"lazy_factory({target!r})"
+    return factory

@@ -28,3 +28,9 @@ class CommandError(BackupError):
 
 class SourceError(BackupError):
     """A file under ``source_folder`` could not be read (vanished, unreadable)."""
+
+
+def one_line(text: object, limit: int = 300) -> str:
+    """Any message as one line of at most ``limit`` characters: what logs and alerts carry."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
