@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import datetime
+import threading
 from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
@@ -110,6 +111,9 @@ class DestinationContext:
 
     #: ``name`` from the config, or ``<type>[<index>]`` when unnamed: for error messages.
     display_name: str
+    #: Set when service-backup shuts down: abort in-flight transfers promptly (raise
+    #: ``DestinationError``) instead of finishing them.
+    stop: threading.Event = attrs.field(factory=threading.Event, eq=False, repr=False)
 
 
 @attrs.frozen

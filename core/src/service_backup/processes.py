@@ -57,6 +57,8 @@ class ProcessManager:
         self._lock = threading.Lock()
         self._children: set[subprocess.Popen[bytes]] = set()
         self._closing = False
+        #: Set when shutdown begins: destinations abort in-flight transfers when it is set.
+        self.stopping = threading.Event()
 
     @property
     def closing(self) -> bool:
@@ -107,6 +109,7 @@ class ProcessManager:
         """Refuse new children and send ``sig`` to every running child's process group."""
         with self._lock:
             self._closing = True
+            self.stopping.set()
             children = list(self._children)
         for child in children:
             with contextlib.suppress(ProcessLookupError):

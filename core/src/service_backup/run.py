@@ -130,7 +130,9 @@ def _upload_to(
     started = time.monotonic()
     try:
         dtype = registry.destination_type(spec.type)
-        destination = dtype.factory(spec.config, DestinationContext(spec.display_name))
+        destination = dtype.factory(
+            spec.config, DestinationContext(spec.display_name, stop=run.processes.stopping)
+        )
         with destination:
             log.info(
                 f"about to upload {config.source_folder} to {dtype.label} remote path "
