@@ -51,6 +51,12 @@ VALID = {
     ),
     "no-service-backup-section": {"properties": {"redis": {"port": 6379}}},
     "no-destinations": {"properties": {"service-backup": {"destinations": []}}},
+    "retention": m.service_backup(
+        {
+            **m.destination("s3"),
+            "retention": {"keep_daily": 7, "keep_weekly": 4, "keep_monthly": 12},
+        }
+    ),
     "six-field-cron-and-descriptor": m.service_backup(
         m.destination("local"), cron_schedule="@every 1h30m"
     ),
@@ -79,6 +85,13 @@ def test_rendered_config_is_the_property_plus_deployment_name(ruby: str, tmp_pat
     section = manifest["properties"]["service-backup"]
     assert config.pop("deployment_name") == DEPLOYMENT
     assert config == section  # every key, multi-line keys and JSON documents byte for byte
+
+
+def test_retention_renders_inside_its_destination_unchanged(ruby: str, tmp_path: Path) -> None:
+    manifest = VALID["retention"]
+    config = rendered(manifest, tmp_path)
+    expected = manifest["properties"]["service-backup"]["destinations"][0]["retention"]
+    assert config["destinations"][0]["retention"] == expected
 
 
 def test_defaults_come_from_the_spec(ruby: str, tmp_path: Path) -> None:

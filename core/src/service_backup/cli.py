@@ -46,7 +46,9 @@ def _parser(prog: str = "service-backup") -> argparse.ArgumentParser:
 
 #: Commands that live in a module of their own under ``service_backup.commands``: each has
 #: ``HELP``, ``configure(parser)`` (its flags; CONFIG is already there) and ``run(args) -> int``.
-COMMAND_MODULES: dict[str, str] = {}
+COMMAND_MODULES: dict[str, str] = {
+    "prune": "service_backup.commands.prune",
+}
 
 
 def _load(path: str, registry: object) -> object:

@@ -19,6 +19,7 @@ import yaml
 from cattrs.v import format_exception
 
 from .errors import ConfigError
+from .retention import RetentionPolicy
 from .secret import Secret
 
 if TYPE_CHECKING:
@@ -88,6 +89,7 @@ class DestinationSpec:
     config: Any
     name: str = ""
     index: int = 0
+    retention: RetentionPolicy | None = None
 
     @property
     def display_name(self) -> str:
@@ -132,6 +134,7 @@ class _RawDestination:
     type: str
     name: str = ""
     config: dict[str, Any] = attrs.Factory(dict)
+    retention: RetentionPolicy | None = None
 
 
 @attrs.frozen
@@ -357,7 +360,11 @@ def parse_config(data: Any, registry: PluginRegistry) -> BackupConfig:
         except ConfigError as exc:
             problems.append(str(exc))
             continue
-        specs.append(DestinationSpec(type=dest.type, name=dest.name, config=obj, index=index))
+        specs.append(
+            DestinationSpec(
+                type=dest.type, name=dest.name, config=obj, index=index, retention=dest.retention
+            )
+        )
 
     if raw.destinations:
         for key in ("source_folder", "cron_schedule"):

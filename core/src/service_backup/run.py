@@ -15,6 +15,7 @@ from typing import Any
 
 from loguru import logger
 
+from .catalog import RunFolder, run_root
 from .config import BackupConfig, DestinationSpec
 from .context import RunContext
 from .destination import DestinationContext
@@ -22,6 +23,7 @@ from .errors import BackupError
 from .guard import exclusive_run
 from .plugins import PluginRegistry
 from .processes import ProcessManager
+from .prune import prune
 from .results import DestinationFailure, RunResult, UploadResult
 from .secret import scrub, secret_field_values
 from .source import scan_source
@@ -149,7 +151,44 @@ def _upload_to(
         size_in_bytes=result.size_in_bytes,
         files=result.files,
     ).info("Upload backup completed successfully")
+    if spec.retention is not None and spec.retention.active:
+        _retain(spec, config, run, registry)
     return result
+
+
+def _retain(
+    spec: DestinationSpec, config: BackupConfig, run: RunContext, registry: PluginRegistry
+) -> None:
+    """Retention after a successful upload; a failure is logged and the run still succeeds."""
+    assert spec.retention is not None
+    log = _dest_log(run, spec)
+    log.bind(policy=spec.retention.describe()).info("Retention started")
+
+    def deleted(folder: RunFolder) -> None:
+        log.bind(date=folder.date.isoformat(), files=folder.files, size_in_bytes=folder.size).info(
+            "Retention deleted run"
+        )
+
+    try:
+        dtype = registry.destination_type(spec.type)
+        context = DestinationContext(spec.display_name, stop=run.processes.stopping)
+        with dtype.factory(spec.config, context) as destination:
+            outcome = prune(
+                destination,
+                run_root(config),
+                spec.retention,
+                protect=run.remote_prefix,
+                on_deleted=deleted,
+            )
+    except Exception as exc:
+        log.bind(error=_reason(exc, config)).error("Retention completed with error")
+        return
+    summary = log.bind(kept=len(outcome.kept), deleted=len(outcome.deleted))
+    if outcome.errors:
+        error = _reason(BackupError("; ".join(outcome.errors)), config)
+        summary.bind(error=error).error("Retention completed with error")
+    else:
+        summary.info("Retention completed successfully")
 
 
 def _identify(config: BackupConfig, run: RunContext, registry: PluginRegistry) -> str | None:
