@@ -20,7 +20,7 @@ from .errors import BackupError, ObjectNotFound, one_line
 from .manifest import MANIFEST_NAME
 from .retention import Decision, RetentionPolicy, decide
 
-#: Deletions in flight per destination while pruning.
+#: Runs deleted at once per destination while pruning (each run's files in turn).
 DELETE_CONCURRENCY = 8
 
 
@@ -46,15 +46,14 @@ def plan(
     return planned
 
 
-def delete_run(destination: Destination, folder: RunFolder, pool: ThreadPoolExecutor) -> None:
-    """Manifest first (the folder is incomplete from then on), then its files, concurrently.
+def delete_run(destination: Destination, folder: RunFolder) -> None:
+    """Manifest first (the folder is incomplete from then on), then its files.
 
     A file already gone counts as deleted; the first other failure is raised after every
-    deletion was attempted, leaving an incomplete folder (never a manifest naming missing
-    files).
+    file was attempted, leaving an incomplete folder (never a manifest naming missing files).
     """
     _delete(destination, f"{folder.prefix}/{MANIFEST_NAME}")
-    errors = [e for e in pool.map(lambda o: _try_delete(destination, o.key), folder.objects) if e]
+    errors = [e for e in (_try_delete(destination, o.key) for o in folder.objects) if e]
     if errors:
         raise BackupError(f"{len(errors)} of {folder.files} files not deleted: {errors[0]}")
 
@@ -88,19 +87,21 @@ def prune(
     are collected in the result.
     """
     planned = plan(policy, run_folders(destination, root), protect)
-    kept, deleted, errors = [], [], []
+    kept = [folder for folder, decision in planned if decision.keep]
+    doomed = [folder for folder, decision in planned if not decision.keep]
+
+    def one(folder: RunFolder) -> str | None:
+        try:
+            delete_run(destination, folder)
+        except Exception as exc:
+            text = str(exc) if isinstance(exc, BackupError) else f"{type(exc).__name__}: {exc}"
+            return one_line(f"run {folder.date.isoformat()}: {text}")
+        if on_deleted is not None:
+            on_deleted(folder)
+        return None
+
     with ThreadPoolExecutor(DELETE_CONCURRENCY, thread_name_prefix="prune") as pool:
-        for folder, decision in planned:
-            if decision.keep:
-                kept.append(folder)
-                continue
-            try:
-                delete_run(destination, folder, pool)
-            except Exception as exc:
-                text = str(exc) if isinstance(exc, BackupError) else f"{type(exc).__name__}: {exc}"
-                errors.append(one_line(f"run {folder.date.isoformat()}: {text}"))
-                continue
-            deleted.append(folder)
-            if on_deleted is not None:
-                on_deleted(folder)
+        outcomes = list(pool.map(one, doomed))
+    deleted = [f for f, error in zip(doomed, outcomes, strict=True) if error is None]
+    errors = [error for error in outcomes if error is not None]
     return PruneResult(tuple(kept), tuple(deleted), tuple(errors))
