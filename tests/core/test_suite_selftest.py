@@ -42,6 +42,19 @@ class Broken(LocalDestination):
         super().ensure_location()
 
     def write(self, key, source):
+        if "{flaw}" == "leaks-on-success":
+            logger.debug(f"writing {{key}} with token {{self.token.reveal()}}")
+        if "{flaw}" == "off-by-one" and source.size == 2 * MiB + 1:
+            with source.open() as stream:
+                data = stream.read()
+            return super().write(key, Source.from_bytes(data[:-1] + b"?"))
+        if "{flaw}" == "replaces" and key.startswith("keep/"):
+            final = self._path(key)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            with source.open() as stream, open(final, "wb") as out:
+                while chunk := stream.read(MiB):
+                    out.write(chunk)
+            return self.stat(key)
         if "{flaw}" == "truncates" and source.size > MiB:
             with source.open() as stream:
                 data = stream.read(source.size - 1)
@@ -63,6 +76,8 @@ class TestBroken(DestinationSuite):
     large_file_size = 64 * MiB
     max_rss_growth = 24 * MiB
     listing_entries = 20
+    chunk_size = MiB
+    failing_upload_size = 2 * MiB
 
     def make_registry(self):
         registry = PluginRegistry(load_hook_plugins=False)
@@ -80,17 +95,18 @@ class TestBroken(DestinationSuite):
 
 SELECTED = (
     "test_large_file_streams_with_bounded_memory or "
-    "test_wrong_credentials_fail_clearly_without_secrets or test_write_read_back_identical"
+    "test_wrong_credentials_fail_clearly_without_secrets or test_write_read_back_identical or "
+    "test_sizes_around_the_chunk_size or test_failed_write_keeps_the_stored_object"
 )
 
 
 def run_suite(pytester: pytest.Pytester, flaw: str) -> pytest.RunResult:
     pytester.makepyfile(test_broken=PLUGIN_AND_SUITE.format(flaw=flaw))
-    return pytester.runpytest_subprocess("-k", SELECTED, "-p", "no:cacheprovider")
+    return pytester.runpytest_subprocess("-k", SELECTED, "-p", "no:cacheprovider", "-rfE")
 
 
 def test_a_sound_plugin_passes(pytester: pytest.Pytester) -> None:
-    run_suite(pytester, "none").assert_outcomes(passed=5)
+    run_suite(pytester, "none").assert_outcomes(passed=11)
 
 
 @pytest.mark.parametrize(
@@ -99,11 +115,14 @@ def test_a_sound_plugin_passes(pytester: pytest.Pytester) -> None:
         ("truncates", "test_large_file_streams_with_bounded_memory"),
         ("slurps", "test_large_file_streams_with_bounded_memory"),
         ("leaks-secret", "test_wrong_credentials_fail_clearly_without_secrets"),
+        ("leaks-on-success", "test_write_read_back_identical"),
+        ("off-by-one", "test_sizes_around_the_chunk_size*2*chunk+1"),
+        ("replaces", "test_failed_write_keeps_the_stored_object"),
     ],
 )
 def test_a_broken_plugin_fails_the_suite(
     pytester: pytest.Pytester, flaw: str, failing_test: str
 ) -> None:
     result = run_suite(pytester, flaw)
-    result.assert_outcomes(passed=4, failed=1)
-    result.stdout.fnmatch_lines([f"FAILED *{failing_test}*"])
+    assert result.ret != 0, f"the suite passed a plugin that {flaw}"
+    result.stdout.fnmatch_lines([f"[FE]*{failing_test}*"])  # a FAILED or ERROR summary line

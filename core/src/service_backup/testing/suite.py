@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import logging
 import os
 import threading
 import time
@@ -32,6 +33,7 @@ from ..secret import Secret, secret_field_values
 from ..source import Source, SourceFile
 from ..upload import upload_one
 from .memory import rss_peak
+from .secrets import leaked, secret_pieces
 
 MiB = 1024 * 1024
 
@@ -93,6 +95,50 @@ class CapturedLogs:
         return "\n".join(self.lines)
 
 
+class _AllLogs:
+    """Every loguru record and every stdlib logging record at INFO and above, as text."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self._handler = logging.Handler(logging.INFO)
+        self._handler.emit = lambda record: self.lines.append(  # type: ignore[method-assign]
+            f"{record.name}: {record.getMessage()}"
+        )
+        self._sink_id: int | None = None
+        self._root_level = logging.WARNING
+
+    def __enter__(self) -> _AllLogs:
+        self._sink_id = logger.add(
+            lambda m: self.lines.append(str(m)), format="{message} {extra}", level=0
+        )
+        root = logging.getLogger()
+        self._root_level = root.level
+        root.setLevel(min(root.level or logging.WARNING, logging.INFO))
+        root.addHandler(self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        root = logging.getLogger()
+        root.removeHandler(self._handler)
+        root.setLevel(self._root_level)
+        if self._sink_id is not None:
+            logger.remove(self._sink_id)
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def _capture_all_logs() -> _AllLogs:
+    return _AllLogs()
+
+
+def _secret_values(dtype: DestinationType, raw: dict[str, Any]) -> list[str]:
+    try:
+        return secret_field_values(structure_destination_config(raw, dtype.config_class))
+    except ConfigError:
+        return []
+
+
 class DestinationSuite:
     """Subclass in a test module, set ``destination_type``, provide ``destination_config``."""
 
@@ -111,6 +157,9 @@ class DestinationSuite:
     unreachable_within: ClassVar[float] = 60.0
     #: Size of the source that fails part-way in the "nothing presented as complete" test.
     failing_upload_size: ClassVar[int] = 12 * MiB
+    #: The plugin's chunk / part / single-request threshold, if it has one: files of chunk-1,
+    #: chunk, chunk+1 and 2*chunk+1 bytes are round-tripped (rclone's ChunkedUpload sizes).
+    chunk_size: ClassVar[int | None] = None
 
     # ----------------------------------------------------------------- plugin-supplied fixtures
     @pytest.fixture
@@ -120,7 +169,12 @@ class DestinationSuite:
 
     @pytest.fixture
     def wrong_credentials_config(self, destination_config: dict[str, Any]) -> dict[str, Any] | None:
-        """The same location with credentials the server refuses; None skips that test."""
+        """The same location with credentials the server refuses; None skips that test.
+
+        The suite creates the location with ``destination_config`` first (restic's Create),
+        then opens it with these credentials (restic's Open): a wrong key must fail against a
+        location that exists, not only against one that does not.
+        """
         return None
 
     @pytest.fixture
@@ -161,6 +215,35 @@ class DestinationSuite:
         sink_id = logger.add(lambda m: captured.lines.append(str(m)), format="{message} {extra}")
         yield captured
         logger.remove(sink_id)
+
+    @pytest.fixture(autouse=True)
+    def _no_secret_is_ever_logged(
+        self, request: pytest.FixtureRequest, dtype: DestinationType
+    ) -> Iterator[None]:
+        """Around every test: whatever the plugin (or its SDK) logs must carry no secret.
+
+        Successful writes, listings, reads, ``describe()`` and failures alike: a plugin that
+        logs its password on every successful upload leaks it to the job's log files.
+        """
+        captured = _capture_all_logs()
+        with captured:
+            yield
+        configs = [
+            request.node.funcargs.get(name)
+            for name in ("destination_config", "wrong_credentials_config", "unreachable_config")
+        ]
+        pieces = [
+            piece
+            for raw in configs
+            if isinstance(raw, dict)
+            for value in _secret_values(dtype, raw)
+            for piece in secret_pieces(value)
+        ]
+        found = leaked(pieces, captured.text())
+        assert found is None, (
+            f"a secret of the destination's config appears in what was logged during the test "
+            f"(a piece of it: {found[:3]}...): log only names and reasons, never credentials"
+        )
 
     def backup_config(
         self, registry: PluginRegistry, raw: dict[str, Any], source: Path, **extra: Any
@@ -331,6 +414,54 @@ class DestinationSuite:
         assert not list(tmp_path.glob("service-backup-pwned*")), "a file name was executed"
         assert result.uploads[0].size_in_bytes == sum(len(d) for d in expected.values())
 
+    @pytest.mark.parametrize("around", ["chunk-1", "chunk", "chunk+1", "2*chunk+1"])
+    def test_sizes_around_the_chunk_size(
+        self, destination: Destination, tmp_path: Path, around: str
+    ) -> None:
+        if self.chunk_size is None:
+            pytest.skip("the plugin declares no chunk_size")
+        chunk = self.chunk_size
+        size = {"chunk-1": chunk - 1, "chunk": chunk, "chunk+1": chunk + 1}.get(
+            around, 2 * chunk + 1
+        )
+        path = tmp_path / "chunked.bin"
+        _write_random_file(path, size, seed=size)
+        stat = path.stat()
+        file = SourceFile(path=path, relative="chunked.bin", size=size, mtime_ns=stat.st_mtime_ns)
+        stored = upload_one(destination, f"chunks/{around}.bin", file)
+        expected = _sha256_file(path)
+        assert stored.sha256 == expected, f"{around}: the hash the run records is not the file's"
+        assert destination.stat(f"chunks/{around}.bin").size == size, f"{around}: stored size"
+        with destination.open_read(f"chunks/{around}.bin") as stream:
+            digest, got = _sha256_stream(stream)
+        assert (got, digest) == (size, expected), (
+            f"{around} ({size} bytes): the object read back differs from the file written "
+            f"({got} bytes read): a chunk boundary loses or repeats bytes"
+        )
+
+    @pytest.mark.parametrize("fault", ["ends-early", "grows"])
+    def test_failed_write_keeps_the_stored_object(
+        self, destination: Destination, tmp_path: Path, fault: str
+    ) -> None:
+        key = "keep/dump.rdb"
+        good = b"the good copy of yesterday's dump\n" * 100
+        destination.write(key, Source.from_bytes(good))
+        size = self.failing_upload_size
+        path = tmp_path / "dump.rdb"
+        _write_random_file(path, size * 3 // 4 if fault == "ends-early" else size + MiB)
+        source = Source(str(path), size, path=path)  # listed at ``size``
+        try:
+            with pytest.raises(SourceError, match=r"dump\.rdb"):
+                destination.write(key, source)
+        finally:
+            source.close()
+        with destination.open_read(key) as stream:
+            assert stream.read() == good, (
+                f"a write whose source {fault.replace('-', ' ')} replaced the object already "
+                "stored under its key: commit only after the source's last read succeeded"
+            )
+        assert [o.key for o in destination.list("keep/")] == [key], "a partial object is listed"
+
     def test_listing_spans_pages_and_respects_prefix(self, destination: Destination) -> None:
         if self.listing_page_size is not None:
             destination.list_page_size = self.listing_page_size  # type: ignore[attr-defined]
@@ -394,6 +525,9 @@ class DestinationSuite:
         secrets = self.secrets_of(dtype, wrong_credentials_config) + self.secrets_of(
             dtype, destination_config
         )
+        with self.open_destination(dtype, destination_config) as existing:  # restic's Create
+            existing.ensure_location()
+            existing.write("denied/existing.txt", Source.from_bytes(b"already here"))
         # The plugin's own error, before the core scrubs anything, must already be clean.
         with (
             pytest.raises(BackupError) as raised,
