@@ -8,6 +8,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -288,3 +289,47 @@ def test_syslog_receives_the_same_json_lines(tmp_path: Path, source: Path) -> No
         header, _, body = datagram.partition(": ")
         assert re.fullmatch(r"<1[45]>service-backup\[\d+\]", header)
         assert json.loads(body) == line
+
+
+def _fake_distribution(root: Path, entry_points: str, modules: dict[str, str]) -> dict[str, str]:
+    """An installed distribution on PYTHONPATH: dist-info with entry points, plus modules."""
+    info = root / "service_backup_fake-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: service-backup-fake\nVersion: 0.1\n"
+    )
+    (info / "entry_points.txt").write_text(entry_points)
+    for name, text in modules.items():
+        (root / f"{name}.py").write_text(text)
+    return {**os.environ, "PYTHONPATH": str(root)}
+
+
+def test_plugins_reports_broken_plugins_and_exits_1(tmp_path: Path) -> None:
+    env = _fake_distribution(
+        tmp_path,
+        "[service_backup]\nbroken = fake_broken\nmisnamed = fake_misnamed\n",
+        {
+            "fake_broken": "import no_such_sdk_module\n",
+            "fake_misnamed": (
+                "from service_backup.destination import DestinationType\n"
+                "from service_backup.hookspecs import hookimpl\n"
+                "from service_backup_plugins.local import LocalConfig, LocalDestination\n"
+                "@hookimpl\n"
+                "def destination_types():\n"
+                "    return [DestinationType('other', LocalConfig, LocalDestination, 'x')]\n"
+            ),
+        },
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "service_backup", "plugins"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1, "a broken plugin must make 'plugins' exit 1"
+    assert re.search(r"BROKEN .*fake_broken.*No module named 'no_such_sdk_module'", result.stdout)
+    assert re.search(
+        r"BROKEN .*entry point 'misnamed' registers no destination type", result.stdout
+    )
+    assert re.search(r"service_backup\s+local\s+service-backup-plugins", result.stdout), (
+        "healthy plugins are still listed beside broken ones"
+    )
+    assert "Traceback" not in result.stdout + result.stderr

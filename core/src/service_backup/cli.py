@@ -90,14 +90,25 @@ def cmd_validate(path: str) -> int:
 
 
 def cmd_plugins() -> int:
-    from .plugins import installed_plugins
+    """Every installed plugin, imported on its own: exit 1 when any is broken."""
+    from .plugins import inspect_plugins
 
-    rows = installed_plugins()
-    print(f"{'GROUP':<22} {'NAME':<18} {'DISTRIBUTION':<26} {'VERSION':<10} MODULE")
-    for info in rows:
-        print(f"{info.group:<22} {info.name:<18} {info.distribution:<26} {info.version:<10} "
-              f"{info.module}")  # fmt: skip
-    return EXIT_OK
+    reports = inspect_plugins()
+    print(f"{'GROUP':<22} {'NAME':<18} {'DISTRIBUTION':<26} {'VERSION':<10} {'TYPES':<8} HOOKS")
+    for report in reports:
+        info = report.info
+        types = ",".join(report.types) or "-"
+        hooks = ",".join(h for h in report.hooks if h != "destination_types") or "-"
+        print(
+            f"{info.group:<22} {info.name:<18} {info.distribution:<26} {info.version:<10} "
+            f"{types:<8} {hooks}"
+        )
+        if report.problem:
+            print(f"  BROKEN ({info.group} = {info.module}): {report.problem}")
+    broken = [r for r in reports if r.problem]
+    if broken:
+        print(f"{len(broken)} broken plugin(s)", file=sys.stderr)
+    return EXIT_FAILED if broken else EXIT_OK
 
 
 def cmd_check(path: str) -> int:

@@ -119,3 +119,42 @@ def installed_plugins(groups: Iterable[str] = (DESTINATION_GROUP, HOOKS_GROUP)) 
             dist, version = _dist_of(ep)
             infos.append(PluginInfo(group, ep.name, ep.value, dist, version))
     return infos
+
+
+@attrs.frozen
+class PluginReport:
+    """One installed plugin after importing it: what it provides, or why it is broken."""
+
+    info: PluginInfo
+    types: tuple[str, ...] = ()
+    hooks: tuple[str, ...] = ()
+    problem: str | None = None
+
+
+def inspect_plugins() -> list[PluginReport]:
+    """Import every installed plugin on its own and report it (``service-backup plugins``).
+
+    A destination plugin is broken when it cannot be imported, or when it does not register
+    a type named like its entry point (the config's ``type:`` would never find it).
+    """
+    reports = []
+    for info in installed_plugins():
+        registry = PluginRegistry(load_hook_plugins=False)
+        ep = next(e for e in _entry_points(info.group) if e.name == info.name)
+        try:
+            plugin = PluginRegistry._load(ep)
+            registry.register(plugin, name=f"{info.group}:{info.name}")
+        except Exception as exc:
+            text = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
+            reports.append(PluginReport(info, problem=text))
+            continue
+        hooks = tuple(sorted(caller.name for caller in registry.pm.get_hookcallers(plugin) or ()))
+        types = tuple(sorted(registry._types))
+        problem = None
+        if info.group == DESTINATION_GROUP and info.name not in types:
+            problem = (
+                f"entry point '{info.name}' registers no destination type of that name "
+                f"(registered: {', '.join(types) or 'none'})"
+            )
+        reports.append(PluginReport(info, types, hooks, problem))
+    return reports
