@@ -38,6 +38,13 @@ def _parser(prog: str = "service-backup") -> argparse.ArgumentParser:
     with_config("validate", "check the config file and exit (0 valid, 2 invalid)")
     with_config("check", "write, list, read back and delete a probe at every destination")
     sub.add_parser("plugins", help="list installed plugins and destination types")
+    new = sub.add_parser(
+        "new-plugin",
+        help="generate a destination plugin package that passes the conformance suite",
+        description="generate a destination plugin package that passes the conformance suite",
+    )
+    new.add_argument("name", metavar="NAME", help="the destination type, e.g. dropbox")
+    new.add_argument("--dir", default=".", help="where to create the package (default: here)")
     for name, module in COMMAND_MODULES.items():
         command = importlib.import_module(module)
         command.configure(with_config(name, command.HELP))
@@ -111,6 +118,20 @@ def cmd_plugins() -> int:
     return EXIT_FAILED if broken else EXIT_OK
 
 
+def cmd_new_plugin(name: str, folder: str) -> int:
+    from pathlib import Path
+
+    from .scaffold import generate
+
+    try:
+        root = generate(name, Path(folder))
+    except ConfigError as exc:
+        print(f"service-backup: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"created {root}: uv pip install -e '{root}[test]' && python -m pytest {root}/tests")
+    return EXIT_OK
+
+
 def cmd_check(path: str) -> int:
     from .check import check_all
     from .plugins import PluginRegistry
@@ -182,6 +203,8 @@ def main(argv: list[str] | None = None, prog: str = "service-backup") -> int:
             return cmd_validate(args.config)
         if args.command == "plugins":
             return cmd_plugins()
+        if args.command == "new-plugin":
+            return cmd_new_plugin(args.name, args.dir)
         if args.command == "check":
             return cmd_check(args.config)
         if args.command == "backup":
