@@ -10,6 +10,7 @@ class TestWebDAVConformance(DestinationSuite):
     destination_type = "webdav"
     large_file_size = 80 * MiB  # streamed in 1 MiB pieces: any size above a few MiB proves it
     max_rss_growth = 24 * MiB
+    chunk_size = MiB  # the PUT body is sent in 1 MiB pieces
 
     @pytest.fixture
     def destination_config(self, fresh_config):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import http.client
-import io
 import shutil
 import socket
 import subprocess
@@ -14,14 +13,15 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 import pytest
-from service_backup_webdav import WebDAVConfig, WebDAVDestination
-from service_backup_webdav.destination import PARTIAL_MARK
+from service_backup_webdav import WebDAVConfig
+from service_backup_webdav.destination import PARTIAL_MARK, WebDAVDestination
 from webdav_server import WebDAVServer, webdav_server
 
 from service_backup.config import parse_config, structure_destination_config
 from service_backup.destination import DestinationContext
 from service_backup.errors import ConfigError, DestinationError, ObjectNotFound, SourceError
 from service_backup.plugins import PluginRegistry
+from service_backup.source import Source
 
 
 def raw_request(dav: WebDAVServer, method: str, path: str, body: bytes = b"") -> int:
@@ -92,7 +92,7 @@ def test_describe_names_the_collection_without_credentials(fresh_config: dict) -
 def test_objects_are_plain_files_under_the_collection(dav: WebDAVServer, fresh_config) -> None:
     with open_dest(fresh_config) as dest:
         dest.ensure_location()
-        info = dest.write("2026/11/26/dump 1%?#.rdb", io.BytesIO(b"redis dump"), 10)
+        info = dest.write("2026/11/26/dump 1%?#.rdb", Source.from_bytes(b"redis dump"))
     assert info.size == 10
     stored = served_path(dav, fresh_config, "2026/11/26/dump 1%?#.rdb")
     assert stored.read_bytes() == b"redis dump"
@@ -103,7 +103,7 @@ def test_objects_are_plain_files_under_the_collection(dav: WebDAVServer, fresh_c
 def test_temporary_names_are_never_listed(dav: WebDAVServer, fresh_config) -> None:
     with open_dest(fresh_config) as dest:
         dest.ensure_location()
-        dest.write("2026/11/26/complete.rdb", io.BytesIO(b"whole"), 5)
+        dest.write("2026/11/26/complete.rdb", Source.from_bytes(b"whole"))
         # what an upload cut off by a crash leaves behind: a temporary name, never MOVEd
         base = urlsplit(fresh_config["url"]).path
         partial = f"{base}/2026/11/26/{PARTIAL_MARK}0123abcd"
@@ -115,8 +115,8 @@ def test_temporary_names_are_never_listed(dav: WebDAVServer, fresh_config) -> No
 def test_source_shrinking_mid_upload_fails_as_a_source_error(fresh_config) -> None:
     with open_dest(fresh_config) as dest:
         dest.ensure_location()
-        with pytest.raises(SourceError, match=r"ended after 5 of 10 bytes"):
-            dest.write("short.bin", io.BytesIO(b"12345"), 10)
+        with pytest.raises(SourceError, match=r"short\.bin ended early"):
+            dest.write("short.bin", Source("short.bin", 10, data=b"12345"))
         assert list(dest.list("")) == []
         with pytest.raises(ObjectNotFound):
             dest.stat("short.bin")
@@ -125,7 +125,7 @@ def test_source_shrinking_mid_upload_fails_as_a_source_error(fresh_config) -> No
 def test_collections_are_not_objects(dav: WebDAVServer, fresh_config) -> None:
     with open_dest(fresh_config) as dest:
         dest.ensure_location()
-        dest.write("dir/inside.txt", io.BytesIO(b"kept"), 4)
+        dest.write("dir/inside.txt", Source.from_bytes(b"kept"))
         with pytest.raises(ObjectNotFound):
             dest.stat("dir")
         with pytest.raises(ObjectNotFound):
@@ -138,7 +138,7 @@ def test_listing_a_partial_name_prefix_finds_only_matching_keys(fresh_config) ->
     with open_dest(fresh_config) as dest:
         dest.ensure_location()
         for key in ("2026/11/25/a", "2026/11/26/b", "2026/12/01/c", "2027/01/01/d"):
-            dest.write(key, io.BytesIO(b"x"), 1)
+            dest.write(key, Source.from_bytes(b"x"))
         assert sorted(o.key for o in dest.list("2026/11/2")) == ["2026/11/25/a", "2026/11/26/b"]
         assert sorted(o.key for o in dest.list("2026/")) == [
             "2026/11/25/a", "2026/11/26/b", "2026/12/01/c",
@@ -188,7 +188,7 @@ def test_https_with_a_private_ca(tls_dav) -> None:
     assert raw["url"].startswith("https://")
     with open_dest({**raw, "ca_cert": ca_pem}) as dest:
         dest.ensure_location()
-        dest.write("secure.txt", io.BytesIO(b"over tls"), 8)
+        dest.write("secure.txt", Source.from_bytes(b"over tls"))
         with dest.open_read("secure.txt") as stream:
             assert stream.read() == b"over tls"
     with open_dest(raw) as dest, pytest.raises(DestinationError) as info:

@@ -8,15 +8,15 @@ only when, a config names ``type: webdav``.
 
 from __future__ import annotations
 
-from service_backup.destination import DestinationType
+from service_backup.destination import DestinationType, lazy_factory
 from service_backup.hookspecs import hookimpl
 
 from .config import WebDAVConfig
-from .destination import WebDAVDestination
 
-__all__ = ["WebDAVConfig", "WebDAVDestination", "destination_types"]
+__all__ = ["WebDAVConfig", "destination_types"]
 
 
 @hookimpl
 def destination_types() -> list[DestinationType]:
-    return [DestinationType("webdav", WebDAVConfig, WebDAVDestination, label="WebDAV")]
+    factory = lazy_factory("service_backup_webdav.destination:WebDAVDestination")
+    return [DestinationType("webdav", WebDAVConfig, factory, label="WebDAV")]

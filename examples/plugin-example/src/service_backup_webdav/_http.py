@@ -20,7 +20,7 @@ from typing import IO
 import attrs
 from defusedxml.ElementTree import iterparse
 
-from service_backup.errors import DestinationError, SourceError
+from service_backup.errors import DestinationError
 
 CHUNK = 1024 * 1024
 DAV = "{DAV:}"
@@ -163,7 +163,7 @@ class Client:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def put(self, path: str, stream: IO[bytes], size: int, what: str) -> Response:
-        """PUT exactly ``size`` bytes read from ``stream`` in ``CHUNK`` pieces.
+        """PUT exactly ``size`` bytes read from ``stream`` (the core's exact-length source).
 
         Always on a fresh connection: a stale keep-alive connection cannot be retried once
         part of the body has been read from a stream that may not rewind. An exception the
@@ -182,13 +182,6 @@ class Client:
                     chunk = stream.read(min(CHUNK, remaining))
                 except BaseException as exc:
                     raise _SourceFailed(exc) from None
-                if not chunk:
-                    raise _SourceFailed(
-                        SourceError(
-                            f"the source of {what} ended after {size - remaining} of {size} "
-                            "bytes (the file shrank during the upload)"
-                        )
-                    )
                 try:
                     conn.send(chunk)
                 except STALE:

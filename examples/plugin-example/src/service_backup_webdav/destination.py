@@ -144,17 +144,14 @@ class WebDAVDestination(Destination):
 
     # --------------------------------------------------------------------------- objects
     def write(self, key: str, source: Source) -> ObjectInfo:
-        with source.open() as stream:
-            return self._write_stream(key, stream, source.size)
-
-    def _write_stream(self, key: str, stream: IO[bytes], size: int) -> ObjectInfo:
         directory, _, _ = key.rpartition("/")
         final = self._path(key)
         self._ensure_dir(directory)
         temporary_key = "/".join(filter(None, [directory, PARTIAL_MARK + uuid.uuid4().hex]))
         temporary = self._path(temporary_key)
         try:
-            response = self._client.put(temporary, stream, size, key)
+            with source.open() as stream:  # raises before its last bytes if the file is short
+                response = self._client.put(temporary, stream, source.size, key)
             if response.status not in (200, 201, 204):
                 raise self._fail(response, "PUT", key)
             response = self._client.request(
