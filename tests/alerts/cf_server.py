@@ -57,6 +57,7 @@ class Fault:
     times: int | None  # None: for ever
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
+    exact: bool = False
 
 
 @dataclass
@@ -70,6 +71,9 @@ class CfServer:
     spaces: dict[str, dict[str, str]] = field(
         default_factory=lambda: {ORG_GUID: {SPACE: SPACE_GUID}}
     )
+    #: The Cloud Controller APIs served: a modern foundation has both, an old one only v2, a
+    #: foundation that disabled v2 only v3.
+    apis: frozenset[str] = frozenset({"v2", "v3"})
     cc_tokens: set[str] = field(default_factory=set)
     notification_tokens: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -94,10 +98,17 @@ class CfServer:
         times: int | None = None,
         headers: dict[str, str] | None = None,
         body: bytes = b"",
+        exact: bool = False,
     ) -> None:
-        """Answer matching requests with ``status`` (``times`` times, or for ever)."""
+        """Answer matching requests with ``status`` (``times`` times, or for ever).
+
+        ``path_prefix`` matches every path it starts, or with ``exact`` only itself (the
+        Cloud Controller root ``/cc/``).
+        """
         with self.lock:
-            self.faults.append(Fault(method, path_prefix, status, times, headers or {}, body))
+            self.faults.append(
+                Fault(method, path_prefix, status, times, headers or {}, body, exact)
+            )
 
     def issued_tokens(self) -> set[str]:
         with self.lock:
@@ -113,7 +124,11 @@ class CfServer:
     def _fault_for(self, method: str, path: str) -> Fault | None:
         with self.lock:
             for fault in self.faults:
-                if fault.method == method and path.startswith(fault.path_prefix):
+                if fault.exact:
+                    matches = path == fault.path_prefix
+                else:
+                    matches = path.startswith(fault.path_prefix)
+                if fault.method == method and matches:
                     if fault.times is None:
                         return fault
                     if fault.times > 0:
@@ -128,11 +143,18 @@ class CfServer:
         if fault is not None:
             return fault.status, fault.headers, fault.body
         route = (request.method, request.path)
-        if route == ("GET", "/cc/v2/info"):
+        if route == ("GET", "/cc/") and "v3" in self.apis:
+            return _json(200, {"links": self._root_links()})
+        if route == ("GET", "/cc/v2/info") and "v2" in self.apis:
             return _json(200, {"api_version": "2.150.0", "token_endpoint": self.uaa_url})
+        v3_query = request.path in ("/cc/v3/organizations", "/cc/v3/spaces")
+        if request.method == "GET" and v3_query and "v3" in self.apis:
+            return self._cc_v3_query(request)
         if route == ("POST", "/uaa/oauth/token"):
             return self._token(request)
         if request.method == "GET" and request.path.startswith("/cc/v2/organizations"):
+            if "v2" not in self.apis:
+                return _json(404, {"error_code": "CF-V2Disabled"})
             return self._cc_query(request)
         if request.method == "POST" and request.path.startswith("/notifications/spaces/"):
             return self._notify(request)
@@ -177,6 +199,29 @@ class CfServer:
             return _json(404, {"error_code": "CF-NotFound"})
         resources = [{"metadata": {"guid": guid}, "entity": {"name": name}}] if guid else []
         return _json(200, {"total_results": len(resources), "resources": resources})
+
+    def _root_links(self) -> dict[str, Any]:
+        links: dict[str, Any] = {
+            "self": {"href": self.cc_url},
+            "cloud_controller_v3": {"href": self.cc_url + "/v3", "meta": {"version": "3.180.0"}},
+            "uaa": {"href": self.uaa_url},
+            "login": {"href": self.uaa_url},
+        }
+        if "v2" in self.apis:
+            links["cloud_controller_v2"] = {"href": self.cc_url + "/v2"}
+        return links
+
+    def _cc_v3_query(self, request: Recorded) -> tuple[int, dict[str, str], bytes]:
+        if _bearer(request) not in self.cc_tokens:
+            return _json(401, {"errors": [{"code": 1000, "title": "CF-InvalidAuthToken"}]})
+        names = request.query.get("names", [""])[0]
+        if request.path.endswith("/organizations"):
+            guid = self.orgs.get(names)
+        else:
+            org = request.query.get("organization_guids", [""])[0]
+            guid = self.spaces.get(org, {}).get(names)
+        resources = [{"guid": guid, "name": names}] if guid else []
+        return _json(200, {"pagination": {"total_results": len(resources)}, "resources": resources})
 
     def _notify(self, request: Recorded) -> tuple[int, dict[str, str], bytes]:
         if _bearer(request) not in self.notification_tokens:

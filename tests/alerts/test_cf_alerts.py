@@ -62,7 +62,16 @@ def route(server: CfServer) -> list[str]:
     return [f"{r.method} {r.path}" for r in server.requests]
 
 
-FULL_ROUTE = [
+FULL_ROUTE = [  # a foundation with CC API v3 (v2 may or may not be there)
+    "GET /cc/",
+    "POST /uaa/oauth/token",
+    "GET /cc/v3/organizations",
+    "GET /cc/v3/spaces",
+    "POST /uaa/oauth/token",
+    f"POST /notifications/spaces/{cf_server.SPACE_GUID}",
+]
+V2_ROUTE = [  # an older foundation: no v3 root, so v2/info and v2 queries
+    "GET /cc/",
     "GET /cc/v2/info",
     "POST /uaa/oauth/token",
     "GET /cc/v2/organizations",
@@ -94,9 +103,12 @@ def test_full_sequence_headers_and_bodies(cf: CfServer, clock: VirtualClock) -> 
     }
 
     (issued_cc_token,) = cf.cc_tokens
-    assert orgs.query == {"q": [f"name:{cf_server.ORG}"]}
+    assert orgs.query == {"names": [cf_server.ORG]}
     assert orgs.headers["authorization"] == f"Bearer {issued_cc_token}"
-    assert spaces.query == {"q": [f"name:{cf_server.SPACE}"]}
+    assert spaces.query == {
+        "names": [cf_server.SPACE],
+        "organization_guids": [cf_server.ORG_GUID],
+    }
     assert spaces.headers["authorization"] == f"Bearer {issued_cc_token}"
 
     client_basic = f"{cf_server.CLIENT_ID}:{cf_server.CLIENT_SECRET}".encode()
@@ -215,7 +227,7 @@ def test_500_twice_then_200_is_delivered(cf: CfServer, clock: VirtualClock) -> N
 def test_retry_is_logged_at_debug_and_delivery_still_logged_once(
     cf: CfServer, log_lines: list
 ) -> None:
-    cf.fail("GET", "/cc/v2/info", 502, times=1)
+    cf.fail("GET", "/cc/", 502, times=1, exact=True)
     fire(backup_config(alerts_section(cf)))
 
     assert messages(log_lines) == [
@@ -239,7 +251,7 @@ def test_router_unknown_route_404_is_retried(cf: CfServer, clock: VirtualClock) 
 
 
 def test_other_404_fails_at_once_with_status_and_body(cf: CfServer, clock: VirtualClock) -> None:
-    cf.fail("GET", "/cc/v2/organizations", 404, body=b'{"error_code":"CF-NotFound"}')
+    cf.fail("GET", "/cc/v3/organizations", 404, body=b'{"error_code":"CF-NotFound"}')
     with pytest.raises(AlertError) as caught:
         send(cf, clock)
 
@@ -253,13 +265,13 @@ def test_other_404_fails_at_once_with_status_and_body(cf: CfServer, clock: Virtu
 def test_back_off_doubles_to_16s_and_stops_at_the_timeout(
     cf: CfServer, clock: VirtualClock
 ) -> None:
-    cf.fail("GET", "/cc/v2/info", 503, body=b"maintenance")
+    cf.fail("GET", "/cc/", 503, body=b"maintenance", exact=True)
     with pytest.raises(AlertError) as caught:
         send(cf, clock, timeout_seconds=60)
 
     # 1+2+4+8+16+16 = 47 s, then the last wait is cut to the 13 s left, one final attempt.
     assert clock.waits == [1.0, 2.0, 4.0, 8.0, 16.0, 16.0, 13.0]
-    assert route(cf) == ["GET /cc/v2/info"] * 8
+    assert route(cf) == ["GET /cc/"] * 8
     message = str(caught.value)
     assert "gave up after 8 attempts" in message
     assert "timeout_seconds 60" in message and "returned 503: maintenance" in message
@@ -267,13 +279,13 @@ def test_back_off_doubles_to_16s_and_stops_at_the_timeout(
 
 def test_always_500_gives_up_within_timeout_seconds(cf: CfServer, log_lines: list) -> None:
     """Real time: ``timeout_seconds: 3`` is honoured by the hook as configured."""
-    cf.fail("GET", "/cc/v2/info", 500, body=b"internal error")
+    cf.fail("GET", "/cc/", 500, body=b"internal error", exact=True)
     started = time.monotonic()
     fire(backup_config(alerts_section(cf, timeout_seconds=3)))
     elapsed = time.monotonic() - started
 
     assert 2.9 <= elapsed < 5.0, elapsed
-    assert route(cf) == ["GET /cc/v2/info"] * 3  # at 0 s, 1 s and 3 s
+    assert route(cf) == ["GET /cc/"] * 3  # at 0 s, 1 s and 3 s
     assert cf.notifications() == []
     final = [line for line in log_lines if line["log_level"] == "error"]
     assert len(final) == 1 and final[0]["message"].endswith("error sending service alert")
@@ -357,6 +369,35 @@ def test_echoed_secret_in_an_error_body_is_scrubbed(cf: CfServer, clock: Virtual
     assert "bad form <redacted>" in str(caught.value)
 
 
+# --- Cloud Controller API versions ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("apis", "expected"),
+    [(frozenset({"v3"}), FULL_ROUTE), (frozenset({"v2"}), V2_ROUTE)],
+    ids=["v3-only", "v2-only"],
+)
+def test_v3_is_used_when_present_and_v2_is_the_fallback(
+    cf: CfServer, clock: VirtualClock, apis: frozenset[str], expected: list[str]
+) -> None:
+    cf.apis = apis
+    send(cf, clock)
+    assert route(cf) == expected, f"CC with {sorted(apis)}: wrong endpoints used"
+    assert len(cf.notifications()) == 1, "the alert was not delivered"
+    (space_lookup,) = [r for r in cf.requests if "spaces" in r.path and r.method == "GET"]
+    if "v3" in apis:
+        assert space_lookup.query["organization_guids"] == [cf_server.ORG_GUID]
+    else:
+        assert space_lookup.query == {"q": [f"name:{cf_server.SPACE}"]}
+
+
+def test_v3_org_missing_is_named(cf: CfServer, clock: VirtualClock) -> None:
+    cf.apis = frozenset({"v3"})
+    cf.orgs = {}
+    with pytest.raises(AlertError, match=f"CF org '{cf_server.ORG}' not found"):
+        send(cf, clock)
+
+
 # --- TLS ------------------------------------------------------------------------------------
 
 
@@ -368,7 +409,7 @@ def test_self_signed_server_is_refused_when_validating(cf_tls: CfServer, log_lin
     assert cf_tls.requests == []
     assert messages(log_lines) == ["Sending alert.", "error sending service alert"]
     error = log_lines[-1]["data"]["error"]
-    assert cf_tls.cc_url + "/v2/info" in error
+    assert cf_tls.cc_url + "/" in error
     assert "TLS certificate not trusted" in error and "self-signed certificate" in error
     assert "skip_ssl_validation" in error
 

@@ -1,11 +1,14 @@
 """The HTTP conversation behind a Cloud Foundry service alert (standard library only).
 
-The protocol is the Go release's service-alerts client:
+The protocol is the Go release's service-alerts client, on Cloud Controller API v3 where the
+foundation has it (newer foundations disable v2), on v2 otherwise:
 
-1. ``GET <cc>/v2/info`` → ``token_endpoint`` (the UAA).
+1. ``GET <cc>/`` → ``links.uaa`` and ``links.cloud_controller_v3``; when the root is missing
+   (404) or names no v3 API: ``GET <cc>/v2/info`` → ``token_endpoint`` (the UAA), and v2 below.
 2. ``POST <uaa>/oauth/token`` password grant for the CC user, basic auth ``cf:``.
-3. ``GET <cc>/v2/organizations?q=name:<org>`` → org GUID.
-4. ``GET <cc>/v2/organizations/<org guid>/spaces?q=name:<space>`` → space GUID.
+3. v3 ``GET <cc>/v3/organizations?names=<org>`` (v2 ``/v2/organizations?q=name:<org>``).
+4. v3 ``GET <cc>/v3/spaces?names=<space>&organization_guids=<org guid>``
+   (v2 ``/v2/organizations/<org guid>/spaces?q=name:<space>``).
 5. ``POST <uaa>/oauth/token`` client-credentials grant for the notifications client.
 6. ``POST <notifications>/spaces/<space guid>`` with ``X-NOTIFICATIONS-VERSION: 1``.
 
@@ -82,6 +85,10 @@ class Response:
 
 def _headers(message: Any) -> dict[str, str]:
     return {name.lower(): value for name, value in (message.items() if message else ())}
+
+
+class _Absent(Exception):
+    """A 404 where the caller accepts that the endpoint does not exist (the v3 root)."""
 
 
 class _Fatal(Exception):
@@ -198,8 +205,13 @@ class Conversation:
         url: str,
         headers: dict[str, str],
         body: bytes | None = None,
+        *,
+        missing_ok: bool = False,
     ) -> Response:
-        """One request, retried while the failure is transient and the budget lasts."""
+        """One request, retried while the failure is transient and the budget lasts.
+
+        With ``missing_ok`` a plain 404 raises ``_Absent`` for the caller to fall back.
+        """
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **headers}
         delay = INITIAL_BACKOFF
         attempts = 0
@@ -214,6 +226,8 @@ class Conversation:
             else:
                 if 200 <= response.status < 300:
                     return response
+                if missing_ok and response.status == 404 and not retryable(response):
+                    raise _Absent(url)
                 text = response.body.decode("utf-8", "replace")
                 problem = f"{method} {url} returned {response.status}: {_one_line(text) or '-'}"
                 if not retryable(response):
@@ -255,18 +269,41 @@ class Conversation:
         return token
 
     def first_guid(self, what: str, url: str, bearer: str, missing: str) -> str:
+        """The GUID of the first resource: ``guid`` (v3) or ``metadata.guid`` (v2)."""
         response = self.call(what, "GET", url, {"Authorization": f"Bearer {bearer}"})
         document = self.json(what, response, url)
         resources = document.get("resources") if isinstance(document, dict) else None
         if not resources:
             raise AlertError(self.clean(missing))
         try:
-            guid = resources[0]["metadata"]["guid"]
+            first = resources[0]
+            guid = first["guid"] if "guid" in first else first["metadata"]["guid"]
         except (KeyError, TypeError, IndexError):
             guid = None
         if not isinstance(guid, str) or not guid:
-            raise self.fail(what, f"{url} answered without a metadata.guid")
+            raise self.fail(what, f"{url} answered without a guid")
         return guid
+
+    def endpoints(self, cc_url: str) -> tuple[str, bool]:
+        """(UAA URL, whether the CC speaks v3), from the v3 root or, failing that, v2/info."""
+        what = "getting the UAA address from the Cloud Controller"
+        root_url = _join(cc_url, "/")
+        try:
+            root = self.json(what, self.call(what, "GET", root_url, {}, missing_ok=True), root_url)
+        except _Absent:
+            root = None
+        links = root.get("links") if isinstance(root, dict) else None
+        links = links if isinstance(links, dict) else {}
+        v3 = isinstance(links.get("cloud_controller_v3"), dict)
+        uaa = (links.get("uaa") or {}).get("href") if isinstance(links.get("uaa"), dict) else None
+        if v3 and isinstance(uaa, str) and uaa:
+            return uaa, True
+        info_url = _join(cc_url, "/v2/info")
+        info = self.json(what, self.call(what, "GET", info_url, {}), info_url)
+        uaa = info.get("token_endpoint") if isinstance(info, dict) else None
+        if not isinstance(uaa, str) or not uaa:
+            raise self.fail(what, f"{info_url} answered without a token_endpoint")
+        return uaa, False
 
 
 @attrs.frozen
@@ -350,31 +387,35 @@ def send_service_alert(
         now or datetime.datetime.now(datetime.UTC),
     )
 
-    what = "getting the UAA address from the Cloud Controller"
-    info_url = _join(cc.url, "/v2/info")
-    info = talk.json(what, talk.call(what, "GET", info_url, {}), info_url)
-    uaa = info.get("token_endpoint") if isinstance(info, dict) else None
-    if not isinstance(uaa, str) or not uaa:
-        raise talk.fail(what, f"{info_url} answered without a token_endpoint")
-
+    uaa, v3 = talk.endpoints(cc.url)
     cc_token = talk.token(
         f"UAA token for Cloud Controller user '{cc.user}'",
         uaa,
         _basic("cf", ""),
         {"grant_type": "password", "username": cc.user, "password": password},
     )
-    org_url = _join(cc.url, "/v2/organizations?") + urllib.parse.urlencode(
-        {"q": f"name:{notify.cf_org}"}
-    )
+    if v3:
+        org_url = _join(cc.url, "/v3/organizations?") + urllib.parse.urlencode(
+            {"names": notify.cf_org}
+        )
+    else:
+        org_url = _join(cc.url, "/v2/organizations?") + urllib.parse.urlencode(
+            {"q": f"name:{notify.cf_org}"}
+        )
     org_guid = talk.first_guid(
         f"looking up CF org '{notify.cf_org}'",
         org_url,
         cc_token,
         f"CF org '{notify.cf_org}' not found",
     )
-    space_url = _join(
-        cc.url, f"/v2/organizations/{urllib.parse.quote(org_guid, safe='')}/spaces?"
-    ) + urllib.parse.urlencode({"q": f"name:{notify.cf_space}"})
+    if v3:
+        space_url = _join(cc.url, "/v3/spaces?") + urllib.parse.urlencode(
+            {"names": notify.cf_space, "organization_guids": org_guid}
+        )
+    else:
+        space_url = _join(
+            cc.url, f"/v2/organizations/{urllib.parse.quote(org_guid, safe='')}/spaces?"
+        ) + urllib.parse.urlencode({"q": f"name:{notify.cf_space}"})
     space_guid = talk.first_guid(
         f"looking up CF space '{notify.cf_space}'",
         space_url,
