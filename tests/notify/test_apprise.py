@@ -96,10 +96,14 @@ def test_an_email_arrives_at_the_smtp_server(smtp: SmtpServer, tmp_path: Path) -
     assert mail.subject == "[Service Alert][Redis for PCF] Service Backup Failed", (
         "the title uses alerts.product_name when set"
     )
-    text = mail.text()
-    assert text.startswith("Alert from Redis for PCF:")
-    assert "following error: exit status 1" in text
-    assert "Service instance: instance-42" in text
+    lines = mail.text().splitlines()
+    assert lines[:3] == [
+        "Alert from Redis for PCF:",
+        "",
+        "A backup run has failed with the following error: exit status 1",
+    ], "the e-mail keeps the body's lines"
+    assert "Service instance: instance-42" in lines
+    assert "Deployment: redis-prod" in lines
 
 
 def test_states_default_to_fail_only(server: HttpServer, tmp_path: Path) -> None:

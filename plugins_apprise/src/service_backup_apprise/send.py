@@ -130,7 +130,10 @@ def _notify_one(
                 outcome.append("apprise does not understand this URL (unknown scheme or fields)")
                 return
             delivered = notifier.notify(
-                body=message.body, title=message.title, notify_type=message.notify_type
+                body=message.body,
+                title=message.title,
+                notify_type=message.notify_type,
+                body_format="text",  # plain lines: e-mail must not fold them into one
             )
             outcome.append(None if delivered else "not delivered")
         except Exception as exc:  # apprise's or a service plugin's bug: tell it, go on
