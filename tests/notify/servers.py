@@ -18,6 +18,7 @@ import email
 import email.message
 import email.policy
 import json
+import ssl
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -55,10 +56,11 @@ class HttpServer:
     requests: list[Request] = field(default_factory=list)
     _changed: threading.Condition = field(default_factory=threading.Condition)
     release: threading.Event = field(default_factory=threading.Event)
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def record(self, request: Request) -> int:
         with self._changed:
@@ -107,9 +109,17 @@ def _handler(server: HttpServer) -> type[BaseHTTPRequestHandler]:
 
 
 @contextlib.contextmanager
-def http_server(statuses: list[int] | None = None, hang: bool = False) -> Iterator[HttpServer]:
+def http_server(
+    statuses: list[int] | None = None, hang: bool = False, tls: tuple[str, str] | None = None
+) -> Iterator[HttpServer]:
+    """``tls`` = (certificate file, key file) serves HTTPS."""
     state = HttpServer(port=0, statuses=list(statuses or []), hang=hang)
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+        state.scheme = "https"
     httpd.daemon_threads = True
     state.port = httpd.server_address[1]
     thread = threading.Thread(

@@ -10,6 +10,7 @@ import pytest
 from service_backup.errors import ConfigError
 from service_backup.secret import Secret
 from service_backup_plugins.healthchecks import HealthchecksConfig, PingError, ping
+from tests.alerts.cf_server import self_signed_certificate
 from tests.faultproxy import fault_proxy
 from tests.servers import free_port
 
@@ -183,3 +184,19 @@ def test_an_answer_trickling_in_is_cut_off_at_the_timeout(server: HttpServer) ->
     assert str(caught.value) == "healthchecks finish ping: no answer within 1 s"
     assert took < 2, f"bounded by timeout_seconds (1 s) + 0.5 s grace, took {took:.1f} s"
     assert server.wait_for(1), "the ping itself reached the server"
+
+
+def test_a_self_signed_certificate_needs_skip_ssl_validation(tmp_path: Path) -> None:
+    tls = self_signed_certificate(str(tmp_path))
+    with http_server(tls=tls) as secure:
+        url = f"{secure.url}/ping/{PING_UUID}"
+        strict = HealthchecksConfig(ping_url=Secret(url), timeout_seconds=2)
+        with pytest.raises(PingError) as caught:
+            ping(strict, "start", run_id=None)
+        assert "CERTIFICATE_VERIFY_FAILED" in str(caught.value), "an untrusted certificate"
+        assert secure.requests == [], "no request was sent over the untrusted connection"
+
+        lax = HealthchecksConfig(ping_url=Secret(url), timeout_seconds=2, skip_ssl_validation=True)
+        assert ping(lax, "start", run_id=None) == 200
+        (request,) = secure.wait_for(1)
+        assert request.path == f"/ping/{PING_UUID}/start"
