@@ -32,7 +32,7 @@ test: test-deps
 lint: install
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen ruff check .
-	$(UV) run --frozen mypy core/src plugins/src plugins_s3/src plugins_azure/src plugins_gcs/src plugins_scp/src
+	$(UV) run --frozen mypy core/src plugins/src plugins_s3/src plugins_azure/src plugins_gcs/src plugins_scp/src plugins_apprise/src
 
 bench: test-deps
 	$(UV) run --frozen python -m bench

@@ -81,7 +81,9 @@ def cmd_validate(path: str) -> int:
 
     started = time.monotonic()
     try:
-        config = load_config(path, PluginRegistry(load_hook_plugins=False))
+        # Hook plugins too: they declare top-level sections (``healthchecks``, ``apprise``)
+        # that must be validated here, not first at 3 a.m. Their modules import nothing heavy.
+        config = load_config(path, PluginRegistry())
     except ConfigError as exc:
         return _invalid(path, exc, as_log=False)
     if config.destinations:
@@ -136,7 +138,7 @@ def cmd_check(path: str) -> int:
     from .check import check_all
     from .plugins import PluginRegistry
 
-    registry = PluginRegistry(load_hook_plugins=False)
+    registry = PluginRegistry()  # hook plugins declare config sections; no hook is called
     try:
         config = _load(path, registry)
     except ConfigError as exc:

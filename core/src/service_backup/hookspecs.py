@@ -12,7 +12,9 @@ through entry points:
 Order of a run: ``identify`` → in-progress guard → ``run_state("start")`` → ``prepare`` →
 ``upload`` (once per destination, all attempted) → ``cleanup`` (only when every upload
 succeeded) → ``run_state("finish")``; or, when the run failed, ``alert`` and
-``run_state("fail")``. ``config_sections`` is called when the config is loaded.
+``run_state("fail")``. ``config_sections`` is called when the config is loaded, by every
+command that reads one (``validate`` and ``check`` too), so hook plugins are imported then: a
+hook plugin's module imports nothing heavy (``healthchecks``, ``apprise`` are examples).
 """
 
 from __future__ import annotations

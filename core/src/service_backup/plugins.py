@@ -2,7 +2,9 @@
 
 Destination plugins (group ``service_backup``) are imported only when a config names their
 type, so start-up stays fast and a broken plugin that a config does not use cannot break a
-run. Hook plugins (group ``service_backup.hooks``) are loaded for every run.
+run. Hook plugins (group ``service_backup.hooks``) are loaded for every run, and by
+``validate`` and ``check`` as well, because they may declare top-level config sections: a hook
+plugin's module must therefore import nothing heavy (import an SDK inside the hook that uses it).
 """
 
 from __future__ import annotations

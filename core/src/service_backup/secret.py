@@ -43,7 +43,12 @@ class Secret:
 
 
 def secret_field_values(obj: object) -> list[str]:
-    """Every revealed secret inside an attrs config object (for scrubbing error text)."""
+    """Every revealed secret inside an attrs config object (for scrubbing error text).
+
+    Mappings are searched too: plugin-declared sections live in ``BackupConfig.sections``.
+    """
+    from collections.abc import Mapping
+
     import attrs
 
     found: list[str] = []
@@ -53,6 +58,9 @@ def secret_field_values(obj: object) -> list[str]:
     elif attrs.has(type(obj)):
         for field in attrs.fields(type(obj)):  # type: ignore[arg-type]
             found.extend(secret_field_values(getattr(obj, field.name)))
+    elif isinstance(obj, Mapping):
+        for item in obj.values():
+            found.extend(secret_field_values(item))
     elif isinstance(obj, list | tuple):
         for item in obj:
             found.extend(secret_field_values(item))
