@@ -34,7 +34,11 @@ def _parser(prog: str = "service-backup") -> argparse.ArgumentParser:
         return p
 
     with_config("daemon", "run backups on the cron schedule until SIGTERM", logs=True)
-    with_config("backup", "run one backup now", logs=True)
+    backup = with_config("backup", "run one backup now", logs=True)
+    backup.add_argument(
+        "--no-progress", action="store_true",
+        help="no progress display on stderr (it is drawn only when stderr is a terminal)",
+    )  # fmt: skip
     with_config("validate", "check the config file and exit (0 valid, 2 invalid)")
     with_config("check", "write, list, read back and delete a probe at every destination")
     sub.add_parser("plugins", help="list installed plugins and destination types")
@@ -46,7 +50,9 @@ def _parser(prog: str = "service-backup") -> argparse.ArgumentParser:
 
 #: Commands that live in a module of their own under ``service_backup.commands``: each has
 #: ``HELP``, ``configure(parser)`` (its flags; CONFIG is already there) and ``run(args) -> int``.
-COMMAND_MODULES: dict[str, str] = {}
+COMMAND_MODULES: dict[str, str] = {
+    "status": "service_backup.commands.status",
+}
 
 
 def _load(path: str, registry: object) -> object:
@@ -116,9 +122,10 @@ def cmd_check(path: str) -> int:
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
 
 
-def cmd_backup(path: str) -> int:
+def cmd_backup(path: str, progress: bool = True) -> int:
     from .plugins import PluginRegistry
     from .processes import ProcessManager
+    from .progress import progress_display
     from .run import run_backup
 
     try:
@@ -138,8 +145,21 @@ def cmd_backup(path: str) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    result = run_backup(config, registry, processes)  # type: ignore[arg-type]
+    started = time.time()
+    with progress_display(enabled=progress) as reporter:
+        result = run_backup(config, registry, processes, progress=reporter)  # type: ignore[arg-type]
+    _record_metrics(config, result, started)
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _record_metrics(config: object, result: object, started: float) -> None:
+    """A manual run (rejected ones too) updates the textfile the daemon's runs update."""
+    settings = getattr(config, "metrics", None)
+    if settings is None or not settings.textfile.strip():
+        return  # nothing to write; prometheus_client is not even imported
+    from .metrics import Metrics
+
+    Metrics(config).record(result, started)  # type: ignore[arg-type]
 
 
 def cmd_daemon(path: str) -> int:
@@ -172,7 +192,7 @@ def main(argv: list[str] | None = None, prog: str = "service-backup") -> int:
         if args.command == "check":
             return cmd_check(args.config)
         if args.command == "backup":
-            return cmd_backup(args.config)
+            return cmd_backup(args.config, progress=not args.no_progress)
         return cmd_daemon(args.config)
     except ConfigError as exc:  # e.g. a plugin that fails to import
         return _invalid(

@@ -22,6 +22,7 @@ from .errors import BackupError
 from .guard import exclusive_run
 from .plugins import PluginRegistry
 from .processes import ProcessManager
+from .progress import NULL_PROGRESS, ProgressReporter
 from .results import DestinationFailure, RunResult, UploadResult
 from .secret import scrub, secret_field_values
 from .source import scan_source
@@ -35,6 +36,7 @@ def run_backup(
     registry: PluginRegistry,
     processes: ProcessManager,
     now: datetime.datetime | None = None,
+    progress: ProgressReporter | None = None,
 ) -> RunResult:
     """Run one backup; never raises for an operational failure (the result says it)."""
     run = RunContext(
@@ -43,6 +45,7 @@ def run_backup(
         started_at=(now or datetime.datetime.now()).astimezone(),
         processes=processes,
         log=logger.bind(backup_guid=None),
+        progress=progress or NULL_PROGRESS,
     )
     run.log = logger.bind(backup_guid=run.backup_guid)
     hook = registry.hook

@@ -20,6 +20,7 @@ from .context import RunContext
 from .destination import Destination
 from .errors import BackupError, DestinationError
 from .hookspecs import hookimpl
+from .progress import TaskProgress
 from .results import StoredFile, UploadResult
 from .source import Source, SourceFile
 
@@ -35,9 +36,16 @@ def check_stored(key: str, stored_size: int, source: Source) -> None:
         )
 
 
-def upload_one(destination: Destination, key: str, file: SourceFile) -> StoredFile:
-    """Write one file; return what was stored. Raise a BackupError naming the file on failure."""
+def upload_one(
+    destination: Destination, key: str, file: SourceFile, progress: TaskProgress | None = None
+) -> StoredFile:
+    """Write one file; return what was stored. Raise a BackupError naming the file on failure.
+
+    ``progress`` hears of the bytes as the destination reads them and of the file when done.
+    """
     source = Source.from_file(file)
+    if progress is not None:
+        source.on_read = progress.bytes
     try:
         try:
             info = destination.write(key, source)
@@ -46,7 +54,10 @@ def upload_one(destination: Destination, key: str, file: SourceFile) -> StoredFi
         except OSError as exc:
             raise DestinationError(f"writing {key} failed: {exc.strerror or exc}") from None
         check_stored(key, info.size, source)
-        return StoredFile(path=file.relative, size=file.size, sha256=source.sha256)
+        stored = StoredFile(path=file.relative, size=file.size, sha256=source.sha256)
+        if progress is not None:
+            progress.file_done()
+        return stored
     finally:
         source.close()
 
@@ -104,6 +115,16 @@ def upload(
 ) -> UploadResult:
     started = time.monotonic()
     prefix = run.remote_prefix
-    jobs = [functools.partial(upload_one, destination, f"{prefix}/{f.relative}", f) for f in files]
-    stored = run_jobs(jobs, destination.file_concurrency, run)
+    task = run.progress.add_task(spec.display_name, sum(f.size for f in files), len(files))
+    progress = run.progress.bind(task)
+    jobs = [
+        functools.partial(upload_one, destination, f"{prefix}/{f.relative}", f, progress)
+        for f in files
+    ]
+    try:
+        stored = run_jobs(jobs, destination.file_concurrency, run)
+    except BaseException:
+        run.progress.finish(task, ok=False)
+        raise
+    run.progress.finish(task)
     return upload_result(spec, stored, started)

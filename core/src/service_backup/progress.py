@@ -1,0 +1,176 @@
+"""A progress display for people at a terminal: bytes per destination, rate, ETA, files.
+
+``backup``/``manual-backup`` (and ``restore``) draw it on **stderr**, and only when stderr is a
+terminal: stdout carries JSON log lines and nothing else, and a pipe or a log file must never
+receive control characters. Code that moves bytes talks to a ``ProgressReporter``:
+
+    with progress_display(enabled=not args.no_progress) as reporter:
+        task = reporter.add_task("primary", total_bytes=..., total_files=...)
+        reporter.advance(task, bytes=n)      # from any thread, as often as bytes move
+        reporter.advance(task, files=1)      # a file is done
+        reporter.finish(task, ok=True)
+
+When no display is drawn the reporter is a ``NullProgress`` whose calls cost nothing, so
+callers never ask whether anyone is watching. Calls to rich are throttled: uploads report
+every read, the screen needs a few updates a second.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO, Any
+
+import attrs
+
+
+class ProgressReporter:
+    """Where byte and file counts go. This base class is the no-op ``NullProgress``."""
+
+    def add_task(self, name: str, total_bytes: int, total_files: int) -> int:
+        """A new line of the display; returns the id to pass to ``advance``/``finish``."""
+        return 0
+
+    def advance(self, task: int, bytes: int = 0, files: int = 0) -> None:
+        """``bytes`` more moved, ``files`` more done. Thread-safe."""
+
+    def finish(self, task: int, ok: bool = True) -> None:
+        """The task ended (``ok=False``: it failed; the line says so)."""
+
+    def bind(self, task: int) -> TaskProgress:
+        return TaskProgress(self, task)
+
+
+NullProgress = ProgressReporter
+NULL_PROGRESS = NullProgress()
+
+
+@attrs.frozen
+class TaskProgress:
+    """One task of a reporter, handed to code that moves one destination's bytes."""
+
+    reporter: ProgressReporter
+    task: int
+
+    def bytes(self, count: int) -> None:
+        self.reporter.advance(self.task, bytes=count)
+
+    def file_done(self) -> None:
+        self.reporter.advance(self.task, files=1)
+
+
+@attrs.define
+class _Counts:
+    rich_id: Any
+    name: str
+    total_files: int
+    bytes: int = 0
+    files: int = 0
+    pushed_at: float = 0.0
+
+
+class RichProgress(ProgressReporter):
+    """Counts per task under a lock; rich hears about them at most ``interval`` apart."""
+
+    def __init__(self, progress: Any, interval: float = 0.1) -> None:
+        self._progress = progress
+        self._interval = interval
+        self._lock = threading.Lock()
+        self._tasks: dict[int, _Counts] = {}
+
+    def add_task(self, name: str, total_bytes: int, total_files: int) -> int:
+        with self._lock:
+            rich_id = self._progress.add_task(
+                name, total=total_bytes, files_done=0, files_total=total_files
+            )
+            task = len(self._tasks) + 1
+            self._tasks[task] = _Counts(rich_id, name, total_files)
+        return task
+
+    def advance(self, task: int, bytes: int = 0, files: int = 0) -> None:
+        with self._lock:
+            counts = self._tasks.get(task)
+            if counts is None:
+                return
+            counts.bytes += bytes
+            counts.files += files
+            now = time.monotonic()
+            if not files and now - counts.pushed_at < self._interval:
+                return
+            counts.pushed_at = now
+            self._push(counts)
+
+    def finish(self, task: int, ok: bool = True) -> None:
+        with self._lock:
+            counts = self._tasks.get(task)
+            if counts is None:
+                return
+            self._push(counts)
+            if not ok:
+                self._progress.update(counts.rich_id, description=f"{counts.name} [red]failed")
+            self._progress.stop_task(counts.rich_id)
+
+    def _push(self, counts: _Counts) -> None:
+        self._progress.update(counts.rich_id, completed=counts.bytes, files_done=counts.files)
+
+
+def is_terminal(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+@contextmanager
+def progress_display(
+    enabled: bool = True, stream: IO[str] | None = None
+) -> Iterator[ProgressReporter]:
+    """Yield a reporter drawing on ``stream`` (stderr) when it is a terminal, else a no-op one.
+
+    The display never redirects stdout or stderr (rich would by default, and the JSON log
+    lines would then land on the terminal's stderr); it is left on screen when done.
+    """
+    stream = sys.stderr if stream is None else stream
+    if not enabled or not is_terminal(stream):
+        yield NULL_PROGRESS
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    console = Console(file=stream, stderr=True)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[files_done]}/{task.fields[files_total]} files"),
+        console=console,
+        redirect_stdout=False,
+        redirect_stderr=False,
+        refresh_per_second=4,
+    )
+    with progress:
+        yield RichProgress(progress)
+
+
+__all__ = [
+    "NULL_PROGRESS",
+    "NullProgress",
+    "ProgressReporter",
+    "RichProgress",
+    "TaskProgress",
+    "is_terminal",
+    "progress_display",
+]
