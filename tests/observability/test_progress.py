@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import io
+import json
 import os
 import pty
 import re
@@ -39,8 +40,8 @@ def config_path(tmp_path: Path) -> Path:
     })  # fmt: skip
 
 
-def run_with_tty_stderr(command: list[str]) -> tuple[CliResult, str]:
-    """Run with stderr on a pseudo-terminal (120 columns) and stdout on a pipe."""
+def run_with_tty_stderr(command: list[str], stdout_too: bool = False) -> tuple[CliResult, str]:
+    """Run with stderr on a pseudo-terminal (120 columns), stdout on a pipe or the same one."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     drawn = bytearray()
@@ -60,13 +61,14 @@ def run_with_tty_stderr(command: list[str]) -> tuple[CliResult, str]:
     env = {**os.environ, "TERM": "xterm-256color"}
     env.pop("NO_COLOR", None)
     try:
-        proc = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stdout = slave if stdout_too else subprocess.PIPE
+        proc = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=stdout,
                               stderr=slave, env=env, timeout=120)  # fmt: skip
     finally:
         os.close(slave)
     reader.join(timeout=10)
     os.close(master)
-    result = CliResult(proc.returncode, proc.stdout.decode(), "")
+    result = CliResult(proc.returncode, (proc.stdout or b"").decode(), "")
     return result, drawn.decode(errors="replace")
 
 
@@ -82,6 +84,21 @@ def test_drawn_on_a_terminal_stdout_stays_json(config_path: Path) -> None:
         assert re.search(rf"{name}.*3\.0/3\.0 MiB.*2/2 files", text), (
             f"no finished line for {name} (bytes done/total, files):\n{text}"
         )
+
+
+def test_log_lines_above_the_display_on_a_shared_terminal(config_path: Path) -> None:
+    """Interactive ``manual-backup``: stdout is the same terminal; no log line is lost or cut."""
+    result, drawn = run_with_tty_stderr(cli_command("backup", str(config_path)), stdout_too=True)
+    assert result.returncode == 0
+    lines = [line for line in ANSI.sub("", drawn).replace("\r", "\n").split("\n") if "{" in line]
+    messages = [json.loads(line[line.index("{") :])["message"] for line in lines]
+    expected = [
+        "ServiceBackup.Perform backup started",
+        "ServiceBackup.Cleanup completed successfully",
+    ]
+    assert all(m in messages for m in expected), f"log lines lost or torn: {messages}"
+    assert messages.count("ServiceBackup.Upload backup completed successfully") == 2, messages
+    assert re.search(r"offsite.*3\.0/3\.0 MiB.*2/2 files", ANSI.sub("", drawn)), "no display"
 
 
 def test_manual_backup_no_progress_draws_nothing(config_path: Path) -> None:

@@ -12,8 +12,13 @@ import signal
 import sys
 import time
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .config import BackupConfig
+    from .results import RunResult
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -126,6 +131,7 @@ def cmd_backup(path: str, progress: bool = True) -> int:
     from .plugins import PluginRegistry
     from .processes import ProcessManager
     from .progress import progress_display
+    from .results import RunResult
     from .run import run_backup
 
     try:
@@ -146,20 +152,22 @@ def cmd_backup(path: str, progress: bool = True) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     started = time.time()
-    with progress_display(enabled=progress) as reporter:
-        result = run_backup(config, registry, processes, progress=reporter)  # type: ignore[arg-type]
-    _record_metrics(config, result, started)
+    result = RunResult("", ok=False, error="unexpected error")  # what a crash counts as
+    try:
+        with progress_display(enabled=progress) as reporter:
+            result = run_backup(config, registry, processes, progress=reporter)  # type: ignore[arg-type]
+    finally:
+        _record_metrics(config, result, started)  # type: ignore[arg-type]
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
-def _record_metrics(config: object, result: object, started: float) -> None:
+def _record_metrics(config: BackupConfig, result: RunResult, started: float) -> None:
     """A manual run (rejected ones too) updates the textfile the daemon's runs update."""
-    settings = getattr(config, "metrics", None)
-    if settings is None or not settings.textfile.strip():
+    if config.metrics is None or not config.metrics.textfile.strip():
         return  # nothing to write; prometheus_client is not even imported
     from .metrics import Metrics
 
-    Metrics(config).record(result, started)  # type: ignore[arg-type]
+    Metrics(config).record(result, started)
 
 
 def cmd_daemon(path: str) -> int:
@@ -181,7 +189,12 @@ def main(argv: list[str] | None = None, prog: str = "service-backup") -> int:
     if args.command in ("daemon", "backup"):
         from . import logs
 
-        logs.configure(debug=args.log_level == "debug", syslog=args.syslog)
+        stream = None
+        if args.command == "backup":  # a progress display on the terminal may take stdout
+            from .progress import CurrentStdout
+
+            stream = CurrentStdout()
+        logs.configure(debug=args.log_level == "debug", syslog=args.syslog, stream=stream)  # type: ignore[arg-type]
     try:
         if args.command in COMMAND_MODULES:
             return int(importlib.import_module(COMMAND_MODULES[args.command]).run(args))

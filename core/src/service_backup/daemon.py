@@ -22,6 +22,7 @@ from .cron import ScheduleError, parse_schedule
 from .metrics import Metrics
 from .plugins import PluginRegistry
 from .processes import ProcessManager
+from .results import RunResult
 from .run import run_backup
 
 EXIT_OK = 0
@@ -52,9 +53,12 @@ class Daemon:
         if self.processes.closing:
             return
         started = time.time()
-        result = run_backup(self.config, self.registry, self.processes)
-        if self.metrics is not None:
-            self.metrics.record(result, started)
+        result = RunResult("", ok=False, error="unexpected error")  # what a crash counts as
+        try:
+            result = run_backup(self.config, self.registry, self.processes)
+        finally:
+            if self.metrics is not None:
+                self.metrics.record(result, started)
 
     def _next_run(self) -> float | None:
         """When the scheduler fires next (Unix time), for ``..._next_run_timestamp_seconds``."""

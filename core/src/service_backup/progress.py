@@ -17,6 +17,7 @@ every read, the screen needs a few updates a second.
 
 from __future__ import annotations
 
+import io
 import sys
 import threading
 import time
@@ -117,6 +118,20 @@ class RichProgress(ProgressReporter):
         self._progress.update(counts.rich_id, completed=counts.bytes, files_done=counts.files)
 
 
+class CurrentStdout:
+    """A stream that writes to ``sys.stdout`` as it is at each write, not as it was when a log
+    sink was created: a display sharing the terminal swaps ``sys.stdout`` while drawn."""
+
+    def write(self, text: str) -> int:
+        return sys.stdout.write(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+    def isatty(self) -> bool:
+        return is_terminal(sys.stdout)
+
+
 def is_terminal(stream: IO[str]) -> bool:
     try:
         return stream.isatty()
@@ -130,8 +145,10 @@ def progress_display(
 ) -> Iterator[ProgressReporter]:
     """Yield a reporter drawing on ``stream`` (stderr) when it is a terminal, else a no-op one.
 
-    The display never redirects stdout or stderr (rich would by default, and the JSON log
-    lines would then land on the terminal's stderr); it is left on screen when done.
+    stdout is left alone when it is not the terminal (a pipe, a file: it gets the JSON lines
+    and nothing else). When stdout is a terminal too, the lines written to ``sys.stdout``
+    while the display is drawn are printed above it, so they do not tear through it: log
+    sinks must write to ``CurrentStdout()`` for that. The display stays on screen when done.
     """
     stream = sys.stderr if stream is None else stream
     if not enabled or not is_terminal(stream):
@@ -161,12 +178,47 @@ def progress_display(
         redirect_stderr=False,
         refresh_per_second=4,
     )
+    shared = is_terminal(sys.stdout)
+    saved = sys.stdout
     with progress:
-        yield RichProgress(progress)
+        if shared:
+            sys.stdout = _LinesAbove(console, saved)
+        try:
+            yield RichProgress(progress)
+        finally:
+            sys.stdout = saved
+
+
+class _LinesAbove(io.TextIOBase):
+    """``sys.stdout`` while a display is drawn on the same terminal: whole lines are printed
+    above the display, unchanged (no markup, no wrapping: the terminal wraps them)."""
+
+    def __init__(self, console: Any, original: IO[str]) -> None:
+        super().__init__()
+        self._console = console
+        self._original = original
+        self._partial = ""
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        from rich.text import Text
+
+        with self._lock:
+            *lines, self._partial = (self._partial + text).split("\n")
+            for line in lines:
+                self._console.print(Text(line), soft_wrap=True, highlight=False)
+        return len(text)
+
+    def isatty(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._original.fileno()
 
 
 __all__ = [
     "NULL_PROGRESS",
+    "CurrentStdout",
     "NullProgress",
     "ProgressReporter",
     "RichProgress",
