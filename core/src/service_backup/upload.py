@@ -11,8 +11,9 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from typing import TypeVar
 
 from .config import DestinationSpec
@@ -92,6 +93,24 @@ def run_jobs(jobs: Sequence[Callable[[], T]], workers: int, run: RunContext) -> 
         return [f.result() for f in futures]  # type: ignore[misc]
 
 
+@contextmanager
+def progress_task(
+    run: RunContext, spec: DestinationSpec, files: Sequence[SourceFile]
+) -> Iterator[TaskProgress]:
+    """This destination's line of the progress display, marked failed if the block raises.
+
+    An ``upload`` hook that takes over passes what this yields to ``upload_one`` (or sets a
+    ``Source``'s ``on_read`` to its ``bytes`` and calls ``file_done``) to show its progress.
+    """
+    task = run.progress.add_task(spec.display_name, sum(f.size for f in files), len(files))
+    try:
+        yield run.progress.bind(task)
+    except BaseException:
+        run.progress.finish(task, ok=False)
+        raise
+    run.progress.finish(task)
+
+
 def upload_result(
     spec: DestinationSpec, stored: Sequence[StoredFile], started: float
 ) -> UploadResult:
@@ -115,16 +134,10 @@ def upload(
 ) -> UploadResult:
     started = time.monotonic()
     prefix = run.remote_prefix
-    task = run.progress.add_task(spec.display_name, sum(f.size for f in files), len(files))
-    progress = run.progress.bind(task)
-    jobs = [
-        functools.partial(upload_one, destination, f"{prefix}/{f.relative}", f, progress)
-        for f in files
-    ]
-    try:
+    with progress_task(run, spec, files) as progress:
+        jobs = [
+            functools.partial(upload_one, destination, f"{prefix}/{f.relative}", f, progress)
+            for f in files
+        ]
         stored = run_jobs(jobs, destination.file_concurrency, run)
-    except BaseException:
-        run.progress.finish(task, ok=False)
-        raise
-    run.progress.finish(task)
     return upload_result(spec, stored, started)
