@@ -165,3 +165,17 @@ def test_source_reports_each_byte_once() -> None:
             pass
     assert sum(counted) == len(data), f"counted {sum(counted)} of {len(data)} bytes"
     assert source.sha256
+
+
+def test_failed_task_says_so() -> None:
+    screen = FakeTerminal()
+    with progress_display(stream=screen) as reporter:
+        ok = reporter.add_task("primary", total_bytes=100, total_files=1)
+        bad = reporter.add_task("offsite", total_bytes=100, total_files=1)
+        reporter.advance(ok, bytes=100, files=1)
+        reporter.advance(bad, bytes=40)
+        reporter.finish(ok)
+        reporter.finish(bad, ok=False)
+    text = ANSI.sub("", screen.getvalue()).splitlines()[-2:]
+    assert "failed" not in text[0] and "100/100 bytes" in text[0], text
+    assert "offsite failed" in text[1] and "40/100 bytes" in text[1], text
