@@ -179,3 +179,10 @@ def test_failed_task_says_so() -> None:
     text = ANSI.sub("", screen.getvalue()).splitlines()[-2:]
     assert "failed" not in text[0] and "100/100 bytes" in text[0], text
     assert "offsite failed" in text[1] and "40/100 bytes" in text[1], text
+
+
+def test_names_are_not_markup() -> None:
+    screen = FakeTerminal()
+    with progress_display(stream=screen) as reporter:
+        reporter.finish(reporter.add_task("s3[1] [red]x", total_bytes=1, total_files=1), ok=False)
+    assert "s3[1] [red]x failed" in ANSI.sub("", screen.getvalue()), screen.getvalue()

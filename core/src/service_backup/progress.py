@@ -85,7 +85,7 @@ class RichProgress(ProgressReporter):
     def add_task(self, name: str, total_bytes: int, total_files: int) -> int:
         with self._lock:
             rich_id = self._progress.add_task(
-                name, total=total_bytes, files_done=0, files_total=total_files
+                _plain(name), total=total_bytes, files_done=0, files_total=total_files
             )
             task = len(self._tasks) + 1
             self._tasks[task] = _Counts(rich_id, name, total_files)
@@ -111,11 +111,20 @@ class RichProgress(ProgressReporter):
                 return
             self._push(counts)
             if not ok:
-                self._progress.update(counts.rich_id, description=f"{counts.name} [red]failed")
+                self._progress.update(
+                    counts.rich_id, description=f"{_plain(counts.name)} [red]failed"
+                )
             self._progress.stop_task(counts.rich_id)
 
     def _push(self, counts: _Counts) -> None:
         self._progress.update(counts.rich_id, completed=counts.bytes, files_done=counts.files)
+
+
+def _plain(name: str) -> str:
+    """A destination name shown as written (``local[1]``), never read as rich markup."""
+    from rich.markup import escape
+
+    return escape(name)
 
 
 class CurrentStdout:
