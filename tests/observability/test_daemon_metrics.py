@@ -139,3 +139,26 @@ def test_endpoint_port_taken_backups_go_on(tmp_path: Path, daemon_config: dict[s
             daemon.wait_for("Upload backup completed successfully")
         finally:
             assert daemon.stop() == 0
+
+
+def test_endpoint_shows_manual_runs(tmp_path: Path, daemon_config: dict[str, Any]) -> None:
+    """A manual run beside the daemon counts in the same numbers (through the textfile)."""
+    port = free_port()
+    daemon_config["cron_schedule"] = "0 0 1 1 *"  # not during this test
+    daemon_config["metrics"] = {"listen": f"127.0.0.1:{port}",
+                                "textfile": str(tmp_path / "service-backup.prom")}  # fmt: skip
+    config = write_config(tmp_path / "daemon.yml", daemon_config)
+    daemon = Daemon(config)
+    try:
+        assert wait_for_port(port, timeout=15, process=daemon.proc), "/metrics never listened"
+        assert value(scrape(port), "service_backup_last_run_success") is None, "no run yet"
+        manual = subprocess.run(cli_command("backup", str(config)), capture_output=True, timeout=60)
+        assert manual.returncode == 0, manual.stderr
+        samples = scrape(port)
+        assert value(samples, "service_backup_runs_total", result="success") == 1, samples
+        assert value(samples, "service_backup_last_run_success") == 1
+        assert value(samples, "service_backup_destination_last_run_files", destination="nfs") == 1
+        next_run = value(samples, "service_backup_next_run_timestamp_seconds")
+        assert next_run is not None and next_run > time.time(), "the daemon's own next run"
+    finally:
+        assert daemon.stop() == 0

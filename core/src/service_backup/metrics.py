@@ -126,6 +126,12 @@ def _source_counts(upload: UploadResult) -> tuple[int, int]:
     return len(stored), sum(s.size for s in stored)
 
 
+def _identity(path: Path) -> tuple[int, int, int]:
+    """Which version of the textfile this is: every rewrite is a new file (rename)."""
+    st = path.stat()
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 class _StateCollector(Collector):
     """Turns the current ``MetricsState`` into metric families, at every scrape or write."""
 
@@ -206,15 +212,12 @@ class Metrics:
         self._names = [spec.display_name for spec in config.destinations]
         self._lock = threading.RLock()
         self._state = MetricsState.fresh(self._names)
+        self._seen: tuple[int, int, int] | None = None  # the textfile last read or written
         self._reload()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_StateCollector(self))
         self._server: Any = None
         self._writing = False
-
-    @property
-    def enabled(self) -> bool:
-        return self.textfile is not None or self.address is not None
 
     # ------------------------------------------------------------------ state
     def snapshot(self) -> MetricsState:
@@ -232,12 +235,19 @@ class Metrics:
         return state
 
     def _reload(self) -> None:
-        """Take the textfile's state when there is a readable one (another process wrote it)."""
+        """Take the textfile's state when another process rewrote it since we last looked.
+
+        Only then: if our own write failed, the older file must not undo this process's runs.
+        """
         if self.textfile is None:
             return
         try:
+            seen = _identity(self.textfile)
+            if seen == self._seen:
+                return
             text = self.textfile.read_text(encoding="utf-8")
             self._state = MetricsState.parse(text, self._names)
+            self._seen = seen
         except (OSError, ValueError, UnicodeDecodeError):
             pass  # none yet, or not ours to read: this process's own state stands
 
@@ -260,6 +270,7 @@ class Metrics:
         self._writing = True
         try:
             write_to_textfile(str(self.textfile), self.registry)
+            self._seen = _identity(self.textfile)
         except OSError as exc:
             logger.bind(error=f"{self.textfile}: {exc.strerror or exc}").error(
                 "Metrics textfile could not be written"
