@@ -262,6 +262,7 @@ class Metrics:
     def write(self) -> None:
         """Rewrite the textfile with the current state (the daemon does so when it starts)."""
         with self._lock, self._textfile_lock():
+            self._reload()
             self._write()
 
     def _write(self) -> None:
