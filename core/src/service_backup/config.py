@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 import cattrs
 import yaml
+from cattrs.gen import make_dict_structure_fn
 from cattrs.v import format_exception
 
 from .errors import ConfigError
@@ -81,6 +82,49 @@ class AlertsConfig:
     config: AlertsSettings = AlertsSettings()
 
 
+def split_host_port(text: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for IPv6) → ``(host, port)``; ValueError saying what is wrong.
+
+    The host is required: the metrics endpoint binds to exactly the address given, so an
+    operator opting in to ``0.0.0.0`` has to write it.
+    """
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"'{text}' is not host:port (e.g. 127.0.0.1:9756)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"'{text}' is not host:port; write an IPv6 address as [::1]:9756")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"'{text}' is not host:port with a port from 1 to 65535")
+    return host, int(port)
+
+
+def _check_listen(_obj: Any, _attribute: Any, value: str) -> None:
+    if value.strip():
+        try:
+            split_host_port(value)
+        except ValueError as exc:
+            raise ValueError(f"listen: {exc}") from None
+
+
+@attrs.frozen
+class MetricsConfig:
+    """``metrics``: where Prometheus finds the numbers (DESIGN Part 2, "Observability").
+
+    ``textfile`` is rewritten after every run for node_exporter's textfile collector (it reads
+    only ``*.prom`` files); ``listen`` (``host:port``) makes the daemon serve ``/metrics`` there.
+    Both optional: absent means not exported.
+    """
+
+    textfile: str = ""
+    listen: str = attrs.field(default="", validator=_check_listen)
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return split_host_port(self.listen) if self.listen.strip() else None
+
+
 @attrs.frozen
 class DestinationSpec:
     """One entry of ``destinations``: its type, optional name and the plugin's config object."""
@@ -118,6 +162,7 @@ class BackupConfig:
     add_deployment_name_to_backup_path: bool = False
     backup_user: str = "vcap"
     alerts: AlertsConfig | None = None
+    metrics: MetricsConfig | None = None
     # Rendered by the Go release's job, no longer used: accepted and ignored.
     aws_cli_path: str = ""
     azure_cli_path: str = ""
@@ -151,6 +196,7 @@ class _RawConfig:
     add_deployment_name_to_backup_path: bool = False
     backup_user: str = "vcap"
     alerts: AlertsConfig | None = None
+    metrics: MetricsConfig | None = None
     aws_cli_path: str = ""
     azure_cli_path: str = ""
 
@@ -200,6 +246,19 @@ def make_converter() -> cattrs.Converter:
 
 
 CONVERTER: Final = make_converter()
+_METRICS_FROM_DICT: Final = make_dict_structure_fn(
+    MetricsConfig, CONVERTER, _cattrs_forbid_extra_keys=True
+)
+
+
+def _structure_metrics(value: Any, _: type) -> MetricsConfig:
+    """``metrics: x`` is told as "expected a mapping", not as cattrs' internal AttributeError."""
+    if not isinstance(value, Mapping):
+        raise ValueError("expected a mapping with textfile and/or listen")
+    return _METRICS_FROM_DICT(value, MetricsConfig)  # type: ignore[no-any-return]
+
+
+CONVERTER.register_structure_hook(MetricsConfig, _structure_metrics)
 
 
 def _drop_nulls(value: Any) -> Any:

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from .progress import NULL_PROGRESS, ProgressReporter
+
 if TYPE_CHECKING:
     from .config import BackupConfig
     from .processes import ProcessManager
@@ -27,6 +29,10 @@ class RunContext:
     processes: ProcessManager
     log: Any
     identifier: str | None = None
+    #: Where uploads report bytes and files (a display on a terminal; a no-op otherwise). An
+    #: ``upload`` hook that takes over adds its own task and passes ``bind(task)`` to
+    #: ``upload_one``.
+    progress: ProgressReporter = attrs.field(factory=lambda: NULL_PROGRESS)
 
     @property
     def date_prefix(self) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from types import FrameType
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -18,8 +19,10 @@ from loguru import logger
 
 from .config import BackupConfig
 from .cron import ScheduleError, parse_schedule
+from .metrics import Metrics
 from .plugins import PluginRegistry
 from .processes import ProcessManager
+from .results import RunResult
 from .run import run_backup
 
 EXIT_OK = 0
@@ -33,6 +36,8 @@ class Daemon:
         self.processes = ProcessManager()
         self.stop = threading.Event()
         self._signal: int | None = None
+        self._scheduler: BackgroundScheduler | None = None
+        self.metrics: Metrics | None = None
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if self._signal is None:
@@ -47,7 +52,34 @@ class Daemon:
     def _job(self) -> None:
         if self.processes.closing:
             return
-        run_backup(self.config, self.registry, self.processes)
+        started = time.time()
+        result = RunResult("", ok=False, error="unexpected error")  # what a crash counts as
+        try:
+            result = run_backup(self.config, self.registry, self.processes)
+        finally:
+            if self.metrics is not None:
+                self.metrics.record(result, started)
+
+    def _next_run(self) -> float | None:
+        """When the scheduler fires next (Unix time), for ``..._next_run_timestamp_seconds``."""
+        job = self._scheduler.get_job("backup") if self._scheduler is not None else None
+        when = getattr(job, "next_run_time", None)
+        return when.timestamp() if when is not None else None
+
+    def _start_metrics(self) -> None:
+        """``/metrics`` served before the first run can happen.
+
+        An endpoint that cannot be bound is logged, and backups go on: they matter more.
+        """
+        if self.config.metrics is None:
+            return
+        self.metrics = Metrics(self.config, next_run=self._next_run)
+        try:
+            self.metrics.serve()
+        except OSError as exc:
+            logger.bind(error=f"{self.config.metrics.listen}: {exc.strerror or exc}").error(
+                "Metrics endpoint could not be started"
+            )
 
     def serve(self) -> int:
         logger.info("Service-backup Started")
@@ -63,7 +95,8 @@ class Daemon:
             return EXIT_INVALID
 
         logging.getLogger("apscheduler").setLevel(logging.ERROR)
-        scheduler = BackgroundScheduler()
+        self._start_metrics()
+        scheduler = self._scheduler = BackgroundScheduler()
         scheduler.add_job(
             self._job,
             schedule.trigger,
@@ -73,8 +106,12 @@ class Daemon:
             misfire_grace_time=60,
         )
         scheduler.start()
+        if self.metrics is not None:
+            self.metrics.write()  # the next run's time is known now
         self.stop.wait()
         self.processes.terminate_all(signal.SIGTERM)
         scheduler.shutdown(wait=True)
+        if self.metrics is not None:
+            self.metrics.close()
         logger.info("All backup processes terminated. Exiting")
         return EXIT_OK

@@ -23,6 +23,7 @@ from .errors import BackupError
 from .guard import exclusive_run
 from .plugins import PluginRegistry
 from .processes import ProcessManager
+from .progress import NULL_PROGRESS, ProgressReporter
 from .prune import prune
 from .results import DestinationFailure, RunResult, UploadResult
 from .secret import scrub, secret_field_values
@@ -37,6 +38,7 @@ def run_backup(
     registry: PluginRegistry,
     processes: ProcessManager,
     now: datetime.datetime | None = None,
+    progress: ProgressReporter | None = None,
 ) -> RunResult:
     """Run one backup; never raises for an operational failure (the result says it)."""
     run = RunContext(
@@ -45,6 +47,7 @@ def run_backup(
         started_at=(now or datetime.datetime.now()).astimezone(),
         processes=processes,
         log=logger.bind(backup_guid=None),
+        progress=progress or NULL_PROGRESS,
     )
     run.log = logger.bind(backup_guid=run.backup_guid)
     hook = registry.hook

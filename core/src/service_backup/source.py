@@ -14,6 +14,7 @@ import io
 import os
 import stat
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,11 @@ class Source:
         self._checked = False
         self._fd: int | None = None
         self._fd_lock = threading.Lock()
+        #: Called with each count of bytes newly handed out (re-reads after a rewind are not
+        #: counted again): what a progress display shows. Set it before the first read.
+        self.on_read: Callable[[int], None] | None = None
+        self._reported = 0
+        self._reported_lock = threading.Lock()
 
     @classmethod
     def from_file(cls, file: SourceFile) -> Source:
@@ -158,7 +164,13 @@ class Source:
 
     # ------------------------------------------------------------------ internals
     def _account(self, offset: int, data: bytes | memoryview) -> None:
-        if self._digest.feed(offset, data) >= self.size:
+        done = self._digest.feed(offset, data)
+        if self.on_read is not None:
+            with self._reported_lock:
+                delta, self._reported = done - self._reported, max(done, self._reported)
+            if delta > 0:
+                self.on_read(delta)
+        if done >= self.size:
             self._final_check()
 
     def _descriptor(self) -> int:
