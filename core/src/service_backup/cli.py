@@ -60,6 +60,9 @@ def _invalid(path: str, exc: ConfigError, as_log: bool) -> int:
     if as_log:
         from loguru import logger
 
+        schedule_error = getattr(exc, "schedule_error", None)
+        if schedule_error:
+            logger.bind(error=schedule_error).error("Error scheduling job")
         logger.bind(error=str(exc)).critical("Invalid configuration")
     print(f"service-backup: {message}", file=sys.stderr)
     return EXIT_INVALID
@@ -134,7 +137,8 @@ def cmd_backup(path: str) -> int:
     processes = ProcessManager()
 
     def forward(signum: int, _frame: FrameType | None) -> None:
-        processes.terminate_all(signal.SIGTERM)
+        if not processes.closing:
+            processes.shutdown(signal.SIGTERM)  # SIGKILL after the grace
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)

@@ -21,7 +21,7 @@ from cattrs.v import format_exception
 
 from .cron import Schedule, ScheduleError, parse_schedule
 from .errors import ConfigError
-from .secret import Secret
+from .secret import Secret, register_secrets, secret_field_values
 
 if TYPE_CHECKING:
     from .plugins import PluginRegistry
@@ -29,6 +29,18 @@ if TYPE_CHECKING:
 DEFAULT_MISSING_PROPERTIES_MESSAGE: Final = "Provide these missing fields in your manifest."
 REQUIRED: Final = "service_backup_required"
 NO_SECRET: Final = Secret("")
+
+
+class InvalidConfig(ConfigError):
+    """Every problem of a config at once; ``schedule_error`` is ``cron_schedule``'s, if any.
+
+    The daemon and ``backup`` log an invalid schedule as ``Error scheduling job`` (the seed's
+    message) besides the whole list.
+    """
+
+    def __init__(self, message: str, schedule_error: str | None = None) -> None:
+        super().__init__(message)
+        self.schedule_error = schedule_error
 
 
 def required(**kwargs: Any) -> Any:
@@ -358,7 +370,7 @@ def _schedule_of(data: Mapping[str, Any]) -> tuple[Schedule | None, str | None]:
     try:
         return parse_schedule(text), None
     except ScheduleError as exc:
-        return None, f"cron_schedule: {exc}"
+        return None, str(exc)
 
 
 def has_parent_segment(path: str) -> bool:
@@ -399,7 +411,7 @@ def parse_config(data: Any, registry: PluginRegistry) -> BackupConfig:
     problems: list[str] = _shape_problems(data)
     schedule, schedule_problem = _schedule_of(data)
     if schedule_problem:
-        problems.append(schedule_problem)
+        problems.append(f"cron_schedule: {schedule_problem}")
     sections: dict[str, Any] = {}
     declared = registry.config_sections()
     for key in sorted(set(data) & set(declared)):
@@ -415,7 +427,7 @@ def parse_config(data: Any, registry: PluginRegistry) -> BackupConfig:
         raw = CONVERTER.structure(data, _RawConfig)
     except cattrs.BaseValidationError as exc:
         problems = _cattrs_messages(exc, "$") + problems
-        raise ConfigError("; ".join(problems) + ". " + message) from None
+        raise InvalidConfig("; ".join(problems) + ". " + message, schedule_problem) from None
     problems.extend(_path_problems(raw))
 
     specs: list[DestinationSpec] = []
@@ -454,7 +466,7 @@ def parse_config(data: Any, registry: PluginRegistry) -> BackupConfig:
             "deployment_name: required field missing (add_deployment_name_to_backup_path is true)"
         )
     if problems:
-        raise ConfigError("; ".join(problems) + ". " + message)
+        raise InvalidConfig("; ".join(problems) + ". " + message, schedule_problem)
 
     fields = attrs.asdict(raw, recurse=False)
     fields["destinations"] = tuple(specs)
@@ -580,4 +592,8 @@ def load_config(path: str | Path, registry: PluginRegistry) -> BackupConfig:
         data = parse_yaml(text)
     except ConfigError as exc:
         raise ConfigError(f"config file {path} {exc}") from None
-    return parse_config(data, registry)
+    config = parse_config(data, registry)
+    # From here on every log line this process writes is scrubbed of these values, whoever
+    # logs it (a plugin echoing its own key, an SDK's debug line, an error body).
+    register_secrets(secret_field_values(config))
+    return config
