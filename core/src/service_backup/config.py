@@ -385,13 +385,16 @@ def no_parent_segments(_instance: Any, attribute: Any, value: Any) -> None:
         raise ValueError(f"{attribute.name}: must not contain a '..' segment")
 
 
-def _path_problems(raw: _RawConfig) -> list[str]:
-    problems = []
-    if has_parent_segment(raw.deployment_name):
-        problems.append("deployment_name: must not contain a '..' segment")
-    elif raw.deployment_name.strip().startswith("/"):
-        problems.append("deployment_name: must not start with '/'")
-    return problems
+def _path_problems(data: Mapping[str, Any]) -> list[str]:
+    """``deployment_name`` goes into every key: it must not climb out of the base."""
+    name = data.get("deployment_name")
+    if not isinstance(name, str):
+        return []
+    if has_parent_segment(name):
+        return ["deployment_name: must not contain a '..' segment"]
+    if name.strip().startswith("/"):
+        return ["deployment_name: must not start with '/'"]
+    return []
 
 
 def parse_config(data: Any, registry: PluginRegistry) -> BackupConfig:
@@ -408,7 +411,7 @@ def parse_config(data: Any, registry: PluginRegistry) -> BackupConfig:
     if not isinstance(message, str) or not message.strip():
         message = DEFAULT_MISSING_PROPERTIES_MESSAGE
 
-    problems: list[str] = _shape_problems(data)
+    problems: list[str] = _shape_problems(data) + _path_problems(data)
     schedule, schedule_problem = _schedule_of(data)
     if schedule_problem:
         problems.append(f"cron_schedule: {schedule_problem}")
@@ -428,7 +431,6 @@ def parse_config(data: Any, registry: PluginRegistry) -> BackupConfig:
     except cattrs.BaseValidationError as exc:
         problems = _cattrs_messages(exc, "$") + problems
         raise InvalidConfig("; ".join(problems) + ". " + message, schedule_problem) from None
-    problems.extend(_path_problems(raw))
 
     specs: list[DestinationSpec] = []
     names: dict[str, int] = {}
