@@ -195,6 +195,22 @@ def test_default_lock_folder_is_private_not_tmp(tmp_path: Path) -> None:
         os.environ.update(saved)
 
 
+def remove_chain(top: str | Path) -> None:
+    """Remove a folder holding a chain of ``d`` folders, one level at a time.
+
+    shutil.rmtree recurses once per level and fails at this depth (pytest's own clean-up of
+    old temporary folders would then crash), so the chain is shortened from the top.
+    """
+    top = Path(top)
+    while (top / "d").is_dir():
+        if (top / "d" / "d").is_dir():
+            os.rename(top / "d" / "d", top / "next")
+        shutil.rmtree(top / "d")
+        if (top / "next").is_dir():
+            os.rename(top / "next", top / "d")
+    shutil.rmtree(top)
+
+
 def test_a_1100_level_deep_source_tree_is_backed_up(tmp_path: Path) -> None:
     data = local_config(tmp_path)
     source = Path(data["source_folder"])
@@ -209,12 +225,17 @@ def test_a_1100_level_deep_source_tree_is_backed_up(tmp_path: Path) -> None:
             out.write("at the bottom")
     finally:
         os.close(fd)
-    result = run_cli("backup", str(write_config(tmp_path / "deep.yml", data)))
-    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-2000:])
-    assert "Traceback" not in result.stderr
-    [done] = result.find("Upload backup completed successfully")
-    assert done["data"]["files"] == 2, "data.txt and the file 1,100 folders down"
-    [dated] = [p for p in (tmp_path / "dest").glob("*/*/*")]
-    stored = os.path.join(dated, *["d"] * 1100, "bottom.txt")
-    with open(stored) as handle:
-        assert handle.read() == "at the bottom"
+    try:
+        result = run_cli("backup", str(write_config(tmp_path / "deep.yml", data)))
+        assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-2000:])
+        assert "Traceback" not in result.stderr
+        [done] = result.find("Upload backup completed successfully")
+        assert done["data"]["files"] == 2, "data.txt and the file 1,100 folders down"
+        [dated] = [p for p in (tmp_path / "dest").glob("*/*/*")]
+        stored = os.path.join(dated, *["d"] * 1100, "bottom.txt")
+        with open(stored) as handle:
+            assert handle.read() == "at the bottom"
+    finally:
+        remove_chain(source)
+        for dated in (tmp_path / "dest").glob("*/*/*"):
+            remove_chain(dated)
