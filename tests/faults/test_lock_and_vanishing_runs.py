@@ -65,9 +65,14 @@ def chown_tree(path: Path, uid: int, gid: int) -> None:
             os.lchown(name, uid, gid)
 
 
-def daemon_as_nobody(folder: Path, data: dict, lock_dir: Path) -> LogStream:
+def hand_to_nobody(folder: Path, data: dict) -> Path:
+    """Write the config and give the whole folder to nobody (before root plants its files)."""
     cfg = write_config(folder / "daemon.yml", data)
     chown_tree(folder, NOBODY.pw_uid, NOBODY.pw_gid)
+    return cfg
+
+
+def daemon_as_nobody(folder: Path, cfg: Path, lock_dir: Path) -> LogStream:
     return LogStream(
         "daemon",
         str(cfg),
@@ -93,9 +98,10 @@ def first_run_error(log: LogStream) -> dict:
 def test_lock_folder_owned_by_another_user(shared_dir: Path, cf: CfServer) -> None:
     locks = shared_dir / "locks"
     data = local_config(shared_dir, exit_if_in_progress=True, alerts=alerts_section(cf))
-    log = daemon_as_nobody(shared_dir, data, locks)
+    cfg = hand_to_nobody(shared_dir, data)
     locks.mkdir(mode=0o755)  # created by root, e.g. by a manual run: unwritable for nobody
     os.chown(locks, 0, 0)
+    log = daemon_as_nobody(shared_dir, cfg, locks)
     line = first_run_error(log)
     assert line["data"]["error"] == (
         f"lock folder {locks} is owned by uid 0, not by this user (uid {NOBODY.pw_uid})"
@@ -106,7 +112,7 @@ def test_lock_folder_owned_by_another_user(shared_dir: Path, cf: CfServer) -> No
 def test_root_owned_lock_file_left_by_a_manual_run(shared_dir: Path, cf: CfServer) -> None:
     locks = shared_dir / "locks"
     data = local_config(shared_dir, exit_if_in_progress=True, alerts=alerts_section(cf))
-    log = daemon_as_nobody(shared_dir, data, locks)
+    cfg = hand_to_nobody(shared_dir, data)
     locks.mkdir(mode=0o700)
     os.chown(locks, NOBODY.pw_uid, NOBODY.pw_gid)
     # What `sudo manual-backup` leaves behind: the lock file, root's, 0600.
@@ -118,6 +124,7 @@ def test_root_owned_lock_file_left_by_a_manual_run(shared_dir: Path, cf: CfServe
     finally:
         del os.environ["SERVICE_BACKUP_LOCK_DIR"]
     planted.touch(mode=0o600)
+    log = daemon_as_nobody(shared_dir, cfg, locks)
     line = first_run_error(log)
     assert line["data"]["error"].startswith(f"lock file {planted} cannot be opened: Permission")
     assert "owned by uid 0, perhaps left by a manual run" in line["data"]["error"]
