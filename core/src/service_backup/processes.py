@@ -107,7 +107,9 @@ class ProcessManager:
     """Starts children, remembers them, and signals them all on shutdown."""
 
     def __init__(self, *, grace: float = KILL_GRACE, records: Path | None = None) -> None:
-        self._lock = threading.Lock()
+        # Re-entrant: the signal handler (terminate_all) runs in the main thread, possibly
+        # while that thread is inside ``run`` holding the lock around Popen.
+        self._lock = threading.RLock()
         self._children: set[subprocess.Popen[bytes]] = set()
         self._closing = False
         self.grace = grace
@@ -156,6 +158,10 @@ class ProcessManager:
             except OSError as exc:
                 raise CommandError(f"{what}: cannot start {args[0]}: {exc.strerror}") from None
             self._children.add(child)
+            started_while_closing = self._closing
+        if started_while_closing:  # shutdown began inside Popen: this child missed the signal
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(child.pid, signal.SIGTERM)
         record = _write_record(records, token, child.pid, what) if records else None
         try:
             output = _read_bounded(child)
