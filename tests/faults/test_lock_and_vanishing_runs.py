@@ -85,6 +85,7 @@ def first_run_error(log: LogStream) -> dict:
     """Wait for the first run's end, stop the daemon, return the error line."""
     try:
         line = log.wait_for("Perform backup completed with error")
+        log.wait_for("Sent alert.")  # then stop (a shutdown would skip the alert)
         log.proc.send_signal(signal.SIGTERM)
         assert log.proc.wait(timeout=30) == 0
         stderr = log.stderr()
