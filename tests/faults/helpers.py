@@ -11,7 +11,7 @@ from typing import Any
 
 from tests.core.cli import CliResult, cli_command, run_cli, write_config
 
-__all__ = ["CliResult", "LogStream", "cli_command", "local_config", "run_cli", "script",
+__all__ = ["CliResult", "LogStream", "cli_command", "install_plugin", "local_config", "run_cli", "script",
            "timed_cli", "write_config"]  # fmt: skip
 
 
@@ -88,3 +88,16 @@ class LogStream:
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+def install_plugin(site: Path, name: str, source: str, type_name: str) -> dict[str, str]:
+    """A third-party destination plugin as a distribution on PYTHONPATH (dist-info, entry point)."""
+    (site / name).mkdir(parents=True)
+    (site / name / "__init__.py").write_text(source)
+    info = site / f"{name}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[service_backup]\n{type_name} = {name}\n")
+    return {
+        "PYTHONPATH": os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p)
+    }

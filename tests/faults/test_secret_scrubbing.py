@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from tests.alerts import cf_server
 from tests.alerts.cf_server import CfServer
 from tests.alerts.conftest import alerts_section
 
-from .helpers import local_config, run_cli, write_config
+from .helpers import install_plugin, local_config, run_cli, write_config
 
 LEAKY_PLUGIN = '''
 """A destination that logs its own token, in every form, on each successful write."""
@@ -70,16 +69,7 @@ TOKEN = "tok/en+with spaces&=-8c1d"  # URL-encoding changes every other characte
 
 @pytest.fixture
 def leaky_plugin(tmp_path: Path) -> dict[str, str]:
-    """Installs the plugin as a distribution (dist-info with an entry point) on PYTHONPATH."""
-    site = tmp_path / "site"
-    (site / "leaky_destination").mkdir(parents=True)
-    (site / "leaky_destination" / "__init__.py").write_text(LEAKY_PLUGIN)
-    info = site / "leaky_destination-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: leaky-destination\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[service_backup]\nleaky = leaky_destination\n")
-    path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
-    return {"PYTHONPATH": path}
+    return install_plugin(tmp_path / "site", "leaky_destination", LEAKY_PLUGIN, "leaky")
 
 
 def test_a_plugin_logging_its_own_secret_does_not_leak_it(

@@ -19,7 +19,7 @@ from tests.alerts import cf_server
 from tests.alerts.cf_server import CfServer
 from tests.alerts.conftest import alerts_section
 
-from .helpers import LogStream, local_config, script, write_config
+from .helpers import LogStream, install_plugin, local_config, script, write_config
 
 STUBBORN_PREPARE = """#!/usr/bin/env bash
 # Ignores SIGTERM (and so does its sleep, which inherits that), tells the test it runs.
@@ -155,3 +155,70 @@ def test_a_manual_backup_leaves_the_running_daemons_children_alone(tmp_path: Pat
         assert daemon.proc.wait(timeout=30) == 0
     finally:
         daemon.close()
+
+
+STUCK_PLUGIN = '''
+"""A destination whose write never returns and ignores the stop event (a wedged SDK call)."""
+import time
+
+import attrs
+
+from service_backup.destination import DestinationType
+from service_backup.hookspecs import hookimpl
+from service_backup_plugins.local import LocalConfig, LocalDestination
+
+
+@attrs.frozen
+class StuckConfig:
+    path: str
+    ready_fifo: str
+
+
+class StuckDestination(LocalDestination):
+    def __init__(self, config, context):
+        super().__init__(LocalConfig(path=config.path), context)
+        self.ready_fifo = config.ready_fifo
+
+    def write(self, key, source):
+        with open(self.ready_fifo, "w") as fifo:
+            fifo.write("writing")
+        time.sleep(600)
+
+
+@hookimpl
+def destination_types():
+    return [DestinationType("stuck", StuckConfig, StuckDestination, label="stuck")]
+'''
+
+
+def test_a_run_that_ignores_shutdown_cannot_hold_the_daemon_past_the_window(
+    tmp_path: Path,
+) -> None:
+    ready = tmp_path / "ready.fifo"
+    os.mkfifo(ready)
+    env = install_plugin(tmp_path / "site", "stuck_destination", STUCK_PLUGIN, "stuck")
+    env["SERVICE_BACKUP_LOCK_DIR"] = str(tmp_path / "locks")
+    data = local_config(tmp_path)
+    data["destinations"] = [
+        {"type": "stuck", "config": {"path": str(tmp_path / "d"), "ready_fifo": str(ready)}}
+    ]
+    log = LogStream("daemon", str(write_config(tmp_path / "stuck.yml", data)), env=env)
+    try:
+        log.wait_for("Upload backup started")
+        with open(ready) as fifo:
+            assert fifo.read() == "writing"
+        signalled = time.monotonic()
+        log.proc.send_signal(signal.SIGTERM)
+        code = log.proc.wait(timeout=30)
+        took = time.monotonic() - signalled
+        lines = log.rest()
+    finally:
+        log.close()
+    assert code == 1, "exiting with the run still busy is a failure"
+    assert took < 15, f"{took:.1f}s: BOSH's drain escalates after 15 s"
+    [line] = [
+        x
+        for x in lines
+        if x["message"].endswith("Shutdown deadline reached, exiting without waiting for the run")
+    ]
+    assert line["data"]["error"] == "a run was still busy 13s after the signal"
