@@ -11,8 +11,17 @@ from typing import Any
 
 from tests.core.cli import CliResult, cli_command, run_cli, write_config
 
-__all__ = ["CliResult", "LogStream", "cli_command", "install_plugin", "local_config", "run_cli", "script",
-           "timed_cli", "write_config"]  # fmt: skip
+__all__ = [
+    "CliResult",
+    "LogStream",
+    "cli_command",
+    "install_plugin",
+    "local_config",
+    "run_cli",
+    "script",
+    "timed_cli",
+    "write_config",
+]
 
 
 def script(path: Path, text: str) -> Path:
