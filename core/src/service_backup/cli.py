@@ -187,8 +187,11 @@ def main(argv: list[str] | None = None, prog: str = "service-backup") -> int:
     except Exception as exc:  # the seed's "Error running": one line, no traceback
         from loguru import logger
 
-        logger.bind(error=f"{type(exc).__name__}: {exc}").critical("Error running")
-        print(f"service-backup: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        from .secret import LOG_SCRUBBER
+
+        text = LOG_SCRUBBER(" ".join(f"{type(exc).__name__}: {exc}".split()))
+        logger.bind(error=text).critical("Error running")
+        print(f"service-backup: unexpected error: {text}", file=sys.stderr)
         return EXIT_FAILED
 
 
