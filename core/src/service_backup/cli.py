@@ -79,6 +79,9 @@ def _invalid(path: str, exc: ConfigError, as_log: bool) -> int:
     if as_log:
         from loguru import logger
 
+        schedule_error = getattr(exc, "schedule_error", None)
+        if schedule_error:
+            logger.bind(error=schedule_error).error("Error scheduling job")
         logger.bind(error=str(exc)).critical("Invalid configuration")
     print(f"service-backup: {message}", file=sys.stderr)
     return EXIT_INVALID
@@ -182,7 +185,8 @@ def cmd_backup(path: str, progress: bool = True) -> int:
     processes = ProcessManager()
 
     def forward(signum: int, _frame: FrameType | None) -> None:
-        processes.terminate_all(signal.SIGTERM)
+        if not processes.closing:
+            processes.shutdown(signal.SIGTERM)  # SIGKILL after the grace
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
@@ -253,8 +257,11 @@ def main(argv: list[str] | None = None, prog: str = "service-backup") -> int:
     except Exception as exc:  # the seed's "Error running": one line, no traceback
         from loguru import logger
 
-        logger.bind(error=f"{type(exc).__name__}: {exc}").critical("Error running")
-        print(f"service-backup: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        from .secret import LOG_SCRUBBER
+
+        text = LOG_SCRUBBER(" ".join(f"{type(exc).__name__}: {exc}".split()))
+        logger.bind(error=text).critical("Error running")
+        print(f"service-backup: unexpected error: {text}", file=sys.stderr)
         return EXIT_FAILED
 
 

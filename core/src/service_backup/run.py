@@ -40,7 +40,12 @@ def run_backup(
     now: datetime.datetime | None = None,
     progress: ProgressReporter | None = None,
 ) -> RunResult:
-    """Run one backup; never raises for an operational failure (the result says it)."""
+    """Run one backup; never raises (the result says how it went).
+
+    Whatever raises, even where nothing was expected to (an unusable lock folder, a bug), the
+    run ends like any failed run: ``Perform backup completed with error`` in the JSON log, the
+    alert, the ``fail`` state; never a traceback that only reaches stderr.
+    """
     run = RunContext(
         config=config,
         backup_guid=str(uuid.uuid4()),
@@ -50,6 +55,15 @@ def run_backup(
         progress=progress or NULL_PROGRESS,
     )
     run.log = logger.bind(backup_guid=run.backup_guid)
+    try:
+        return _run(config, registry, run)
+    except Exception as exc:
+        error = _reason(exc, config)
+        run.log.bind(error=error).error("Perform backup completed with error")
+        return _failed(config, run, registry, RunResult(run.backup_guid, ok=False, error=error))
+
+
+def _run(config: BackupConfig, registry: PluginRegistry, run: RunContext) -> RunResult:
     hook = registry.hook
 
     run.identifier = _identify(config, run, registry)
@@ -90,9 +104,17 @@ def run_backup(
 def _failed(
     config: BackupConfig, run: RunContext, registry: PluginRegistry, result: RunResult
 ) -> RunResult:
-    """A failed run: the alert hook, then the ``fail`` state, whatever either does."""
+    """A failed run: the alert hook, then the ``fail`` state, whatever either does.
+
+    A run cut short by shutdown sends no alert: the drain window (15 s) cannot hold an alert
+    that may retry for ``timeout_seconds``, and a deploy would page for every VM it updates.
+    It logs ``Run interrupted by shutdown`` instead (docs/reliability.md).
+    """
     assert result.error is not None
-    _alert(config, run, registry, result.error)
+    if run.processes.stopping.is_set():
+        run.log.bind(error=result.error).error("Run interrupted by shutdown; alert not sent")
+    else:
+        _alert(config, run, registry, result.error)
     _run_state(config, run, registry, "fail", result.error)
     return result
 
@@ -102,8 +124,8 @@ def _upload_everywhere(
 ) -> tuple[tuple[UploadResult, ...], tuple[DestinationFailure, ...]]:
     """Every destination attempted, a few at once; failures collected, never short-circuited."""
     try:
-        files = scan_source(config.source_folder)
-    except BackupError as exc:
+        files = scan_source(config.source_folder, log=run.log)
+    except Exception as exc:
         error = _reason(exc, config)
         failures = tuple(
             DestinationFailure(spec.display_name, error) for spec in config.destinations
