@@ -46,7 +46,11 @@ def _parser(prog: str = "service-backup") -> argparse.ArgumentParser:
 
 #: Commands that live in a module of their own under ``service_backup.commands``: each has
 #: ``HELP``, ``configure(parser)`` (its flags; CONFIG is already there) and ``run(args) -> int``.
-COMMAND_MODULES: dict[str, str] = {}
+COMMAND_MODULES: dict[str, str] = {
+    "list": "service_backup.commands.listing",
+    "verify": "service_backup.commands.verify",
+    "restore": "service_backup.commands.restore",
+}
 
 
 def _load(path: str, registry: object) -> object:

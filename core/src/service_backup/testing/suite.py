@@ -24,6 +24,7 @@ from loguru import logger
 from ..config import BackupConfig, parse_config, structure_destination_config
 from ..destination import Destination, DestinationContext, DestinationType, ObjectInfo
 from ..errors import BackupError, ConfigError, ObjectNotFound, SourceError
+from ..manifest import MANIFEST_NAME
 from ..plugins import DESTINATION_GROUP, PluginRegistry
 from ..processes import ProcessManager
 from ..results import RunResult
@@ -323,6 +324,7 @@ class DestinationSuite:
         stamp = time.strftime("%Y/%m/%d")
         prefix = f"conformance-deploy/{stamp}/"
         stored = self.run_keys(destination, prefix)
+        assert stored.pop(MANIFEST_NAME, None) is not None, "the run wrote no manifest"
         assert sorted(stored) == sorted(expected)
         for relative, data in expected.items():
             assert stored[relative].size == len(data)
