@@ -23,9 +23,9 @@ from .guard import exclusive_run
 from .manifest import (
     MANIFEST_NAME,
     Manifest,
-    pending_placeholder,
     hostname,
     manifest_key,
+    pending_placeholder,
     product_version,
     rfc3339,
     sorted_files,
