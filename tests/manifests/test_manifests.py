@@ -324,26 +324,48 @@ class FailHalfway:
 def test_failed_same_day_rerun_is_never_presented_as_complete(
     world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Where renaming is cheap the earlier run survives; elsewhere the folder is incomplete."""
     (world.source / "a.rdb").write_bytes(b"first run a")
     (world.source / "b.rdb").write_bytes(b"first run b")
-    assert world.backup().ok
+    first = world.backup()
+    assert first.ok
     (world.source / "a.rdb").write_bytes(b"second run a, different")
     failed = world.backup(FailHalfway())
     assert not failed.ok and "half-way" in (failed.error or "")
-    assert world.get(f"{world.prefix}/a.rdb") == b"second run a, different"
+    with world.destination() as dest:
+        stages = dest.can_rename
+    assert stages == (world.backend.type in ("local", "scp")), "local and SFTP rename cheaply"
     cfg = str(world.config_path)
     code, out, _ = cli(capsys, "list", cfg, "--json")
     assert code == 0
     (row,) = json.loads(out)
-    assert row["state"] == "incomplete", "a mix of two runs is presented as complete"
-    code, _, _ = cli(capsys, "verify", cfg)
-    assert code == 1
-    code, _, err = cli(capsys, "restore", cfg, "--to", str(tmp_path / "r"))
-    assert code == 2 and "no complete run" in err
-    code, _, err = cli(capsys, "restore", cfg, "--to", str(tmp_path / "r"), "--date", str(TODAY))
-    assert code == 2 and "incomplete" in err
-    # The next good run makes the day complete again.
-    assert world.backup().ok
+    assert not [k for k in world.stored_keys() if ".service-backup-staging" in k], (
+        "the failed run left staged files behind"
+    )
+    if stages:  # local, SFTP: staged, never promoted; the earlier run is intact
+        assert row["state"] == "complete" and row["backup_guid"] == first.backup_guid, row
+        assert world.get(f"{world.prefix}/a.rdb") == b"first run a"
+        code, out, _ = cli(capsys, "verify", cfg, "--full")
+        assert code == 0, out
+        code, out, err = cli(capsys, "restore", cfg, "--to", str(tmp_path / "r"))
+        assert code == 0, out + err
+        assert tree_of(tmp_path / "r") == {"a.rdb": b"first run a", "b.rdb": b"first run b"}
+    else:  # object stores: the earlier manifest was withdrawn before overwriting
+        assert world.get(f"{world.prefix}/a.rdb") == b"second run a, different"
+        assert row["state"] == "incomplete", "a mix of two runs is presented as complete"
+        code, _, _ = cli(capsys, "verify", cfg)
+        assert code == 1
+        code, _, err = cli(capsys, "restore", cfg, "--to", str(tmp_path / "r"))
+        assert code == 2 and "no complete run" in err
+        code, _, err = cli(capsys, "restore", cfg, "--to", str(tmp_path / "r"), "--date",
+                           str(TODAY))  # fmt: skip
+        assert code == 2 and "incomplete" in err
+    # The next good run makes the day complete with the new content.
+    second = world.backup()
+    assert second.ok
+    assert world.manifest().backup_guid == second.backup_guid
+    assert world.get(f"{world.prefix}/a.rdb") == b"second run a, different"
+    assert not [k for k in world.stored_keys() if ".service-backup-staging" in k]
     code, out, _ = cli(capsys, "verify", cfg, "--full", "--json")
     assert code == 0, out
 

@@ -15,26 +15,18 @@ from typing import Any
 
 from loguru import logger
 
+from . import commit
 from .config import BackupConfig, DestinationSpec
 from .context import RunContext
-from .destination import Destination, DestinationContext
-from .errors import BackupError, DestinationError, ObjectNotFound, SourceError
+from .destination import DestinationContext
+from .errors import BackupError, SourceError
 from .guard import exclusive_run
-from .manifest import (
-    MANIFEST_NAME,
-    Manifest,
-    hostname,
-    manifest_key,
-    pending_placeholder,
-    product_version,
-    rfc3339,
-    sorted_files,
-)
+from .manifest import MANIFEST_NAME
 from .plugins import PluginRegistry
 from .processes import ProcessManager
 from .results import DestinationFailure, RunResult, UploadResult
 from .secret import scrub, secret_field_values
-from .source import Source, SourceFile, scan_source
+from .source import SourceFile, scan_source
 
 MAX_PARALLEL_DESTINATIONS = 4
 REJECTED = "backup operation rejected"
@@ -147,13 +139,10 @@ def _upload_to(
         with destination:
             log.info(
                 f"about to upload {config.source_folder} to {dtype.label} remote path "
-                f"{destination.describe(run.remote_prefix)}"
+                f"{destination.describe(run.run_prefix)}"
             )
             destination.ensure_location()
-            retire_manifest(destination, run.remote_prefix, run)
-            result = registry.hook.upload(spec=spec, destination=destination, files=files, run=run)
-            manifest = build_manifest(config, run, files, result)
-            write_manifest(destination, run.remote_prefix, manifest)
+            result = commit.store_run(spec, destination, files, run, registry)
     except Exception as exc:
         error = _reason(exc, config)
         log.bind(error=error).error("Upload backup completed with error")
@@ -175,79 +164,6 @@ def _refuse_reserved_names(files: list[SourceFile]) -> None:
                 f"source file {file.path} has the reserved name {MANIFEST_NAME} "
                 "(the run manifest's key): rename or remove it"
             )
-
-
-def retire_manifest(destination: Destination, prefix: str, run: RunContext) -> None:
-    """Withdraw an earlier same-day manifest before the first file of this run is written.
-
-    From here until this run's manifest is written the folder reads as *incomplete*: a re-run
-    that fails half-way leaves an incomplete folder, never a mix of two runs described by the
-    earlier manifest. The listing is asked first (the seed's IAM policy grants ListBucket and
-    PutObject, not GetObject or DeleteObject); where deleting is refused, the manifest is
-    overwritten with a placeholder that no reader takes for a manifest.
-    """
-    key = manifest_key(prefix)
-    if not any(info.key == key for info in destination.list(key)):
-        return
-    try:
-        destination.delete(key)
-        return
-    except ObjectNotFound:
-        return
-    except BackupError as exc:
-        run.log.bind(error=str(exc)).debug(
-            "cannot delete the earlier manifest; replacing it with a placeholder"
-        )
-    placeholder = pending_placeholder(run.backup_guid, rfc3339(run.started_at))
-    destination.write(key, Source.from_bytes(placeholder, f"placeholder {key}"))
-
-
-def build_manifest(
-    config: BackupConfig, run: RunContext, files: list[SourceFile], result: UploadResult | None
-) -> Manifest:
-    """The manifest of what the upload hook stored: one entry per source file, or an error.
-
-    The hook's ``stored`` entries carry the sha256 of the bytes the destination received; a
-    hook that took over and left a file out (or reported another size) fails the destination,
-    since a manifest must describe exactly the stored bytes.
-    """
-    if result is None:
-        raise DestinationError("no upload hook handled this destination: no manifest written")
-    stored = {entry.path: entry for entry in result.stored}
-    for file in files:
-        entry = stored.get(file.relative)
-        if entry is None:
-            raise DestinationError(
-                f"the upload reported no stored file for {file.relative}: no manifest written"
-            )
-        if entry.size != file.size:
-            raise DestinationError(
-                f"the upload reported {entry.size} bytes stored for {file.relative}, "
-                f"expected {file.size}: no manifest written"
-            )
-    wanted = {file.relative for file in files}
-    return Manifest(
-        backup_guid=run.backup_guid,
-        identifier=run.identifier,
-        deployment_name=config.deployment_name or None,
-        hostname=hostname(),
-        started_at=rfc3339(run.started_at),
-        finished_at=rfc3339(datetime.datetime.now(datetime.UTC)),
-        source_folder=config.source_folder,
-        version=product_version(),
-        files=sorted_files([entry for path, entry in stored.items() if path in wanted]),
-    )
-
-
-def write_manifest(destination: Destination, prefix: str, manifest: Manifest) -> None:
-    """Last write of a run: through the destination's own atomic ``write``, size checked."""
-    data = manifest.to_json()
-    key = manifest_key(prefix)
-    info = destination.write(key, Source.from_bytes(data, f"manifest {key}"))
-    if info.size != len(data):
-        raise DestinationError(
-            f"stored size of {key} is {info.size} bytes, expected {len(data)}: manifest incomplete"
-        )
 
 
 def _identify(config: BackupConfig, run: RunContext, registry: PluginRegistry) -> str | None:
