@@ -104,12 +104,19 @@ def discard_staging(destination: Destination, staging: str, run: RunContext) -> 
 
 
 def has_manifest(destination: Destination, prefix: str) -> bool:
-    """Whether the dated folder holds a manifest, from the listing alone.
+    """Whether the dated folder holds a manifest: ``stat``, else the listing.
 
-    The listing, not ``stat``: the seed's S3 policy grants ListBucket but not GetObject.
+    ``stat`` is one request everywhere; where it is refused (the seed's S3 policy grants
+    ListBucket and PutObject but not GetObject, so HEAD is denied) the listing answers.
     """
     key = manifest_key(prefix)
-    return any(info.key == key for info in destination.list(key))
+    try:
+        destination.stat(key)
+        return True
+    except ObjectNotFound:
+        return False
+    except BackupError:
+        return any(info.key == key for info in destination.list(key))
 
 
 def retire_manifest(destination: Destination, prefix: str, run: RunContext) -> None:
