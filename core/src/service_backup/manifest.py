@@ -8,10 +8,8 @@ written last through the destination's own ``write``. Its fields are a contract 
 from __future__ import annotations
 
 import datetime
-import importlib.metadata
 import json
 import re
-import socket
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -134,6 +132,8 @@ def parse_rfc3339(text: str) -> datetime.datetime | None:
 
 
 def product_version() -> str:
+    import importlib.metadata
+
     try:
         return importlib.metadata.version("service-backup")
     except importlib.metadata.PackageNotFoundError:
@@ -141,6 +141,8 @@ def product_version() -> str:
 
 
 def hostname() -> str:
+    import socket
+
     return socket.gethostname()
 
 

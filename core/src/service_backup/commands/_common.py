@@ -13,13 +13,17 @@ import datetime
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from ..catalog import RunFolder, run_folders, run_root
-from ..config import BackupConfig, DestinationSpec, load_config
-from ..destination import Destination, DestinationContext
 from ..errors import BackupError, one_line
-from ..plugins import PluginRegistry
-from ..secret import scrub, secret_field_values
+
+# The CLI imports every command module to build its parser: the config model, the plugin
+# registry and the catalog are imported when a command runs, not for every ``service-backup``.
+if TYPE_CHECKING:
+    from ..catalog import RunFolder
+    from ..config import BackupConfig, DestinationSpec
+    from ..destination import Destination
+    from ..plugins import PluginRegistry
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -33,6 +37,9 @@ def load(path: str) -> tuple[BackupConfig, PluginRegistry]:
 
     Hook plugins are loaded too: they may declare top-level sections the config uses.
     """
+    from ..config import load_config
+    from ..plugins import PluginRegistry
+
     registry = PluginRegistry()
     return load_config(path, registry), registry
 
@@ -65,6 +72,8 @@ def select(config: BackupConfig, name: str | None) -> list[DestinationSpec]:
 
 def reason(exc: BaseException, config: BackupConfig) -> str:
     """One line, no traceback, no secret."""
+    from ..secret import scrub, secret_field_values
+
     text = str(exc) if isinstance(exc, BackupError) else f"{type(exc).__name__}: {exc}"
     return scrub(one_line(text, 500), secret_field_values(config))
 
@@ -72,6 +81,8 @@ def reason(exc: BaseException, config: BackupConfig) -> str:
 @contextmanager
 def opened(spec: DestinationSpec, registry: PluginRegistry) -> Iterator[Destination]:
     """The destination of ``spec``, opened for reading and closed afterwards."""
+    from ..destination import DestinationContext
+
     dtype = registry.destination_type(spec.type)
     with dtype.factory(spec.config, DestinationContext(spec.display_name)) as destination:
         yield destination
@@ -79,6 +90,8 @@ def opened(spec: DestinationSpec, registry: PluginRegistry) -> Iterator[Destinat
 
 def run_folders_of(destination: Destination, config: BackupConfig) -> list[RunFolder]:
     """The dated run folders of an open destination, newest first, manifests parsed."""
+    from ..catalog import run_folders, run_root
+
     return run_folders(destination, run_root(config))
 
 

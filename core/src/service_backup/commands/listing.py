@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..catalog import RunFolder
 from . import _common
+
+if TYPE_CHECKING:
+    from ..catalog import RunFolder
 
 HELP = "list the dated backups of every destination, newest first (complete or incomplete)"
 

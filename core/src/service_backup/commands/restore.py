@@ -15,24 +15,25 @@ incomplete, or there is none).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import stat
 import sys
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 
-from ..catalog import RunFolder
 from ..destination import Destination
 from ..errors import ObjectNotFound
 from ..manifest import unsafe_path
 from ..results import StoredFile
 from . import _common
+
+if TYPE_CHECKING:
+    from ..catalog import RunFolder
 
 HELP = "download and verify the files of the newest complete run (or of --date) into a folder"
 
@@ -181,6 +182,24 @@ def restore_run(
     return _common.EXIT_OK if not problems else _common.EXIT_FAILED
 
 
+def sync_file_system(folder: Path) -> None:
+    """Flush the target's file system once (``syncfs``), like ``sync -f``: one flush for the
+    whole tree rather than an fsync per file, and not every file system of the machine."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        os.sync()
+        return
+    try:
+        if libc.syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
 class Restorer:
     """Restores files into ``target``, ``destination.file_concurrency`` at a time."""
 
@@ -198,6 +217,8 @@ class Restorer:
         self.progress = Progress(files=len(files), total=sum(f.size for f in files))
         ticker = threading.Thread(target=self._report, name="restore-progress", daemon=True)
         ticker.start()
+        from concurrent.futures import ThreadPoolExecutor
+
         workers = max(1, min(self.destination.file_concurrency, len(files) or 1))
         try:
             with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="restore") as pool:
@@ -210,7 +231,7 @@ class Restorer:
             self.stop.set()
             ticker.join()
         print(self.progress.line(), file=sys.stderr, flush=True)
-        os.sync()  # once for the whole tree, rather than an fsync per file
+        sync_file_system(self.target)
         return sorted(p for p in outcomes if p)
 
     def _report(self) -> None:
@@ -252,6 +273,8 @@ class Restorer:
                 temp.unlink(missing_ok=True)
 
     def _download(self, key: str, temp: Path) -> tuple[str, int]:
+        import hashlib
+
         digest = hashlib.sha256()
         size = 0
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW

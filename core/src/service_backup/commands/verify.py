@@ -10,18 +10,18 @@ exit 1 when anything is wrong, including a destination with no complete run at a
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ..catalog import RunFolder
 from ..destination import Destination
 from ..manifest import unsafe_path
 from ..results import StoredFile
 from . import _common
+
+if TYPE_CHECKING:
+    from ..catalog import RunFolder
 
 HELP = "check that backups are complete and intact (--full reads every object back)"
 
@@ -64,6 +64,8 @@ class Verdict:
 
 def sha256_of(destination: Destination, key: str) -> tuple[str, int]:
     """The sha256 and length of a stored object, read in bounded chunks."""
+    import hashlib
+
     digest = hashlib.sha256()
     size = 0
     with destination.open_read(key) as stream:
@@ -107,6 +109,8 @@ def check_folder(
             if digest != entry.sha256:
                 return f"{entry.path}: sha256 mismatch (stored {digest}, manifest {entry.sha256})"
             return None
+
+        from concurrent.futures import ThreadPoolExecutor
 
         workers = max(1, min(destination.file_concurrency, len(to_read)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify") as pool:
