@@ -218,3 +218,25 @@ def test_list_reports_every_listable_destination_and_exits_1_for_the_other(
     assert code == 1, err
     assert [r["destination"] for r in json.loads(out)] == [NAME]
     assert "refused" in err and "wrong-secret-for-the-listing-test" not in err + out
+
+
+def test_a_manifest_that_does_not_parse_makes_the_folder_incomplete(
+    local: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (local.source / "f.txt").write_bytes(b"data")
+    assert local.backup().ok
+    local.put(f"{local.prefix}/{MANIFEST_NAME}", b'{"format": "service-backup/manifest/v1", "fi')
+    cfg = str(local.config_path)
+    code, out, err = cli(capsys, "list", cfg, "--json")
+    assert code == 0
+    assert [(r["state"], r["files"], r["backup_guid"]) for r in json.loads(out)] == [
+        ("incomplete", 1, None)
+    ]
+    code, out, err = cli(capsys, "list", cfg)
+    assert "incomplete" in out and "cannot be read" in err, err
+    code, out, _ = cli(capsys, "verify", cfg, "--date", TODAY.isoformat(), "--json")
+    assert code == 1 and "cannot be read" in json.loads(out)[0]["problems"][0]
+    code, _, err = cli(capsys, "restore", cfg, "--to", str(tmp_path / "r"), "--date",
+                       TODAY.isoformat())  # fmt: skip
+    assert code == 2 and "incomplete" in err
+    assert not (tmp_path / "r").exists()
