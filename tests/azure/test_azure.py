@@ -488,6 +488,8 @@ def test_cli_backup_end_to_end(
     assert done[0]["data"]["size_in_bytes"] == MAX_SINGLE_PUT_SIZE + 1000 + 8
     container = service.get_container_client(raw["container"])
     stored = {b.name: b.size for b in container.list_blobs()}
+    manifest = f"service/redis/{prefix}/.service-backup-manifest.json"
+    assert stored.pop(manifest, 0) > 0, "no run manifest"
     assert stored == {
         f"service/redis/{prefix}/dump.rdb": MAX_SINGLE_PUT_SIZE + 1000,
         f"service/redis/{prefix}/nested/appendonly.aof": 8,

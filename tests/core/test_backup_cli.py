@@ -82,6 +82,7 @@ def test_successful_run_logs_and_layout(tmp_path: Path, source: Path) -> None:
     assert debug["out"] == "preparing\n"
     landed = tmp_path / "dest" / "redis-deploy" / TODAY
     assert sorted(p.relative_to(landed).as_posix() for p in landed.rglob("*") if p.is_file()) == [
+        ".service-backup-manifest.json",
         "a/b/c/deep.txt",
         "empty.txt",
         "redis/dump.rdb",

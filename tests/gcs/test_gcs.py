@@ -704,6 +704,7 @@ def test_cli_backup_end_to_end(
     assert done["data"]["size_in_bytes"] == 9 * MiB + len("appendonly\n")
     prefix = f"backups/redis/redis-7f3a/{TODAY}/"
     stored = {b.name: b.size for b in inspector.list_blobs(bucket_name)}
+    assert stored.pop(prefix + ".service-backup-manifest.json", 0) > 0, "no run manifest"
     assert stored == {
         prefix + "redis/dump.rdb": 9 * MiB,
         prefix + "redis/nested/aof.txt": len("appendonly\n"),

@@ -516,7 +516,8 @@ def test_manual_backup_cli_end_to_end(
         assert secret not in result.stdout and secret not in result.stderr
     prefix = f"backups/redis/redis-prod/{stamp}/"
     listed = s3_admin.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]
-    assert sorted(o["Key"].removeprefix(prefix) for o in listed) == sorted(files)
+    manifest = ".service-backup-manifest.json"
+    assert sorted(o["Key"].removeprefix(prefix) for o in listed) == sorted([*files, manifest])
     for name, data in files.items():
         stored = s3_admin.get_object(Bucket=bucket, Key=prefix + name)["Body"].read()
         assert stored == data, name

@@ -65,6 +65,9 @@ def _parser(prog: str = "service-backup") -> argparse.ArgumentParser:
 COMMAND_MODULES: dict[str, str] = {
     "prune": "service_backup.commands.prune",
     "status": "service_backup.commands.status",
+    "list": "service_backup.commands.listing",
+    "verify": "service_backup.commands.verify",
+    "restore": "service_backup.commands.restore",
 }
 
 

@@ -15,19 +15,21 @@ from typing import Any
 
 from loguru import logger
 
+from . import commit
 from .catalog import RunFolder, run_root
 from .config import BackupConfig, DestinationSpec
 from .context import RunContext
 from .destination import DestinationContext
-from .errors import BackupError
+from .errors import BackupError, SourceError
 from .guard import exclusive_run
+from .manifest import MANIFEST_NAME
 from .plugins import PluginRegistry
 from .processes import ProcessManager
 from .progress import NULL_PROGRESS, ProgressReporter
 from .prune import prune
 from .results import DestinationFailure, RunResult, UploadResult
 from .secret import scrub, secret_field_values
-from .source import scan_source
+from .source import SourceFile, scan_source
 
 MAX_PARALLEL_DESTINATIONS = 4
 REJECTED = "backup operation rejected"
@@ -125,6 +127,7 @@ def _upload_everywhere(
     """Every destination attempted, a few at once; failures collected, never short-circuited."""
     try:
         files = scan_source(config.source_folder, log=run.log)
+        _refuse_reserved_names(files)
     except Exception as exc:
         error = _reason(exc, config)
         failures = tuple(
@@ -147,7 +150,7 @@ def _upload_everywhere(
 
 def _upload_to(
     spec: DestinationSpec,
-    files: list,
+    files: list[SourceFile],
     config: BackupConfig,
     run: RunContext,
     registry: PluginRegistry,
@@ -163,10 +166,10 @@ def _upload_to(
         with destination:
             log.info(
                 f"about to upload {config.source_folder} to {dtype.label} remote path "
-                f"{destination.describe(run.remote_prefix)}"
+                f"{destination.describe(run.run_prefix)}"
             )
             destination.ensure_location()
-            result = registry.hook.upload(spec=spec, destination=destination, files=files, run=run)
+            result = commit.store_run(spec, destination, files, run, registry)
     except Exception as exc:
         error = _reason(exc, config)
         log.bind(error=error).error("Upload backup completed with error")
@@ -214,6 +217,17 @@ def _retain(
         summary.bind(error=error).error("Retention completed with error")
     else:
         summary.info("Retention completed successfully")
+
+
+def _refuse_reserved_names(files: list[SourceFile]) -> None:
+    """The manifest's name is the run's own: a source file by that name would be overwritten
+    by it (or replace it), so the run fails before anything is uploaded."""
+    for file in files:
+        if file.relative == MANIFEST_NAME:
+            raise SourceError(
+                f"source file {file.path} has the reserved name {MANIFEST_NAME} "
+                "(the run manifest's key): rename or remove it"
+            )
 
 
 def _identify(config: BackupConfig, run: RunContext, registry: PluginRegistry) -> str | None:

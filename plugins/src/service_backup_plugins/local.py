@@ -11,7 +11,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -61,6 +61,7 @@ class LocalConfig:
 
 class LocalDestination(Destination):
     file_concurrency = 4
+    can_rename = True
 
     def __init__(self, config: LocalConfig, context: DestinationContext) -> None:
         self.base = Path(config.path)
@@ -146,6 +147,34 @@ class LocalDestination(Destination):
             self._path(key).unlink()
         except FileNotFoundError:
             raise ObjectNotFound(f"{key} not found in {self.base}") from None
+
+    def rename(self, moves: Sequence[tuple[str, str]]) -> None:
+        """``os.replace`` each file (atomic, same file system), then prune emptied folders."""
+        made: set[Path] = set()
+        emptied: set[Path] = set()
+        for old, new in moves:
+            source, target = self._path(old), self._path(new)
+            try:
+                if target.parent not in made:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    made.add(target.parent)
+                os.replace(source, target)
+            except FileNotFoundError:
+                if not source.exists():
+                    raise ObjectNotFound(f"{old} not found in {self.base}") from None
+                raise DestinationError(f"cannot move {old} to {target}: no such folder") from None
+            except OSError as exc:
+                raise DestinationError(f"cannot move {old} to {target}: {exc.strerror}") from None
+            emptied.add(source.parent)
+        for folder in made:
+            _fsync_dir(folder)
+        for folder in sorted(emptied, key=lambda p: len(p.parts), reverse=True):
+            while folder != self.base and self.base in folder.parents:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+                folder = folder.parent
 
 
 def _make_folders(path: Path, mode: int) -> None:
