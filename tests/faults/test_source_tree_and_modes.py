@@ -7,13 +7,19 @@ import socket
 import stat
 from pathlib import Path
 
+from service_backup.manifest import MANIFEST_NAME
+
 from .helpers import local_config, run_cli, write_config
 
 
 def stored_files(dest: Path) -> dict[str, Path]:
-    """Relative path below the dated folder -> stored file."""
+    """Relative path below the dated folder -> stored file (the run manifest left out)."""
     [dated] = list(dest.glob("*/*/*"))
-    return {p.relative_to(dated).as_posix(): p for p in dated.rglob("*") if p.is_file()}
+    return {
+        p.relative_to(dated).as_posix(): p
+        for p in dated.rglob("*")
+        if p.is_file() and p.name != MANIFEST_NAME
+    }
 
 
 def test_links_leaving_the_source_and_special_files_are_skipped_and_named(tmp_path: Path) -> None:
