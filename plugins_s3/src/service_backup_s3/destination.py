@@ -9,14 +9,16 @@ Two upload paths, chosen by size:
   an extra HEAD halves small-file throughput, and the seed's IAM policy does not grant
   ``s3:GetObject`` anyway;
 * from the threshold up, s3transfer's managed multipart upload (``PART_CONCURRENCY`` parts in
-  flight, shared by all threads of the destination). A source file's parts are read by offset
-  while they are sent rather than copied into memory first (``_source``), so a 2 GiB file
-  costs no more memory than a small one. Each part carries the SDK's CRC32 checksum, which S3
-  verifies, and a failed transfer aborts its multipart upload, so nothing complete-looking is
-  left behind.
+  flight, shared by all threads of the destination). Parts are read by range through the
+  Source while they are sent rather than copied into memory first (``_parts``), each with its
+  ``Content-MD5`` (and the SDK's CRC32 when checksums are on), which S3 verifies; the first
+  read of every byte goes in file order so that the Source hashes it without holding parts
+  back, and a 2 GiB file costs no more memory than a small one. A failed transfer aborts its
+  multipart upload, so nothing complete-looking is left behind.
 
-Either way the stored size reported back is the number of bytes the transfer actually read
-from the source, which the core compares with the file's size.
+Either way every byte is read once through the core's ``Source``, which raises
+``SourceError`` before the last bytes when the file is short, grew or changed: the PUT is then
+never sent, and the multipart upload is never completed.
 """
 
 from __future__ import annotations
@@ -35,15 +37,14 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from service_backup.destination import Destination, DestinationContext, ObjectInfo
-from service_backup.errors import BackupError, DestinationError, ObjectNotFound
-from service_backup.source import Source as CoreSource
+from service_backup.errors import DestinationError, ObjectNotFound, SourceError
+from service_backup.layout import KeyLayout, MiB
+from service_backup.source import Source
 
 from . import _errors
-from ._source import SizedReader, Source, SourceFiles, file_descriptor, source_error
+from ._parts import PartChecked, ReadAhead, SourceNames, part_md5
 from ._tls import CaBundle
 from .config import S3Config
-
-MiB = 1024 * 1024
 
 #: Files uploaded at once. Many small files are bound by the server's per-request latency,
 #: not bandwidth; ~8 requests in flight keep moto and S3 busy without oversubscribing a small
@@ -54,15 +55,14 @@ FILE_CONCURRENCY = 8
 MULTIPART_THRESHOLD = 8 * MiB
 #: Part size: s3transfer's default; it grows it for files that would need over 10,000 parts.
 PART_SIZE = 8 * MiB
+#: How far first reads of parts may run ahead of the first unread byte of a file
+#: (``_parts.ReadAhead``): what the Source may hold in memory to hash in order. Unbounded,
+#: eight parts read at once grew RSS by 56 MiB for an 80 MiB upload.
+READ_AHEAD = 1 * MiB
 #: Parts uploaded at once, across all big files of the destination. On loopback moto 4 and 8
 #: are equally fast (the server is the bottleneck); over a real network each connection is
 #: latency-bound, so 8 (aws-cli uses 10).
 PART_CONCURRENCY = 8
-#: Only for streams without a file descriptor (a file's parts are read by offset while they
-#: are sent, see ``_source``): parts queued in memory, plus the one being read, so about
-#: 40 MiB of part data (RSS growth measured for an 80 MiB stream: 16-72 MiB, depending on how
-#: glibc's per-thread arenas reuse the freed parts; for an 80 MiB file: 17 MiB).
-MAX_PARTS_IN_MEMORY = 4
 #: A dead or black-holed endpoint fails a request in seconds, not minutes.
 CONNECT_TIMEOUT = 5
 READ_TIMEOUT = 60
@@ -84,11 +84,11 @@ class S3Destination(Destination):
         self.config = config
         self.name = context.display_name
         self.bucket = config.bucket_name.strip()
-        self.base = config.base_path
+        self.layout = KeyLayout(config.base_path)
         self.list_page_size = LIST_PAGE_SIZE
         self._transfer: Any = None
         self._transfer_lock = threading.Lock()
-        self._files = SourceFiles()
+        self._names = SourceNames(READ_AHEAD)
         self._bundle = CaBundle(config.ca_cert)
         try:
             self.client = _make_client(config, self._bundle.path)
@@ -97,21 +97,18 @@ class S3Destination(Destination):
             raise DestinationError(
                 f"cannot set up the S3 client for bucket {self.bucket}: {_errors.reason(exc)}"
             ) from None
+        events = self.client.meta.events
+        events.register("before-parameter-build.s3.UploadPart", part_md5)
+        kms = config.server_side_encryption.startswith("aws:kms")
+        events.register("after-call.s3.UploadPart", PartChecked(kms))
 
     # -- naming -------------------------------------------------------------------------
 
-    def _key(self, key: str) -> str:
-        key = key.lstrip("/")
-        if not key:
-            raise DestinationError(f"invalid empty key in bucket {self.bucket}")
-        return f"{self.base}/{key}" if self.base else key
-
     def _where(self, key: str) -> str:
-        return f"{self.bucket}/{self._key(key)}"
+        return f"{self.bucket}/{self.layout.full(key)}"
 
     def describe(self, prefix: str) -> str:
-        parts = [self.bucket, self.base, prefix.strip("/")]
-        return "/".join(p for p in parts if p)
+        return self.layout.describe(self.bucket, prefix)
 
     def _fail(self, doing: str, exc: BaseException) -> DestinationError:
         return DestinationError(f"{doing}: {_errors.reason(exc)}")
@@ -173,32 +170,24 @@ class S3Destination(Destination):
                 extra["SSEKMSKeyId"] = cfg.sse_kms_key_id.strip()
         return extra
 
-    def write(self, key: str, source: CoreSource) -> ObjectInfo:
-        with source.open() as stream:
-            return self._write_stream(key, stream, source.size)
-
-    def _write_stream(self, key: str, stream: IO[bytes], size: int) -> ObjectInfo:
-        full = self._key(key)
-        reader = SizedReader(stream, size)
-        source: SizedReader | Source = reader
+    def write(self, key: str, source: Source) -> ObjectInfo:
+        full = self.layout.full(key)
         try:
-            if size < MULTIPART_THRESHOLD:
-                self._put(full, reader)
-            elif (fd := file_descriptor(stream)) is not None:
-                with self._files.register(fd, reader.start, size) as (name, source):
-                    self._upload(name, full)
+            if source.size < MULTIPART_THRESHOLD:
+                self._put(full, source.read_all())
             else:
-                self._upload(reader, full)
-        except BackupError:
-            raise  # e.g. the core's SourceError from reading the stream
-        except Exception as exc:  # botocore, s3transfer (cancelled, failed part), source
-            if source.read_error is not None:
-                raise source_error(stream, source.read_error) from None
+                with self._names.register(source) as (name, ahead):
+                    self._upload(name, full, ahead)
+        except SourceError:
+            raise  # the core blames the file (short, grown, modified)
+        except DestinationError as exc:  # ours: an integrity check
+            raise DestinationError(f"cannot upload {self.bucket}/{full}: {exc}") from None
+        except Exception as exc:  # botocore, s3transfer (cancelled, failed part)
             raise self._fail(f"cannot upload {self.bucket}/{full}", exc) from None
-        return ObjectInfo(key=key, size=source.bytes_read)
+        # Every byte went through the Source (it raises otherwise) and S3 accepted them all.
+        return ObjectInfo(key=key, size=source.size)
 
-    def _put(self, full: str, reader: SizedReader) -> None:
-        body = reader.read()
+    def _put(self, full: str, body: bytes) -> None:
         md5 = hashlib.md5(body, usedforsecurity=False)
         response = self.client.put_object(
             Bucket=self.bucket,
@@ -215,15 +204,16 @@ class S3Destination(Destination):
             with contextlib.suppress(ClientError, BotoCoreError):
                 self.client.delete_object(Bucket=self.bucket, Key=full)
             raise DestinationError(
-                f"integrity check failed for {self.bucket}/{full}: the store reports MD5 "
-                f"{etag}, the data sent has MD5 {md5.hexdigest()}; the object was removed"
+                f"integrity check failed: the store reports MD5 {etag}, the data sent has MD5 "
+                f"{md5.hexdigest()}; the object was removed"
             )
 
-    def _upload(self, source: str | SizedReader, full: str) -> None:
-        """s3transfer's managed (multipart) upload of a source name or stream."""
+    def _upload(self, name: str, full: str, ahead: ReadAhead) -> None:
+        """s3transfer's managed multipart upload of a registered ``Source``."""
         future = self._transfer_manager().upload(
-            source, self.bucket, full, extra_args=self._extra_args()
+            name, self.bucket, full, extra_args=self._extra_args()
         )
+        ahead.failed = future.done
         try:
             future.result()
         except BaseException:
@@ -242,17 +232,15 @@ class S3Destination(Destination):
                         multipart_chunksize=PART_SIZE,
                         max_request_concurrency=PART_CONCURRENCY,
                         max_submission_concurrency=2,
-                        max_in_memory_upload_chunks=MAX_PARTS_IN_MEMORY,
                     ),
-                    osutil=self._files,
+                    osutil=self._names,
                 )
             return self._transfer
 
     # -- read side ----------------------------------------------------------------------
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        base = f"{self.base}/" if self.base else ""
-        full_prefix = base + prefix.lstrip("/")
+        full_prefix = self.layout.full_prefix(prefix)
         token: str | None = None
         while True:
             kwargs: dict[str, Any] = {
@@ -272,7 +260,7 @@ class S3Destination(Destination):
                 raise self._fail(f"cannot list {self.bucket}/{full_prefix}", exc) from None
             for obj in page.get("Contents", ()):
                 yield ObjectInfo(
-                    key=obj["Key"][len(base) :],
+                    key=self.layout.key_of(obj["Key"]),
                     size=int(obj["Size"]),
                     modified=obj.get("LastModified"),
                 )
@@ -284,7 +272,7 @@ class S3Destination(Destination):
         where = self._where(key)
         try:
             response = self.client.get_object(
-                Bucket=self.bucket, Key=self._key(key), ChecksumMode="ENABLED"
+                Bucket=self.bucket, Key=self.layout.full(key), ChecksumMode="ENABLED"
             )
         except ClientError as exc:
             if _errors.is_not_found(exc):
@@ -297,7 +285,7 @@ class S3Destination(Destination):
     def stat(self, key: str) -> ObjectInfo:
         where = self._where(key)
         try:
-            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            head = self.client.head_object(Bucket=self.bucket, Key=self.layout.full(key))
         except ClientError as exc:
             if _errors.is_not_found(exc):
                 raise ObjectNotFound(f"{where} not found") from None
@@ -313,7 +301,7 @@ class S3Destination(Destination):
         self.stat(key)
         where = self._where(key)
         try:
-            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+            self.client.delete_object(Bucket=self.bucket, Key=self.layout.full(key))
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(f"cannot delete {where}", exc) from None
 
