@@ -15,6 +15,11 @@ import attrs
 
 from service_backup.config import required
 from service_backup.secret import Secret
+from service_backup.stall import (
+    DEFAULT_STALL_MIN_BYTES_PER_SECOND,
+    DEFAULT_STALL_SECONDS,
+    StallRule,
+)
 
 #: ``""`` picks for you: ``path`` when ``endpoint_url`` is set (S3-compatible stores rarely
 #: have wildcard DNS or certificates for ``<bucket>.<host>``), botocore's ``auto`` for AWS.
@@ -23,6 +28,11 @@ AddressingStyle = Literal["", "path", "virtual", "auto"]
 #: What S3 accepts in ``x-amz-server-side-encryption``; ``""`` sends no header (the bucket's
 #: default encryption applies, which on AWS is SSE-S3 for every new bucket).
 ServerSideEncryption = Literal["", "AES256", "aws:kms", "aws:kms:dsse"]
+
+
+def _at_least(name: str, value: float, floor: float, strict: bool) -> None:
+    if value < floor or (strict and value == floor):
+        raise ValueError(f"{name}: must be {'more than' if strict else 'at least'} {floor}")
 
 
 @attrs.frozen
@@ -43,6 +53,18 @@ class S3Config:
     server_side_encryption: ServerSideEncryption = ""
     #: KMS key for ``server_side_encryption: aws:kms``; empty uses the account's default key.
     sse_kms_key_id: str = ""
+    #: A transfer moving fewer than ``stall_min_bytes_per_second`` for this long is aborted.
+    stall_timeout_seconds: float = attrs.field(
+        default=DEFAULT_STALL_SECONDS, validator=lambda _, a, v: _at_least(a.name, v, 0, True)
+    )
+    stall_min_bytes_per_second: float = attrs.field(
+        default=DEFAULT_STALL_MIN_BYTES_PER_SECOND,
+        validator=lambda _, a, v: _at_least(a.name, v, 0, False),
+    )
+
+    @property
+    def stall_rule(self) -> StallRule:
+        return StallRule(self.stall_timeout_seconds, self.stall_min_bytes_per_second)
 
     @property
     def effective_region(self) -> str:

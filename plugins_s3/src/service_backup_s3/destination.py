@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import datetime
+import functools
 import hashlib
 import io
 import re
@@ -35,14 +37,18 @@ from typing import IO, Any
 import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
+from loguru import logger
+from s3transfer.subscribers import BaseSubscriber
 
 from service_backup.destination import Destination, DestinationContext, ObjectInfo
 from service_backup.errors import DestinationError, ObjectNotFound, SourceError
 from service_backup.layout import KeyLayout, MiB
 from service_backup.source import Source
+from service_backup.stall import StallGuard
 
 from . import _errors
 from ._parts import PartChecked, ReadAhead, SourceNames, part_md5
+from ._sockets import Sockets
 from ._tls import CaBundle
 from .config import S3Config
 
@@ -63,9 +69,20 @@ READ_AHEAD = 1 * MiB
 #: are equally fast (the server is the bottleneck); over a real network each connection is
 #: latency-bound, so 8 (aws-cli uses 10).
 PART_CONCURRENCY = 8
-#: A dead or black-holed endpoint fails a request in seconds, not minutes.
+#: A dead endpoint fails a connection in seconds. A black-holed or trickling one is the stall
+#: rule's (``stall_timeout_seconds``): it breaks the connections of a transfer that moves too
+#: little, and of every transfer once service-backup shuts down.
 CONNECT_TIMEOUT = 5
 READ_TIMEOUT = 60
+#: Aborting a failed multipart upload gets at most this (or one stall period, if shorter)
+#: per attempt, two attempts: the failure it follows may be the endpoint itself.
+CLEANUP_TIMEOUT = 10
+#: Incomplete multipart uploads under the base older than this are this tool's leftovers (a
+#: killed run, an abort that could not reach the store): ``ensure_location`` aborts them.
+#: No run of ours keeps an upload open that long.
+ORPHAN_AGE = datetime.timedelta(hours=24)
+#: What keys a run writes look like below the base: ``[<deployment>/]YYYY/MM/DD/<path>``.
+RUN_KEY = re.compile(r"(^|/)\d{4}/\d{2}/\d{2}/")
 #: botocore "standard" retries: throttling, 5xx and connection errors, exponential back-off
 #: with jitter; 4 attempts wait at most about 7 s in total.
 MAX_ATTEMPTS = 4
@@ -83,24 +100,124 @@ class S3Destination(Destination):
     def __init__(self, config: S3Config, context: DestinationContext) -> None:
         self.config = config
         self.name = context.display_name
+        self.stop = context.stop
         self.bucket = config.bucket_name.strip()
         self.layout = KeyLayout(config.base_path)
         self.list_page_size = LIST_PAGE_SIZE
+        self.orphan_age = ORPHAN_AGE
         self._transfer: Any = None
         self._transfer_lock = threading.Lock()
         self._names = SourceNames(READ_AHEAD)
+        #: Set once a stall or shutdown broke the connections: every later request fails
+        #: with it before it is sent (botocore would otherwise retry into the same hole).
+        self._broken: DestinationError | None = None
+        self._sockets = Sockets()
+        #: Multipart uploads in progress, by key: what to abort when a transfer fails.
+        self._uploads: dict[str, str] = {}
+        self._cleanup: Any = None
         self._bundle = CaBundle(config.ca_cert)
         try:
-            self.client = _make_client(config, self._bundle.path)
+            self._session = _make_session(config)
+            self.client = _make_client(self._session, config, self._bundle.path)
         except (BotoCoreError, ValueError) as exc:
             self._bundle.close()
             raise DestinationError(
                 f"cannot set up the S3 client for bucket {self.bucket}: {_errors.reason(exc)}"
             ) from None
+        self._sockets.track(self.client)
         events = self.client.meta.events
+        events.register("before-send.s3", self._refuse_when_broken)
+        events.register("after-call.s3.CreateMultipartUpload", self._remember_upload)
         events.register("before-parameter-build.s3.UploadPart", part_md5)
         kms = config.server_side_encryption.startswith("aws:kms")
         events.register("after-call.s3.UploadPart", PartChecked(kms))
+
+    # -- stalls, shutdown, leftovers ------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _watched(self, what: str) -> Iterator[StallGuard]:
+        """Apply the stall rule (and shutdown) to what runs inside; ``what`` names it."""
+        guard = StallGuard(f"{self.name}: {what}", self.config.stall_rule, self.stop)
+        with guard.watch(functools.partial(self._break, guard)):
+            yield guard
+
+    def _break(self, guard: StallGuard) -> None:
+        """The guard's abort: fail every further request, wake the threads blocked in reads."""
+        if self._broken is None:
+            self._broken = guard.error()
+        self._sockets.break_all()
+
+    def _refuse_when_broken(self, **_: Any) -> None:
+        if self._broken is not None:
+            raise self._broken
+
+    def _remember_upload(self, parsed: dict[str, Any], **_: Any) -> None:
+        if parsed.get("Key") and parsed.get("UploadId"):
+            self._uploads[str(parsed["Key"])] = str(parsed["UploadId"])
+
+    def _cleanup_client(self) -> Any:
+        """A client of its own for aborting uploads, with short timeouts and two attempts.
+
+        It is not broken with the main one: a stalled or interrupted transfer still gets its
+        multipart upload aborted if the store answers at all.
+        """
+        with self._transfer_lock:
+            if self._cleanup is None:
+                timeout = min(CLEANUP_TIMEOUT, self.config.stall_rule.period)
+                self._cleanup = _make_client(
+                    self._session, self.config, self._bundle.path, timeout=timeout, attempts=2
+                )
+            return self._cleanup
+
+    def _abort_upload(self, full: str) -> None:
+        """Abort the multipart upload of ``full`` that failed, if s3transfer has not yet."""
+        upload_id = self._uploads.pop(full, None)
+        if upload_id is None:
+            return
+        try:
+            self._cleanup_client().abort_multipart_upload(
+                Bucket=self.bucket, Key=full, UploadId=upload_id
+            )
+        except ClientError as exc:
+            if _errors.error_code(exc) not in ("NoSuchUpload", "404"):
+                self._left_behind(full, exc)
+        except BotoCoreError as exc:
+            self._left_behind(full, exc)
+
+    def _left_behind(self, full: str, exc: BaseException) -> None:
+        logger.warning(
+            f"{self.name}: could not abort the incomplete upload of {self.bucket}/{full} "
+            f"({_errors.reason(exc)}); a run after {self.orphan_age} removes it"
+        )
+
+    def _sweep_orphans(self) -> None:
+        """Abort this tool's incomplete multipart uploads older than ``orphan_age``.
+
+        Only under the base, only keys shaped like a run's, only old ones: a run in progress
+        elsewhere (another VM, the same day) is never touched. Never fails the run.
+        """
+        prefix = self.layout.full_prefix("")
+        cutoff = datetime.datetime.now(datetime.UTC) - self.orphan_age
+        try:
+            with self._watched(f"listing incomplete uploads in {self.bucket}"):
+                pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                    Bucket=self.bucket, Prefix=prefix
+                )
+                stale = [
+                    (u["Key"], u["UploadId"])
+                    for page in pages
+                    for u in page.get("Uploads", ())
+                    if u["Initiated"] <= cutoff and RUN_KEY.search(self.layout.key_of(u["Key"]))
+                ]
+        except (BotoCoreError, ClientError, DestinationError) as exc:
+            logger.warning(
+                f"{self.name}: cannot list incomplete uploads in {self.bucket}/{prefix} "
+                f"({_errors.reason(exc)}); leftovers of failed runs stay"
+            )
+            return
+        for full, upload_id in stale:
+            self._uploads[full] = upload_id
+            self._abort_upload(full)
 
     # -- naming -------------------------------------------------------------------------
 
@@ -116,6 +233,17 @@ class S3Destination(Destination):
     # -- bucket -------------------------------------------------------------------------
 
     def ensure_location(self) -> None:
+        """Create the bucket unless it exists, then abort leftovers of earlier failed runs."""
+        with self._watched(f"checking bucket {self.bucket}") as guard:
+            try:
+                self._ensure_bucket()
+            except DestinationError:
+                if guard.tripped or self.stop.is_set():
+                    raise guard.error() from None
+                raise
+        self._sweep_orphans()
+
+    def _ensure_bucket(self) -> None:
         """Create the bucket unless it exists; tell "missing" from "refused".
 
         The existence check is a one-key ListObjectsV2 rather than HeadBucket: it needs the
@@ -172,27 +300,31 @@ class S3Destination(Destination):
 
     def write(self, key: str, source: Source) -> ObjectInfo:
         full = self.layout.full(key)
-        try:
-            if source.size < MULTIPART_THRESHOLD:
-                self._put(full, source.read_all())
-            else:
-                with self._names.register(source) as (name, ahead):
-                    self._upload(name, full, ahead)
-        except SourceError:
-            raise  # the core blames the file (short, grown, modified)
-        except DestinationError as exc:  # ours: an integrity check
-            raise DestinationError(f"cannot upload {self.bucket}/{full}: {exc}") from None
-        except Exception as exc:  # botocore, s3transfer (cancelled, failed part)
-            raise self._fail(f"cannot upload {self.bucket}/{full}", exc) from None
+        where = f"{self.bucket}/{full}"
+        with self._watched(f"upload of {where}") as guard:
+            try:
+                if source.size < MULTIPART_THRESHOLD:
+                    self._put(full, source.read_all(), guard)
+                else:
+                    with self._names.register(source) as (name, ahead):
+                        self._upload(name, full, ahead, guard)
+            except SourceError:
+                raise  # the core blames the file (short, grown, modified)
+            except Exception as exc:
+                if guard.tripped or self.stop.is_set():
+                    raise guard.error() from None  # stalled, or shutting down
+                if isinstance(exc, DestinationError):  # an integrity check, a broken client
+                    raise DestinationError(f"cannot upload {where}: {exc}") from None
+                raise self._fail(f"cannot upload {where}", exc) from None  # botocore, s3transfer
         # Every byte went through the Source (it raises otherwise) and S3 accepted them all.
         return ObjectInfo(key=key, size=source.size)
 
-    def _put(self, full: str, body: bytes) -> None:
+    def _put(self, full: str, body: bytes, guard: StallGuard) -> None:
         md5 = hashlib.md5(body, usedforsecurity=False)
         response = self.client.put_object(
             Bucket=self.bucket,
             Key=full,
-            Body=body,
+            Body=_Counted(body, guard),
             ContentMD5=base64.b64encode(md5.digest()).decode(),
             **self._extra_args(),
         )
@@ -208,17 +340,24 @@ class S3Destination(Destination):
                 f"{md5.hexdigest()}; the object was removed"
             )
 
-    def _upload(self, name: str, full: str, ahead: ReadAhead) -> None:
-        """s3transfer's managed multipart upload of a registered ``Source``."""
+    def _upload(self, name: str, full: str, ahead: ReadAhead, guard: StallGuard) -> None:
+        """s3transfer's managed multipart upload of a registered ``Source``.
+
+        On failure s3transfer aborts the multipart upload itself; when it could not (the
+        client was broken by the stall rule, the request failed), the cleanup client tries.
+        """
         future = self._transfer_manager().upload(
-            name, self.bucket, full, extra_args=self._extra_args()
+            name, self.bucket, full, extra_args=self._extra_args(), subscribers=[_Progress(guard)]
         )
         ahead.failed = future.done
         try:
             future.result()
         except BaseException:
             future.cancel()
+            self._abort_upload(full)
             raise
+        finally:
+            self._uploads.pop(full, None)
 
     def _transfer_manager(self) -> Any:
         with self._transfer_lock:
@@ -311,24 +450,36 @@ class S3Destination(Destination):
         if transfer is not None:
             transfer.shutdown()
         self.client.close()
+        if self._cleanup is not None:
+            self._cleanup.close()
         self._bundle.close()
 
 
-def _make_client(config: S3Config, ca_bundle: str) -> Any:
-    session = boto3.session.Session(
+def _make_session(config: S3Config) -> Any:
+    return boto3.session.Session(
         aws_access_key_id=config.access_key_id.reveal().strip(),
         aws_secret_access_key=config.secret_access_key.reveal().strip(),
         region_name=config.effective_region,
     )
+
+
+def _make_client(
+    session: Any,
+    config: S3Config,
+    ca_bundle: str,
+    *,
+    timeout: float = READ_TIMEOUT,
+    attempts: int = MAX_ATTEMPTS,
+) -> Any:
     return session.client(
         "s3",
         endpoint_url=config.endpoint_url.strip() or None,
         verify=ca_bundle,
         config=BotoConfig(
             signature_version="s3v4",
-            connect_timeout=CONNECT_TIMEOUT,
-            read_timeout=READ_TIMEOUT,
-            retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
+            connect_timeout=min(CONNECT_TIMEOUT, timeout),
+            read_timeout=timeout,
+            retries={"mode": "standard", "total_max_attempts": attempts},
             max_pool_connections=FILE_CONCURRENCY + PART_CONCURRENCY + 2,
             s3={"addressing_style": config.effective_addressing_style},
             tcp_keepalive=True,
@@ -336,6 +487,29 @@ def _make_client(config: S3Config, ca_bundle: str) -> Any:
             ignore_configured_endpoint_urls=True,
         ),
     )
+
+
+class _Counted(io.BytesIO):
+    """A PUT body that reports the bytes botocore reads from it to the stall guard."""
+
+    def __init__(self, data: bytes, guard: StallGuard) -> None:
+        super().__init__(data)
+        self._guard = guard
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        self._guard.progress(len(data))
+        return data
+
+
+class _Progress(BaseSubscriber):  # type: ignore[misc]
+    """s3transfer's progress (bytes of parts sent) for the stall guard."""
+
+    def __init__(self, guard: StallGuard) -> None:
+        self._guard = guard
+
+    def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
+        self._guard.progress(max(0, bytes_transferred))
 
 
 class _BodyReader(io.RawIOBase):
