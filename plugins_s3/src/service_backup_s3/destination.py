@@ -36,6 +36,11 @@ from typing import IO, Any
 
 import boto3
 from botocore.config import Config as BotoConfig
+from botocore.credentials import (
+    AssumeRoleCredentialFetcher,
+    CredentialProvider,
+    DeferredRefreshableCredentials,
+)
 from botocore.exceptions import BotoCoreError, ClientError
 from loguru import logger
 from s3transfer.subscribers import BaseSubscriber
@@ -456,11 +461,62 @@ class S3Destination(Destination):
 
 
 def _make_session(config: S3Config) -> Any:
-    return boto3.session.Session(
-        aws_access_key_id=config.access_key_id.reveal().strip(),
-        aws_secret_access_key=config.secret_access_key.reveal().strip(),
-        region_name=config.effective_region,
-    )
+    """The boto3 session: static keys, else boto3's default chain; then the role, if any."""
+    import botocore.session
+
+    base = botocore.session.Session()
+    base.set_config_variable("region", config.effective_region)
+    if config.static_keys:
+        base.set_credentials(
+            config.access_key_id.reveal().strip(), config.secret_access_key.reveal().strip()
+        )
+    if not config.role_arn.strip():
+        return boto3.session.Session(botocore_session=base)
+    role = botocore.session.Session()
+    role.set_config_variable("region", config.effective_region)
+    role.get_component("credential_provider").insert_before("env", _AssumedRole(base, config))
+    return boto3.session.Session(botocore_session=role)
+
+
+class _AssumedRole(CredentialProvider):  # type: ignore[misc]
+    """``role_arn``: STS AssumeRole with the base session's credentials, refreshed before expiry.
+
+    STS is reached where boto3 would reach it (the regional endpoint, or
+    ``AWS_ENDPOINT_URL_STS``), never at ``endpoint_url``, which is the object store's.
+    """
+
+    METHOD = "service-backup-assume-role"
+
+    def __init__(self, base: Any, config: S3Config) -> None:
+        super().__init__()
+        self._base = base
+        self._role_arn = config.role_arn.strip()
+        self._extra: dict[str, str] = {
+            "RoleSessionName": config.role_session_name.strip() or "service-backup"
+        }
+        if config.external_id.strip():
+            self._extra["ExternalId"] = config.external_id.strip()
+
+    def load(self) -> Any:
+        source = self._base.get_credentials()
+        if source is None:
+            raise DestinationError(
+                f"cannot assume role {self._role_arn}: no base credentials (no access key in "
+                "the config, none found by boto3's default chain)"
+            )
+        fetcher = AssumeRoleCredentialFetcher(
+            self._base.create_client, source, self._role_arn, extra_args=dict(self._extra)
+        )
+
+        def fetch() -> Any:
+            try:
+                return fetcher.fetch_credentials()
+            except (BotoCoreError, ClientError) as exc:
+                raise DestinationError(
+                    f"cannot assume role {self._role_arn}: {_errors.reason(exc)}"
+                ) from None
+
+        return DeferredRefreshableCredentials(refresh_using=fetch, method=self.METHOD)
 
 
 def _make_client(
@@ -481,6 +537,12 @@ def _make_client(
             read_timeout=timeout,
             retries={"mode": "standard", "total_max_attempts": attempts},
             max_pool_connections=FILE_CONCURRENCY + PART_CONCURRENCY + 2,
+            request_checksum_calculation=config.checksum_setting(
+                config.request_checksum_calculation
+            ),
+            response_checksum_validation=config.checksum_setting(
+                config.response_checksum_validation
+            ),
             s3={"addressing_style": config.effective_addressing_style},
             tcp_keepalive=True,
             # The manifest says where backups go, not AWS_ENDPOINT_URL in some environment.
