@@ -19,6 +19,12 @@ Two upload paths, chosen by size:
 Either way every byte is read once through the core's ``Source``, which raises
 ``SourceError`` before the last bytes when the file is short, grew or changed: the PUT is then
 never sent, and the multipart upload is never completed.
+
+Every transfer runs under the core's stall rule: when it stalls, or service-backup shuts down,
+the client's connections are shut down (``_sockets``) and every later request is refused
+before it is sent; a failed multipart upload is then aborted by a separate cleanup client,
+and what could not be aborted is swept at the start of a later run (``ensure_location``).
+Credentials: static keys, else boto3's default chain, optionally a role assumed through STS.
 """
 
 from __future__ import annotations
