@@ -1,17 +1,26 @@
 """The ``azure`` destination: block blobs in one container, under ``path``.
 
-Blob names are ``<path>/<key>``; a run's keys are ``[<deployment>/]YYYY/MM/DD/<relative path>``.
+Blob names are ``<path>/<key>`` (the core's ``KeyLayout``); a run's keys are
+``[<deployment>/]YYYY/MM/DD/<relative path>``.
 
-How the transfer is tuned, and why:
+How a file is written, and why:
 
-* Files up to ``MAX_SINGLE_PUT_SIZE`` go up as one Put Blob (one request per small file is what
-  makes 5,000 small files fast); bigger files as ``MAX_BLOCK_SIZE`` blocks, ``MAX_CONCURRENCY``
-  of them in flight per blob, committed by one Put Block List at the end. Until that commit
-  nothing of a new upload is visible, so a failed upload never leaves a blob that looks complete.
-* The SDK reads one block into memory per in-flight request, so a blob costs at most
-  ``MAX_CONCURRENCY`` x ``MAX_BLOCK_SIZE`` of buffers whatever the file size, and a run at most
-  ``file_concurrency`` times that.
-* Integrity: every Put Blob and Put Block carries the block's MD5 (``validate_content``); the
+* The bytes come from the core's ``Source`` only, read once, in order (``read_at`` block by
+  block from one thread): the ``Source`` hashes them as they go and raises ``SourceError``
+  naming the file when it is short, has grown or was modified, before it hands out the last
+  bytes. Reading in order keeps its hash window empty; the network, not the disk, is slow.
+* Files up to ``MAX_SINGLE_PUT_SIZE`` go up as one Put Blob, sent only once all their bytes
+  were read (one request per small file is what makes 5,000 small files fast). Bigger files
+  are staged as blocks (Put Block), ``MAX_CONCURRENCY`` in flight, and committed by one Put
+  Block List only after the last block was read and staged. A Put Blob that is never sent and
+  a block list that is never committed change nothing: a short, grown or modified source, a
+  failed request or an abort never replaces a good blob already stored under the key.
+* Uncommitted blocks are not orphans to clean: Azure discards a blob's uncommitted blocks when
+  another block list is committed for it, and otherwise after a week. Block ids carry a random
+  prefix per upload, so two uploads of one key never mix blocks.
+* Memory: ``MAX_CONCURRENCY`` blocks in flight plus the one being read, whatever the file size
+  (~20 MiB per file with 4 MiB blocks), and ``file_concurrency`` files at once.
+* Integrity: every Put Blob and Put Block carries the body's MD5 (``validate_content``); the
   service recomputes it and refuses a mismatch, so a corrupted transfer fails instead of being
   stored. Reads ask for and check the MD5 of every range the same way.
 * Retries: 5xx, 408 and throttling (503 ServerBusy, 500 OperationTimedOut) are retried with
@@ -24,14 +33,17 @@ How the transfer is tuned, and why:
 
 from __future__ import annotations
 
+import base64
 import importlib.metadata
 import io
 import logging
 import os
 import re
 import threading
+import uuid
 from collections.abc import Iterator
-from typing import IO, Final
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import IO, Any, Final
 
 import requests
 from azure.core.exceptions import (
@@ -42,21 +54,22 @@ from azure.core.exceptions import (
     ServiceResponseError,
 )
 from azure.core.pipeline.transport import RequestsTransport
-from azure.storage.blob import BlobClient, ContainerClient, ExponentialRetry
+from azure.storage.blob import BlobBlock, BlobClient, ContainerClient, ExponentialRetry
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from service_backup.destination import Destination, DestinationContext, ObjectInfo
-from service_backup.errors import DestinationError, ObjectNotFound, SourceError
+from service_backup.errors import DestinationError, ObjectNotFound, one_line
+from service_backup.layout import KeyLayout, MiB
 from service_backup.source import Source
 
 from .config import AzureConfig, account_url
 
-MiB: Final = 1024 * 1024
-
 MAX_SINGLE_PUT_SIZE: Final = 4 * MiB
 MAX_BLOCK_SIZE: Final = 4 * MiB
 MAX_CONCURRENCY: Final = 4
+#: Azure's limit of committed blocks per blob: bigger files get bigger blocks.
+MAX_BLOCKS: Final = 50_000
 #: Range size for reads; 4 MiB is the most the service will return a range MD5 for.
 READ_CHUNK_SIZE: Final = 4 * MiB
 
@@ -134,7 +147,7 @@ class AzureDestination(Destination):
         self.account = config.storage_account
         self.account_url = account_url(config)
         self.container_name = config.container
-        self.base = config.path.strip("/")
+        self.layout = KeyLayout(config.path)
         self.list_page_size = LIST_PAGE_SIZE
         self._session = _session(self.account_url)
         self.retry_policy = ExponentialRetry(
@@ -175,23 +188,14 @@ class AzureDestination(Destination):
 
     # -- names -------------------------------------------------------------------------------
 
-    def _blob_name(self, key: str) -> str:
-        key = key.strip("/")
-        if not key:
-            raise DestinationError("invalid empty key")
-        return f"{self.base}/{key}" if self.base else key
-
-    def _key_of(self, blob_name: str) -> str:
-        return blob_name[len(self.base) + 1 :] if self.base else blob_name
-
     def _where(self, key: str) -> str:
-        return f"{self.container_name}/{self._blob_name(key)}"
+        return f"{self.container_name}/{self.layout.full(key)}"
 
     def _blob(self, key: str) -> BlobClient:
-        return self._container.get_blob_client(self._blob_name(key))
+        return self._container.get_blob_client(self.layout.full(key))
 
     def describe(self, prefix: str) -> str:
-        return "/".join(p for p in (self.container_name, self.base, prefix.strip("/")) if p)
+        return self.layout.describe(self.container_name, prefix)
 
     # -- operations --------------------------------------------------------------------------
 
@@ -213,39 +217,77 @@ class AzureDestination(Destination):
             raise self._error(exc, f"creating container {self.container_name}") from None
 
     def write(self, key: str, source: Source) -> ObjectInfo:
-        with source.open() as stream:
-            return self._write_stream(key, stream, source.size)
-
-    def _write_stream(self, key: str, stream: IO[bytes], size: int) -> ObjectInfo:
-        """Upload, then report the size the service verified.
+        """Store ``source`` under ``key``: one Put Blob, or blocks committed at the end.
 
         No HEAD afterwards: every byte stored went up in a request whose MD5 the service
-        checked, and the commit succeeded, so the blob holds exactly the bytes sent, which
-        ``_ExactLength`` guarantees are ``size`` (it fails the upload otherwise). A HEAD per
-        file would double the requests for many small files.
+        checked, the ``Source`` vouched for their number before the last of them was handed
+        out, and the commit succeeded; a HEAD per file would double the requests for many
+        small files.
         """
         where = self._where(key)
-        source = _ExactLength(stream, size, where)
+        blob = self._blob(key)
         try:
-            response = self._blob(key).upload_blob(
-                source,
-                length=size,
-                overwrite=True,
-                validate_content=True,
-                max_concurrency=MAX_CONCURRENCY,
-            )
+            if source.size <= MAX_SINGLE_PUT_SIZE:
+                data = source.read_all()  # every byte read and checked before the request
+                response = blob.upload_blob(
+                    data, length=len(data), overwrite=True, validate_content=True
+                )
+            else:
+                response = self._put_blocks(blob, source)
         except AzureError as exc:
             raise self._error(exc, f"uploading {where}") from None
-        return ObjectInfo(key=key, size=source.sent, modified=response.get("last_modified"))
+        return ObjectInfo(key=key, size=source.size, modified=response.get("last_modified"))
+
+    def _put_blocks(self, blob: BlobClient, source: Source) -> dict[str, Any]:
+        """Stage the blocks (read in order here, sent by up to ``MAX_CONCURRENCY`` workers),
+        then commit them, only once the ``Source`` handed out its last bytes without error."""
+        size = source.size
+        block_size = block_size_for(size)
+        count = -(-size // block_size)
+        prefix = uuid.uuid4().hex[:16]
+        ids = [base64.b64encode(f"{prefix}-{i:08d}".encode()).decode() for i in range(count)]
+        slots = threading.Semaphore(MAX_CONCURRENCY)
+        failed = threading.Event()
+
+        def stage(index: int, data: bytes) -> None:
+            try:
+                blob.stage_block(ids[index], data, length=len(data), validate_content=True)
+            except BaseException:
+                failed.set()
+                raise
+            finally:
+                slots.release()
+
+        futures: list[Future[None]] = []
+        with ThreadPoolExecutor(MAX_CONCURRENCY, thread_name_prefix="azure-block") as pool:
+            for index in range(count):
+                slots.acquire()
+                if failed.is_set():
+                    slots.release()
+                    break
+                offset = index * block_size
+                try:
+                    data = source.read_at(offset, min(block_size, size - offset))
+                except BaseException:
+                    slots.release()
+                    raise
+                futures.append(pool.submit(stage, index, data))
+                del data
+        for future in futures:
+            future.result()  # the first failure, in block order
+        source.sha256  # noqa: B018 - every byte was read and the final check passed
+        return blob.commit_block_list([BlobBlock(block_id) for block_id in ids])
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        start = (f"{self.base}/" if self.base else "") + prefix
+        start = self.layout.full_prefix(prefix)
         try:
             for props in self._container.list_blobs(
                 name_starts_with=start or None, results_per_page=self.list_page_size
             ):
                 yield ObjectInfo(
-                    key=self._key_of(props.name), size=props.size, modified=props.last_modified
+                    key=self.layout.key_of(props.name),
+                    size=props.size,
+                    modified=props.last_modified,
                 )
         except HttpResponseError as exc:
             if exc.status_code == 404 and _code(exc) == "ContainerNotFound":
@@ -310,14 +352,20 @@ class AzureDestination(Destination):
                     f"access denied by storage account {self.account} while {action} "
                     f"(HTTP 403 {code or 'Forbidden'}): check storage_access_key{hint}"
                 )
-            detail = _first_line(exc.message or "")
+            detail = one_line((exc.message or "").strip().partition("\n")[0], 200)
             return DestinationError(
                 f"Azure Storage refused {action}: HTTP {status} {code or ''}".rstrip()
                 + (f": {detail}" if detail and detail != code else "")
             )
         return DestinationError(
-            f"Azure Storage error while {action}: {type(exc).__name__}: {_first_line(str(exc))}"
+            f"Azure Storage error while {action}: {type(exc).__name__}: {one_line(exc, 200)}"
         )
+
+
+def block_size_for(size: int) -> int:
+    """``MAX_BLOCK_SIZE``, or the whole MiB that keeps a huge file within ``MAX_BLOCKS``."""
+    needed = -(-size // MAX_BLOCKS)
+    return max(MAX_BLOCK_SIZE, -(-needed // MiB) * MiB)
 
 
 def _version() -> str:
@@ -336,11 +384,6 @@ def _code(exc: HttpResponseError) -> str:
     return str(getattr(code, "value", code) or "")
 
 
-def _first_line(text: str) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else ""
-    return line[:200]
-
-
 def _reason(exc: AzureError) -> str:
     """The OS-level cause (``Connection refused``, ``Name or service not known``, a timeout)."""
     text = str(exc)
@@ -353,55 +396,6 @@ def _reason(exc: AzureError) -> str:
     if "reset" in lowered:
         return "connection reset"
     return type(exc).__name__
-
-
-class _ExactLength(io.RawIOBase):
-    """The source stream, refusing to end before ``size`` bytes.
-
-    The SDK commits whatever blocks it read once the stream ends, so a file that shrank
-    during the upload would otherwise be stored, truncated, looking complete. Raising here
-    stops the upload before the commit: nothing is stored under the key.
-    """
-
-    def __init__(self, stream: IO[bytes], size: int, where: str) -> None:
-        super().__init__()
-        self._stream = stream
-        self._left = size
-        self._size = size
-        self._where = where
-
-    @property
-    def sent(self) -> int:
-        """Bytes handed to the SDK so far."""
-        return self._size - self._left
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        # Not seekable on purpose: the SDK then reads sequentially, block by block.
-        return False
-
-    def read(self, n: int = -1) -> bytes:
-        """Exactly ``min(n, bytes left)`` bytes: the SDK's single Put Blob reads only once."""
-        want = self._left if n is None or n < 0 else min(n, self._left)
-        parts = []
-        while want > 0:
-            data = self._stream.read(want)
-            if not data:
-                raise SourceError(
-                    f"source for {self._where} ended after {self._size - self._left} of "
-                    f"{self._size} bytes (file shrank during the upload); nothing stored"
-                )
-            parts.append(data)
-            self._left -= len(data)
-            want -= len(data)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
 
 class _ChunkReader(io.RawIOBase):
