@@ -9,6 +9,10 @@ template and still are. ``endpoint`` is optional and takes two forms:
 * a full URL, used as the account URL itself: Azurite's ``http://127.0.0.1:10000/devstoreaccount1``
   or a private endpoint such as ``https://acct.privatelink.blob.core.windows.net``.
 
+``stall_timeout_seconds`` (default 60) and ``stall_min_bytes_per_second`` (default 1024) are
+the stall rule every SDK destination applies: a write that moves fewer bytes per second than
+the floor for that long is aborted with an error saying it stalled.
+
 Values that can only fail later (a key that is not base64, a container name Azure rejects, an
 endpoint that is neither form) are refused here, so ``service-backup validate`` catches them
 before the first run instead of the first upload failing at 3 a.m.
@@ -26,6 +30,11 @@ import attrs
 
 from service_backup.config import required
 from service_backup.secret import Secret
+from service_backup.stall import (
+    DEFAULT_STALL_MIN_BYTES_PER_SECOND,
+    DEFAULT_STALL_SECONDS,
+    StallRule,
+)
 
 DEFAULT_ENDPOINT_SUFFIX: Final = "core.windows.net"
 
@@ -87,6 +96,11 @@ def _check_endpoint(_: Any, attribute: attrs.Attribute, value: str) -> None:
         )
 
 
+def _positive(_: Any, attribute: attrs.Attribute, value: int) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name}: must be a whole number above 0, not {value}")
+
+
 @attrs.frozen
 class AzureConfig:
     """One ``type: azure`` destination."""
@@ -96,6 +110,16 @@ class AzureConfig:
     container: str = required(validator=_check_container)
     path: str = required()
     endpoint: str = attrs.field(default="", validator=_check_endpoint)
+    #: A write whose throughput stays below ``stall_min_bytes_per_second`` for this long is
+    #: aborted (an endpoint that black-holes or trickles), as is every write at shutdown.
+    stall_timeout_seconds: int = attrs.field(default=DEFAULT_STALL_SECONDS, validator=_positive)
+    stall_min_bytes_per_second: int = attrs.field(
+        default=DEFAULT_STALL_MIN_BYTES_PER_SECOND, validator=_positive
+    )
+
+    @property
+    def stall_rule(self) -> StallRule:
+        return StallRule(self.stall_timeout_seconds, self.stall_min_bytes_per_second)
 
 
 def account_url(config: AzureConfig) -> str:

@@ -29,6 +29,10 @@ How a file is written, and why:
   retries (3 + 5 s), so a closed port or an unresolvable account fails in about 8 s, not the
   SDK's default minute.
 * Timeouts: ``CONNECT_TIMEOUT`` to open a connection, ``READ_TIMEOUT`` between bytes of a response.
+  Neither bounds a request that trickles, so each write also runs under the core's stall rule
+  (``stall_timeout_seconds``, ``stall_min_bytes_per_second``) and the shutdown event: the
+  transport (``_transport.py``) counts the bytes each write sends and cuts its connections
+  and back-off sleeps when the guard fires.
 """
 
 from __future__ import annotations
@@ -37,7 +41,6 @@ import base64
 import importlib.metadata
 import io
 import logging
-import os
 import re
 import threading
 import uuid
@@ -45,7 +48,6 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any, Final
 
-import requests
 from azure.core.exceptions import (
     AzureError,
     HttpResponseError,
@@ -53,16 +55,15 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.core.pipeline.transport import RequestsTransport
 from azure.storage.blob import BlobBlock, BlobClient, ContainerClient, ExponentialRetry
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from service_backup.destination import Destination, DestinationContext, ObjectInfo
 from service_backup.errors import DestinationError, ObjectNotFound, one_line
 from service_backup.layout import KeyLayout, MiB
 from service_backup.source import Source
+from service_backup.stall import StallGuard
 
+from ._transport import AbortableTransport, Aborted, Transfer, session
 from .config import AzureConfig, account_url
 
 MAX_SINGLE_PUT_SIZE: Final = 4 * MiB
@@ -84,6 +85,8 @@ FILE_CONCURRENCY: Final = 8
 POOL_SIZE: Final = FILE_CONCURRENCY * MAX_CONCURRENCY + 4
 
 _ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^'\"()\]]+)")
+#: ``RemoteDisconnected('Remote end closed ...')``, ``ConnectionResetError(104, 'Connection ...')``
+_OS_ERROR_TEXT = re.compile(r"\w+(?:Error|Disconnected)\((?:-?\d+, )?'([^']+)'\)")
 _quiet_lock = threading.Lock()
 _quieted = False
 
@@ -108,30 +111,6 @@ def quiet_sdk_logging() -> None:
         _quieted = True
 
 
-def _session(url: str) -> requests.Session:
-    """A session sized for every request the uploads can have in flight at once.
-
-    The environment (``HTTPS_PROXY``/``NO_PROXY``, ``REQUESTS_CA_BUNDLE``) is honoured as
-    requests would, but read once here: with ``trust_env`` requests re-reads every variable
-    and ``~/.netrc`` on each request, a large share of the client's CPU per small file.
-    """
-    session = requests.Session()
-    session.trust_env = False
-    session.proxies.update(requests.utils.get_environ_proxies(url))
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-    if bundle:
-        session.verify = bundle
-    adapter = HTTPAdapter(
-        pool_connections=2,
-        pool_maxsize=POOL_SIZE,
-        # The SDK's retry policy does the retrying; urllib3 must not retry underneath it.
-        max_retries=Retry(total=False, redirect=False, raise_on_status=False),
-    )
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
-
-
 class AzureDestination(Destination):
     """Block blobs in ``container`` under ``path``."""
 
@@ -149,7 +128,9 @@ class AzureDestination(Destination):
         self.container_name = config.container
         self.layout = KeyLayout(config.path)
         self.list_page_size = LIST_PAGE_SIZE
-        self._session = _session(self.account_url)
+        self.stall_rule = config.stall_rule
+        self.stop = context.stop
+        self._session = session(self.account_url, POOL_SIZE)
         self.retry_policy = ExponentialRetry(
             initial_backoff=1,
             increment_base=2,
@@ -166,7 +147,7 @@ class AzureDestination(Destination):
                 "account_name": config.storage_account,
                 "account_key": "".join(config.storage_access_key.reveal().split()),
             },
-            transport=RequestsTransport(
+            transport=AbortableTransport(
                 session=self._session,
                 session_owner=False,
                 connection_timeout=CONNECT_TIMEOUT,
@@ -219,26 +200,36 @@ class AzureDestination(Destination):
     def write(self, key: str, source: Source) -> ObjectInfo:
         """Store ``source`` under ``key``: one Put Blob, or blocks committed at the end.
 
-        No HEAD afterwards: every byte stored went up in a request whose MD5 the service
-        checked, the ``Source`` vouched for their number before the last of them was handed
-        out, and the commit succeeded; a HEAD per file would double the requests for many
-        small files.
+        The whole write is watched by a ``StallGuard``: when it moves fewer bytes per second
+        than ``stall_min_bytes_per_second`` for ``stall_timeout_seconds``, or service-backup
+        shuts down, its in-flight requests are cut and it fails saying so; nothing was
+        committed then. No HEAD afterwards: every byte stored went up in a request whose MD5
+        the service checked, the ``Source`` vouched for their number before the last of them
+        was handed out, and the commit succeeded; a HEAD per file would double the requests
+        for many small files.
         """
         where = self._where(key)
         blob = self._blob(key)
+        guard = StallGuard(f"{self.name}: uploading {where}", self.stall_rule, self.stop)
+        transfer = Transfer(guard)
         try:
-            if source.size <= MAX_SINGLE_PUT_SIZE:
-                data = source.read_all()  # every byte read and checked before the request
-                response = blob.upload_blob(
-                    data, length=len(data), overwrite=True, validate_content=True
-                )
-            else:
-                response = self._put_blocks(blob, source)
-        except AzureError as exc:
-            raise self._error(exc, f"uploading {where}") from None
+            with guard.watch(transfer.abort), transfer.bound():
+                if source.size <= MAX_SINGLE_PUT_SIZE:
+                    data = source.read_all()  # every byte read and checked before the request
+                    response = blob.upload_blob(
+                        data, length=len(data), overwrite=True, validate_content=True
+                    )
+                else:
+                    response = self._put_blocks(blob, source, transfer)
+        except (Aborted, DestinationError, AzureError) as exc:
+            if transfer.aborted.is_set() or guard.tripped or self.stop.is_set():
+                raise guard.error() from None
+            if isinstance(exc, AzureError):
+                raise self._error(exc, f"uploading {where}") from None
+            raise
         return ObjectInfo(key=key, size=source.size, modified=response.get("last_modified"))
 
-    def _put_blocks(self, blob: BlobClient, source: Source) -> dict[str, Any]:
+    def _put_blocks(self, blob: BlobClient, source: Source, transfer: Transfer) -> dict[str, Any]:
         """Stage the blocks (read in order here, sent by up to ``MAX_CONCURRENCY`` workers),
         then commit them, only once the ``Source`` handed out its last bytes without error."""
         size = source.size
@@ -251,7 +242,8 @@ class AzureDestination(Destination):
 
         def stage(index: int, data: bytes) -> None:
             try:
-                blob.stage_block(ids[index], data, length=len(data), validate_content=True)
+                with transfer.bound():
+                    blob.stage_block(ids[index], data, length=len(data), validate_content=True)
             except BaseException:
                 failed.set()
                 raise
@@ -262,7 +254,7 @@ class AzureDestination(Destination):
         with ThreadPoolExecutor(MAX_CONCURRENCY, thread_name_prefix="azure-block") as pool:
             for index in range(count):
                 slots.acquire()
-                if failed.is_set():
+                if failed.is_set() or transfer.aborted.is_set():
                     slots.release()
                     break
                 offset = index * block_size
@@ -275,6 +267,7 @@ class AzureDestination(Destination):
                 del data
         for future in futures:
             future.result()  # the first failure, in block order
+        transfer.check()
         source.sha256  # noqa: B018 - every byte was read and the final check passed
         return blob.commit_block_list([BlobBlock(block_id) for block_id in ids])
 
@@ -388,6 +381,9 @@ def _reason(exc: AzureError) -> str:
     """The OS-level cause (``Connection refused``, ``Name or service not known``, a timeout)."""
     text = str(exc)
     match = _ERRNO_TEXT.search(text)
+    if match:
+        return match.group(1).strip()
+    match = _OS_ERROR_TEXT.search(text)
     if match:
         return match.group(1).strip()
     lowered = text.lower()
