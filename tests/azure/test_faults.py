@@ -151,3 +151,21 @@ def test_stall_settings_are_validated() -> None:
     dtype = PluginRegistry(load_hook_plugins=False).destination_type("azure")
     config = structure_destination_config(base, dtype.config_class)
     assert (config.stall_timeout_seconds, config.stall_min_bytes_per_second) == (60, 1024)
+
+
+def test_shutdown_ends_a_retry_back_off(raw: dict[str, Any], proxy: FaultProxy) -> None:
+    stop = threading.Event()
+    raw = {**raw, "stall_timeout_seconds": 600}
+    with open_destination(raw, stop) as dest:
+        dest.ensure_location()
+        dest.retry_policy.initial_backoff = 60  # a back-off only the shutdown can cut short
+        dest.retry_policy.random_jitter_range = 0
+        proxy.mode, proxy.after_bytes = "reset", 1  # every request is reset, then retried
+        timer = threading.Timer(1.0, stop.set)
+        timer.start()
+        try:
+            error, elapsed = failing_write(dest, "backoff.rdb", SIZES["single put"])
+        finally:
+            timer.cancel()
+    assert "shutting down" in str(error) and NAME in str(error), str(error)
+    assert elapsed < 10, f"the retry back-off held the write {elapsed:.1f}s after shutdown"

@@ -11,7 +11,7 @@ from outside; this module gives it the two things it needs:
   told apart from a dead one even while one 4 MiB block is on its way;
 * abort: the connections a transfer's requests are using at that moment are shut down (the
   blocked ``send``/``recv`` returns at once), any back-off sleep of the SDK's retry policy
-  ends, and no further request of that transfer starts (``Aborted``).
+  ends (``AbortableRetry``), and no further request of that transfer starts (``Aborted``).
 
 Which transfer a request belongs to is a thread-local binding: a write binds its own thread,
 and each of its block workers binds itself, for the duration of the SDK call.
@@ -28,6 +28,7 @@ from typing import Any, Final
 
 import requests
 from azure.core.pipeline.transport import RequestsTransport
+from azure.storage.blob import ExponentialRetry
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
@@ -179,14 +180,23 @@ class AbortableTransport(RequestsTransport):
             _local.attached = None
             transfer.check()  # a request cut by an abort ends as Aborted, not as a socket error
 
-    def sleep(self, duration: float) -> None:
-        """The retry policy's back-off: ends early (Aborted) when the transfer is aborted."""
+
+class AbortableRetry(ExponentialRetry):
+    """The storage SDK's exponential retry, whose back-off sleep ends when the transfer aborts.
+
+    The sleep is the policy's (blob clients wrap the transport, so a transport's own ``sleep``
+    is never called for them).
+    """
+
+    def sleep(self, settings: Any, transport: Any) -> None:
         transfer: Transfer | None = getattr(_local, "transfer", None)
         if transfer is None:
-            super().sleep(duration)
+            super().sleep(settings, transport)
             return
-        if transfer.aborted.wait(duration):
+        backoff = self.get_backoff_time(settings)
+        if backoff and backoff > 0 and transfer.aborted.wait(backoff):
             raise Aborted()
+        transfer.check()
 
 
 def session(url: str, pool_size: int) -> requests.Session:

@@ -55,7 +55,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.storage.blob import BlobBlock, BlobClient, ContainerClient, ExponentialRetry
+from azure.storage.blob import BlobBlock, BlobClient, ContainerClient
 
 from service_backup.destination import Destination, DestinationContext, ObjectInfo
 from service_backup.errors import DestinationError, ObjectNotFound, one_line
@@ -63,7 +63,7 @@ from service_backup.layout import KeyLayout, MiB
 from service_backup.source import Source
 from service_backup.stall import StallGuard
 
-from ._transport import AbortableTransport, Aborted, Transfer, session
+from ._transport import AbortableRetry, AbortableTransport, Aborted, Transfer, session
 from .config import AzureConfig, account_url
 
 MAX_SINGLE_PUT_SIZE: Final = 4 * MiB
@@ -131,7 +131,7 @@ class AzureDestination(Destination):
         self.stall_rule = config.stall_rule
         self.stop = context.stop
         self._session = session(self.account_url, POOL_SIZE)
-        self.retry_policy = ExponentialRetry(
+        self.retry_policy = AbortableRetry(
             initial_backoff=1,
             increment_base=2,
             random_jitter_range=1,
