@@ -199,19 +199,25 @@ class AbortableRetry(ExponentialRetry):
         transfer.check()
 
 
+def ca_bundle() -> str | bool:
+    """The CA bundle named by ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``, else the default store.
+
+    Given to the transport as ``connection_verify``: azure-core passes its own ``verify`` with
+    every request, which would override a bundle set on the session.
+    """
+    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+
+
 def session(url: str, pool_size: int) -> requests.Session:
     """A session sized for every request the uploads can have in flight at once.
 
-    The environment (``HTTPS_PROXY``/``NO_PROXY``, ``REQUESTS_CA_BUNDLE``) is honoured as
-    requests would, but read once here: with ``trust_env`` requests re-reads every variable
-    and ``~/.netrc`` on each request, a large share of the client's CPU per small file.
+    The proxy environment (``HTTPS_PROXY``/``NO_PROXY``) is honoured as requests would, but
+    read once here: with ``trust_env`` requests re-reads every variable and ``~/.netrc`` on
+    each request, a large share of the client's CPU per small file.
     """
     result = requests.Session()
     result.trust_env = False
     result.proxies.update(requests.utils.get_environ_proxies(url))
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-    if bundle:
-        result.verify = bundle
     adapter = _TrackedAdapter(
         pool_connections=2,
         pool_maxsize=pool_size,

@@ -63,7 +63,15 @@ from service_backup.layout import KeyLayout, MiB
 from service_backup.source import Source
 from service_backup.stall import StallGuard
 
-from ._transport import AbortableRetry, AbortableTransport, Aborted, Transfer, session
+from ._credential import CHECK, credential
+from ._transport import (
+    AbortableRetry,
+    AbortableTransport,
+    Aborted,
+    Transfer,
+    ca_bundle,
+    session,
+)
 from .config import AzureConfig, account_url
 
 MAX_SINGLE_PUT_SIZE: Final = 4 * MiB
@@ -85,6 +93,11 @@ FILE_CONCURRENCY: Final = 8
 POOL_SIZE: Final = FILE_CONCURRENCY * MAX_CONCURRENCY + 4
 
 _ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^'\"()\]]+)")
+#: A SAS refused for lacking a permission or resource type, as opposed to a bad signature.
+_OUT_OF_SAS_SCOPE: Final = frozenset(
+    {"AuthorizationPermissionMismatch", "AuthorizationResourceTypeMismatch"}
+)
+_TLS_TEXT = re.compile(r"certificate verify failed: ([^(]+)")
 #: ``RemoteDisconnected('Remote end closed ...')``, ``ConnectionResetError(104, 'Connection ...')``
 _OS_ERROR_TEXT = re.compile(r"\w+(?:Error|Disconnected)\((?:-?\d+, )?'([^']+)'\)")
 _quiet_lock = threading.Lock()
@@ -128,6 +141,8 @@ class AzureDestination(Destination):
         self.container_name = config.container
         self.layout = KeyLayout(config.path)
         self.list_page_size = LIST_PAGE_SIZE
+        self.credential_kind = config.credential_kind
+        self.check_hint = CHECK[config.credential_kind]
         self.stall_rule = config.stall_rule
         self.stop = context.stop
         self._session = session(self.account_url, POOL_SIZE)
@@ -143,13 +158,11 @@ class AzureDestination(Destination):
         self._container = ContainerClient(
             self.account_url,
             self.container_name,
-            credential={
-                "account_name": config.storage_account,
-                "account_key": "".join(config.storage_access_key.reveal().split()),
-            },
+            credential=credential(config),
             transport=AbortableTransport(
                 session=self._session,
                 session_owner=False,
+                connection_verify=ca_bundle(),
                 connection_timeout=CONNECT_TIMEOUT,
                 read_timeout=READ_TIMEOUT,
             ),
@@ -181,12 +194,22 @@ class AzureDestination(Destination):
     # -- operations --------------------------------------------------------------------------
 
     def ensure_location(self) -> None:
+        """Create the container when it is missing.
+
+        A container SAS cannot read the container's properties (only an account SAS, a key or
+        a token can), so with a SAS that is refused the check falls back to listing one blob,
+        and a SAS scoped to writing only (``sp=cw``, least privilege for backups) skips the
+        check: its first write reports a missing container clearly.
+        """
         action = f"checking container {self.container_name}"
         try:
             self._container.get_container_properties()
             return
         except HttpResponseError as exc:
-            if exc.status_code != 404:
+            if self.credential_kind == "sas" and _code(exc) in _OUT_OF_SAS_SCOPE:
+                if self._exists_by_listing():
+                    return
+            elif exc.status_code != 404:
                 raise self._error(exc, action) from None
         except AzureError as exc:
             raise self._error(exc, action) from None
@@ -196,6 +219,20 @@ class AzureDestination(Destination):
             pass  # created meanwhile by a concurrent run: fine
         except AzureError as exc:
             raise self._error(exc, f"creating container {self.container_name}") from None
+
+    def _exists_by_listing(self) -> bool:
+        """False only when the service says the container does not exist."""
+        try:
+            next(iter(self._container.list_blobs(results_per_page=1).by_page()), None)
+        except HttpResponseError as exc:
+            if exc.status_code == 404:
+                return False
+            if _code(exc) in _OUT_OF_SAS_SCOPE:
+                return True  # cannot tell: the first write will
+            raise self._error(exc, f"listing container {self.container_name}") from None
+        except AzureError as exc:
+            raise self._error(exc, f"listing container {self.container_name}") from None
+        return True
 
     def write(self, key: str, source: Source) -> ObjectInfo:
         """Store ``source`` under ``key``: one Put Blob, or blocks committed at the end.
@@ -343,7 +380,7 @@ class AzureDestination(Destination):
                 hint = "" if code == "AuthenticationFailed" else " and the account's network rules"
                 return DestinationError(
                     f"access denied by storage account {self.account} while {action} "
-                    f"(HTTP 403 {code or 'Forbidden'}): check storage_access_key{hint}"
+                    f"(HTTP 403 {code or 'Forbidden'}): check {self.check_hint}{hint}"
                 )
             detail = one_line((exc.message or "").strip().partition("\n")[0], 200)
             return DestinationError(
@@ -383,6 +420,9 @@ def _reason(exc: AzureError) -> str:
     match = _ERRNO_TEXT.search(text)
     if match:
         return match.group(1).strip()
+    match = _TLS_TEXT.search(text)
+    if match:
+        return f"TLS certificate verify failed: {match.group(1).strip()}"
     match = _OS_ERROR_TEXT.search(text)
     if match:
         return match.group(1).strip()
