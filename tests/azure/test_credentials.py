@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, quote
 
 import pytest
 from azure.core.exceptions import ClientAuthenticationError
@@ -38,6 +39,7 @@ from service_backup.source import Source
 from service_backup_azure.destination import AzureDestination
 from tests.azure.identity import ManagedIdentityEndpoint, self_signed_certificate
 from tests.azure.server import AzuriteServer, AzuriteUnavailable, azurite
+from tests.core.cli import run_cli, write_config
 from tests.servers import free_port, unavailable
 
 IN_A_DAY = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)
@@ -340,3 +342,46 @@ def test_default_credential_with_environment_credentials_fails_in_one_line(
     assert "EnvironmentCredential" in message, f"the credential that failed is not named: {message}"
     assert "\n" not in message and secret not in message
     assert elapsed < 60, f"getting no token took {elapsed:.0f}s"
+
+
+def test_sas_never_reaches_the_log_in_any_form(
+    azurite_server: AzuriteServer, tmp_path: Path
+) -> None:
+    # The SDK puts the SAS in every request URL, URL-encoded: neither form may be logged.
+    container = f"sas-{uuid.uuid4().hex[:16]}"
+    BlobServiceClient.from_connection_string(azurite_server.connection_string).create_container(
+        container
+    )
+    token = generate_container_sas(
+        azurite_server.account_name,
+        container,
+        account_key=azurite_server.account_key,
+        permission=ContainerSasPermissions(read=True, list=True),  # the upload is refused
+        expiry=IN_A_DAY,
+    )
+    source = tmp_path / "source"
+    source.mkdir()
+    (source / "dump.rdb").write_bytes(b"data")
+    raw = {
+        "storage_account": azurite_server.account_name,
+        "sas_token": token,
+        "container": container,
+        "path": "svc",
+        "endpoint": azurite_server.account_url,
+    }
+    config = write_config(
+        tmp_path / "backup.yml",
+        {
+            "destinations": [{"type": "azure", "name": "sas-dest", "config": raw}],
+            "source_folder": str(source),
+            "cron_schedule": "@daily",
+        },
+    )
+    result = run_cli("backup", str(config))
+    assert result.returncode == 1, result.stdout + result.stderr
+    failed = result.find("Upload backup completed with error")
+    assert len(failed) == 1 and "check sas_token" in failed[0]["data"]["error"]
+    signature = parse_qs(token)["sig"][0]
+    output = result.stdout + result.stderr
+    for form in (signature, quote(signature, safe=""), token):
+        assert form[:12] not in output, "the SAS signature reached the log"

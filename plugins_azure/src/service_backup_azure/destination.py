@@ -130,7 +130,7 @@ class AzureDestination(Destination):
     #: Files uploaded at once. A small file is one round trip, so many small files are
     #: latency-bound and need requests in flight to keep the service busy; 8 is where tuned
     #: SDK clients beat rclone on Azurite, and more only queue behind the server. Memory stays
-    #: bounded: at most 8 blobs x 4 blocks x 4 MiB of buffers (one 2 GiB file: ~80 MiB RSS).
+    #: bounded: at most 8 files x 4 blocks x 4 MiB of buffers, whatever the file sizes.
     file_concurrency = FILE_CONCURRENCY
 
     def __init__(self, config: AzureConfig, context: DestinationContext) -> None:
@@ -146,6 +146,7 @@ class AzureDestination(Destination):
         self.stall_rule = config.stall_rule
         self.stop = context.stop
         self._session = session(self.account_url, POOL_SIZE)
+        self._credential = credential(config)
         self.retry_policy = AbortableRetry(
             initial_backoff=1,
             increment_base=2,
@@ -158,7 +159,7 @@ class AzureDestination(Destination):
         self._container = ContainerClient(
             self.account_url,
             self.container_name,
-            credential=credential(config),
+            credential=self._credential,
             transport=AbortableTransport(
                 session=self._session,
                 session_owner=False,
@@ -351,6 +352,9 @@ class AzureDestination(Destination):
     def close(self) -> None:
         self._container.close()
         self._session.close()
+        closer = getattr(self._credential, "close", None)
+        if callable(closer):
+            closer()  # DefaultAzureCredential's own HTTP pipelines
 
     # -- errors ------------------------------------------------------------------------------
 
@@ -374,13 +378,15 @@ class AzureDestination(Destination):
                 )
             if status == 404 and key is not None:
                 return ObjectNotFound(f"{key} not found in {self.describe('')}")
-            if status == 403:
-                # AuthenticationFailed is a wrong key; AuthorizationFailure may also be the
-                # account's firewall (Azurite answers it for a wrong key too).
-                hint = "" if code == "AuthenticationFailed" else " and the account's network rules"
+            if status in (401, 403):
+                # AuthenticationFailed is a wrong key, SAS or token; *PermissionMismatch a SAS
+                # or role without the right; AuthorizationFailure may also be the account's
+                # firewall (Azurite answers it for a wrong key too).
+                firewall = code in ("AuthorizationFailure", "")
+                hint = " and the account's network rules" if firewall else ""
                 return DestinationError(
                     f"access denied by storage account {self.account} while {action} "
-                    f"(HTTP 403 {code or 'Forbidden'}): check {self.check_hint}{hint}"
+                    f"(HTTP {status} {code or 'Forbidden'}): check {self.check_hint}{hint}"
                 )
             detail = one_line((exc.message or "").strip().partition("\n")[0], 200)
             return DestinationError(
