@@ -311,7 +311,8 @@ def test_plugins_reports_broken_plugins_and_exits_1(tmp_path: Path) -> None:
             "fake_misnamed": (
                 "from service_backup.destination import DestinationType\n"
                 "from service_backup.hookspecs import hookimpl\n"
-                "from service_backup_plugins.local import LocalConfig, LocalDestination\n"
+                "from service_backup_plugins.local.config import LocalConfig\n"
+                "from service_backup_plugins.local.destination import LocalDestination\n"
                 "@hookimpl\n"
                 "def destination_types():\n"
                 "    return [DestinationType('other', LocalConfig, LocalDestination, 'x')]\n"

@@ -34,7 +34,8 @@ from service_backup.config import required
 from service_backup.destination import DestinationType
 from service_backup.hookspecs import hookimpl
 from service_backup.secret import Secret
-from service_backup_plugins.local import LocalConfig, LocalDestination
+from service_backup_plugins.local.config import LocalConfig
+from service_backup_plugins.local.destination import LocalDestination
 
 
 @attrs.frozen

@@ -165,7 +165,8 @@ import attrs
 
 from service_backup.destination import DestinationType
 from service_backup.hookspecs import hookimpl
-from service_backup_plugins.local import LocalConfig, LocalDestination
+from service_backup_plugins.local.config import LocalConfig
+from service_backup_plugins.local.destination import LocalDestination
 
 
 @attrs.frozen

@@ -182,7 +182,13 @@ def build_manifest(
 
 
 def write_manifest(destination: Destination, prefix: str, manifest: Manifest) -> None:
-    """Last write of a run: through the destination's own atomic ``write``, size checked."""
+    """Last write of a run: through the destination's own atomic ``write``, size checked.
+
+    ``sync`` before it makes the run's files durable (a crash before the manifest is durable
+    leaves an incomplete folder, never a complete-looking one); ``sync`` after it makes the
+    manifest itself durable before the run reports success.
+    """
+    destination.sync()
     data = manifest.to_json()
     key = manifest_key(prefix)
     info = destination.write(key, Source.from_bytes(data, f"manifest {key}"))
@@ -190,3 +196,4 @@ def write_manifest(destination: Destination, prefix: str, manifest: Manifest) ->
         raise DestinationError(
             f"stored size of {key} is {info.size} bytes, expected {len(data)}: manifest incomplete"
         )
+    destination.sync()

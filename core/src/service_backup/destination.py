@@ -109,6 +109,14 @@ class Destination(abc.ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} does not rename")
 
+    def sync(self) -> None:  # noqa: B027 - optional hook
+        """Make everything this instance wrote durable; called before and after the manifest.
+
+        Stores that acknowledge a write only once it is durable (S3, Azure, GCS, an SFTP
+        server's close) need nothing. A destination that defers durability to pay for it once
+        per run instead of once per file (``local``: one ``syncfs``) does it here.
+        """
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and pools."""
 
