@@ -15,6 +15,7 @@ import attrs
 
 from service_backup.config import required
 from service_backup.secret import Secret
+from service_backup.stall import DEFAULT_STALL_MIN_BYTES_PER_SECOND, DEFAULT_STALL_SECONDS
 
 #: Fields google-auth needs to sign the JWT assertion and exchange it for a token.
 KEY_FIELDS: Final = ("client_email", "private_key", "token_uri")
@@ -87,6 +88,22 @@ def _check_endpoint(_: Any, attribute: attrs.Attribute, value: str) -> None:
         raise ValueError("endpoint must be a URL starting with http:// or https://")
 
 
+def _positive(name: str) -> Any:
+    def check(_: Any, attribute: attrs.Attribute, value: float) -> None:
+        if not value > 0:
+            raise ValueError(f"{name} must be a number of seconds above 0")
+
+    return check
+
+
+def _not_negative(name: str) -> Any:
+    def check(_: Any, attribute: attrs.Attribute, value: float) -> None:
+        if not value >= 0:
+            raise ValueError(f"{name} must be 0 or more")
+
+    return check
+
+
 @attrs.frozen
 class GCSConfig:
     """One ``type: gcs`` destination.
@@ -105,6 +122,15 @@ class GCSConfig:
         default=DEFAULT_STORAGE_CLASS, converter=_storage_class, validator=_check_storage_class
     )
     endpoint: str = attrs.field(default="", converter=_endpoint, validator=_check_endpoint)
+    #: A transfer slower than the floor for this long is cut (like curl's --speed-time).
+    stall_timeout_seconds: float = attrs.field(
+        default=DEFAULT_STALL_SECONDS, validator=_positive("stall_timeout_seconds")
+    )
+    #: The floor (like curl's --speed-limit); 0 leaves only shutdown to abort a transfer.
+    stall_min_bytes_per_second: float = attrs.field(
+        default=DEFAULT_STALL_MIN_BYTES_PER_SECOND,
+        validator=_not_negative("stall_min_bytes_per_second"),
+    )
 
     @service_account_json.validator
     def _check_service_account(self, attribute: attrs.Attribute, value: Secret) -> None:
