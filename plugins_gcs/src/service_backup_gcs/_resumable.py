@@ -49,7 +49,7 @@ from service_backup.backoff import retry
 from service_backup.errors import BackupError, DestinationError
 from service_backup.layout import MiB
 from service_backup.source import SourceStream
-from service_backup.stall import StallGuard
+from service_backup.stall import StallGuard, StallRule
 
 from ._errors import Retryable, transient
 from ._transport import tracking
@@ -232,9 +232,24 @@ class StreamedUpload:
         raise api_exceptions.from_http_response(response)
 
     def _cancel(self, url: str) -> None:
-        """Best effort: the error being raised says what failed."""
-        with contextlib.suppress(Exception):
-            self.owner.session.delete(url, timeout=CANCEL_TIMEOUT).close()
+        """Best effort, and brief: the error being raised says what failed.
+
+        Cancelling frees the session at once rather than after a week; its bytes were never
+        an object, so nothing under the key changes either way. It gets a short stall rule of
+        its own: after a stall, the endpoint is likely to stall this request too.
+        """
+        rule = self.owner.rule
+        period = min(CANCEL_TIMEOUT[1], rule.period)
+        guard = StallGuard(
+            f"cancelling {self.what}", StallRule(period, rule.floor), self.owner.stop
+        )
+        with (
+            contextlib.suppress(Exception),
+            tracking() as connections,
+            guard.watch(connections.abort),
+        ):
+            timeout = (min(CANCEL_TIMEOUT[0], period), period)
+            self.owner.session.delete(url, timeout=timeout).close()
 
     def _verified(self, resource: dict[str, Any]) -> dict[str, Any]:
         sent = self.body.crc32c()
