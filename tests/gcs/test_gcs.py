@@ -206,15 +206,44 @@ def test_key_without_a_needed_field_is_named(gcs_server: GCSServer, field_name: 
     assert_no_key_material(message, gcs_server)
 
 
-def test_other_credential_types_are_refused(gcs_server: GCSServer) -> None:
-    user = json.dumps({"type": "authorized_user", "refresh_token": "r-token-value-123"})
-    message = config_error(gcs_server.config("b", service_account_json=user))
-    assert "type 'authorized_user', expected 'service_account'" in message
-    assert "r-token-value-123" not in message
+def test_an_unknown_credential_type_is_named(gcs_server: GCSServer) -> None:
+    bogus = json.dumps({"type": "bogus_account", "private_key": "p-key-value-123456"})
+    message = config_error(gcs_server.config("b", service_account_json=bogus))
+    assert "service_account_json has type 'bogus_account', which google-auth does not" in message
+    assert "authorized_user" in message and "external_account" in message
+    assert "p-key-value-123456" not in message
     assert "is not valid JSON" in config_error(gcs_server.config("b", service_account_json="x"))
     assert "must be a JSON object" in config_error(
         gcs_server.config("b", service_account_json="[1]")
     )
+
+
+def test_google_auth_judges_other_credential_types(gcs_server: GCSServer, tmp_path: Path) -> None:
+    """authorized_user and external_account load; what google-auth misses is named."""
+    subject_token = tmp_path / "token"
+    subject_token.write_text("eyJ.subject.token")
+    dtype = PluginRegistry(load_hook_plugins=False).destination_type("gcs")
+    user = {"type": "authorized_user", "client_id": "id.apps.googleusercontent.com",
+            "client_secret": "c-secret-value-1", "refresh_token": "r-token-value-123"}  # fmt: skip
+    federation = {
+        "type": "external_account",
+        "audience": "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/"
+        "pool/providers/provider",
+        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+        "token_url": "https://sts.googleapis.com/v1/token",
+        "credential_source": {"file": str(subject_token)},
+    }
+    for info in (user, federation):
+        raw = gcs_server.config("b", service_account_json=json.dumps(info))
+        structure_destination_config(raw, dtype.config_class)  # no error
+    federation["credential_source"] = {}
+    message = config_error(gcs_server.config("b", service_account_json=json.dumps(federation)))
+    assert "not usable external_account credentials: Missing credential_source" in message
+    del user["client_id"]
+    message = config_error(gcs_server.config("b", service_account_json=json.dumps(user)))
+    assert "service_account_json is not usable authorized_user credentials" in message
+    assert "client_id" in message, "google-auth's reason (the missing field) was lost"
+    assert "r-token-value-123" not in message and "c-secret-value-1" not in message
 
 
 def test_bad_storage_class_and_endpoint_are_named(gcs_server: GCSServer) -> None:
@@ -226,15 +255,17 @@ def test_bad_storage_class_and_endpoint_are_named(gcs_server: GCSServer) -> None
     )
 
 
-def test_unparseable_private_key_fails_without_quoting_it(gcs_server: GCSServer) -> None:
+def test_unparseable_private_key_fails_at_validation_without_quoting_it(
+    gcs_server: GCSServer,
+) -> None:
     info = json.loads(gcs_server.service_account_json)
     info["private_key"] = (
         "-----BEGIN PRIVATE KEY-----\nTm90QUtleUF0QWxs\n-----END PRIVATE KEY-----\n"
     )
-    with pytest.raises(DestinationError) as failure:
-        open_destination(gcs_server.config("b", service_account_json=json.dumps(info)))
-    message = str(failure.value)
-    assert message == "service_account_json: private_key is not a valid PEM private key"
+    message = config_error(gcs_server.config("b", service_account_json=json.dumps(info)))
+    assert "service_account_json is not usable service_account credentials: its private_key " in (
+        message
+    )
     assert "Tm90QUtleUF0QWxs" not in message
 
 
