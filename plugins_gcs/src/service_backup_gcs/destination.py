@@ -116,12 +116,20 @@ class GCSDestination(Destination):
     def guard(self, what: str) -> StallGuard:
         return StallGuard(f"{what} at destination {self.name}", self.rule, self.stop)
 
-    def call(self, what: str, call: Callable[[], T], *, missing: str | None = None) -> T:
-        """``call()`` under the stall guard, retried with back-off; errors translated."""
+    def call(
+        self, what: str, call: Callable[[], T], *, missing: str | None = None, sending: int = 0
+    ) -> T:
+        """``call()`` under the stall guard, retried with back-off; errors translated.
+
+        An SDK call reports no progress until it returns, so a request whose body is
+        ``sending`` bytes counts them when it starts: it is cut only when it outlasts the
+        window after the one they were counted in.
+        """
 
         def attempt() -> T:
             guard = self.guard(what)
             with tracking() as connections, guard.watch(connections.abort):
+                guard.progress(sending)
                 try:
                     return call()
                 except Exception:
@@ -240,6 +248,7 @@ class GCSDestination(Destination):
                 timeout=self.timeout,
                 retry=None,
             ),
+            sending=len(data),
         )
         return ObjectInfo(
             key=key, size=blob.size if blob.size is not None else -1, modified=blob.updated
