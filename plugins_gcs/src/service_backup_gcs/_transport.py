@@ -108,7 +108,8 @@ class AbortableAdapter(requests.adapters.HTTPAdapter):
 
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
         manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        manager.pool_classes_by_scheme = dict(_POOLS)
+        if not proxy.lower().startswith("socks"):  # SOCKS managers bring their own classes
+            manager.pool_classes_by_scheme = dict(_POOLS)
         return manager
 
 
