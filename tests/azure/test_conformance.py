@@ -17,6 +17,7 @@ from tests.servers import free_port
 class TestAzureConformance(DestinationSuite):
     destination_type = "azure"
     large_file_size = 80 * MiB  # well above the 4 MiB single-put limit: block uploads
+    chunk_size = 4 * MiB  # single-put limit and block size
     max_rss_growth = 32 * MiB  # 4 blocks of 4 MiB in flight, plus the SDK's copies
     listing_entries = 1001
     listing_page_size = 250  # several pages without writing 5,000+ blobs

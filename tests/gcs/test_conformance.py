@@ -15,6 +15,7 @@ class TestGCSConformance(DestinationSuite):
     destination_type = "gcs"
     # Large files are streamed in one request: RSS should not grow with the size at all.
     large_file_size = 160 * MiB
+    chunk_size = 2 * MiB  # single-request limit (above: one streamed resumable request)
     max_rss_growth = 16 * MiB
     # The emulator is slow with many objects and ignores page sizes (one page per listing):
     # a few objects and a small page size keep the test cheap (see test_gcs for paging).

@@ -95,8 +95,11 @@ def test_metadata_server_credentials_in_a_backup_run(
         flavored for p, flavored in metadata.calls if p == MetadataServer.TOKEN_PATH
     ), "token requests must carry Metadata-Flavor: Google"
     assert len(gcs_server.tokens.calls) == before, "a service-account token was used instead"
-    stored = [b.name for b in inspector.list_blobs(bucket_name)]
-    assert len(stored) == 1 and stored[0].endswith("/dump.rdb"), stored
+    stored = sorted(b.name for b in inspector.list_blobs(bucket_name))
+    assert [name.rsplit("/", 1)[-1] for name in stored] == [
+        ".service-backup-manifest.json",
+        "dump.rdb",
+    ], stored
 
 
 def test_no_credentials_anywhere_is_one_clear_line(
