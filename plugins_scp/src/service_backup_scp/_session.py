@@ -23,7 +23,7 @@ import paramiko
 from loguru import logger
 from paramiko.ssh_exception import IncompatiblePeer
 
-from service_backup.errors import DestinationError
+from service_backup.errors import DestinationError, one_line
 
 from ._hostkeys import NEGOTIATE, KnownKey, parse_fingerprint, sha256_fingerprint
 
@@ -229,8 +229,7 @@ def describe_error(exc: BaseException, timeout: float) -> str:
     """One line for a transport-level failure."""
     if isinstance(exc, TimeoutError | socket.timeout):
         return f"no answer from the server within {timeout:g} s"
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text
+    return one_line(exc) or type(exc).__name__
 
 
 def open_sftp(transport: paramiko.Transport, where: str, timeout: float) -> paramiko.SFTPClient:
@@ -260,6 +259,11 @@ class Session:
     connection: _Connection
     #: Set when the channel may hold unread responses or the link failed: never reused.
     broken: bool = False
+
+    def alive(self) -> bool:
+        """The channel is open and its connection up."""
+        channel = self.client.get_channel()
+        return channel is not None and not channel.closed and self.connection.transport.is_active()
 
 
 class SessionPool:
@@ -311,7 +315,7 @@ class SessionPool:
         try:
             yield
         except BaseException:
-            if not session.broken and not _healthy(session):
+            if not session.broken and not session.alive():
                 session.broken = True
             self._give_back(session)
             raise
@@ -325,7 +329,7 @@ class SessionPool:
                     raise DestinationError(f"the connection to {self._where} is closed")
                 while self._idle:
                     session = self._idle.pop()
-                    if _healthy(session):
+                    if session.alive():
                         return session
                     self._forget(session)
                 plan = self._plan()
@@ -405,8 +409,3 @@ class SessionPool:
         for connection in connections:
             with contextlib.suppress(Exception):
                 connection.transport.close()
-
-
-def _healthy(session: Session) -> bool:
-    channel = session.client.get_channel()
-    return channel is not None and not channel.closed and session.connection.transport.is_active()

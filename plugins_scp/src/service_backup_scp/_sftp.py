@@ -1,32 +1,44 @@
-"""Streaming a file into an SFTP handle with pipelined writes, every answer checked.
+"""SFTP requests framed and pipelined here, through paramiko's private request machinery.
 
-paramiko's own ``SFTPFile`` in pipelined mode never looks at the status of its write requests
-(a failed write is silently dropped) and its ``close`` swallows errors, and it splits writes
-into 32 KiB requests. Here each write request carries up to ``chunk`` bytes (OpenSSH's
-``sftp-server`` accepts 255 KiB), up to ``MAX_IN_FLIGHT`` requests are outstanding, every
-response is read and a failed one fails the upload. Requests are numbered and registered in
-``SFTPClient``'s own table (``request_number``, ``_expecting``) and answers read with its
-``_read_response`` (or in bulk by ``_collect``), the primitives ``SFTPFile`` itself uses.
+Why not paramiko's public ``SFTPFile``: it splits writes into 32 KiB requests, its pipelined
+mode drops the status of any write answer it happens not to wait for (a failed write in the
+middle of a file goes unnoticed), its ``close`` swallows errors, and every request of a small
+file is its own round trip with two thread wake-ups per answer. Measured on loopback against
+OpenSSH 9.2 on 2 cores, 2,000 files of 16 KiB over 8 channels: 1.6-1.8 s wall and 1.1-1.3 s
+client CPU through the public API, 0.4 s and 0.25 s with these batches; one 256 MiB stream:
+0.9 s client CPU through a pipelined ``SFTPFile`` (255 KiB requests), 0.5 s here.
 
-Memory stays bounded: one chunk is read from the source at a time and sending blocks on the
-server's channel window (2 MiB for OpenSSH), whatever the file size.
+So requests are numbered and registered in ``SFTPClient``'s own table (``request_number``,
+``_expecting`` under ``_lock``), sent with ``_write_all``, and answers read with its
+``_read_response`` (or in bulk by ``_collect``), the primitives ``SFTPFile`` itself uses;
+attributes go through ``SFTPAttributes._pack`` / ``_from_msg``. Every private name used is
+listed in ``PRIVATE_API``; the plugin pins paramiko to the minor versions it was tested with,
+and a test fails loudly when any of these names or signatures changes. Nothing outside this
+module frames SFTP requests or knows a ``CMD_*`` number.
+
+Memory stays bounded: a stream keeps at most ``MAX_IN_FLIGHT`` write requests outstanding
+and sending blocks on the server's channel window (2 MiB for OpenSSH), whatever the file size.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import struct
-import threading
-from collections.abc import Callable
-from typing import IO
+from collections.abc import Sequence
 
 import paramiko
 from paramiko.sftp import (
     CMD_ATTRS,
     CMD_CLOSE,
+    CMD_EXTENDED,
+    CMD_FSETSTAT,
     CMD_FSTAT,
     CMD_HANDLE,
+    CMD_MKDIR,
     CMD_OPEN,
+    CMD_REMOVE,
+    CMD_SETSTAT,
     CMD_STATUS,
     CMD_WRITE,
     SFTP_FLAG_CREATE,
@@ -43,16 +55,48 @@ PORTABLE_CHUNK = 32 * 1024
 #: One channel read in ``_collect``; a reply larger than MAX_REPLY means the stream is garbled.
 BULK_READ = 256 * 1024
 MAX_REPLY = 16 * 1024 * 1024
-#: Outstanding write requests per file; with 255 KiB chunks this covers several windows.
+#: Outstanding write requests per stream; with 255 KiB chunks this covers several windows.
 MAX_IN_FLIGHT = 32
 
+#: The private parts of paramiko this module relies on: (owner, name, parameters or None for
+#: an attribute). ``tests/scp`` checks each against the installed paramiko.
+PRIVATE_API: tuple[tuple[type, str, tuple[str, ...] | None], ...] = (
+    (paramiko.SFTPClient, "_request", ("self", "t", "args")),
+    (paramiko.SFTPClient, "_read_response", ("self", "waitfor")),
+    (paramiko.SFTPClient, "_convert_status", ("self", "msg")),
+    (paramiko.SFTPClient, "_write_all", ("self", "out")),
+    (paramiko.SFTPAttributes, "_from_msg", ("msg", "filename", "longname")),
+    (paramiko.SFTPAttributes, "_pack", ("self", "msg")),
+)
+#: Instance attributes of a connected ``SFTPClient`` used here (not visible on the class).
+PRIVATE_CLIENT_ATTRIBUTES = ("_lock", "_expecting", "request_number", "sock")
 
-class SourceReadError(Exception):
-    """Reading the local stream failed; carries the original OSError to re-raise as-is."""
+#: A request: its ``CMD_*`` kind and its fields, as ``SFTPClient._async_request`` takes them.
+Request = tuple[int, tuple[object, ...]]
+Reply = tuple[int, paramiko.Message]
 
-    def __init__(self, error: OSError) -> None:
-        super().__init__(str(error))
-        self.error = error
+
+def private_api_problems(client: paramiko.SFTPClient | None = None) -> list[str]:
+    """What no longer matches in the installed paramiko (empty when all is as expected)."""
+    problems = []
+    for owner, name, parameters in PRIVATE_API:
+        member = getattr(owner, name, None)
+        if member is None:
+            problems.append(f"{owner.__name__}.{name} is gone")
+            continue
+        if parameters is not None:
+            found = tuple(inspect.signature(member).parameters)
+            if owner is paramiko.SFTPAttributes and name == "_from_msg":
+                found = tuple(inspect.signature(member.__func__).parameters)[1:]  # type: ignore[attr-defined]
+            if found != parameters:
+                problems.append(f"{owner.__name__}.{name}{found} is not {parameters}")
+    if client is not None:
+        problems += [
+            f"SFTPClient has no attribute {name}"
+            for name in PRIVATE_CLIENT_ATTRIBUTES
+            if not hasattr(client, name)
+        ]
+    return problems
 
 
 def chunk_size(transport: paramiko.Transport) -> int:
@@ -60,44 +104,15 @@ def chunk_size(transport: paramiko.Transport) -> int:
     return OPENSSH_CHUNK if "OpenSSH" in (transport.remote_version or "") else PORTABLE_CHUNK
 
 
-class _Replies:
-    """Receives the responses to one file's write requests (paramiko calls ``_async_response``)."""
-
-    def __init__(self, client: paramiko.SFTPClient) -> None:
-        self.client = client
-        self.outstanding = 0
-        self.error: Exception | None = None
-
-    def _async_response(self, kind: int, msg: paramiko.Message, num: int) -> None:
-        self.outstanding -= 1
-        if kind != CMD_STATUS:
-            self.error = self.error or SFTPError(f"unexpected reply type {kind} to a write")
-            return
-        try:
-            self.client._convert_status(msg)
-        except EOFError as exc:
-            self.error = self.error or SFTPError(f"write refused: {exc}")
-        except OSError as exc:
-            self.error = self.error or exc
-
-    def drain(self, down_to: int = 0) -> None:
-        while self.outstanding > down_to:
-            self.client._read_response()
-
-    def raise_if_failed(self) -> None:
-        if self.error is not None:
-            raise self.error
+def mode_attributes(mode: int | None) -> paramiko.SFTPAttributes:
+    """Attributes carrying only permissions (none at all: the server's default mode)."""
+    attributes = paramiko.SFTPAttributes()
+    if mode is not None:
+        attributes.st_mode = mode
+    return attributes
 
 
-def open_for_write(client: paramiko.SFTPClient, path: str, create: bool = True) -> bytes:
-    """Create or truncate ``path`` (or open the existing file as it is); return the handle."""
-    flags = SFTP_FLAG_WRITE | (SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC if create else 0)
-    kind, msg = client._request(CMD_OPEN, path, flags, paramiko.SFTPAttributes())
-    if kind != CMD_HANDLE:
-        raise SFTPError(f"unexpected reply type {kind} to open")
-    return msg.get_binary()
-
-
+# ------------------------------------------------------------------------------ framing
 def _field(item: object) -> bytes:
     """One request field in SFTP's encoding, as ``SFTPClient._async_request`` encodes it."""
     if isinstance(item, int64):
@@ -112,35 +127,30 @@ def _field(item: object) -> bytes:
     return struct.pack(">I", len(data)) + data
 
 
-def _frame(
-    client: paramiko.SFTPClient, replies: object, kind: int, *args: object
-) -> tuple[int, bytes]:
-    """One request numbered and registered as ``SFTPClient._async_request`` does, not yet sent.
-
-    Framing requests here lets the last write, the fstat and the close of a file leave in one
-    channel send (one SSH packet for a small file) instead of three.
-    """
-    body = b"".join(_field(item) for item in args)
+def _number(client: paramiko.SFTPClient, owner: object) -> int:
+    """A request number registered for ``owner`` (who receives the answer), as paramiko does."""
     with client._lock:
-        num = client.request_number
-        client._expecting[num] = replies
+        num = int(client.request_number)
+        client._expecting[num] = owner
         client.request_number += 1
+    return num
+
+
+def _frame(
+    client: paramiko.SFTPClient, owner: object, kind: int, *args: object
+) -> tuple[int, bytes]:
+    """One request numbered and registered, not yet sent (so several leave in one send)."""
+    body = b"".join(_field(item) for item in args)
+    num = _number(client, owner)
     return num, struct.pack(">IBI", len(body) + 5, kind, num) + body
 
 
 def _write_frame(
-    client: paramiko.SFTPClient, replies: _Replies, handle: bytes, offset: int, data: bytes
+    client: paramiko.SFTPClient, owner: object, handle: bytes, offset: int, data: bytes
 ) -> bytearray:
     """A WRITE request with the data copied once (``_frame`` would copy it three times)."""
-    msg = paramiko.Message()
-    with client._lock:
-        num = client.request_number
-        client._expecting[num] = replies
-        client.request_number += 1
-    msg.add_int(num)
-    msg.add_string(handle)
-    msg.add_int64(offset)
-    head = msg.asbytes()
+    num = _number(client, owner)
+    head = struct.pack(">I", num) + _field(handle) + struct.pack(">Q", offset)
     frame = bytearray(struct.pack(">IB", 1 + len(head) + 4 + len(data), CMD_WRITE))
     frame += head
     frame += struct.pack(">I", len(data))
@@ -153,146 +163,135 @@ def _send(client: paramiko.SFTPClient, frame: bytes | bytearray) -> None:
     client._write_all(memoryview(frame))
 
 
-def _read(stream: IO[bytes], size: int) -> bytes:
+def _status_error(client: paramiko.SFTPClient, msg: paramiko.Message) -> OSError | None:
     try:
-        return stream.read(size)
+        client._convert_status(msg)
+    except EOFError as exc:
+        return OSError(f"unexpected end of file: {exc}")
     except OSError as exc:
-        raise SourceReadError(exc) from None
+        return exc
+    return None
 
 
-def write_handle(
-    client: paramiko.SFTPClient, handle: bytes, stream: IO[bytes], chunk: int
-) -> tuple[int, int]:
-    """Send the whole stream, then fstat and close, all pipelined; check every answer.
+def reply_error(client: paramiko.SFTPClient, reply: Reply, expected: int) -> OSError | None:
+    """None when ``reply`` is of the ``expected`` kind (or an OK status when that is expected)."""
+    kind, msg = reply
+    if kind == expected and kind != CMD_STATUS:
+        return None
+    if kind == CMD_STATUS:
+        return _status_error(client, msg)
+    return OSError(f"unexpected reply type {kind}")
 
-    Returns ``(bytes sent, size the server reports)``. The handle is closed on success; on
-    failure the caller closes it (``close_quietly``) and removes the file. The server handles
-    requests in order, so the fstat sees every write and the close comes last.
+
+def _stored_size(msg: paramiko.Message) -> int:
+    size = paramiko.SFTPAttributes._from_msg(msg).st_size
+    return int(size if size is not None else -1)
+
+
+# ------------------------------------------------------------------------------ streams
+class Stream:
+    """One file's pipelined writes on one channel; every answer is checked.
+
+    ``send`` frames a write and keeps at most ``MAX_IN_FLIGHT`` outstanding; ``finish`` sends
+    (optionally a mode change,) fstat and close in one send and returns the size the server
+    reports. The server handles a channel's requests in order, so the fstat sees every write.
+    paramiko routes each write's answer to ``_async_response`` while a later answer is awaited.
     """
-    replies = _Replies(client)
-    offset = 0
-    try:
-        data = _read(stream, chunk)
-        while True:
-            following = _read(stream, chunk) if data else b""
-            frame = bytearray()
-            if data:
-                frame = _write_frame(client, replies, handle, offset, data)
-                replies.outstanding += 1
-                offset += len(data)
-            if not following:
-                fstat, fstat_frame = _frame(client, type(None), CMD_FSTAT, handle)
-                close, close_frame = _frame(client, type(None), CMD_CLOSE, handle)
-                frame += fstat_frame
-                frame += close_frame
-            _send(client, frame)
-            if not following:
-                break
-            if replies.outstanding > MAX_IN_FLIGHT:
-                replies.drain(MAX_IN_FLIGHT // 2)
-            elif client.sock.recv_ready():
-                replies.drain(replies.outstanding - 1)
-            replies.raise_if_failed()
-            data = following
-        kind, msg = client._read_response(fstat)
-        replies.raise_if_failed()
-        if kind != CMD_ATTRS:
+
+    def __init__(self, client: paramiko.SFTPClient, handle: bytes) -> None:
+        self.client = client
+        self.handle = handle
+        self.outstanding = 0
+        self.error: OSError | None = None
+        self.closed = False
+
+    def _async_response(self, kind: int, msg: paramiko.Message, num: int) -> None:
+        self.outstanding -= 1
+        if kind != CMD_STATUS:
+            self.error = self.error or SFTPError(f"unexpected reply type {kind} to a write")
+            return
+        self.error = self.error or _status_error(self.client, msg)
+
+    def send(self, offset: int, data: bytes) -> None:
+        _send(self.client, _write_frame(self.client, self, self.handle, offset, data))
+        self.outstanding += 1
+        if self.outstanding > MAX_IN_FLIGHT:
+            self.drain(MAX_IN_FLIGHT // 2)
+        elif self.client.sock.recv_ready():
+            self.drain(self.outstanding - 1)
+        self.raise_if_failed()
+
+    def drain(self, down_to: int = 0) -> None:
+        while self.outstanding > down_to:
+            self.client._read_response()
+
+    def raise_if_failed(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def finish(self, mode: int | None) -> int:
+        """fstat and close (setting ``mode`` again where needed); the stored size."""
+        client = self.client
+        requests: list[Request] = []
+        if exact_mode(mode) is not None:
+            requests.append((CMD_FSETSTAT, (self.handle, mode_attributes(mode))))
+        requests += [(CMD_FSTAT, (self.handle,)), (CMD_CLOSE, (self.handle,))]
+        framed = [_frame(client, type(None), kind, *args) for kind, args in requests]
+        _send(client, b"".join(frame for _, frame in framed))
+        self.closed = True
+        replies = [client._read_response(num) for num, _ in framed]  # raises a failed status
+        self.raise_if_failed()
+        kind, msg = replies[-2]
+        if kind != CMD_ATTRS or msg is None:
             raise SFTPError(f"unexpected reply type {kind} to fstat")
-        stored = paramiko.SFTPAttributes._from_msg(msg).st_size
-        client._read_response(close)
-        return offset, int(stored if stored is not None else -1)
-    except BaseException:
-        # Read what is still owed so the channel can serve the next file; if even that
-        # fails, the caller's error handling finds the channel unusable.
+        return _stored_size(msg)
+
+    def abandon(self) -> None:
+        """After a failure: read what is still owed and close the handle, best effort."""
         with contextlib.suppress(Exception):
-            replies.drain()
-        raise
+            self.drain()
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+                self.client._request(CMD_CLOSE, self.handle)
 
 
-def write_ranges(
-    client: paramiko.SFTPClient,
-    handle: bytes,
-    read_at: Callable[[int, int], bytes],
-    ranges: list[tuple[int, int]],
-    chunk: int,
-    stop: threading.Event,
-) -> int:
-    """Write the byte ranges ``[start, end)`` read with ``read_at``; wait for every answer.
-
-    One of the streams of a split upload: each stream has its own channel (and send window),
-    so while one waits for the server's window to open, the other sends. Returns the bytes
-    sent; fewer than the ranges hold when the source ended early. Gives up early (returning
-    what was sent) once ``stop`` is set by the other stream's failure.
-    """
-    replies = _Replies(client)
-    sent = 0
-    try:
-        for start, end in ranges:
-            offset = start
-            while offset < end and not stop.is_set():
-                data = read_at(offset, min(chunk, end - offset))
-                if not data:
-                    break
-                _send(client, _write_frame(client, replies, handle, offset, data))
-                replies.outstanding += 1
-                offset += len(data)
-                sent += len(data)
-                if replies.outstanding > MAX_IN_FLIGHT:
-                    replies.drain(MAX_IN_FLIGHT // 2)
-                elif client.sock.recv_ready():
-                    replies.drain(replies.outstanding - 1)
-                replies.raise_if_failed()
-        replies.drain()
-        replies.raise_if_failed()
-        return sent
-    except BaseException:
-        with contextlib.suppress(Exception):
-            replies.drain()
-        raise
+def open_for_write(
+    client: paramiko.SFTPClient, path: str, mode: int | None, create: bool = True
+) -> Stream:
+    """Create or truncate ``path`` with ``mode`` (or open the existing file as it is)."""
+    flags = SFTP_FLAG_WRITE | (SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC if create else 0)
+    attributes = mode_attributes(mode) if create else paramiko.SFTPAttributes()
+    kind, msg = client._request(CMD_OPEN, path, flags, attributes)
+    if kind != CMD_HANDLE:
+        raise SFTPError(f"unexpected reply type {kind} to open")
+    return Stream(client, msg.get_binary())
 
 
-def finish(client: paramiko.SFTPClient, handle: bytes) -> int:
-    """fstat then close (one round trip); the size the server reports."""
-    fstat, fstat_frame = _frame(client, type(None), CMD_FSTAT, handle)
-    close, close_frame = _frame(client, type(None), CMD_CLOSE, handle)
-    _send(client, fstat_frame + close_frame)
-    kind, msg = client._read_response(fstat)
-    if kind != CMD_ATTRS:
-        raise SFTPError(f"unexpected reply type {kind} to fstat")
-    stored = paramiko.SFTPAttributes._from_msg(msg).st_size
-    client._read_response(close)
-    return int(stored if stored is not None else -1)
-
-
-def close_handle(client: paramiko.SFTPClient, handle: bytes) -> None:
+def close(client: paramiko.SFTPClient, handle: bytes) -> None:
     """Close, raising what the server says (a close can report a failed flush)."""
     client._request(CMD_CLOSE, handle)
 
 
-def close_quietly(client: paramiko.SFTPClient, handle: bytes) -> None:
-    """Best effort: the handle may already be closed (fstat failed) or the link gone."""
-    with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
-        client._request(CMD_CLOSE, handle)
-
-
+# ------------------------------------------------------------------------------ batches
 class _Collector:
-    """Receives the responses to one ``exchange``."""
+    """Receives the answers to one ``exchange``."""
 
     def __init__(self) -> None:
-        self.replies: dict[int, tuple[int, paramiko.Message]] = {}
+        self.replies: dict[int, Reply] = {}
 
     def _async_response(self, kind: int, msg: paramiko.Message, num: int) -> None:
         self.replies[num] = (kind, msg)
 
 
-def exchange(
-    client: paramiko.SFTPClient, requests: list[tuple[int, tuple[object, ...]]]
-) -> list[tuple[int, paramiko.Message]]:
-    """Send many requests in one write and return their replies, in request order.
+def exchange(client: paramiko.SFTPClient, requests: Sequence[Request]) -> list[Reply]:
+    """Send many requests in one write and return their answers, in request order.
 
-    For batches of small files: 32 opens leave in one send and their handles come back
-    together, instead of 32 round trips each waking two threads.
+    For batches of small files: 64 opens leave in one send and their handles come back
+    together, instead of 64 round trips each waking two threads.
     """
+    if not requests:
+        return []
     collector = _Collector()
     framed = [_frame(client, collector, kind, *args) for kind, args in requests]
     _send(client, b"".join(frame for _, frame in framed))
@@ -301,13 +300,13 @@ def exchange(
 
 
 def _collect(client: paramiko.SFTPClient, collector: _Collector, count: int) -> None:
-    """Read replies in bulk until ``collector`` has ``count`` of them.
+    """Read answers in bulk until ``collector`` has ``count`` of them.
 
-    ``SFTPClient._read_response`` reads each reply with two channel reads (length, body),
-    each taking the channel's lock and condition; a batch's replies arrive together, so
+    ``SFTPClient._read_response`` reads each answer with two channel reads (length, body),
+    each taking the channel's lock and condition; a batch's answers arrive together, so
     reading whatever is buffered and splitting it here costs a fraction of that. Only
     requests made on this channel are outstanding and the server answers in order, so
-    nothing after the last of these replies can be in the buffer; replies to older requests
+    nothing after the last of these answers can be in the buffer; answers to older requests
     (left by an earlier failure) come first and are routed as paramiko would route them.
     """
     buffer = bytearray()
@@ -336,26 +335,89 @@ def _collect(client: paramiko.SFTPClient, collector: _Collector, count: int) -> 
         raise SFTPError("unexpected data after the last SFTP reply")
 
 
-def status_error(client: paramiko.SFTPClient, kind: int, msg: paramiko.Message) -> OSError | None:
-    """The error a status reply carries (None for OK); a non-status reply is not an error."""
-    if kind != CMD_STATUS:
-        return None
-    try:
-        client._convert_status(msg)
-    except EOFError as exc:
-        return OSError(f"unexpected end of file: {exc}")
-    except OSError as exc:
-        return exc
-    return None
+def open_many(
+    client: paramiko.SFTPClient, paths: Sequence[str], mode: int | None
+) -> list[bytes | OSError]:
+    """Create or truncate every path with ``mode``: a handle or the error for each."""
+    flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC
+    attributes = mode_attributes(mode)
+    replies = exchange(client, [(CMD_OPEN, (path, flags, attributes)) for path in paths])
+    return [
+        reply[1].get_binary() if error is None else error
+        for reply in replies
+        for error in [reply_error(client, reply, CMD_HANDLE)]
+    ]
 
 
-def reply_error(client: paramiko.SFTPClient, reply: tuple[int, paramiko.Message],
-                expected: int) -> OSError | None:  # fmt: skip
-    """None when ``reply`` is of the ``expected`` kind (or an OK status when that is expected)."""
-    kind, msg = reply
-    if kind == expected and kind != CMD_STATUS:
-        return None
-    error = status_error(client, kind, msg)
-    if error is None and kind != expected:
-        return OSError(f"unexpected reply type {kind}")
+def write_many(
+    client: paramiko.SFTPClient,
+    handles: Sequence[bytes],
+    contents: Sequence[bytes],
+    mode: int | None,
+) -> list[int | OSError]:
+    """Write each content at offset 0, fstat, close: the stored size or the error, for each.
+
+    The mode given at open is set again (exactly) where the server's umask may have cut it.
+    """
+    chmod = exact_mode(mode) is not None
+    requests: list[Request] = []
+    for handle, data in zip(handles, contents, strict=True):
+        if data:
+            requests.append((CMD_WRITE, (handle, int64(0), data)))
+        if chmod:
+            requests.append((CMD_FSETSTAT, (handle, mode_attributes(mode))))
+        requests += [(CMD_FSTAT, (handle,)), (CMD_CLOSE, (handle,))]
+    replies = iter(exchange(client, requests))
+    outcome: list[int | OSError] = []
+    for data in contents:
+        error = reply_error(client, next(replies), CMD_STATUS) if data else None
+        if chmod:
+            error = error or reply_error(client, next(replies), CMD_STATUS)
+        fstat, closed = next(replies), next(replies)
+        error = error or reply_error(client, fstat, CMD_ATTRS)
+        error = error or reply_error(client, closed, CMD_STATUS)
+        outcome.append(error if error is not None else _stored_size(fstat[1]))
+    return outcome
+
+
+def close_many(client: paramiko.SFTPClient, handles: Sequence[bytes]) -> None:
+    exchange(client, [(CMD_CLOSE, (handle,)) for handle in handles])
+
+
+def rename_many(
+    client: paramiko.SFTPClient, moves: Sequence[tuple[str, str]]
+) -> list[OSError | None]:
+    """``posix-rename@openssh.com`` each (temporary, final) pair: replaces atomically."""
+    replies = exchange(
+        client,
+        [(CMD_EXTENDED, ("posix-rename@openssh.com", temp, final)) for temp, final in moves],
+    )
+    return [reply_error(client, reply, CMD_STATUS) for reply in replies]
+
+
+def remove_many(client: paramiko.SFTPClient, paths: Sequence[str]) -> list[OSError | None]:
+    replies = exchange(client, [(CMD_REMOVE, (path,)) for path in paths])
+    return [reply_error(client, reply, CMD_STATUS) for reply in replies]
+
+
+def make_folder(client: paramiko.SFTPClient, path: str, mode: int | None) -> OSError | None:
+    """mkdir with ``mode``; the mode is set again only where the server's umask may have cut it.
+
+    An existing folder is never touched (mkdir fails first), so an operator's own base folder
+    keeps its mode. The second round trip is paid only for modes with group or other bits.
+    """
+    error = reply_error(client, exchange(client, [(CMD_MKDIR, (path, mode_attributes(mode)))])[0],
+                        CMD_STATUS)  # fmt: skip
+    if error is None and (exact := exact_mode(mode)) is not None:
+        chmod = exchange(client, [(CMD_SETSTAT, (path, mode_attributes(exact)))])[0]
+        return reply_error(client, chmod, CMD_STATUS)
     return error
+
+
+def exact_mode(mode: int | None) -> int | None:
+    """The mode to set explicitly after creating: None when creating with it is enough.
+
+    A create applies the server's umask, which (022, 027, 077 ...) only removes group and
+    other bits; a mode without those comes through a create unchanged.
+    """
+    return mode if mode is not None and mode & 0o077 else None

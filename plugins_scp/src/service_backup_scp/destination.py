@@ -2,13 +2,20 @@
 
 Only SFTP requests are sent (mkdir, open, write, fstat, close, rename, stat, readdir, remove);
 no remote shell command ever runs, so no path can be interpreted by a shell and a login shell's
-rc files cost nothing. Each file is written under a temporary name in its folder and renamed
-into place (``posix-rename@openssh.com``, which replaces atomically) only after the server
-reported the expected size, so a half-written file never carries its final name.
+rc files cost nothing.
+
+Every file is written under a temporary name, ``.service-backup-partial-<hex>`` in the base
+folder, and renamed into place (``posix-rename@openssh.com``, which replaces atomically) only
+after the core's ``Source`` handed out its last byte without complaint (it raises first when
+the file is short, grew or changed) and the server reported the expected size. So a torn copy
+never carries a final name and never replaces a good one. The temporary names sit in one
+folder so that each run's ``ensure_location`` can sweep what a dropped connection left behind
+with one listing.
 
 Three ways up, same guarantees: ``write`` streams a file with pipelined 255 KiB writes;
 files of ``SPLIT_THRESHOLD`` and more go as two streams on two channels; ``write_batch``
 (used by this plugin's upload hook, ``upload.py``) sends many small files in three exchanges.
+The SFTP framing lives in ``_sftp.py``, connections in ``_session.py``.
 """
 
 from __future__ import annotations
@@ -17,35 +24,20 @@ import builtins
 import contextlib
 import errno
 import io
-import os
 import posixpath
 import stat as stat_mode
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import IO, cast
 
 import paramiko
-from paramiko.sftp import (
-    CMD_ATTRS,
-    CMD_CLOSE,
-    CMD_EXTENDED,
-    CMD_FSTAT,
-    CMD_HANDLE,
-    CMD_OPEN,
-    CMD_REMOVE,
-    CMD_STATUS,
-    CMD_WRITE,
-    SFTP_FLAG_CREATE,
-    SFTP_FLAG_TRUNC,
-    SFTP_FLAG_WRITE,
-    SFTPError,
-    int64,
-)
+from paramiko.sftp import SFTPError
 
 from service_backup.destination import Destination, DestinationContext, ObjectInfo
-from service_backup.errors import DestinationError, ObjectNotFound, SourceError
+from service_backup.errors import DestinationError, ObjectNotFound, one_line
+from service_backup.layout import KeyLayout, MiB
 from service_backup.source import Source
 
 from . import _sftp
@@ -63,9 +55,8 @@ from ._session import (
 from .config import ScpConfig
 
 PARTIAL_MARK = ".service-backup-partial-"
-#: Files this big (read from a real file) go up as two parallel streams.
-SPLIT_THRESHOLD = 64 * 1024 * 1024
-SPLIT_SEGMENT = 16 * 1024 * 1024
+#: Files this big go up as two parallel streams.
+SPLIT_THRESHOLD = 64 * MiB
 #: Transport-level failures and protocol violations: the channel can no longer be trusted.
 LINK_ERRORS = (paramiko.SSHException, EOFError, TimeoutError, ConnectionError, SFTPError)
 
@@ -77,7 +68,7 @@ class ScpDestination(Destination):
     three round trips (open; writes + fstat + close; rename) whose latency only overlapping
     work hides. Eight SFTP channels over two connections (``_session``) keep the client and
     sshd busy on a two-core VM; more threads only contend for the GIL, and memory stays
-    bounded (a streamed file holds one 255 KiB chunk, a batch at most 1 MiB).
+    bounded (a stream holds at most its in-flight writes, a batch at most 1 MiB).
     """
 
     file_concurrency = 8
@@ -89,7 +80,11 @@ class ScpDestination(Destination):
     def __init__(self, config: ScpConfig, context: DestinationContext) -> None:
         self.server = config.server
         self.base = _sftp_base(config.destination)
+        self.layout = KeyLayout(self.base)
+        self._root = "/" if self.base.startswith("/") else ""
         self.name = context.display_name
+        self.file_mode: int | None = None
+        self.folder_mode: int | None = None
         try:
             key = load_private_key(config.key.reveal())
         except KeyProblem as exc:
@@ -117,10 +112,10 @@ class ScpDestination(Destination):
 
     # ------------------------------------------------------------------------------ paths
     def _path(self, key: str) -> str:
-        parts = [p for p in key.split("/") if p]
-        if not parts or any(p in (".", "..") for p in parts):
-            raise DestinationError(f"invalid key {key!r}")
-        return posixpath.join(self.base, *parts)
+        return self._root + self.layout.full(key)
+
+    def _temp(self) -> str:
+        return posixpath.join(self.base, f"{PARTIAL_MARK}{uuid.uuid4().hex}")
 
     def _remote(self, path: str) -> str:
         return f"{self.server}:{path}"
@@ -143,19 +138,16 @@ class ScpDestination(Destination):
         """
         if path in self._folders or path in ("/", ".", ""):
             return
+        client = session.client
         try:
-            try:
-                session.client.mkdir(path)
-            except OSError:
-                if not self._is_folder(session, path):
-                    # Make the parent (a no-op when known) and try again: also right when
-                    # another thread created the parent since the first attempt.
-                    self._make_folders(session, posixpath.dirname(path))
-                    try:
-                        session.client.mkdir(path)
-                    except OSError as second:
-                        if not self._is_folder(session, path):
-                            raise self._mkdir_failed(path, second) from None
+            error = _sftp.make_folder(client, path, self.folder_mode)
+            if error is not None and not self._is_folder(session, path):
+                # Make the parent (a no-op when known) and try again: also right when another
+                # thread created the parent since the first attempt.
+                self._make_folders(session, posixpath.dirname(path))
+                error = _sftp.make_folder(client, path, self.folder_mode)
+                if error is not None and not self._is_folder(session, path):
+                    raise self._mkdir_failed(path, error)
         except LINK_ERRORS as exc:
             raise self._link_failed(session, exc) from None
         with self._folders_lock:
@@ -176,161 +168,101 @@ class ScpDestination(Destination):
             return DestinationError(f"permission denied creating folder {self._remote(path)}")
         return DestinationError(f"cannot create folder {self._remote(path)}: {_sftp_text(exc)}")
 
-    def _forget_folder(self, path: str) -> None:
-        with self._folders_lock:
-            self._folders.discard(path)
-
     # ------------------------------------------------------------------------------ write
     def write(self, key: str, source: Source) -> ObjectInfo:
-        with source.open() as stream:
-            return self._write_stream(key, stream, source.size)
-
-    def _write_stream(self, key: str, stream: IO[bytes], size: int) -> ObjectInfo:
         final = self._path(key)
-        folder = posixpath.dirname(final)
-        temp = posixpath.join(folder, f"{PARTIAL_MARK}{uuid.uuid4().hex}")
+        temp = self._temp()
         with self.pool.session() as session:
-            self._make_folders(session, folder)
-            sent, stored = (
-                self._upload_split(session, stream, size, temp, final)
-                if size >= SPLIT_THRESHOLD and _positional(stream)
-                else self._upload(session, stream, temp, final)
-            )
             try:
-                if stored != sent:
-                    raise DestinationError(
-                        f"{self._remote(final)}: the server stored {stored} bytes of {sent} "
-                        "sent; upload incomplete"
-                    )
-                if sent != size:
-                    raise SourceError(
-                        f"the source of {key} gave {sent} bytes, {size} expected: it changed "
-                        "during the upload"
-                    )
-                self._rename(session, temp, final)
+                try:
+                    self._make_folders(session, posixpath.dirname(final))
+                    stored = None
+                    if source.size >= SPLIT_THRESHOLD:
+                        stored = self._upload_split(session, source, temp)
+                    if stored is None:
+                        stored = self._upload(session, source, temp)
+                    self._check_size(final, stored, source.size)
+                    self._rename(session, temp, final)
+                except LINK_ERRORS as exc:
+                    raise self._link_failed(session, exc) from None
+                except OSError as exc:
+                    if not session.alive():
+                        raise self._link_failed(session, exc) from None
+                    raise self._failed("write", self._remote(final), exc) from None
             except BaseException:
                 self._remove_quietly(session, temp)
                 raise
         return ObjectInfo(key=key, size=stored)
 
-    def _upload(
-        self, session: Session, stream: IO[bytes], temp: str, final: str
-    ) -> tuple[int, int]:
-        client = session.client
-        handle = None
+    def _upload(self, session: Session, source: Source, temp: str) -> int:
+        """The source as one pipelined stream; the size the server reports."""
+        stream = _sftp.open_for_write(session.client, temp, self.file_mode)
         try:
-            try:
-                handle = _sftp.open_for_write(client, temp)
-            except FileNotFoundError:  # the folder vanished since it was made: once more
-                self._forget_folder(posixpath.dirname(temp))
-                self._make_folders(session, posixpath.dirname(temp))
-                handle = _sftp.open_for_write(client, temp)
             chunk = _sftp.chunk_size(session.connection.transport)
-            result = _sftp.write_handle(client, handle, stream, chunk)
-            handle = None  # closed by write_handle
-            return result
-        except _sftp.SourceReadError as exc:
-            self._abandon(session, handle, temp)
-            raise exc.error from None
-        except LINK_ERRORS as exc:
-            raise self._link_failed(session, exc) from None
-        except OSError as exc:
-            self._abandon(session, handle, temp)
-            raise self._failed("write", self._remote(final), exc) from None
+            for offset in range(0, source.size, chunk):
+                stream.send(offset, source.read_at(offset, min(chunk, source.size - offset)))
+            _all_read(source)
+            return stream.finish(self.file_mode)
         except BaseException:
-            self._abandon(session, handle, temp)
+            stream.abandon()
             raise
 
-    def _upload_split(
-        self, session: Session, stream: IO[bytes], size: int, temp: str, final: str
-    ) -> tuple[int, int]:
-        """A big file as two streams on two channels, each writing alternate 16 MiB ranges.
+    def _upload_split(self, session: Session, source: Source, temp: str) -> int | None:
+        """A big file as two streams on two channels; None when no second channel is free now.
 
         One stream stalls whenever the server's 2 MiB channel window is used up until its
         window adjustment arrives; a second channel (another connection when one is free)
-        keeps data flowing meanwhile, and the client's work is spread over two threads.
-        Falls back to one stream when no second channel is free right now.
+        keeps data flowing meanwhile, and the client's work is spread over two threads. Both
+        take the next chunk from one reader that reads the source in order under a lock, so
+        the ``Source`` hashes as it reads and nothing waits out of order in memory.
         """
         with self.pool.spare_session() as second:
             if second is None:
-                return self._upload(session, stream, temp, final)
-            client = session.client
-            handle = extra = None
-            read_at = _reader_at(stream)
-            segments = [(s, min(s + SPLIT_SEGMENT, size)) for s in range(0, size, SPLIT_SEGMENT)]
+                return None
+            first = _sftp.open_for_write(session.client, temp, self.file_mode)
+            other: _sftp.Stream | None = None
+            reader = _InOrder(source, _sftp.chunk_size(session.connection.transport))
+            failures: list[BaseException] = []
             try:
-                handle = _sftp.open_for_write(client, temp)
-                extra = extra_handle = _sftp.open_for_write(second.client, temp, create=False)
-                chunk = _sftp.chunk_size(session.connection.transport)
-                outcome: list[int | BaseException] = []
-                failed = threading.Event()
-
-                def other_half() -> None:
-                    try:
-                        outcome.append(_sftp.write_ranges(
-                            second.client, extra_handle, read_at, segments[1::2], chunk, failed
-                        ))  # fmt: skip
-                    except BaseException as exc:
-                        failed.set()
-                        outcome.append(exc)
-
-                helper = threading.Thread(target=other_half, name="upload-split", daemon=True)
+                other = _sftp.open_for_write(second.client, temp, None, create=False)
+                helper = threading.Thread(
+                    target=reader.pump, args=(other, failures), name="upload-split", daemon=True
+                )
                 helper.start()
                 try:
-                    sent = _sftp.write_ranges(
-                        client, handle, read_at, segments[0::2], chunk, failed
-                    )
-                except BaseException:
-                    failed.set()
-                    raise
+                    reader.pump(first, failures)
                 finally:
                     helper.join()
-                if isinstance(outcome[0], BaseException):
-                    raise outcome[0]
-                sent += outcome[0]
-                _sftp.close_handle(second.client, extra)
-                extra = None
-                stored = _sftp.finish(client, handle)
-                handle = None
-                return sent, stored
-            except (_sftp.SourceReadError, OSError, *LINK_ERRORS) as exc:
-                if isinstance(exc, LINK_ERRORS):
-                    for lent in (session, second):
-                        lent.broken = True
-                    raise self._link_failed(session, exc) from None
-                self._abandon(session, handle, temp, second, extra)
-                if isinstance(exc, _sftp.SourceReadError):
-                    raise exc.error from None
-                raise self._failed("write", self._remote(final), exc) from None
+                if failures:
+                    if isinstance(failures[0], LINK_ERRORS):
+                        second.broken = True
+                    raise failures[0]
+                _sftp.close(second.client, other.handle)
+                other.closed = True
+                _all_read(source)
+                return first.finish(self.file_mode)
             except BaseException:
-                self._abandon(session, handle, temp, second, extra)
+                if other is not None:
+                    other.abandon()
+                first.abandon()
                 raise
 
-    def _abandon(
-        self,
-        session: Session,
-        handle: bytes | None,
-        temp: str,
-        second: Session | None = None,
-        extra: bytes | None = None,
-    ) -> None:
-        if second is not None and extra is not None:
-            _sftp.close_quietly(second.client, extra)
-        if handle is not None:
-            _sftp.close_quietly(session.client, handle)
-        self._remove_quietly(session, temp)
+    def _check_size(self, final: str, stored: int, size: int) -> None:
+        if stored != size:
+            raise DestinationError(
+                f"{self._remote(final)}: the server stored {stored} bytes of {size} sent; "
+                "upload incomplete"
+            )
 
     def _remove_quietly(self, session: Session, path: str) -> None:
         if session.broken:
-            return
+            return  # swept by a later run's ensure_location
         with contextlib.suppress(OSError, *LINK_ERRORS):
             session.client.remove(path)
 
     def _rename(self, session: Session, temp: str, final: str) -> None:
         try:
             session.client.posix_rename(temp, final)
-        except LINK_ERRORS as exc:
-            raise self._link_failed(session, exc) from None
         except OSError as exc:
             if "unsupported" not in str(exc).lower():
                 raise self._failed("rename into", self._remote(final), exc) from None
@@ -351,86 +283,70 @@ class ScpDestination(Destination):
         with self.pool.session() as session:
             return _sftp.chunk_size(session.connection.transport)
 
-    def write_batch(self, items: list[tuple[str, bytes]]) -> list[ObjectInfo]:
+    def write_batch(self, items: builtins.list[tuple[str, Source]]) -> builtins.list[ObjectInfo]:
         """Store several small files (each at most ``small_file_limit()``) in three round trips.
 
-        The same guarantees as ``write``: each goes to a temporary name, its size is checked
-        with fstat after the write, and only then is it renamed into place. All opens leave
-        in one send, then all writes, fstats and closes, then all renames.
+        The same guarantees as ``write``: every source is read (and checked by the core's
+        ``Source``) before anything is sent, each file goes to a temporary name, its size is
+        checked with fstat after the write, and only then is it renamed into place. All opens
+        leave in one send, then all writes, fstats and closes, then all renames.
         """
+        contents = [source.read_all() for _, source in items]
+        for _, source in items:
+            _all_read(source)
         finals = [self._path(key) for key, _ in items]
-        temps = [
-            posixpath.join(posixpath.dirname(f), f"{PARTIAL_MARK}{uuid.uuid4().hex}")
-            for f in finals
-        ]
+        temps = [self._temp() for _ in items]
         with self.pool.session() as session:
-            for folder in dict.fromkeys(posixpath.dirname(f) for f in finals):
-                self._make_folders(session, folder)
             try:
-                self._batch_write(session, items, finals, temps)
+                for folder in dict.fromkeys(posixpath.dirname(f) for f in finals):
+                    self._make_folders(session, folder)
+                self._batch_write(session, contents, finals, temps)
                 self._batch_rename(session, finals, temps)
             except LINK_ERRORS as exc:
                 raise self._link_failed(session, exc) from None
-        return [ObjectInfo(key=key, size=len(data)) for key, data in items]
+        return [
+            ObjectInfo(key=key, size=len(data))
+            for (key, _), data in zip(items, contents, strict=True)
+        ]
 
     def _batch_write(
-        self, session: Session, items: list[tuple[str, bytes]], finals: list[str], temps: list[str]
-    ) -> None:
+        self, session: Session, contents: builtins.list[bytes], finals: builtins.list[str],
+        temps: builtins.list[str],
+    ) -> None:  # fmt: skip
         client = session.client
-        flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC
-        opened = _sftp.exchange(
-            client, [(CMD_OPEN, (temp, flags, paramiko.SFTPAttributes())) for temp in temps]
-        )
+        opened = _sftp.open_many(client, temps, self.file_mode)
         failure: DestinationError | None = None
-        handles: list[bytes] = []
-        for reply, final in zip(opened, finals, strict=True):
-            error = _sftp.reply_error(client, reply, CMD_HANDLE)
-            if error is None:
-                handles.append(reply[1].get_binary())
-            else:
-                failure = failure or self._failed("write", self._remote(final), error)
+        for outcome, final in zip(opened, finals, strict=True):
+            if isinstance(outcome, OSError):
+                failure = failure or self._failed("write", self._remote(final), outcome)
+        handles = [h for h in opened if isinstance(h, bytes)]
         if failure is not None:
             with contextlib.suppress(OSError, *LINK_ERRORS):
-                _sftp.exchange(client, [(CMD_CLOSE, (h,)) for h in handles])
+                _sftp.close_many(client, handles)
             self._batch_remove(session, temps)
             raise failure
-        requests: list[tuple[int, tuple[object, ...]]] = []
-        for handle, (_, data) in zip(handles, items, strict=True):
-            if data:
-                requests.append((CMD_WRITE, (handle, int64(0), data)))
-            requests += [(CMD_FSTAT, (handle,)), (CMD_CLOSE, (handle,))]
-        replies = iter(_sftp.exchange(client, requests))
-        for (_, data), final in zip(items, finals, strict=True):
-            written = _sftp.reply_error(client, next(replies), CMD_STATUS) if data else None
-            fstat, closed = next(replies), next(replies)
-            error = written or _sftp.reply_error(client, fstat, CMD_ATTRS)
-            error = error or _sftp.reply_error(client, closed, CMD_STATUS)
-            if error is not None:
-                failure = failure or self._failed("write", self._remote(final), error)
-                continue
-            stored = paramiko.SFTPAttributes._from_msg(fstat[1]).st_size
-            if stored != len(data):
+        written = _sftp.write_many(client, handles, contents, self.file_mode)
+        for result, data, final in zip(written, contents, finals, strict=True):
+            if isinstance(result, OSError):
+                failure = failure or self._failed("write", self._remote(final), result)
+            elif result != len(data):
                 failure = failure or DestinationError(
-                    f"{self._remote(final)}: the server stored {stored} bytes of {len(data)} "
+                    f"{self._remote(final)}: the server stored {result} bytes of {len(data)} "
                     "sent; upload incomplete"
                 )
         if failure is not None:
             self._batch_remove(session, temps)
             raise failure
 
-    def _batch_rename(self, session: Session, finals: list[str], temps: list[str]) -> None:
-        client = session.client
-        replies = _sftp.exchange(
-            client,
-            [
-                (CMD_EXTENDED, ("posix-rename@openssh.com", temp, final))
-                for temp, final in zip(temps, finals, strict=True)
-            ],
-        )
+    def _batch_rename(
+        self, session: Session, finals: builtins.list[str], temps: builtins.list[str]
+    ) -> None:
+        moves = list(zip(temps, finals, strict=True))
         failure: DestinationError | None = None
         leftovers = []
-        for reply, temp, final in zip(replies, temps, finals, strict=True):
-            error = _sftp.reply_error(client, reply, CMD_STATUS)
+        for error, (temp, final) in zip(
+            _sftp.rename_many(session.client, moves), moves, strict=True
+        ):
             if error is None:
                 continue
             if "unsupported" in str(error).lower():
@@ -442,9 +358,9 @@ class ScpDestination(Destination):
             self._batch_remove(session, leftovers)
             raise failure
 
-    def _batch_remove(self, session: Session, paths: list[str]) -> None:
+    def _batch_remove(self, session: Session, paths: builtins.list[str]) -> None:
         with contextlib.suppress(OSError, *LINK_ERRORS):
-            _sftp.exchange(session.client, [(CMD_REMOVE, (path,)) for path in paths])
+            _sftp.remove_many(session.client, paths)
 
     # ------------------------------------------------------------------------ read side
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
@@ -541,6 +457,42 @@ class ScpDestination(Destination):
         return DestinationError(f"SFTP connection to {self.where} failed: {reason}")
 
 
+class _InOrder:
+    """Hands out a source's chunks in file order to the streams of a split upload.
+
+    Each chunk is read under the lock, so the ``Source`` sees its reads in order (it hashes
+    as it goes and keeps nothing aside) while the streams encrypt and send in parallel. The
+    first failure (a source error, a refused write, a dropped link) stops every stream.
+    """
+
+    def __init__(self, source: Source, chunk: int) -> None:
+        self.source = source
+        self.chunk = chunk
+        self.offset = 0
+        self.failed = False
+        self.lock = threading.Lock()
+
+    def next(self) -> tuple[int, bytes] | None:
+        with self.lock:
+            if self.failed or self.offset >= self.source.size:
+                return None
+            offset = self.offset
+            data = self.source.read_at(offset, min(self.chunk, self.source.size - offset))
+            self.offset += len(data)
+            return offset, data
+
+    def pump(self, stream: _sftp.Stream, failures: builtins.list[BaseException]) -> None:
+        """Send chunks until none are left, then wait for every answer; record a failure."""
+        try:
+            while (piece := self.next()) is not None:
+                stream.send(*piece)
+            stream.drain()
+            stream.raise_if_failed()
+        except BaseException as exc:
+            self.failed = True
+            failures.append(exc)
+
+
 class _RemoteReader(io.RawIOBase):
     """A remote file as a binary stream; closing it returns its SFTP channel to the pool."""
 
@@ -572,6 +524,12 @@ class _RemoteReader(io.RawIOBase):
         super().close()
 
 
+def _all_read(source: Source) -> None:
+    """Every byte was handed out and the file did not grow or change: only now may it be
+    committed. (The ``Source`` checks on its last read; this also covers an empty file.)"""
+    source.sha256  # noqa: B018 - raises SourceError unless every byte was read and checked
+
+
 def _sftp_base(destination: str) -> str:
     """The base folder as SFTP paths need it.
 
@@ -584,40 +542,10 @@ def _sftp_base(destination: str) -> str:
     return base.rstrip("/") or "/"
 
 
-def _positional(stream: IO[bytes]) -> bool:
-    """Whether the stream is a regular file that can be read at any offset (pread)."""
-    try:
-        return stat_mode.S_ISREG(os.fstat(stream.fileno()).st_mode)
-    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
-        return False
-
-
-def _reader_at(stream: IO[bytes]) -> Callable[[int, int], bytes]:
-    """``pread`` on the stream's file; a read error is raised again through the stream itself,
-    so it carries the stream's own wording (the core's names the source file)."""
-    fd = stream.fileno()
-    lock = threading.Lock()
-
-    def read_at(offset: int, size: int) -> bytes:
-        try:
-            return os.pread(fd, size, offset)
-        except OSError:
-            pass
-        try:
-            with lock:
-                stream.seek(offset)
-                return stream.read(size)
-        except OSError as exc:
-            raise _sftp.SourceReadError(exc) from None
-
-    return read_at
-
-
 def _info(key: str, attrs: paramiko.SFTPAttributes) -> ObjectInfo:
     modified = datetime.fromtimestamp(attrs.st_mtime, UTC) if attrs.st_mtime is not None else None
     return ObjectInfo(key=key, size=int(attrs.st_size or 0), modified=modified)
 
 
 def _sftp_text(exc: OSError) -> str:
-    text = exc.strerror or (str(exc.args[0]) if exc.args else "") or type(exc).__name__
-    return " ".join(str(text).split())
+    return one_line(exc.strerror or (exc.args[0] if exc.args else "") or type(exc).__name__)

@@ -14,6 +14,7 @@ failure stops new work and is raised, shutdown interrupts the upload.
 
 from __future__ import annotations
 
+import sys
 import time
 from functools import partial
 
@@ -21,6 +22,7 @@ from service_backup.config import DestinationSpec
 from service_backup.context import RunContext
 from service_backup.destination import Destination
 from service_backup.hookspecs import hookimpl
+from service_backup.layout import MiB
 from service_backup.results import StoredFile, UploadResult
 from service_backup.source import Source, SourceFile
 from service_backup.upload import check_stored, run_jobs, upload_one, upload_result
@@ -28,7 +30,7 @@ from service_backup.upload import check_stored, run_jobs, upload_one, upload_res
 #: At most this many files and bytes per batch: bounded memory (a batch is read into memory,
 #: and framed once more to send) with enough requests in flight to hide round trips.
 BATCH_FILES = 64
-BATCH_BYTES = 1024 * 1024
+BATCH_BYTES = MiB
 
 
 def batches(files: list[SourceFile], limit: int) -> tuple[list[list[SourceFile]], list[SourceFile]]:
@@ -57,9 +59,10 @@ def upload(
     files: list[SourceFile],
     run: RunContext,
 ) -> UploadResult | None:
-    from .destination import ScpDestination  # loaded already: the destination exists
-
-    if not isinstance(destination, ScpDestination):
+    # An ScpDestination exists only once its module was imported: other destinations' runs
+    # never import paramiko through this hook.
+    module = sys.modules.get(f"{__package__}.destination")
+    if module is None or not isinstance(destination, module.ScpDestination):
         return None
     started = time.monotonic()
     prefix = run.remote_prefix
@@ -68,11 +71,8 @@ def upload(
     def send_group(group: list[SourceFile]) -> list[StoredFile]:
         sources = [Source.from_file(f) for f in group]
         try:
-            items = [
-                (f"{prefix}/{f.relative}", s.read_all())
-                for f, s in zip(group, sources, strict=True)
-            ]
-            stored = destination.write_batch(items)
+            keys = [f"{prefix}/{f.relative}" for f in group]
+            stored = destination.write_batch(list(zip(keys, sources, strict=True)))
             for info, source in zip(stored, sources, strict=True):
                 check_stored(info.key, info.size, source)
             return [
