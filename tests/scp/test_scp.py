@@ -873,22 +873,6 @@ def test_batch_after_a_reply_left_unread_on_the_channel(sshd: SshServer) -> None
     assert (base / "empty").read_bytes() == b""
 
 
-def test_batch_files_get_the_modes_of_streamed_ones(sshd: SshServer) -> None:
-    # Batched opens carry their own encoding of the (empty) attributes: same result as
-    # paramiko's, the server's default mode under its umask.
-    raw = raw_config(sshd)
-    with open_destination(raw) as dest:
-        dest.ensure_location()
-        dest.write("streamed.txt", Source.from_bytes(b"s"))
-        dest.write_batch([("batched.txt", Source.from_bytes(b"b"))])
-    umask = os.umask(0o022)
-    os.umask(umask)
-    base = Path(raw["destination"])
-    streamed, batched = (base / "streamed.txt").stat(), (base / "batched.txt").stat()
-    assert oct(batched.st_mode) == oct(streamed.st_mode)
-    assert batched.st_mode & 0o777 == 0o666 & ~umask
-
-
 def test_request_fields_are_encoded_as_sftp_expects() -> None:
     assert _field(paramiko.SFTPAttributes()) == b"\0\0\0\0"  # flags 0, nothing else
     assert _field("ü/x") == b"\0\0\0\x04\xc3\xbc/x"

@@ -8,9 +8,17 @@ Every file is written under a temporary name, ``.service-backup-partial-<hex>`` 
 folder, and renamed into place (``posix-rename@openssh.com``, which replaces atomically) only
 after the core's ``Source`` handed out its last byte without complaint (it raises first when
 the file is short, grew or changed) and the server reported the expected size. So a torn copy
-never carries a final name and never replaces a good one. The temporary names sit in one
-folder so that each run's ``ensure_location`` can sweep what a dropped connection left behind
-with one listing.
+never carries a final name and never replaces a good one. A failed write removes its
+temporary file while the link is up; what a dropped link leaves behind is swept by the next
+run's ``ensure_location``: temporary names older than ``ORPHAN_AGE`` in the base folder (the
+only folder where this tool creates them, so the sweep is one listing). The base folder and
+the run folders below it must therefore be on one filesystem of the server.
+
+Each write runs under the core's stall rule (``StallGuard``): when it moves fewer than
+``stall_min_bytes_per_second`` for ``stall_timeout_seconds``, or service-backup shuts down,
+its connection is closed, which ends every blocked SFTP call at once, and the write fails
+saying why. Files are stored with ``file_mode`` (0600), folders created with ``folder_mode``
+(0700).
 
 Three ways up, same guarantees: ``write`` streams a file with pipelined 255 KiB writes;
 files of ``SPLIT_THRESHOLD`` and more go as two streams on two channels; ``write_batch``
@@ -25,20 +33,24 @@ import contextlib
 import errno
 import io
 import posixpath
+import re
 import stat as stat_mode
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import IO, cast
 
 import paramiko
+from loguru import logger
 from paramiko.sftp import SFTPError
 
 from service_backup.destination import Destination, DestinationContext, ObjectInfo
 from service_backup.errors import DestinationError, ObjectNotFound, one_line
 from service_backup.layout import KeyLayout, MiB
 from service_backup.source import Source
+from service_backup.stall import StallGuard, StallRule
 
 from . import _sftp
 from ._keys import KeyProblem, load_private_key
@@ -52,9 +64,14 @@ from ._session import (
     describe_error,
     open_transport,
 )
-from .config import ScpConfig
+from .config import ScpConfig, parse_mode
 
 PARTIAL_MARK = ".service-backup-partial-"
+#: Exactly the temporary names this tool creates: only these are ever swept.
+PARTIAL_NAME = re.compile(re.escape(PARTIAL_MARK) + "[0-9a-f]{32}")
+#: A temporary file untouched this long belongs to no running upload (a live one is written
+#: continuously, and a stalled one is aborted within ``stall_timeout_seconds``).
+ORPHAN_AGE = 3600
 #: Files this big go up as two parallel streams.
 SPLIT_THRESHOLD = 64 * MiB
 #: Transport-level failures and protocol violations: the channel can no longer be trusted.
@@ -83,8 +100,10 @@ class ScpDestination(Destination):
         self.layout = KeyLayout(self.base)
         self._root = "/" if self.base.startswith("/") else ""
         self.name = context.display_name
-        self.file_mode: int | None = None
-        self.folder_mode: int | None = None
+        self.file_mode = parse_mode(config.file_mode)
+        self.folder_mode = parse_mode(config.folder_mode)
+        self.stop = context.stop
+        self.rule = StallRule(config.stall_timeout_seconds, config.stall_min_bytes_per_second)
         try:
             key = load_private_key(config.key.reveal())
         except KeyProblem as exc:
@@ -100,7 +119,7 @@ class ScpDestination(Destination):
         self.where = self.endpoint.where
         guard = HostKeyGuard(config.server, config.port, config.fingerprint, self.name)
         self.pool = SessionPool(
-            lambda: open_transport(self.endpoint, guard),
+            lambda register: open_transport(self.endpoint, guard, register),
             self.where,
             timeout=self.endpoint.idle_timeout,
         )
@@ -125,8 +144,46 @@ class ScpDestination(Destination):
 
     # ---------------------------------------------------------------------------- folders
     def ensure_location(self) -> None:
+        """Create the base folder, then sweep what earlier failed runs left in it."""
         with self.pool.session() as session:
             self._make_folders(session, self.base)
+            self._sweep(session)
+
+    def _sweep(self, session: Session) -> None:
+        """Remove this tool's temporary files older than ``ORPHAN_AGE`` from the base folder.
+
+        Only names that match ``PARTIAL_NAME`` exactly, only regular files, only in the base
+        folder. The age is judged by the server's clock against ours, so a skew of minutes is
+        harmless. A sweep that fails is logged and never fails the run.
+        """
+        log = logger.bind(destination_name=self.name)
+        try:
+            entries = session.client.listdir_attr(self.base)
+            cutoff = time.time() - ORPHAN_AGE
+            stale = [
+                e for e in entries
+                if PARTIAL_NAME.fullmatch(e.filename) and stat_mode.S_ISREG(e.st_mode or 0)
+                and (e.st_mtime or 0) < cutoff
+            ]  # fmt: skip
+            if not stale:
+                return
+            paths = [posixpath.join(self.base, e.filename) for e in stale]
+            errors = _sftp.remove_many(session.client, paths)
+        except LINK_ERRORS as exc:
+            raise self._link_failed(session, exc) from None
+        except OSError as exc:
+            log.warning(f"cannot look for leftover temporary files in {self.describe('')}: "
+                        f"{_sftp_text(exc)}")  # fmt: skip
+            return
+        removed = [e for e, error in zip(stale, errors, strict=True) if error is None]
+        if removed:
+            size = sum(e.st_size or 0 for e in removed)
+            log.info(f"removed {len(removed)} temporary file(s) ({size} bytes) left in "
+                     f"{self.describe('')} by an earlier failed upload")  # fmt: skip
+        failed = [e for e in errors if e is not None]
+        if failed:
+            log.warning(f"cannot remove {len(failed)} temporary file(s) left in "
+                        f"{self.describe('')}: {_sftp_text(failed[0])}")  # fmt: skip
 
     def _make_folders(self, session: Session, path: str) -> None:
         """mkdir -p through SFTP: create each missing component, tolerate existing ones.
@@ -169,18 +226,41 @@ class ScpDestination(Destination):
         return DestinationError(f"cannot create folder {self._remote(path)}: {_sftp_text(exc)}")
 
     # ------------------------------------------------------------------------------ write
+    @contextlib.contextmanager
+    def _watched(self, what: str) -> Iterator[StallGuard]:
+        """A transfer under the stall rule; when it trips, every connection is closed.
+
+        Closing the transports is the one way to end paramiko calls blocked on the server's
+        window or answer at once. A stalled server (or a shutdown) ends the whole upload to
+        this destination, so the pool closes all of them, and every write that fails because
+        of it, or starts later, reports the stall rather than a dropped link.
+        """
+        what = f"{what} to {self.where}"
+        if self.stop.is_set():
+            raise DestinationError(f"{what}: interrupted: service-backup is shutting down")
+        if self.pool.aborted:
+            raise DestinationError(self.pool.aborted)
+        guard = StallGuard(what, self.rule, self.stop)
+        try:
+            with guard.watch(lambda: self.pool.abort(str(guard.error()))):
+                yield guard
+        except BaseException:
+            if guard.tripped:
+                raise guard.error() from None
+            raise
+
     def write(self, key: str, source: Source) -> ObjectInfo:
         final = self._path(key)
         temp = self._temp()
-        with self.pool.session() as session:
+        with self._watched(f"upload of {key}") as guard, self.pool.session() as session:
             try:
                 try:
                     self._make_folders(session, posixpath.dirname(final))
                     stored = None
                     if source.size >= SPLIT_THRESHOLD:
-                        stored = self._upload_split(session, source, temp)
+                        stored = self._upload_split(session, source, temp, guard)
                     if stored is None:
-                        stored = self._upload(session, source, temp)
+                        stored = self._upload(session, source, temp, guard)
                     self._check_size(final, stored, source.size)
                     self._rename(session, temp, final)
                 except LINK_ERRORS as exc:
@@ -194,20 +274,24 @@ class ScpDestination(Destination):
                 raise
         return ObjectInfo(key=key, size=stored)
 
-    def _upload(self, session: Session, source: Source, temp: str) -> int:
+    def _upload(self, session: Session, source: Source, temp: str, guard: StallGuard) -> int:
         """The source as one pipelined stream; the size the server reports."""
         stream = _sftp.open_for_write(session.client, temp, self.file_mode)
         try:
             chunk = _sftp.chunk_size(session.connection.transport)
             for offset in range(0, source.size, chunk):
-                stream.send(offset, source.read_at(offset, min(chunk, source.size - offset)))
+                data = source.read_at(offset, min(chunk, source.size - offset))
+                stream.send(offset, data)
+                guard.progress(len(data))
             _all_read(source)
             return stream.finish(self.file_mode)
         except BaseException:
             stream.abandon()
             raise
 
-    def _upload_split(self, session: Session, source: Source, temp: str) -> int | None:
+    def _upload_split(
+        self, session: Session, source: Source, temp: str, guard: StallGuard
+    ) -> int | None:
         """A big file as two streams on two channels; None when no second channel is free now.
 
         One stream stalls whenever the server's 2 MiB channel window is used up until its
@@ -221,7 +305,8 @@ class ScpDestination(Destination):
                 return None
             first = _sftp.open_for_write(session.client, temp, self.file_mode)
             other: _sftp.Stream | None = None
-            reader = _InOrder(source, _sftp.chunk_size(session.connection.transport))
+            chunk = _sftp.chunk_size(session.connection.transport)
+            reader = _InOrder(source, chunk, guard)
             failures: list[BaseException] = []
             try:
                 other = _sftp.open_for_write(second.client, temp, None, create=False)
@@ -296,14 +381,22 @@ class ScpDestination(Destination):
             _all_read(source)
         finals = [self._path(key) for key, _ in items]
         temps = [self._temp() for _ in items]
-        with self.pool.session() as session:
+        what = f"upload of {items[0][0]}" + (
+            f" and {len(items) - 1} more" if len(items) > 1 else ""
+        )
+        with self._watched(what) as guard, self.pool.session() as session:
             try:
                 for folder in dict.fromkeys(posixpath.dirname(f) for f in finals):
                     self._make_folders(session, folder)
                 self._batch_write(session, contents, finals, temps)
+                guard.progress(sum(len(data) for data in contents))
                 self._batch_rename(session, finals, temps)
             except LINK_ERRORS as exc:
                 raise self._link_failed(session, exc) from None
+            except OSError as exc:
+                if not session.alive():
+                    raise self._link_failed(session, exc) from None
+                raise
         return [
             ObjectInfo(key=key, size=len(data))
             for (key, _), data in zip(items, contents, strict=True)
@@ -453,6 +546,8 @@ class ScpDestination(Destination):
 
     def _link_failed(self, session: Session, exc: BaseException) -> DestinationError:
         session.broken = True
+        if self.pool.aborted:  # closed by a stall guard or shutdown: say why
+            return DestinationError(self.pool.aborted)
         reason = describe_error(exc, self.endpoint.idle_timeout)
         return DestinationError(f"SFTP connection to {self.where} failed: {reason}")
 
@@ -465,9 +560,10 @@ class _InOrder:
     first failure (a source error, a refused write, a dropped link) stops every stream.
     """
 
-    def __init__(self, source: Source, chunk: int) -> None:
+    def __init__(self, source: Source, chunk: int, guard: StallGuard) -> None:
         self.source = source
         self.chunk = chunk
+        self.guard = guard
         self.offset = 0
         self.failed = False
         self.lock = threading.Lock()
@@ -486,6 +582,7 @@ class _InOrder:
         try:
             while (piece := self.next()) is not None:
                 stream.send(*piece)
+                self.guard.progress(len(piece[1]))
             stream.drain()
             stream.raise_if_failed()
         except BaseException as exc:
