@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,7 @@ def test_a_stalled_upload_is_aborted_by_the_stall_rule(
         dest.write("d/dump.rdb", Source.from_bytes(good))
         proxy.mode, proxy.interval = mode, 0.05  # trickle: 20 bytes/s from the server
         message, elapsed = failing_write(dest, "d/dump.rdb", 16 * MiB)
-    assert message.startswith(f"upload of d/dump.rdb to 127.0.0.1:{proxy.port}: stalled: "), message
+    assert message.startswith(f"upload to 127.0.0.1:{proxy.port}: stalled: "), message
     assert "less than 1024 bytes/s for 2s" in message
     assert elapsed < 15, f"the stall took {elapsed:.0f}s to be noticed (rule: 2 s)"
     assert (Path(raw["destination"]) / "d" / "dump.rdb").read_bytes() == good
@@ -83,9 +84,7 @@ def test_a_stalled_batch_is_aborted_and_reports_the_stall(
         with pytest.raises(DestinationError) as info:
             dest.write_batch(items)
         elapsed = time.monotonic() - started
-    assert str(info.value).startswith(
-        f"upload of b/0 and 4 more to 127.0.0.1:{proxy.port}: stalled: "
-    ), str(info.value)
+    assert str(info.value).startswith(f"upload to 127.0.0.1:{proxy.port}: stalled: "), info.value
     assert elapsed < 15
     assert not (Path(raw["destination"]) / "b").exists() or not list(
         (Path(raw["destination"]) / "b").iterdir()
@@ -163,8 +162,7 @@ def test_shutdown_aborts_a_blocked_upload_at_once(sshd: SshServer, proxy: FaultP
         elapsed = time.monotonic() - stopped
         assert outcome, "the upload was still blocked 15 s after shutdown began"
         assert outcome[0] == (
-            f"upload of blocked.bin to 127.0.0.1:{proxy.port}: interrupted: "
-            "service-backup is shutting down"
+            f"upload to 127.0.0.1:{proxy.port}: interrupted: service-backup is shutting down"
         )
         assert elapsed < 5, f"shutdown took {elapsed:.1f}s to abort the upload"
         with pytest.raises(DestinationError, match="shutting down"):
@@ -175,13 +173,15 @@ def test_shutdown_aborts_a_blocked_upload_at_once(sshd: SshServer, proxy: FaultP
 def test_a_reset_leaves_a_partial_that_the_next_run_sweeps(sshd: SshServer, tmp_path: Path) -> None:
     raw = raw_config(sshd)
     base = Path(raw["destination"])
+    today = datetime.now().astimezone().date()
+    day = today.strftime("%Y/%m/%d")
     earlier = set(_descendants(sshd.pid))  # connections of earlier tests may still linger
     with (
         fault_proxy(sshd.port, mode="reset", after_bytes=2 * MiB) as proxy,
         open_destination(through(proxy, sshd, destination=str(base))) as dest,
     ):
         dest.ensure_location()
-        message, elapsed = failing_write(dest, "d/dump.rdb", 8 * MiB)
+        message, elapsed = failing_write(dest, f"{day}/db/dump.rdb", 8 * MiB)
     assert message.startswith(f"SFTP connection to 127.0.0.1:{proxy.port} failed: "), message
     assert elapsed < 15
     # The reset connection's sftp-server may still be writing what it had received: wait
@@ -191,29 +191,41 @@ def test_a_reset_leaves_a_partial_that_the_next_run_sweeps(sshd: SshServer, tmp_
         assert time.monotonic() < deadline, "sshd's connection processes did not end"
         time.sleep(0.05)
     left = partials(base)
-    assert len(left) == 1 and left[0].parent == base, "the reset should leave one partial file"
+    assert len(left) == 1 and left[0].parent == base / day / "db", "expected one leftover"
 
-    # Aged past the bound, it is swept by the next run; nothing else is touched.
+    # Aged past the bound, leftovers in recent run folders are swept by the next run
+    # (also below a deployment folder); nothing else is touched.
     old = time.time() - ORPHAN_AGE - 60
-    os.utime(left[0], (old, old))
-    size = left[0].stat().st_size
-    fresh = base / f"{PARTIAL_MARK}{uuid.uuid4().hex}"  # another run's upload in progress
-    fresh.write_bytes(b"in progress")
-    lookalikes = [base / f"{PARTIAL_MARK}notours", base / f"x{PARTIAL_MARK}{uuid.uuid4().hex}"]
-    nested = base / "d" / f"{PARTIAL_MARK}{uuid.uuid4().hex}"
-    folder = base / f"{PARTIAL_MARK}{uuid.uuid4().hex}"
-    folder.mkdir()
-    for path in [*lookalikes, nested]:
-        path.parent.mkdir(exist_ok=True)
-        path.write_bytes(b"keep")
-    for path in [*lookalikes, nested, folder]:
+
+    def planted(path: Path, folder: bool = False) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir() if folder else path.write_bytes(b"planted")
         os.utime(path, (old, old))
+        return path
+
+    def ours(folder: Path) -> Path:
+        return folder / f"{PARTIAL_MARK}{uuid.uuid4().hex}"
+
+    yesterday = (today - timedelta(days=1)).strftime("%Y/%m/%d")
+    swept = [left[0], planted(ours(base / "redis" / yesterday)), planted(ours(base))]
+    for path in swept[:1]:
+        os.utime(path, (old, old))
+    size = sum(p.stat().st_size for p in swept)
+    fresh = ours(base / day / "db")  # another run's upload in progress
+    fresh.write_bytes(b"in progress")
+    kept = [
+        fresh,
+        planted(base / day / f"{PARTIAL_MARK}notours"),
+        planted(base / day / f"x{PARTIAL_MARK}{uuid.uuid4().hex}"),
+        planted(ours(base / day), folder=True),
+        planted(ours(base / "notadate")),  # not a run folder
+    ]
     with captured_logs() as lines, open_destination(raw) as dest:
         dest.ensure_location()
-    assert not left[0].exists(), "the old partial file was not swept"
-    assert all(p.exists() for p in [fresh, *lookalikes, nested, folder]), "swept too much"
+    assert [p for p in swept if p.exists()] == [], "old leftovers were not swept"
+    assert [p for p in kept if not p.exists()] == [], "the sweep removed what it must not"
     assert [line for line in lines if "temporary file" in line] == [
-        f"removed 1 temporary file(s) ({size} bytes) left in 127.0.0.1:{base} by an "
+        f"removed 3 temporary file(s) ({size} bytes) left in 127.0.0.1:{base} by an "
         "earlier failed upload"
     ], lines
 

@@ -785,7 +785,7 @@ def test_the_plugin_brings_its_upload_hook() -> None:
 
 
 def test_batches_group_small_files_in_order_and_bound_their_size(tmp_path: Path) -> None:
-    files = [SourceFile(tmp_path / f"s{i}", f"s{i}", 20_000) for i in range(130)]
+    files = [SourceFile(tmp_path / f"s{i}", f"s{i}", 20_000) for i in range(3 * BATCH_FILES)]
     files.insert(5, SourceFile(tmp_path / "big", "big", 300_000))
     files.insert(9, SourceFile(tmp_path / "edge", "edge", 261_120))
     groups, large = batches(files, limit=261_120)
@@ -952,3 +952,16 @@ def test_cli_backup_without_fingerprint_logs_the_host_key(sshd: SshServer, tmp_p
     notes = [m for m in result.messages() if "not pinned; accepted ssh-ed25519 SHA256:" in m]
     assert len(notes) == 1
     _assert_no_key(sshd, result.stdout + result.stderr)
+
+
+def test_batch_files_larger_than_one_write_request_are_sent_in_pieces(sshd: SshServer) -> None:
+    """``write_batch`` takes any size (the hook bounds it); a file over 255 KiB is split."""
+    raw = raw_config(sshd)
+    contents = {"big.bin": os.urandom(600_000), "exact.bin": os.urandom(255 * 1024), "e": b""}
+    with open_destination(raw) as dest:
+        dest.ensure_location()
+        infos = dest.write_batch([(k, Source.from_bytes(v)) for k, v in contents.items()])
+    assert [i.size for i in infos] == [len(v) for v in contents.values()]
+    for key, data in contents.items():
+        assert (Path(raw["destination"]) / key).read_bytes() == data, f"{key} differs"
+    assert partials(Path(raw["destination"])) == []

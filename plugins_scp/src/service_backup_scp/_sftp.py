@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import paramiko
 from paramiko.sftp import (
@@ -73,7 +73,8 @@ PRIVATE_CLIENT_ATTRIBUTES = ("_lock", "_expecting", "request_number", "sock")
 
 #: A request: its ``CMD_*`` kind and its fields, as ``SFTPClient._async_request`` takes them.
 Request = tuple[int, tuple[object, ...]]
-Reply = tuple[int, paramiko.Message]
+#: An answer: its kind and its bytes after the request number.
+Reply = tuple[int, bytes]
 
 
 def private_api_problems(client: paramiko.SFTPClient | None = None) -> list[str]:
@@ -175,15 +176,18 @@ def _status_error(client: paramiko.SFTPClient, msg: paramiko.Message) -> OSError
 
 def reply_error(client: paramiko.SFTPClient, reply: Reply, expected: int) -> OSError | None:
     """None when ``reply`` is of the ``expected`` kind (or an OK status when that is expected)."""
-    kind, msg = reply
+    kind, payload = reply
     if kind == expected and kind != CMD_STATUS:
         return None
     if kind == CMD_STATUS:
-        return _status_error(client, msg)
+        if payload[:4] == b"\0\0\0\0":  # SSH_FX_OK, the common case: no Message needed
+            return None
+        return _status_error(client, paramiko.Message(payload))
     return OSError(f"unexpected reply type {kind}")
 
 
-def _stored_size(msg: paramiko.Message) -> int:
+def _stored_size(payload: bytes | paramiko.Message) -> int:
+    msg = payload if isinstance(payload, paramiko.Message) else paramiko.Message(payload)
     size = paramiko.SFTPAttributes._from_msg(msg).st_size
     return int(size if size is not None else -1)
 
@@ -274,33 +278,67 @@ def close(client: paramiko.SFTPClient, handle: bytes) -> None:
 
 
 # ------------------------------------------------------------------------------ batches
-class _Collector:
-    """Receives the answers to one ``exchange``."""
+class Batch:
+    """Many requests framed into few channel writes, their answers read back in bulk.
 
-    def __init__(self) -> None:
-        self.replies: dict[int, Reply] = {}
-
-    def _async_response(self, kind: int, msg: paramiko.Message, num: int) -> None:
-        self.replies[num] = (kind, msg)
-
-
-def exchange(client: paramiko.SFTPClient, requests: Sequence[Request]) -> list[Reply]:
-    """Send many requests in one write and return their answers, in request order.
-
-    For batches of small files: 64 opens leave in one send and their handles come back
-    together, instead of 64 round trips each waking two threads.
+    For batches of files: 64 opens leave in one send and their handles come back together,
+    instead of 64 round trips each waking two threads. The requests are numbered from
+    ``SFTPClient.request_number`` like paramiko's own, but not entered in its ``_expecting``
+    table (a weak-reference dictionary, costly per request): ``_collect`` matches the answers
+    by number itself. Framed requests are sent whenever ``SEND_AT`` bytes have gathered, so a
+    batch of whole files is never copied into one buffer, and ``progress`` (the stall guard)
+    sees the bytes as the channel accepts them.
     """
-    if not requests:
-        return []
-    collector = _Collector()
-    framed = [_frame(client, collector, kind, *args) for kind, args in requests]
-    _send(client, b"".join(frame for _, frame in framed))
-    _collect(client, collector, len(framed))
-    return [collector.replies[num] for num, _ in framed]
+
+    SEND_AT = 256 * 1024
+
+    def __init__(
+        self, client: paramiko.SFTPClient, progress: Callable[[int], None] | None = None
+    ) -> None:
+        self.client = client
+        self.progress = progress
+        self.numbers: dict[int, int] = {}
+        self.pending = bytearray()
+
+    def _next(self) -> int:
+        client = self.client
+        with client._lock:
+            num = int(client.request_number)
+            client.request_number += 1
+        self.numbers[num] = len(self.numbers)
+        return num
+
+    def add(self, kind: int, body: bytes) -> None:
+        """A request whose fields are already encoded (see ``_field``)."""
+        self.pending += struct.pack(">IBI", len(body) + 5, kind, self._next())
+        self.pending += body
+        if len(self.pending) >= self.SEND_AT:
+            self.flush()
+
+    def add_write(self, handle: bytes, offset: int, data: bytes | memoryview) -> None:
+        head = struct.pack(">I", self._next()) + _field(handle) + struct.pack(">Q", offset)
+        self.pending += struct.pack(">IB", 1 + len(head) + 4 + len(data), CMD_WRITE)
+        self.pending += head
+        self.pending += struct.pack(">I", len(data))
+        self.pending += data
+        if len(self.pending) >= self.SEND_AT:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            _send(self.client, self.pending)
+            if self.progress is not None:
+                self.progress(len(self.pending))
+            self.pending = bytearray()
+
+    def replies(self) -> list[Reply]:
+        """Send what is left and return every answer, in request order."""
+        self.flush()
+        return _collect(self.client, self.numbers)
 
 
-def _collect(client: paramiko.SFTPClient, collector: _Collector, count: int) -> None:
-    """Read answers in bulk until ``collector`` has ``count`` of them.
+def _collect(client: paramiko.SFTPClient, numbers: dict[int, int]) -> list[Reply]:
+    """Read answers in bulk until every request in ``numbers`` has one.
 
     ``SFTPClient._read_response`` reads each answer with two channel reads (length, body),
     each taking the channel's lock and condition; a batch's answers arrive together, so
@@ -309,42 +347,65 @@ def _collect(client: paramiko.SFTPClient, collector: _Collector, count: int) -> 
     nothing after the last of these answers can be in the buffer; answers to older requests
     (left by an earlier failure) come first and are routed as paramiko would route them.
     """
+    replies: list[Reply | None] = [None] * len(numbers)
+    missing = len(numbers)
     buffer = bytearray()
-    while len(collector.replies) < count:
+    while missing:
         data = client.sock.recv(BULK_READ)
         if not data:
             raise EOFError("the server closed the SFTP channel")
         buffer += data
-        while len(buffer) >= 4:
-            size = int.from_bytes(buffer[:4], "big")
-            if size > MAX_REPLY:
+        start = 0
+        while len(buffer) - start >= 9:
+            size = int.from_bytes(buffer[start : start + 4], "big")
+            if size > MAX_REPLY or size < 5:
                 raise SFTPError(f"garbled SFTP reply ({size} bytes announced)")
-            if len(buffer) < 4 + size:
+            end = start + 4 + size
+            if len(buffer) < end:
                 break
-            kind = buffer[4]
-            msg = paramiko.Message(bytes(buffer[5 : 4 + size]))
-            del buffer[: 4 + size]
-            num = msg.get_int()
+            kind = buffer[start + 4]
+            num = int.from_bytes(buffer[start + 5 : start + 9], "big")
+            payload = bytes(buffer[start + 9 : end])
+            start = end
+            index = numbers.get(num)
+            if index is not None:
+                replies[index] = (kind, payload)
+                missing -= 1
+                continue
             with client._lock:
                 owner = client._expecting.pop(num, None)
-            if owner is collector:
-                collector.replies[num] = (kind, msg)
-            elif owner is not None and owner is not type(None):
-                owner._async_response(kind, msg, num)
+            if owner is not None and owner is not type(None):
+                owner._async_response(kind, paramiko.Message(payload), num)
+        del buffer[:start]
     if buffer:
         raise SFTPError("unexpected data after the last SFTP reply")
+    return replies  # type: ignore[return-value]
+
+
+def exchange(client: paramiko.SFTPClient, requests: Sequence[Request]) -> list[Reply]:
+    """Send requests (fields as ``SFTPClient._async_request`` takes them), return answers."""
+    batch = Batch(client)
+    for kind, args in requests:
+        batch.add(kind, b"".join(_field(item) for item in args))
+    return batch.replies() if requests else []
+
+
+def _handle(payload: bytes) -> bytes:
+    return payload[4 : 4 + int.from_bytes(payload[:4], "big")]
 
 
 def open_many(
     client: paramiko.SFTPClient, paths: Sequence[str], mode: int | None
 ) -> list[bytes | OSError]:
     """Create or truncate every path with ``mode``: a handle or the error for each."""
-    flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC
-    attributes = mode_attributes(mode)
-    replies = exchange(client, [(CMD_OPEN, (path, flags, attributes)) for path in paths])
+    tail = struct.pack(">I", SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC)
+    tail += _field(mode_attributes(mode))
+    batch = Batch(client)
+    for path in paths:
+        batch.add(CMD_OPEN, _field(path) + tail)
     return [
-        reply[1].get_binary() if error is None else error
-        for reply in replies
+        _handle(reply[1]) if error is None else error
+        for reply in batch.replies()
         for error in [reply_error(client, reply, CMD_HANDLE)]
     ]
 
@@ -354,24 +415,31 @@ def write_many(
     handles: Sequence[bytes],
     contents: Sequence[bytes],
     mode: int | None,
+    chunk: int,
+    progress: Callable[[int], None] | None = None,
 ) -> list[int | OSError]:
-    """Write each content at offset 0, fstat, close: the stored size or the error, for each.
+    """Write each content (in ``chunk`` pieces), fstat, close: the stored size or the error.
 
     The mode given at open is set again (exactly) where the server's umask may have cut it.
     """
-    chmod = exact_mode(mode) is not None
-    requests: list[Request] = []
+    chmod = _field(mode_attributes(mode)) if exact_mode(mode) is not None else None
+    batch = Batch(client, progress)
     for handle, data in zip(handles, contents, strict=True):
-        if data:
-            requests.append((CMD_WRITE, (handle, int64(0), data)))
-        if chmod:
-            requests.append((CMD_FSETSTAT, (handle, mode_attributes(mode))))
-        requests += [(CMD_FSTAT, (handle,)), (CMD_CLOSE, (handle,))]
-    replies = iter(exchange(client, requests))
+        view = memoryview(data)
+        for offset in range(0, len(data), chunk):
+            batch.add_write(handle, offset, view[offset : offset + chunk])
+        encoded = _field(handle)
+        if chmod is not None:
+            batch.add(CMD_FSETSTAT, encoded + chmod)
+        batch.add(CMD_FSTAT, encoded)
+        batch.add(CMD_CLOSE, encoded)
+    replies = iter(batch.replies())
     outcome: list[int | OSError] = []
     for data in contents:
-        error = reply_error(client, next(replies), CMD_STATUS) if data else None
-        if chmod:
+        error = None
+        for _ in range(0, len(data), chunk):
+            error = reply_error(client, next(replies), CMD_STATUS) or error
+        if chmod is not None:
             error = error or reply_error(client, next(replies), CMD_STATUS)
         fstat, closed = next(replies), next(replies)
         error = error or reply_error(client, fstat, CMD_ATTRS)
@@ -388,11 +456,11 @@ def rename_many(
     client: paramiko.SFTPClient, moves: Sequence[tuple[str, str]]
 ) -> list[OSError | None]:
     """``posix-rename@openssh.com`` each (temporary, final) pair: replaces atomically."""
-    replies = exchange(
-        client,
-        [(CMD_EXTENDED, ("posix-rename@openssh.com", temp, final)) for temp, final in moves],
-    )
-    return [reply_error(client, reply, CMD_STATUS) for reply in replies]
+    name = _field("posix-rename@openssh.com")
+    batch = Batch(client)
+    for temp, final in moves:
+        batch.add(CMD_EXTENDED, name + _field(temp) + _field(final))
+    return [reply_error(client, reply, CMD_STATUS) for reply in batch.replies()]
 
 
 def remove_many(client: paramiko.SFTPClient, paths: Sequence[str]) -> list[OSError | None]:
