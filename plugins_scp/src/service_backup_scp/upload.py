@@ -1,4 +1,4 @@
-"""The ``upload`` hook for ``scp`` destinations: files up to 1 MiB in batches, bigger ones streamed.
+"""The ``upload`` hook for ``scp`` destinations: small files in batches, bigger ones streamed.
 
 The core's default hook writes one file per call, and over SFTP each file costs three round
 trips (open; writes + fstat + close; rename) with thread wake-ups for every answer. For the
@@ -28,7 +28,9 @@ from service_backup.results import StoredFile, UploadResult
 from service_backup.source import Source, SourceFile
 from service_backup.upload import check_stored, run_jobs, upload_one, upload_result
 
-#: Files up to this size go in batches; bigger ones are streamed one by one.
+#: Files up to this size (one OpenSSH write request) go in batches; bigger ones are streamed
+#: one by one. Batching 1 MiB files was tried: the server spent 20-50% more CPU on them than
+#: on streams (200 files of 1 MiB, OpenSSH 9.2), and the run took longer.
 BATCH_FILE_LIMIT = 255 * 1024
 #: At most this many files and bytes per batch: a batch is held in memory while it is sent
 #: (``file_concurrency`` batches at once: 32 MiB), with enough requests in flight to hide
