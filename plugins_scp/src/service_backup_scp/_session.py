@@ -23,7 +23,7 @@ import paramiko
 from loguru import logger
 from paramiko.ssh_exception import IncompatiblePeer
 
-from service_backup.errors import DestinationError
+from service_backup.errors import DestinationError, one_line
 
 from ._hostkeys import NEGOTIATE, KnownKey, parse_fingerprint, sha256_fingerprint
 
@@ -172,15 +172,22 @@ def _socket(endpoint: Endpoint) -> socket.socket:
     return sock
 
 
-def open_transport(endpoint: Endpoint, guard: HostKeyGuard) -> paramiko.Transport:
+def open_transport(
+    endpoint: Endpoint,
+    guard: HostKeyGuard,
+    register: Callable[[paramiko.Transport], None] = lambda _: None,
+) -> paramiko.Transport:
     """A connected, host-key-checked, authenticated transport, or a one-line DestinationError.
 
     The host key is checked before authentication, so a wrong server never sees a login
-    attempt and nothing is ever written to it.
+    attempt and nothing is ever written to it. ``register`` sees the transport as soon as it
+    exists, so that an abort (a stall, a shutdown) can close it while it is still connecting.
     """
     where = endpoint.where
     transport = paramiko.Transport(_socket(endpoint), default_window_size=WINDOW_SIZE)
     try:
+        register(transport)
+        transport.channel_timeout = endpoint.idle_timeout  # paramiko waits an hour
         # paramiko's own limits stay behind ours (``_handshake``), so the error names ours.
         transport.banner_timeout = endpoint.connect_timeout + 5
         transport.handshake_timeout = endpoint.connect_timeout + 5
@@ -209,17 +216,23 @@ def open_transport(endpoint: Endpoint, guard: HostKeyGuard) -> paramiko.Transpor
 
 
 def _handshake(transport: paramiko.Transport, endpoint: Endpoint, guard: HostKeyGuard) -> None:
-    """Banner and key exchange, bounded: ``start_client(timeout=)`` just returns on timeout."""
+    """Banner and key exchange, bounded: ``start_client(timeout=)`` just returns on timeout.
+
+    Polled, because a transport closed while it waits for the banner (an abort) never signals
+    its completion event.
+    """
     done = threading.Event()
     transport.start_client(event=done)
-    if not done.wait(endpoint.connect_timeout):
-        raise DestinationError(
-            f"SSH connection to {endpoint.where} failed: no SSH handshake within "
-            f"{endpoint.connect_timeout:g} s"
-        )
+    deadline = time.monotonic() + endpoint.connect_timeout
+    while not done.wait(0.1) and transport.is_active():
+        if time.monotonic() > deadline:
+            raise DestinationError(
+                f"SSH connection to {endpoint.where} failed: no SSH handshake within "
+                f"{endpoint.connect_timeout:g} s"
+            )
     if transport.is_active():
         return
-    error = transport.get_exception() or paramiko.SSHException("key exchange failed")
+    error = transport.get_exception() or paramiko.SSHException("connection closed")
     if isinstance(error, IncompatiblePeer) and "host key" in str(error) and guard.pinned:
         raise guard.incompatible()
     raise error
@@ -229,17 +242,30 @@ def describe_error(exc: BaseException, timeout: float) -> str:
     """One line for a transport-level failure."""
     if isinstance(exc, TimeoutError | socket.timeout):
         return f"no answer from the server within {timeout:g} s"
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text
+    return one_line(exc) or type(exc).__name__
 
 
 def open_sftp(transport: paramiko.Transport, where: str, timeout: float) -> paramiko.SFTPClient:
+    """An SFTP channel, within ``timeout``.
+
+    paramiko waits without limit for the subsystem's start and the server's version; a server
+    that stops answering there would hold the run forever, so the connection is closed when
+    the time is up (it is of no use then anyway).
+    """
+    timer = threading.Timer(timeout, transport.close)
+    timer.daemon = True
+    timer.start()
     try:
         client = paramiko.SFTPClient.from_transport(transport, window_size=WINDOW_SIZE)
     except (paramiko.SSHException, EOFError, OSError) as exc:
-        raise DestinationError(
-            f"cannot open an SFTP session on {where}: {describe_error(exc, timeout)}"
-        ) from None
+        reason = (
+            f"no answer from the server within {timeout:g} s"
+            if not timer.is_alive()
+            else describe_error(exc, timeout)
+        )
+        raise DestinationError(f"cannot open an SFTP session on {where}: {reason}") from None
+    finally:
+        timer.cancel()
     if client is None:
         raise DestinationError(f"cannot open an SFTP session on {where}")
     client.get_channel().settimeout(timeout)
@@ -261,6 +287,11 @@ class Session:
     #: Set when the channel may hold unread responses or the link failed: never reused.
     broken: bool = False
 
+    def alive(self) -> bool:
+        """The channel is open and its connection up."""
+        channel = self.client.get_channel()
+        return channel is not None and not channel.closed and self.connection.transport.is_active()
+
 
 class SessionPool:
     """Lends SFTP channels, opening connections and channels on demand up to the limits.
@@ -272,7 +303,7 @@ class SessionPool:
 
     def __init__(
         self,
-        connect: Callable[[], paramiko.Transport],
+        connect: Callable[[Callable[[paramiko.Transport], None]], paramiko.Transport],
         where: str,
         connections: int = CONNECTIONS,
         channels_per_connection: int = CHANNELS_PER_CONNECTION,
@@ -288,6 +319,10 @@ class SessionPool:
         self._connecting = 0
         self._changed = threading.Condition(threading.Lock())
         self._closed = False
+        #: Transports still connecting (see ``open_transport``'s ``register``).
+        self._pending: set[paramiko.Transport] = set()
+        #: Why ``abort`` closed every connection: what every later or blocked call reports.
+        self.aborted = ""
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
@@ -311,7 +346,7 @@ class SessionPool:
         try:
             yield
         except BaseException:
-            if not session.broken and not _healthy(session):
+            if not session.broken and not session.alive():
                 session.broken = True
             self._give_back(session)
             raise
@@ -321,11 +356,13 @@ class SessionPool:
         deadline = time.monotonic() + self._timeout
         with self._changed:
             while True:
+                if self.aborted:
+                    raise DestinationError(self.aborted)
                 if self._closed:
                     raise DestinationError(f"the connection to {self._where} is closed")
                 while self._idle:
                     session = self._idle.pop()
-                    if _healthy(session):
+                    if session.alive():
                         return session
                     self._forget(session)
                 plan = self._plan()
@@ -359,10 +396,25 @@ class SessionPool:
         if isinstance(plan, _Connection):
             connection = plan
         else:
+            registered: list[paramiko.Transport] = []
+
+            def register(transport: paramiko.Transport) -> None:
+                registered.append(transport)
+                with self._changed:
+                    self._pending.add(transport)
+                    aborted = self.aborted
+                if aborted:
+                    transport.close()
+
             try:
-                transport = self._connect()
+                transport = self._connect(register)
+            except DestinationError:
+                if self.aborted:
+                    raise DestinationError(self.aborted) from None
+                raise
             finally:
                 with self._changed:
+                    self._pending.difference_update(registered)
                     self._connecting -= 1
                     self._changed.notify_all()
             connection = _Connection(transport, channels=1)
@@ -374,6 +426,8 @@ class SessionPool:
             with self._changed:
                 connection.channels -= 1
                 self._changed.notify_all()
+            if self.aborted:
+                raise DestinationError(self.aborted) from None
             raise
         return Session(client, connection)
 
@@ -393,6 +447,17 @@ class SessionPool:
         session.connection.channels -= 1
         self._changed.notify_all()
 
+    def abort(self, reason: str) -> None:
+        """Close every connection now (a stall, a shutdown): blocked calls end at once, and
+        every call that fails because of it, or comes later, raises ``reason``."""
+        with self._changed:
+            self.aborted = self.aborted or reason
+            transports = [c.transport for c in self._connections] + list(self._pending)
+            self._changed.notify_all()
+        for transport in transports:
+            with contextlib.suppress(Exception):
+                transport.close()
+
     def close(self) -> None:
         with self._changed:
             self._closed = True
@@ -405,8 +470,3 @@ class SessionPool:
         for connection in connections:
             with contextlib.suppress(Exception):
                 connection.transport.close()
-
-
-def _healthy(session: Session) -> bool:
-    channel = session.client.get_channel()
-    return channel is not None and not channel.closed and session.connection.transport.is_active()

@@ -1,32 +1,44 @@
-"""Streaming a file into an SFTP handle with pipelined writes, every answer checked.
+"""SFTP requests framed and pipelined here, through paramiko's private request machinery.
 
-paramiko's own ``SFTPFile`` in pipelined mode never looks at the status of its write requests
-(a failed write is silently dropped) and its ``close`` swallows errors, and it splits writes
-into 32 KiB requests. Here each write request carries up to ``chunk`` bytes (OpenSSH's
-``sftp-server`` accepts 255 KiB), up to ``MAX_IN_FLIGHT`` requests are outstanding, every
-response is read and a failed one fails the upload. Requests are numbered and registered in
-``SFTPClient``'s own table (``request_number``, ``_expecting``) and answers read with its
-``_read_response`` (or in bulk by ``_collect``), the primitives ``SFTPFile`` itself uses.
+Why not paramiko's public ``SFTPFile``: it splits writes into 32 KiB requests, its pipelined
+mode drops the status of any write answer it happens not to wait for (a failed write in the
+middle of a file goes unnoticed), its ``close`` swallows errors, and every request of a small
+file is its own round trip with two thread wake-ups per answer. Measured on loopback against
+OpenSSH 9.2 on 2 cores, 2,000 files of 16 KiB over 8 channels: 1.6-1.8 s wall and 1.1-1.3 s
+client CPU through the public API, 0.4 s and 0.25 s with these batches; one 256 MiB stream:
+0.9 s client CPU through a pipelined ``SFTPFile`` (255 KiB requests), 0.5 s here.
 
-Memory stays bounded: one chunk is read from the source at a time and sending blocks on the
-server's channel window (2 MiB for OpenSSH), whatever the file size.
+So requests are numbered and registered in ``SFTPClient``'s own table (``request_number``,
+``_expecting`` under ``_lock``), sent with ``_write_all``, and answers read with its
+``_read_response`` (or in bulk by ``_collect``), the primitives ``SFTPFile`` itself uses;
+attributes go through ``SFTPAttributes._pack`` / ``_from_msg``. Every private name used is
+listed in ``PRIVATE_API``; the plugin pins paramiko to the minor versions it was tested with,
+and a test fails loudly when any of these names or signatures changes. Nothing outside this
+module frames SFTP requests or knows a ``CMD_*`` number.
+
+Memory stays bounded: a stream keeps at most ``MAX_IN_FLIGHT`` write requests outstanding
+and sending blocks on the server's channel window (2 MiB for OpenSSH), whatever the file size.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import struct
-import threading
-from collections.abc import Callable
-from typing import IO
+from collections.abc import Callable, Sequence
 
 import paramiko
 from paramiko.sftp import (
     CMD_ATTRS,
     CMD_CLOSE,
+    CMD_EXTENDED,
+    CMD_FSETSTAT,
     CMD_FSTAT,
     CMD_HANDLE,
+    CMD_MKDIR,
     CMD_OPEN,
+    CMD_REMOVE,
+    CMD_SETSTAT,
     CMD_STATUS,
     CMD_WRITE,
     SFTP_FLAG_CREATE,
@@ -43,16 +55,49 @@ PORTABLE_CHUNK = 32 * 1024
 #: One channel read in ``_collect``; a reply larger than MAX_REPLY means the stream is garbled.
 BULK_READ = 256 * 1024
 MAX_REPLY = 16 * 1024 * 1024
-#: Outstanding write requests per file; with 255 KiB chunks this covers several windows.
+#: Outstanding write requests per stream; with 255 KiB chunks this covers several windows.
 MAX_IN_FLIGHT = 32
 
+#: The private parts of paramiko this module relies on: (owner, name, parameters or None for
+#: an attribute). ``tests/scp`` checks each against the installed paramiko.
+PRIVATE_API: tuple[tuple[type, str, tuple[str, ...] | None], ...] = (
+    (paramiko.SFTPClient, "_request", ("self", "t", "args")),
+    (paramiko.SFTPClient, "_read_response", ("self", "waitfor")),
+    (paramiko.SFTPClient, "_convert_status", ("self", "msg")),
+    (paramiko.SFTPClient, "_write_all", ("self", "out")),
+    (paramiko.SFTPAttributes, "_from_msg", ("msg", "filename", "longname")),
+    (paramiko.SFTPAttributes, "_pack", ("self", "msg")),
+)
+#: Instance attributes of a connected ``SFTPClient`` used here (not visible on the class).
+PRIVATE_CLIENT_ATTRIBUTES = ("_lock", "_expecting", "request_number", "sock")
 
-class SourceReadError(Exception):
-    """Reading the local stream failed; carries the original OSError to re-raise as-is."""
+#: A request: its ``CMD_*`` kind and its fields, as ``SFTPClient._async_request`` takes them.
+Request = tuple[int, tuple[object, ...]]
+#: An answer: its kind and its bytes after the request number.
+Reply = tuple[int, bytes]
 
-    def __init__(self, error: OSError) -> None:
-        super().__init__(str(error))
-        self.error = error
+
+def private_api_problems(client: paramiko.SFTPClient | None = None) -> list[str]:
+    """What no longer matches in the installed paramiko (empty when all is as expected)."""
+    problems = []
+    for owner, name, parameters in PRIVATE_API:
+        member = getattr(owner, name, None)
+        if member is None:
+            problems.append(f"{owner.__name__}.{name} is gone")
+            continue
+        if parameters is not None:
+            found = tuple(inspect.signature(member).parameters)
+            if owner is paramiko.SFTPAttributes and name == "_from_msg":
+                found = tuple(inspect.signature(member.__func__).parameters)[1:]  # type: ignore[attr-defined]
+            if found != parameters:
+                problems.append(f"{owner.__name__}.{name}{found} is not {parameters}")
+    if client is not None:
+        problems += [
+            f"SFTPClient has no attribute {name}"
+            for name in PRIVATE_CLIENT_ATTRIBUTES
+            if not hasattr(client, name)
+        ]
+    return problems
 
 
 def chunk_size(transport: paramiko.Transport) -> int:
@@ -60,44 +105,15 @@ def chunk_size(transport: paramiko.Transport) -> int:
     return OPENSSH_CHUNK if "OpenSSH" in (transport.remote_version or "") else PORTABLE_CHUNK
 
 
-class _Replies:
-    """Receives the responses to one file's write requests (paramiko calls ``_async_response``)."""
-
-    def __init__(self, client: paramiko.SFTPClient) -> None:
-        self.client = client
-        self.outstanding = 0
-        self.error: Exception | None = None
-
-    def _async_response(self, kind: int, msg: paramiko.Message, num: int) -> None:
-        self.outstanding -= 1
-        if kind != CMD_STATUS:
-            self.error = self.error or SFTPError(f"unexpected reply type {kind} to a write")
-            return
-        try:
-            self.client._convert_status(msg)
-        except EOFError as exc:
-            self.error = self.error or SFTPError(f"write refused: {exc}")
-        except OSError as exc:
-            self.error = self.error or exc
-
-    def drain(self, down_to: int = 0) -> None:
-        while self.outstanding > down_to:
-            self.client._read_response()
-
-    def raise_if_failed(self) -> None:
-        if self.error is not None:
-            raise self.error
+def mode_attributes(mode: int | None) -> paramiko.SFTPAttributes:
+    """Attributes carrying only permissions (none at all: the server's default mode)."""
+    attributes = paramiko.SFTPAttributes()
+    if mode is not None:
+        attributes.st_mode = mode
+    return attributes
 
 
-def open_for_write(client: paramiko.SFTPClient, path: str, create: bool = True) -> bytes:
-    """Create or truncate ``path`` (or open the existing file as it is); return the handle."""
-    flags = SFTP_FLAG_WRITE | (SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC if create else 0)
-    kind, msg = client._request(CMD_OPEN, path, flags, paramiko.SFTPAttributes())
-    if kind != CMD_HANDLE:
-        raise SFTPError(f"unexpected reply type {kind} to open")
-    return msg.get_binary()
-
-
+# ------------------------------------------------------------------------------ framing
 def _field(item: object) -> bytes:
     """One request field in SFTP's encoding, as ``SFTPClient._async_request`` encodes it."""
     if isinstance(item, int64):
@@ -112,35 +128,30 @@ def _field(item: object) -> bytes:
     return struct.pack(">I", len(data)) + data
 
 
-def _frame(
-    client: paramiko.SFTPClient, replies: object, kind: int, *args: object
-) -> tuple[int, bytes]:
-    """One request numbered and registered as ``SFTPClient._async_request`` does, not yet sent.
-
-    Framing requests here lets the last write, the fstat and the close of a file leave in one
-    channel send (one SSH packet for a small file) instead of three.
-    """
-    body = b"".join(_field(item) for item in args)
+def _number(client: paramiko.SFTPClient, owner: object) -> int:
+    """A request number registered for ``owner`` (who receives the answer), as paramiko does."""
     with client._lock:
-        num = client.request_number
-        client._expecting[num] = replies
+        num = int(client.request_number)
+        client._expecting[num] = owner
         client.request_number += 1
+    return num
+
+
+def _frame(
+    client: paramiko.SFTPClient, owner: object, kind: int, *args: object
+) -> tuple[int, bytes]:
+    """One request numbered and registered, not yet sent (so several leave in one send)."""
+    body = b"".join(_field(item) for item in args)
+    num = _number(client, owner)
     return num, struct.pack(">IBI", len(body) + 5, kind, num) + body
 
 
 def _write_frame(
-    client: paramiko.SFTPClient, replies: _Replies, handle: bytes, offset: int, data: bytes
+    client: paramiko.SFTPClient, owner: object, handle: bytes, offset: int, data: bytes
 ) -> bytearray:
     """A WRITE request with the data copied once (``_frame`` would copy it three times)."""
-    msg = paramiko.Message()
-    with client._lock:
-        num = client.request_number
-        client._expecting[num] = replies
-        client.request_number += 1
-    msg.add_int(num)
-    msg.add_string(handle)
-    msg.add_int64(offset)
-    head = msg.asbytes()
+    num = _number(client, owner)
+    head = struct.pack(">I", num) + _field(handle) + struct.pack(">Q", offset)
     frame = bytearray(struct.pack(">IB", 1 + len(head) + 4 + len(data), CMD_WRITE))
     frame += head
     frame += struct.pack(">I", len(data))
@@ -153,193 +164,7 @@ def _send(client: paramiko.SFTPClient, frame: bytes | bytearray) -> None:
     client._write_all(memoryview(frame))
 
 
-def _read(stream: IO[bytes], size: int) -> bytes:
-    try:
-        return stream.read(size)
-    except OSError as exc:
-        raise SourceReadError(exc) from None
-
-
-def write_handle(
-    client: paramiko.SFTPClient, handle: bytes, stream: IO[bytes], chunk: int
-) -> tuple[int, int]:
-    """Send the whole stream, then fstat and close, all pipelined; check every answer.
-
-    Returns ``(bytes sent, size the server reports)``. The handle is closed on success; on
-    failure the caller closes it (``close_quietly``) and removes the file. The server handles
-    requests in order, so the fstat sees every write and the close comes last.
-    """
-    replies = _Replies(client)
-    offset = 0
-    try:
-        data = _read(stream, chunk)
-        while True:
-            following = _read(stream, chunk) if data else b""
-            frame = bytearray()
-            if data:
-                frame = _write_frame(client, replies, handle, offset, data)
-                replies.outstanding += 1
-                offset += len(data)
-            if not following:
-                fstat, fstat_frame = _frame(client, type(None), CMD_FSTAT, handle)
-                close, close_frame = _frame(client, type(None), CMD_CLOSE, handle)
-                frame += fstat_frame
-                frame += close_frame
-            _send(client, frame)
-            if not following:
-                break
-            if replies.outstanding > MAX_IN_FLIGHT:
-                replies.drain(MAX_IN_FLIGHT // 2)
-            elif client.sock.recv_ready():
-                replies.drain(replies.outstanding - 1)
-            replies.raise_if_failed()
-            data = following
-        kind, msg = client._read_response(fstat)
-        replies.raise_if_failed()
-        if kind != CMD_ATTRS:
-            raise SFTPError(f"unexpected reply type {kind} to fstat")
-        stored = paramiko.SFTPAttributes._from_msg(msg).st_size
-        client._read_response(close)
-        return offset, int(stored if stored is not None else -1)
-    except BaseException:
-        # Read what is still owed so the channel can serve the next file; if even that
-        # fails, the caller's error handling finds the channel unusable.
-        with contextlib.suppress(Exception):
-            replies.drain()
-        raise
-
-
-def write_ranges(
-    client: paramiko.SFTPClient,
-    handle: bytes,
-    read_at: Callable[[int, int], bytes],
-    ranges: list[tuple[int, int]],
-    chunk: int,
-    stop: threading.Event,
-) -> int:
-    """Write the byte ranges ``[start, end)`` read with ``read_at``; wait for every answer.
-
-    One of the streams of a split upload: each stream has its own channel (and send window),
-    so while one waits for the server's window to open, the other sends. Returns the bytes
-    sent; fewer than the ranges hold when the source ended early. Gives up early (returning
-    what was sent) once ``stop`` is set by the other stream's failure.
-    """
-    replies = _Replies(client)
-    sent = 0
-    try:
-        for start, end in ranges:
-            offset = start
-            while offset < end and not stop.is_set():
-                data = read_at(offset, min(chunk, end - offset))
-                if not data:
-                    break
-                _send(client, _write_frame(client, replies, handle, offset, data))
-                replies.outstanding += 1
-                offset += len(data)
-                sent += len(data)
-                if replies.outstanding > MAX_IN_FLIGHT:
-                    replies.drain(MAX_IN_FLIGHT // 2)
-                elif client.sock.recv_ready():
-                    replies.drain(replies.outstanding - 1)
-                replies.raise_if_failed()
-        replies.drain()
-        replies.raise_if_failed()
-        return sent
-    except BaseException:
-        with contextlib.suppress(Exception):
-            replies.drain()
-        raise
-
-
-def finish(client: paramiko.SFTPClient, handle: bytes) -> int:
-    """fstat then close (one round trip); the size the server reports."""
-    fstat, fstat_frame = _frame(client, type(None), CMD_FSTAT, handle)
-    close, close_frame = _frame(client, type(None), CMD_CLOSE, handle)
-    _send(client, fstat_frame + close_frame)
-    kind, msg = client._read_response(fstat)
-    if kind != CMD_ATTRS:
-        raise SFTPError(f"unexpected reply type {kind} to fstat")
-    stored = paramiko.SFTPAttributes._from_msg(msg).st_size
-    client._read_response(close)
-    return int(stored if stored is not None else -1)
-
-
-def close_handle(client: paramiko.SFTPClient, handle: bytes) -> None:
-    """Close, raising what the server says (a close can report a failed flush)."""
-    client._request(CMD_CLOSE, handle)
-
-
-def close_quietly(client: paramiko.SFTPClient, handle: bytes) -> None:
-    """Best effort: the handle may already be closed (fstat failed) or the link gone."""
-    with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
-        client._request(CMD_CLOSE, handle)
-
-
-class _Collector:
-    """Receives the responses to one ``exchange``."""
-
-    def __init__(self) -> None:
-        self.replies: dict[int, tuple[int, paramiko.Message]] = {}
-
-    def _async_response(self, kind: int, msg: paramiko.Message, num: int) -> None:
-        self.replies[num] = (kind, msg)
-
-
-def exchange(
-    client: paramiko.SFTPClient, requests: list[tuple[int, tuple[object, ...]]]
-) -> list[tuple[int, paramiko.Message]]:
-    """Send many requests in one write and return their replies, in request order.
-
-    For batches of small files: 32 opens leave in one send and their handles come back
-    together, instead of 32 round trips each waking two threads.
-    """
-    collector = _Collector()
-    framed = [_frame(client, collector, kind, *args) for kind, args in requests]
-    _send(client, b"".join(frame for _, frame in framed))
-    _collect(client, collector, len(framed))
-    return [collector.replies[num] for num, _ in framed]
-
-
-def _collect(client: paramiko.SFTPClient, collector: _Collector, count: int) -> None:
-    """Read replies in bulk until ``collector`` has ``count`` of them.
-
-    ``SFTPClient._read_response`` reads each reply with two channel reads (length, body),
-    each taking the channel's lock and condition; a batch's replies arrive together, so
-    reading whatever is buffered and splitting it here costs a fraction of that. Only
-    requests made on this channel are outstanding and the server answers in order, so
-    nothing after the last of these replies can be in the buffer; replies to older requests
-    (left by an earlier failure) come first and are routed as paramiko would route them.
-    """
-    buffer = bytearray()
-    while len(collector.replies) < count:
-        data = client.sock.recv(BULK_READ)
-        if not data:
-            raise EOFError("the server closed the SFTP channel")
-        buffer += data
-        while len(buffer) >= 4:
-            size = int.from_bytes(buffer[:4], "big")
-            if size > MAX_REPLY:
-                raise SFTPError(f"garbled SFTP reply ({size} bytes announced)")
-            if len(buffer) < 4 + size:
-                break
-            kind = buffer[4]
-            msg = paramiko.Message(bytes(buffer[5 : 4 + size]))
-            del buffer[: 4 + size]
-            num = msg.get_int()
-            with client._lock:
-                owner = client._expecting.pop(num, None)
-            if owner is collector:
-                collector.replies[num] = (kind, msg)
-            elif owner is not None and owner is not type(None):
-                owner._async_response(kind, msg, num)
-    if buffer:
-        raise SFTPError("unexpected data after the last SFTP reply")
-
-
-def status_error(client: paramiko.SFTPClient, kind: int, msg: paramiko.Message) -> OSError | None:
-    """The error a status reply carries (None for OK); a non-status reply is not an error."""
-    if kind != CMD_STATUS:
-        return None
+def _status_error(client: paramiko.SFTPClient, msg: paramiko.Message) -> OSError | None:
     try:
         client._convert_status(msg)
     except EOFError as exc:
@@ -349,13 +174,318 @@ def status_error(client: paramiko.SFTPClient, kind: int, msg: paramiko.Message) 
     return None
 
 
-def reply_error(client: paramiko.SFTPClient, reply: tuple[int, paramiko.Message],
-                expected: int) -> OSError | None:  # fmt: skip
+def reply_error(client: paramiko.SFTPClient, reply: Reply, expected: int) -> OSError | None:
     """None when ``reply`` is of the ``expected`` kind (or an OK status when that is expected)."""
-    kind, msg = reply
+    kind, payload = reply
     if kind == expected and kind != CMD_STATUS:
         return None
-    error = status_error(client, kind, msg)
-    if error is None and kind != expected:
-        return OSError(f"unexpected reply type {kind}")
+    if kind == CMD_STATUS:
+        if payload[:4] == b"\0\0\0\0":  # SSH_FX_OK, the common case: no Message needed
+            return None
+        return _status_error(client, paramiko.Message(payload))
+    return OSError(f"unexpected reply type {kind}")
+
+
+def _stored_size(payload: bytes | paramiko.Message) -> int:
+    msg = payload if isinstance(payload, paramiko.Message) else paramiko.Message(payload)
+    size = paramiko.SFTPAttributes._from_msg(msg).st_size
+    return int(size if size is not None else -1)
+
+
+# ------------------------------------------------------------------------------ streams
+class Stream:
+    """One file's pipelined writes on one channel; every answer is checked.
+
+    ``send`` frames a write and keeps at most ``MAX_IN_FLIGHT`` outstanding; ``finish`` sends
+    (optionally a mode change,) fstat and close in one send and returns the size the server
+    reports. The server handles a channel's requests in order, so the fstat sees every write.
+    paramiko routes each write's answer to ``_async_response`` while a later answer is awaited.
+    """
+
+    def __init__(self, client: paramiko.SFTPClient, handle: bytes) -> None:
+        self.client = client
+        self.handle = handle
+        self.outstanding = 0
+        self.error: OSError | None = None
+        self.closed = False
+
+    def _async_response(self, kind: int, msg: paramiko.Message, num: int) -> None:
+        self.outstanding -= 1
+        if kind != CMD_STATUS:
+            self.error = self.error or SFTPError(f"unexpected reply type {kind} to a write")
+            return
+        self.error = self.error or _status_error(self.client, msg)
+
+    def send(self, offset: int, data: bytes) -> None:
+        _send(self.client, _write_frame(self.client, self, self.handle, offset, data))
+        self.outstanding += 1
+        if self.outstanding > MAX_IN_FLIGHT:
+            self.drain(MAX_IN_FLIGHT // 2)
+        elif self.client.sock.recv_ready():
+            self.drain(self.outstanding - 1)
+        self.raise_if_failed()
+
+    def drain(self, down_to: int = 0) -> None:
+        while self.outstanding > down_to:
+            self.client._read_response()
+
+    def raise_if_failed(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def finish(self, mode: int | None) -> int:
+        """fstat and close (setting ``mode`` again where needed); the stored size."""
+        client = self.client
+        requests: list[Request] = []
+        if exact_mode(mode) is not None:
+            requests.append((CMD_FSETSTAT, (self.handle, mode_attributes(mode))))
+        requests += [(CMD_FSTAT, (self.handle,)), (CMD_CLOSE, (self.handle,))]
+        framed = [_frame(client, type(None), kind, *args) for kind, args in requests]
+        _send(client, b"".join(frame for _, frame in framed))
+        self.closed = True
+        replies = [client._read_response(num) for num, _ in framed]  # raises a failed status
+        self.raise_if_failed()
+        kind, msg = replies[-2]
+        if kind != CMD_ATTRS or msg is None:
+            raise SFTPError(f"unexpected reply type {kind} to fstat")
+        return _stored_size(msg)
+
+    def abandon(self) -> None:
+        """After a failure: read what is still owed and close the handle, best effort."""
+        with contextlib.suppress(Exception):
+            self.drain()
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+                self.client._request(CMD_CLOSE, self.handle)
+
+
+def open_for_write(
+    client: paramiko.SFTPClient, path: str, mode: int | None, create: bool = True
+) -> Stream:
+    """Create or truncate ``path`` with ``mode`` (or open the existing file as it is)."""
+    flags = SFTP_FLAG_WRITE | (SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC if create else 0)
+    attributes = mode_attributes(mode) if create else paramiko.SFTPAttributes()
+    kind, msg = client._request(CMD_OPEN, path, flags, attributes)
+    if kind != CMD_HANDLE:
+        raise SFTPError(f"unexpected reply type {kind} to open")
+    return Stream(client, msg.get_binary())
+
+
+def close(client: paramiko.SFTPClient, handle: bytes) -> None:
+    """Close, raising what the server says (a close can report a failed flush)."""
+    client._request(CMD_CLOSE, handle)
+
+
+# ------------------------------------------------------------------------------ batches
+class Batch:
+    """Many requests framed into few channel writes, their answers read back in bulk.
+
+    For batches of files: 64 opens leave in one send and their handles come back together,
+    instead of 64 round trips each waking two threads. The requests are numbered from
+    ``SFTPClient.request_number`` like paramiko's own, but not entered in its ``_expecting``
+    table (a weak-reference dictionary, costly per request): ``_collect`` matches the answers
+    by number itself. Framed requests are sent whenever ``SEND_AT`` bytes have gathered, so a
+    batch of whole files is never copied into one buffer, and ``progress`` (the stall guard)
+    sees the bytes as the channel accepts them.
+    """
+
+    SEND_AT = 256 * 1024
+
+    def __init__(
+        self, client: paramiko.SFTPClient, progress: Callable[[int], None] | None = None
+    ) -> None:
+        self.client = client
+        self.progress = progress
+        self.numbers: dict[int, int] = {}
+        self.pending = bytearray()
+
+    def _next(self) -> int:
+        client = self.client
+        with client._lock:
+            num = int(client.request_number)
+            client.request_number += 1
+        self.numbers[num] = len(self.numbers)
+        return num
+
+    def add(self, kind: int, body: bytes) -> None:
+        """A request whose fields are already encoded (see ``_field``)."""
+        self.pending += struct.pack(">IBI", len(body) + 5, kind, self._next())
+        self.pending += body
+        if len(self.pending) >= self.SEND_AT:
+            self.flush()
+
+    def add_write(self, handle: bytes, offset: int, data: bytes | memoryview) -> None:
+        head = struct.pack(">I", self._next()) + _field(handle) + struct.pack(">Q", offset)
+        self.pending += struct.pack(">IB", 1 + len(head) + 4 + len(data), CMD_WRITE)
+        self.pending += head
+        self.pending += struct.pack(">I", len(data))
+        self.pending += data
+        if len(self.pending) >= self.SEND_AT:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            _send(self.client, self.pending)
+            if self.progress is not None:
+                self.progress(len(self.pending))
+            self.pending = bytearray()
+
+    def replies(self) -> list[Reply]:
+        """Send what is left and return every answer, in request order."""
+        self.flush()
+        return _collect(self.client, self.numbers)
+
+
+def _collect(client: paramiko.SFTPClient, numbers: dict[int, int]) -> list[Reply]:
+    """Read answers in bulk until every request in ``numbers`` has one.
+
+    ``SFTPClient._read_response`` reads each answer with two channel reads (length, body),
+    each taking the channel's lock and condition; a batch's answers arrive together, so
+    reading whatever is buffered and splitting it here costs a fraction of that. Only
+    requests made on this channel are outstanding and the server answers in order, so
+    nothing after the last of these answers can be in the buffer; answers to older requests
+    (left by an earlier failure) come first and are routed as paramiko would route them.
+    """
+    replies: list[Reply | None] = [None] * len(numbers)
+    missing = len(numbers)
+    buffer = bytearray()
+    while missing:
+        data = client.sock.recv(BULK_READ)
+        if not data:
+            raise EOFError("the server closed the SFTP channel")
+        buffer += data
+        start = 0
+        while len(buffer) - start >= 9:
+            size = int.from_bytes(buffer[start : start + 4], "big")
+            if size > MAX_REPLY or size < 5:
+                raise SFTPError(f"garbled SFTP reply ({size} bytes announced)")
+            end = start + 4 + size
+            if len(buffer) < end:
+                break
+            kind = buffer[start + 4]
+            num = int.from_bytes(buffer[start + 5 : start + 9], "big")
+            payload = bytes(buffer[start + 9 : end])
+            start = end
+            index = numbers.get(num)
+            if index is not None:
+                replies[index] = (kind, payload)
+                missing -= 1
+                continue
+            with client._lock:
+                owner = client._expecting.pop(num, None)
+            if owner is not None and owner is not type(None):
+                owner._async_response(kind, paramiko.Message(payload), num)
+        del buffer[:start]
+    if buffer:
+        raise SFTPError("unexpected data after the last SFTP reply")
+    return replies  # type: ignore[return-value]
+
+
+def exchange(client: paramiko.SFTPClient, requests: Sequence[Request]) -> list[Reply]:
+    """Send requests (fields as ``SFTPClient._async_request`` takes them), return answers."""
+    batch = Batch(client)
+    for kind, args in requests:
+        batch.add(kind, b"".join(_field(item) for item in args))
+    return batch.replies() if requests else []
+
+
+def _handle(payload: bytes) -> bytes:
+    return payload[4 : 4 + int.from_bytes(payload[:4], "big")]
+
+
+def open_many(
+    client: paramiko.SFTPClient, paths: Sequence[str], mode: int | None
+) -> list[bytes | OSError]:
+    """Create or truncate every path with ``mode``: a handle or the error for each."""
+    tail = struct.pack(">I", SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC)
+    tail += _field(mode_attributes(mode))
+    batch = Batch(client)
+    for path in paths:
+        batch.add(CMD_OPEN, _field(path) + tail)
+    return [
+        _handle(reply[1]) if error is None else error
+        for reply in batch.replies()
+        for error in [reply_error(client, reply, CMD_HANDLE)]
+    ]
+
+
+def write_many(
+    client: paramiko.SFTPClient,
+    handles: Sequence[bytes],
+    contents: Sequence[bytes],
+    mode: int | None,
+    chunk: int,
+    progress: Callable[[int], None] | None = None,
+) -> list[int | OSError]:
+    """Write each content (in ``chunk`` pieces), fstat, close: the stored size or the error.
+
+    The mode given at open is set again (exactly) where the server's umask may have cut it.
+    """
+    chmod = _field(mode_attributes(mode)) if exact_mode(mode) is not None else None
+    batch = Batch(client, progress)
+    for handle, data in zip(handles, contents, strict=True):
+        view = memoryview(data)
+        for offset in range(0, len(data), chunk):
+            batch.add_write(handle, offset, view[offset : offset + chunk])
+        encoded = _field(handle)
+        if chmod is not None:
+            batch.add(CMD_FSETSTAT, encoded + chmod)
+        batch.add(CMD_FSTAT, encoded)
+        batch.add(CMD_CLOSE, encoded)
+    replies = iter(batch.replies())
+    outcome: list[int | OSError] = []
+    for data in contents:
+        error = None
+        for _ in range(0, len(data), chunk):
+            error = reply_error(client, next(replies), CMD_STATUS) or error
+        if chmod is not None:
+            error = error or reply_error(client, next(replies), CMD_STATUS)
+        fstat, closed = next(replies), next(replies)
+        error = error or reply_error(client, fstat, CMD_ATTRS)
+        error = error or reply_error(client, closed, CMD_STATUS)
+        outcome.append(error if error is not None else _stored_size(fstat[1]))
+    return outcome
+
+
+def close_many(client: paramiko.SFTPClient, handles: Sequence[bytes]) -> None:
+    exchange(client, [(CMD_CLOSE, (handle,)) for handle in handles])
+
+
+def rename_many(
+    client: paramiko.SFTPClient, moves: Sequence[tuple[str, str]]
+) -> list[OSError | None]:
+    """``posix-rename@openssh.com`` each (temporary, final) pair: replaces atomically."""
+    name = _field("posix-rename@openssh.com")
+    batch = Batch(client)
+    for temp, final in moves:
+        batch.add(CMD_EXTENDED, name + _field(temp) + _field(final))
+    return [reply_error(client, reply, CMD_STATUS) for reply in batch.replies()]
+
+
+def remove_many(client: paramiko.SFTPClient, paths: Sequence[str]) -> list[OSError | None]:
+    replies = exchange(client, [(CMD_REMOVE, (path,)) for path in paths])
+    return [reply_error(client, reply, CMD_STATUS) for reply in replies]
+
+
+def make_folder(client: paramiko.SFTPClient, path: str, mode: int | None) -> OSError | None:
+    """mkdir with ``mode``; the mode is set again only where the server's umask may have cut it.
+
+    An existing folder is never touched (mkdir fails first), so an operator's own base folder
+    keeps its mode. The second round trip is paid only for modes with group or other bits.
+    """
+    error = reply_error(client, exchange(client, [(CMD_MKDIR, (path, mode_attributes(mode)))])[0],
+                        CMD_STATUS)  # fmt: skip
+    if error is None and (exact := exact_mode(mode)) is not None:
+        chmod = exchange(client, [(CMD_SETSTAT, (path, mode_attributes(exact)))])[0]
+        return reply_error(client, chmod, CMD_STATUS)
     return error
+
+
+def exact_mode(mode: int | None) -> int | None:
+    """The mode to set explicitly after creating: None when creating with it is enough.
+
+    A create applies the server's umask, which (022, 027, 077 ...) only removes group and
+    other bits; a mode without those comes through a create unchanged.
+    """
+    return mode if mode is not None and mode & 0o077 else None

@@ -2,13 +2,27 @@
 
 Only SFTP requests are sent (mkdir, open, write, fstat, close, rename, stat, readdir, remove);
 no remote shell command ever runs, so no path can be interpreted by a shell and a login shell's
-rc files cost nothing. Each file is written under a temporary name in its folder and renamed
-into place (``posix-rename@openssh.com``, which replaces atomically) only after the server
-reported the expected size, so a half-written file never carries its final name.
+rc files cost nothing.
+
+Every file is written under a temporary name, ``.service-backup-partial-<hex>`` beside its
+final name, and renamed into place (``posix-rename@openssh.com``, which replaces atomically)
+only after the core's ``Source`` handed out its last byte without complaint (it raises first
+when the file is short, grew or changed) and the server reported the expected size. So a torn
+copy never carries a final name and never replaces a good one. A failed write removes its
+temporary file while the link is up; what a dropped link leaves behind is swept by a later
+run's ``ensure_location`` (``_sweep``: this tool's names, older than ``ORPHAN_AGE``, in the
+run folders of the last ``ORPHAN_DAYS`` days).
+
+Each write runs under the core's stall rule (``StallGuard``): when it moves fewer than
+``stall_min_bytes_per_second`` for ``stall_timeout_seconds``, or service-backup shuts down,
+its connection is closed, which ends every blocked SFTP call at once, and the write fails
+saying why. Files are stored with ``file_mode`` (0600), folders created with ``folder_mode``
+(0700).
 
 Three ways up, same guarantees: ``write`` streams a file with pipelined 255 KiB writes;
 files of ``SPLIT_THRESHOLD`` and more go as two streams on two channels; ``write_batch``
 (used by this plugin's upload hook, ``upload.py``) sends many small files in three exchanges.
+The SFTP framing lives in ``_sftp.py``, connections in ``_session.py``.
 """
 
 from __future__ import annotations
@@ -17,36 +31,26 @@ import builtins
 import contextlib
 import errno
 import io
-import os
+import itertools
 import posixpath
+import re
 import stat as stat_mode
 import threading
+import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import IO, cast
 
 import paramiko
-from paramiko.sftp import (
-    CMD_ATTRS,
-    CMD_CLOSE,
-    CMD_EXTENDED,
-    CMD_FSTAT,
-    CMD_HANDLE,
-    CMD_OPEN,
-    CMD_REMOVE,
-    CMD_STATUS,
-    CMD_WRITE,
-    SFTP_FLAG_CREATE,
-    SFTP_FLAG_TRUNC,
-    SFTP_FLAG_WRITE,
-    SFTPError,
-    int64,
-)
+from loguru import logger
+from paramiko.sftp import SFTPError
 
 from service_backup.destination import Destination, DestinationContext, ObjectInfo
-from service_backup.errors import DestinationError, ObjectNotFound, SourceError
+from service_backup.errors import DestinationError, ObjectNotFound, one_line
+from service_backup.layout import KeyLayout, MiB
 from service_backup.source import Source
+from service_backup.stall import StallGuard, StallRule
 
 from . import _sftp
 from ._keys import KeyProblem, load_private_key
@@ -60,12 +64,18 @@ from ._session import (
     describe_error,
     open_transport,
 )
-from .config import ScpConfig
+from .config import ScpConfig, parse_mode
 
 PARTIAL_MARK = ".service-backup-partial-"
-#: Files this big (read from a real file) go up as two parallel streams.
-SPLIT_THRESHOLD = 64 * 1024 * 1024
-SPLIT_SEGMENT = 16 * 1024 * 1024
+#: Exactly the temporary names this tool creates: only these are ever swept.
+PARTIAL_NAME = re.compile(re.escape(PARTIAL_MARK) + "[0-9a-f]{32}")
+#: A temporary file untouched this long belongs to no running upload (a live one is written
+#: continuously, and a stalled one is aborted within ``stall_timeout_seconds``).
+ORPHAN_AGE = 3600
+#: The run folders of this many days (today included) are swept at each run's start.
+ORPHAN_DAYS = 3
+#: Files this big go up as two parallel streams.
+SPLIT_THRESHOLD = 64 * MiB
 #: Transport-level failures and protocol violations: the channel can no longer be trusted.
 LINK_ERRORS = (paramiko.SSHException, EOFError, TimeoutError, ConnectionError, SFTPError)
 
@@ -81,7 +91,7 @@ class ScpDestination(Destination):
     three round trips (open; writes + fstat + close; rename) whose latency only overlapping
     work hides. Eight SFTP channels over two connections (``_session``) keep the client and
     sshd busy on a two-core VM; more threads only contend for the GIL, and memory stays
-    bounded (a streamed file holds one 255 KiB chunk, a batch at most 1 MiB).
+    bounded (a stream holds at most its in-flight writes, a batch at most 1 MiB).
     """
 
     file_concurrency = 8
@@ -95,7 +105,22 @@ class ScpDestination(Destination):
     def __init__(self, config: ScpConfig, context: DestinationContext) -> None:
         self.server = config.server
         self.base = _sftp_base(config.destination)
+        self.layout = KeyLayout(self.base)
+        self._root = "/" if self.base.startswith("/") else ""
         self.name = context.display_name
+        self._log = logger.bind(destination_name=self.name)
+        self.file_mode = parse_mode(config.file_mode)
+        self.folder_mode = parse_mode(config.folder_mode)
+        self.stop = context.stop
+        rule = StallRule(config.stall_timeout_seconds, config.stall_min_bytes_per_second)
+        self._guard = StallGuard(f"upload to {config.server}:{config.port}", rule, self.stop)
+        self._watch: contextlib.AbstractContextManager[StallGuard] | None = None
+        self._watch_lock = threading.Lock()
+        self._active = 0
+        #: Temporary names: a random prefix per destination and a counter (``uuid4`` per file
+        #: costs a system call); 32 hex digits, the shape ``PARTIAL_NAME`` sweeps.
+        self._temp_prefix = uuid.uuid4().hex[:16]
+        self._temp_numbers = itertools.count()
         try:
             key = load_private_key(config.key.reveal())
         except KeyProblem as exc:
@@ -111,7 +136,7 @@ class ScpDestination(Destination):
         self.where = self.endpoint.where
         guard = HostKeyGuard(config.server, config.port, config.fingerprint, self.name)
         self.pool = SessionPool(
-            lambda: open_transport(self.endpoint, guard),
+            lambda register: open_transport(self.endpoint, guard, register),
             self.where,
             timeout=self.endpoint.idle_timeout,
         )
@@ -123,10 +148,13 @@ class ScpDestination(Destination):
 
     # ------------------------------------------------------------------------------ paths
     def _path(self, key: str) -> str:
-        parts = [p for p in key.split("/") if p]
-        if not parts or any(p in (".", "..") for p in parts):
-            raise DestinationError(f"invalid key {key!r}")
-        return posixpath.join(self.base, *parts)
+        return self._root + self.layout.full(key)
+
+    def _temp(self, final: str) -> str:
+        """A temporary name beside ``final``: a rename within one folder is cheap (5,000
+        renames across folders took ext4 4-5 times the CPU of renames within one)."""
+        name = f"{PARTIAL_MARK}{self._temp_prefix}{next(self._temp_numbers):016x}"
+        return posixpath.join(posixpath.dirname(final), name)
 
     def _remote(self, path: str) -> str:
         return f"{self.server}:{path}"
@@ -136,8 +164,83 @@ class ScpDestination(Destination):
 
     # ---------------------------------------------------------------------------- folders
     def ensure_location(self) -> None:
+        """Create the base folder, then sweep what earlier failed runs left in it."""
         with self.pool.session() as session:
             self._make_folders(session, self.base)
+            self._sweep(session)
+
+    def _sweep(self, session: Session) -> None:
+        """Remove this tool's temporary files older than ``ORPHAN_AGE`` from recent run folders.
+
+        Runs write to ``[<deployment>/]YYYY/MM/DD/...``, and a temporary file sits beside its
+        final name, so what a dropped link left is in a run folder. Walking the whole base
+        (years of backups) every run would cost more than the upload; so the base folder,
+        and the folders of the last ``ORPHAN_DAYS`` days under the base and under each of its
+        direct subfolders (a deployment name), are walked. Only names that match
+        ``PARTIAL_NAME`` exactly, only regular files. The age is judged by the server's clock
+        against ours, so a skew of minutes is harmless. A sweep that fails is logged and
+        never fails the run.
+        """
+        client = session.client
+        cutoff = time.time() - ORPHAN_AGE
+        stale: builtins.list[tuple[str, int]] = []
+        today = datetime.now().astimezone().date()
+        days = [(today - timedelta(days=n)).strftime("%Y/%m/%d") for n in range(ORPHAN_DAYS)]
+
+        def listing(folder: str) -> builtins.list[paramiko.SFTPAttributes]:
+            try:
+                entries = client.listdir_attr(folder)
+            except FileNotFoundError:
+                return []
+            for entry in entries:
+                mode = entry.st_mode or 0
+                if (
+                    PARTIAL_NAME.fullmatch(entry.filename)
+                    and stat_mode.S_ISREG(mode)
+                    and (entry.st_mtime or 0) < cutoff
+                ):
+                    stale.append((posixpath.join(folder, entry.filename), entry.st_size or 0))
+            return entries
+
+        try:
+            roots = [self.base] + [
+                posixpath.join(self.base, e.filename)
+                for e in listing(self.base)
+                if stat_mode.S_ISDIR(e.st_mode or 0) and not e.filename.startswith(".")
+            ]
+            pending = [posixpath.join(root, day) for root in roots for day in days]
+            while pending:
+                folder = pending.pop()
+                pending += [
+                    posixpath.join(folder, e.filename)
+                    for e in listing(folder)
+                    if stat_mode.S_ISDIR(e.st_mode or 0)
+                ]
+            errors = _sftp.remove_many(client, [path for path, _ in stale])
+        except LINK_ERRORS as exc:
+            raise self._link_failed(session, exc) from None
+        except OSError as exc:
+            self._log.warning(
+                f"cannot look for leftover temporary files in {self.describe('')}: "
+                f"{_sftp_text(exc)}"
+            )
+            return
+        removed = [size for (_, size), error in zip(stale, errors, strict=True) if error is None]
+        if removed:
+            self._log.info(
+                f"removed {len(removed)} temporary file(s) ({sum(removed)} bytes) left in "
+                f"{self.describe('')} by an earlier failed upload"
+            )
+        failed = [error for error in errors if error is not None]
+        if failed:
+            self._log.warning(
+                f"cannot remove {len(failed)} temporary file(s) left in {self.describe('')}: "
+                f"{_sftp_text(failed[0])}"
+            )
+
+    def _forget_folder(self, path: str) -> None:
+        with self._folders_lock:
+            self._folders.discard(path)
 
     def _make_folders(self, session: Session, path: str) -> None:
         """mkdir -p through SFTP: create each missing component, tolerate existing ones.
@@ -149,19 +252,16 @@ class ScpDestination(Destination):
         """
         if path in self._folders or path in ("/", ".", ""):
             return
+        client = session.client
         try:
-            try:
-                session.client.mkdir(path)
-            except OSError:
-                if not self._is_folder(session, path):
-                    # Make the parent (a no-op when known) and try again: also right when
-                    # another thread created the parent since the first attempt.
-                    self._make_folders(session, posixpath.dirname(path))
-                    try:
-                        session.client.mkdir(path)
-                    except OSError as second:
-                        if not self._is_folder(session, path):
-                            raise self._mkdir_failed(path, second) from None
+            error = _sftp.make_folder(client, path, self.folder_mode)
+            if error is not None and not self._is_folder(session, path):
+                # Make the parent (a no-op when known) and try again: also right when another
+                # thread created the parent since the first attempt.
+                self._make_folders(session, posixpath.dirname(path))
+                error = _sftp.make_folder(client, path, self.folder_mode)
+                if error is not None and not self._is_folder(session, path):
+                    raise self._mkdir_failed(path, error)
         except LINK_ERRORS as exc:
             raise self._link_failed(session, exc) from None
         with self._folders_lock:
@@ -182,161 +282,142 @@ class ScpDestination(Destination):
             return DestinationError(f"permission denied creating folder {self._remote(path)}")
         return DestinationError(f"cannot create folder {self._remote(path)}: {_sftp_text(exc)}")
 
-    def _forget_folder(self, path: str) -> None:
-        with self._folders_lock:
-            self._folders.discard(path)
-
     # ------------------------------------------------------------------------------ write
-    def write(self, key: str, source: Source) -> ObjectInfo:
-        with source.open() as stream:
-            return self._write_stream(key, stream, source.size)
+    @contextlib.contextmanager
+    def _watched(self) -> Iterator[StallGuard]:
+        """A transfer under the stall rule; when it trips, every connection is closed.
 
-    def _write_stream(self, key: str, stream: IO[bytes], size: int) -> ObjectInfo:
+        One guard watches all of this destination's transfers together (one timer thread
+        while any runs, not one per file): the server is stalled when all of them together
+        move less than the floor. Closing the transports is the one way to end paramiko calls
+        blocked on the server's window or answer at once; the pool closes all of them, and
+        every write that fails because of it, or starts later, reports the stall (or the
+        shutdown) rather than a dropped link.
+        """
+        guard = self._guard
+        if guard.tripped:
+            raise guard.error()
+        if self.stop.is_set():
+            raise DestinationError(f"{guard.what}: interrupted: service-backup is shutting down")
+        if self.pool.aborted:
+            raise DestinationError(self.pool.aborted)
+        with self._watch_lock:
+            if self._active == 0:
+                self._watch = guard.watch(lambda: self.pool.abort(str(guard.error())))
+                self._watch.__enter__()
+            self._active += 1
+        try:
+            yield guard
+        except BaseException:
+            if guard.tripped:
+                raise guard.error() from None
+            raise
+        finally:
+            with self._watch_lock:
+                self._active -= 1
+                if self._active == 0 and self._watch is not None:
+                    watch, self._watch = self._watch, None
+                    watch.__exit__(None, None, None)
+
+    def write(self, key: str, source: Source) -> ObjectInfo:
         final = self._path(key)
-        folder = posixpath.dirname(final)
-        temp = posixpath.join(folder, f"{PARTIAL_MARK}{uuid.uuid4().hex}")
-        with self.pool.session() as session:
-            self._make_folders(session, folder)
-            sent, stored = (
-                self._upload_split(session, stream, size, temp, final)
-                if size >= SPLIT_THRESHOLD and _positional(stream)
-                else self._upload(session, stream, temp, final)
-            )
+        temp = self._temp(final)
+        with self._watched() as guard, self.pool.session() as session:
             try:
-                if stored != sent:
-                    raise DestinationError(
-                        f"{self._remote(final)}: the server stored {stored} bytes of {sent} "
-                        "sent; upload incomplete"
-                    )
-                if sent != size:
-                    raise SourceError(
-                        f"the source of {key} gave {sent} bytes, {size} expected: it changed "
-                        "during the upload"
-                    )
-                self._rename(session, temp, final)
+                try:
+                    self._make_folders(session, posixpath.dirname(final))
+                    stored = None
+                    if source.size >= SPLIT_THRESHOLD:
+                        stored = self._upload_split(session, source, temp, guard)
+                    if stored is None:
+                        stored = self._upload(session, source, temp, guard)
+                    self._check_size(final, stored, source.size)
+                    self._rename(session, temp, final)
+                except LINK_ERRORS as exc:
+                    raise self._link_failed(session, exc) from None
+                except OSError as exc:
+                    if not session.alive():
+                        raise self._link_failed(session, exc) from None
+                    raise self._failed("write", self._remote(final), exc) from None
             except BaseException:
                 self._remove_quietly(session, temp)
                 raise
         return ObjectInfo(key=key, size=stored)
 
-    def _upload(
-        self, session: Session, stream: IO[bytes], temp: str, final: str
-    ) -> tuple[int, int]:
-        client = session.client
-        handle = None
+    def _upload(self, session: Session, source: Source, temp: str, guard: StallGuard) -> int:
+        """The source as one pipelined stream; the size the server reports."""
+        stream = _sftp.open_for_write(session.client, temp, self.file_mode)
         try:
-            try:
-                handle = _sftp.open_for_write(client, temp)
-            except FileNotFoundError:  # the folder vanished since it was made: once more
-                self._forget_folder(posixpath.dirname(temp))
-                self._make_folders(session, posixpath.dirname(temp))
-                handle = _sftp.open_for_write(client, temp)
             chunk = _sftp.chunk_size(session.connection.transport)
-            result = _sftp.write_handle(client, handle, stream, chunk)
-            handle = None  # closed by write_handle
-            return result
-        except _sftp.SourceReadError as exc:
-            self._abandon(session, handle, temp)
-            raise exc.error from None
-        except LINK_ERRORS as exc:
-            raise self._link_failed(session, exc) from None
-        except OSError as exc:
-            self._abandon(session, handle, temp)
-            raise self._failed("write", self._remote(final), exc) from None
+            for offset in range(0, source.size, chunk):
+                data = source.read_at(offset, min(chunk, source.size - offset))
+                stream.send(offset, data)
+                guard.progress(len(data))
+            _all_read(source)
+            return stream.finish(self.file_mode)
         except BaseException:
-            self._abandon(session, handle, temp)
+            stream.abandon()
             raise
 
     def _upload_split(
-        self, session: Session, stream: IO[bytes], size: int, temp: str, final: str
-    ) -> tuple[int, int]:
-        """A big file as two streams on two channels, each writing alternate 16 MiB ranges.
+        self, session: Session, source: Source, temp: str, guard: StallGuard
+    ) -> int | None:
+        """A big file as two streams on two channels; None when no second channel is free now.
 
         One stream stalls whenever the server's 2 MiB channel window is used up until its
         window adjustment arrives; a second channel (another connection when one is free)
-        keeps data flowing meanwhile, and the client's work is spread over two threads.
-        Falls back to one stream when no second channel is free right now.
+        keeps data flowing meanwhile, and the client's work is spread over two threads. Both
+        take the next chunk from one reader that reads the source in order under a lock, so
+        the ``Source`` hashes as it reads and nothing waits out of order in memory.
         """
         with self.pool.spare_session() as second:
             if second is None:
-                return self._upload(session, stream, temp, final)
-            client = session.client
-            handle = extra = None
-            read_at = _reader_at(stream)
-            segments = [(s, min(s + SPLIT_SEGMENT, size)) for s in range(0, size, SPLIT_SEGMENT)]
+                return None
+            first = _sftp.open_for_write(session.client, temp, self.file_mode)
+            other: _sftp.Stream | None = None
+            chunk = _sftp.chunk_size(session.connection.transport)
+            reader = _InOrder(source, chunk, guard)
+            failures: list[BaseException] = []
             try:
-                handle = _sftp.open_for_write(client, temp)
-                extra = extra_handle = _sftp.open_for_write(second.client, temp, create=False)
-                chunk = _sftp.chunk_size(session.connection.transport)
-                outcome: list[int | BaseException] = []
-                failed = threading.Event()
-
-                def other_half() -> None:
-                    try:
-                        outcome.append(_sftp.write_ranges(
-                            second.client, extra_handle, read_at, segments[1::2], chunk, failed
-                        ))  # fmt: skip
-                    except BaseException as exc:
-                        failed.set()
-                        outcome.append(exc)
-
-                helper = threading.Thread(target=other_half, name="upload-split", daemon=True)
+                other = _sftp.open_for_write(second.client, temp, None, create=False)
+                helper = threading.Thread(
+                    target=reader.pump, args=(other, failures), name="upload-split", daemon=True
+                )
                 helper.start()
                 try:
-                    sent = _sftp.write_ranges(
-                        client, handle, read_at, segments[0::2], chunk, failed
-                    )
-                except BaseException:
-                    failed.set()
-                    raise
+                    reader.pump(first, failures)
                 finally:
                     helper.join()
-                if isinstance(outcome[0], BaseException):
-                    raise outcome[0]
-                sent += outcome[0]
-                _sftp.close_handle(second.client, extra)
-                extra = None
-                stored = _sftp.finish(client, handle)
-                handle = None
-                return sent, stored
-            except (_sftp.SourceReadError, OSError, *LINK_ERRORS) as exc:
-                if isinstance(exc, LINK_ERRORS):
-                    for lent in (session, second):
-                        lent.broken = True
-                    raise self._link_failed(session, exc) from None
-                self._abandon(session, handle, temp, second, extra)
-                if isinstance(exc, _sftp.SourceReadError):
-                    raise exc.error from None
-                raise self._failed("write", self._remote(final), exc) from None
+                if failures:
+                    if isinstance(failures[0], LINK_ERRORS):
+                        second.broken = True
+                    raise failures[0]
+                _sftp.close(second.client, other.handle)
+                other.closed = True
+                _all_read(source)
+                return first.finish(self.file_mode)
             except BaseException:
-                self._abandon(session, handle, temp, second, extra)
+                if other is not None:
+                    other.abandon()
+                first.abandon()
                 raise
 
-    def _abandon(
-        self,
-        session: Session,
-        handle: bytes | None,
-        temp: str,
-        second: Session | None = None,
-        extra: bytes | None = None,
-    ) -> None:
-        if second is not None and extra is not None:
-            _sftp.close_quietly(second.client, extra)
-        if handle is not None:
-            _sftp.close_quietly(session.client, handle)
-        self._remove_quietly(session, temp)
+    def _check_size(self, final: str, stored: int, size: int) -> None:
+        if stored != size:
+            raise DestinationError(
+                f"{self._remote(final)}: the server stored {stored} bytes of {size} sent; "
+                "upload incomplete"
+            )
 
     def _remove_quietly(self, session: Session, path: str) -> None:
         if session.broken:
-            return
+            return  # swept by a later run's ensure_location
         with contextlib.suppress(OSError, *LINK_ERRORS):
             session.client.remove(path)
 
     def _rename(self, session: Session, temp: str, final: str) -> None:
         try:
             session.client.posix_rename(temp, final)
-        except LINK_ERRORS as exc:
-            raise self._link_failed(session, exc) from None
         except OSError as exc:
             if "unsupported" not in str(exc).lower():
                 raise self._failed("rename into", self._remote(final), exc) from None
@@ -352,91 +433,75 @@ class ScpDestination(Destination):
             raise self._failed("rename into", self._remote(final), exc) from None
 
     # ------------------------------------------------------------------------- batches
-    def small_file_limit(self) -> int:
-        """Files up to this size fit one write request and may go through ``write_batch``."""
-        with self.pool.session() as session:
-            return _sftp.chunk_size(session.connection.transport)
+    def write_batch(self, items: builtins.list[tuple[str, Source]]) -> builtins.list[ObjectInfo]:
+        """Store several files in three round trips (the caller bounds their total size).
 
-    def write_batch(self, items: list[tuple[str, bytes]]) -> list[ObjectInfo]:
-        """Store several small files (each at most ``small_file_limit()``) in three round trips.
-
-        The same guarantees as ``write``: each goes to a temporary name, its size is checked
-        with fstat after the write, and only then is it renamed into place. All opens leave
-        in one send, then all writes, fstats and closes, then all renames.
+        The same guarantees as ``write``: every source is read (and checked by the core's
+        ``Source``) before anything is sent, each file goes to a temporary name, its size is
+        checked with fstat after the write, and only then is it renamed into place. All opens
+        leave in one send, then all writes, fstats and closes, then all renames.
         """
+        contents = [source.read_all() for _, source in items]
+        for _, source in items:
+            _all_read(source)
         finals = [self._path(key) for key, _ in items]
-        temps = [
-            posixpath.join(posixpath.dirname(f), f"{PARTIAL_MARK}{uuid.uuid4().hex}")
-            for f in finals
-        ]
-        with self.pool.session() as session:
-            for folder in dict.fromkeys(posixpath.dirname(f) for f in finals):
-                self._make_folders(session, folder)
+        temps = [self._temp(final) for final in finals]
+        with self._watched() as guard, self.pool.session() as session:
             try:
-                self._batch_write(session, items, finals, temps)
+                for folder in dict.fromkeys(posixpath.dirname(f) for f in finals):
+                    self._make_folders(session, folder)
+                self._batch_write(session, contents, finals, temps, guard)
                 self._batch_rename(session, finals, temps)
             except LINK_ERRORS as exc:
                 raise self._link_failed(session, exc) from None
-        return [ObjectInfo(key=key, size=len(data)) for key, data in items]
+            except OSError as exc:
+                if not session.alive():
+                    raise self._link_failed(session, exc) from None
+                raise
+        return [
+            ObjectInfo(key=key, size=len(data))
+            for (key, _), data in zip(items, contents, strict=True)
+        ]
 
     def _batch_write(
-        self, session: Session, items: list[tuple[str, bytes]], finals: list[str], temps: list[str]
-    ) -> None:
+        self, session: Session, contents: builtins.list[bytes], finals: builtins.list[str],
+        temps: builtins.list[str], guard: StallGuard,
+    ) -> None:  # fmt: skip
         client = session.client
-        flags = SFTP_FLAG_WRITE | SFTP_FLAG_CREATE | SFTP_FLAG_TRUNC
-        opened = _sftp.exchange(
-            client, [(CMD_OPEN, (temp, flags, paramiko.SFTPAttributes())) for temp in temps]
-        )
+        opened = _sftp.open_many(client, temps, self.file_mode)
         failure: DestinationError | None = None
-        handles: list[bytes] = []
-        for reply, final in zip(opened, finals, strict=True):
-            error = _sftp.reply_error(client, reply, CMD_HANDLE)
-            if error is None:
-                handles.append(reply[1].get_binary())
-            else:
-                failure = failure or self._failed("write", self._remote(final), error)
+        for outcome, final in zip(opened, finals, strict=True):
+            if isinstance(outcome, OSError):
+                failure = failure or self._failed("write", self._remote(final), outcome)
+        handles = [h for h in opened if isinstance(h, bytes)]
         if failure is not None:
             with contextlib.suppress(OSError, *LINK_ERRORS):
-                _sftp.exchange(client, [(CMD_CLOSE, (h,)) for h in handles])
+                _sftp.close_many(client, handles)
             self._batch_remove(session, temps)
             raise failure
-        requests: list[tuple[int, tuple[object, ...]]] = []
-        for handle, (_, data) in zip(handles, items, strict=True):
-            if data:
-                requests.append((CMD_WRITE, (handle, int64(0), data)))
-            requests += [(CMD_FSTAT, (handle,)), (CMD_CLOSE, (handle,))]
-        replies = iter(_sftp.exchange(client, requests))
-        for (_, data), final in zip(items, finals, strict=True):
-            written = _sftp.reply_error(client, next(replies), CMD_STATUS) if data else None
-            fstat, closed = next(replies), next(replies)
-            error = written or _sftp.reply_error(client, fstat, CMD_ATTRS)
-            error = error or _sftp.reply_error(client, closed, CMD_STATUS)
-            if error is not None:
-                failure = failure or self._failed("write", self._remote(final), error)
-                continue
-            stored = paramiko.SFTPAttributes._from_msg(fstat[1]).st_size
-            if stored != len(data):
+        chunk = _sftp.chunk_size(session.connection.transport)
+        written = _sftp.write_many(client, handles, contents, self.file_mode, chunk, guard.progress)
+        for result, data, final in zip(written, contents, finals, strict=True):
+            if isinstance(result, OSError):
+                failure = failure or self._failed("write", self._remote(final), result)
+            elif result != len(data):
                 failure = failure or DestinationError(
-                    f"{self._remote(final)}: the server stored {stored} bytes of {len(data)} "
+                    f"{self._remote(final)}: the server stored {result} bytes of {len(data)} "
                     "sent; upload incomplete"
                 )
         if failure is not None:
             self._batch_remove(session, temps)
             raise failure
 
-    def _batch_rename(self, session: Session, finals: list[str], temps: list[str]) -> None:
-        client = session.client
-        replies = _sftp.exchange(
-            client,
-            [
-                (CMD_EXTENDED, ("posix-rename@openssh.com", temp, final))
-                for temp, final in zip(temps, finals, strict=True)
-            ],
-        )
+    def _batch_rename(
+        self, session: Session, finals: builtins.list[str], temps: builtins.list[str]
+    ) -> None:
+        moves = list(zip(temps, finals, strict=True))
         failure: DestinationError | None = None
         leftovers = []
-        for reply, temp, final in zip(replies, temps, finals, strict=True):
-            error = _sftp.reply_error(client, reply, CMD_STATUS)
+        for error, (temp, final) in zip(
+            _sftp.rename_many(session.client, moves), moves, strict=True
+        ):
             if error is None:
                 continue
             if "unsupported" in str(error).lower():
@@ -448,9 +513,9 @@ class ScpDestination(Destination):
             self._batch_remove(session, leftovers)
             raise failure
 
-    def _batch_remove(self, session: Session, paths: list[str]) -> None:
+    def _batch_remove(self, session: Session, paths: builtins.list[str]) -> None:
         with contextlib.suppress(OSError, *LINK_ERRORS):
-            _sftp.exchange(session.client, [(CMD_REMOVE, (path,)) for path in paths])
+            _sftp.remove_many(session.client, paths)
 
     # ---------------------------------------------------------------------------- rename
     def rename(self, moves: Sequence[tuple[str, str]]) -> None:
@@ -572,8 +637,48 @@ class ScpDestination(Destination):
 
     def _link_failed(self, session: Session, exc: BaseException) -> DestinationError:
         session.broken = True
+        if self.pool.aborted:  # closed by a stall guard or shutdown: say why
+            return DestinationError(self.pool.aborted)
         reason = describe_error(exc, self.endpoint.idle_timeout)
         return DestinationError(f"SFTP connection to {self.where} failed: {reason}")
+
+
+class _InOrder:
+    """Hands out a source's chunks in file order to the streams of a split upload.
+
+    Each chunk is read under the lock, so the ``Source`` sees its reads in order (it hashes
+    as it goes and keeps nothing aside) while the streams encrypt and send in parallel. The
+    first failure (a source error, a refused write, a dropped link) stops every stream.
+    """
+
+    def __init__(self, source: Source, chunk: int, guard: StallGuard) -> None:
+        self.source = source
+        self.chunk = chunk
+        self.guard = guard
+        self.offset = 0
+        self.failed = False
+        self.lock = threading.Lock()
+
+    def next(self) -> tuple[int, bytes] | None:
+        with self.lock:
+            if self.failed or self.offset >= self.source.size:
+                return None
+            offset = self.offset
+            data = self.source.read_at(offset, min(self.chunk, self.source.size - offset))
+            self.offset += len(data)
+            return offset, data
+
+    def pump(self, stream: _sftp.Stream, failures: builtins.list[BaseException]) -> None:
+        """Send chunks until none are left, then wait for every answer; record a failure."""
+        try:
+            while (piece := self.next()) is not None:
+                stream.send(*piece)
+                self.guard.progress(len(piece[1]))
+            stream.drain()
+            stream.raise_if_failed()
+        except BaseException as exc:
+            self.failed = True
+            failures.append(exc)
 
 
 class _RemoteReader(io.RawIOBase):
@@ -607,6 +712,12 @@ class _RemoteReader(io.RawIOBase):
         super().close()
 
 
+def _all_read(source: Source) -> None:
+    """Every byte was handed out and the file did not grow or change: only now may it be
+    committed. (The ``Source`` checks on its last read; this also covers an empty file.)"""
+    source.sha256  # noqa: B018 - raises SourceError unless every byte was read and checked
+
+
 def _sftp_base(destination: str) -> str:
     """The base folder as SFTP paths need it.
 
@@ -619,40 +730,10 @@ def _sftp_base(destination: str) -> str:
     return base.rstrip("/") or "/"
 
 
-def _positional(stream: IO[bytes]) -> bool:
-    """Whether the stream is a regular file that can be read at any offset (pread)."""
-    try:
-        return stat_mode.S_ISREG(os.fstat(stream.fileno()).st_mode)
-    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
-        return False
-
-
-def _reader_at(stream: IO[bytes]) -> Callable[[int, int], bytes]:
-    """``pread`` on the stream's file; a read error is raised again through the stream itself,
-    so it carries the stream's own wording (the core's names the source file)."""
-    fd = stream.fileno()
-    lock = threading.Lock()
-
-    def read_at(offset: int, size: int) -> bytes:
-        try:
-            return os.pread(fd, size, offset)
-        except OSError:
-            pass
-        try:
-            with lock:
-                stream.seek(offset)
-                return stream.read(size)
-        except OSError as exc:
-            raise _sftp.SourceReadError(exc) from None
-
-    return read_at
-
-
 def _info(key: str, attrs: paramiko.SFTPAttributes) -> ObjectInfo:
     modified = datetime.fromtimestamp(attrs.st_mtime, UTC) if attrs.st_mtime is not None else None
     return ObjectInfo(key=key, size=int(attrs.st_size or 0), modified=modified)
 
 
 def _sftp_text(exc: OSError) -> str:
-    text = exc.strerror or (str(exc.args[0]) if exc.args else "") or type(exc).__name__
-    return " ".join(str(text).split())
+    return one_line(exc.strerror or (exc.args[0] if exc.args else "") or type(exc).__name__)

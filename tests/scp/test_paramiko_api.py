@@ -1,0 +1,62 @@
+"""The private parts of paramiko that ``_sftp.py`` relies on are still there, unchanged.
+
+The plugin frames SFTP requests through ``SFTPClient``'s private request table (see the
+docstring of ``service_backup_scp._sftp``) and pins paramiko to the minor version tested. When
+paramiko is upgraded, these tests fail first and name what moved, before any upload does.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import uuid
+from collections.abc import MutableMapping
+
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+from service_backup.config import structure_destination_config
+from service_backup.destination import DestinationContext
+from service_backup_scp import _sftp
+from service_backup_scp.config import ScpConfig
+from service_backup_scp.destination import ScpDestination
+
+from .server import SshServer
+
+
+def test_private_names_and_signatures_are_unchanged() -> None:
+    problems = _sftp.private_api_problems()
+    assert problems == [], (
+        f"paramiko {importlib.metadata.version('paramiko')} changed the private API that "
+        f"service_backup_scp._sftp uses: {'; '.join(problems)}. Adapt _sftp.py before "
+        "widening the paramiko pin in plugins_scp/pyproject.toml."
+    )
+
+
+def test_a_connected_client_has_the_private_attributes(sshd: SshServer) -> None:
+    raw = {
+        "user": sshd.user,
+        "server": sshd.host,
+        "port": sshd.port,
+        "destination": str(sshd.root / f"api-{uuid.uuid4().hex}"),
+        "fingerprint": sshd.keyscan,
+        "key": sshd.client_key,
+    }
+    config = structure_destination_config(raw, ScpConfig)
+    with ScpDestination(config, DestinationContext("api")) as dest, dest.pool.session() as s:
+        problems = _sftp.private_api_problems(s.client)
+        assert problems == [], f"paramiko's SFTPClient changed: {'; '.join(problems)}"
+        # A WeakValueDictionary in paramiko 5.1: _sftp keeps every registered owner alive.
+        assert isinstance(s.client._expecting, MutableMapping), "SFTPClient._expecting changed"
+
+
+def test_installed_paramiko_is_within_the_pin() -> None:
+    """The pin is a single minor version: the one these tests ran against."""
+    requires = importlib.metadata.requires("service-backup-scp") or []
+    pin = next(Requirement(r) for r in requires if Requirement(r).name == "paramiko")
+    installed = Version(importlib.metadata.version("paramiko"))
+    assert installed in pin.specifier, f"paramiko {installed} is outside the pin {pin.specifier}"
+    bounds = sorted(Version(s.version) for s in pin.specifier)
+    assert len(bounds) == 2 and bounds[1].release[:2] == (
+        bounds[0].major,
+        bounds[0].minor + 1,
+    ), f"paramiko must be pinned to one tested minor version, not {pin.specifier}"
