@@ -48,6 +48,9 @@ def _parser(prog: str = "service-backup") -> argparse.ArgumentParser:
     for name, module in COMMAND_MODULES.items():
         command = importlib.import_module(module)
         command.configure(with_config(name, command.HELP))
+    for name, module in STANDALONE_MODULES.items():
+        command = importlib.import_module(module)
+        command.configure(sub.add_parser(name, help=command.HELP, description=command.HELP))
     return parser
 
 
@@ -55,6 +58,10 @@ def _parser(prog: str = "service-backup") -> argparse.ArgumentParser:
 #: ``HELP``, ``configure(parser)`` (its flags; CONFIG is already there) and ``run(args) -> int``.
 COMMAND_MODULES: dict[str, str] = {
     "prune": "service_backup.commands.prune",
+}
+#: The same for commands that take no CONFIG.
+STANDALONE_MODULES: dict[str, str] = {
+    "schema": "service_backup.commands.schema",
 }
 
 
@@ -201,6 +208,8 @@ def main(argv: list[str] | None = None, prog: str = "service-backup") -> int:
     try:
         if args.command in COMMAND_MODULES:
             return int(importlib.import_module(COMMAND_MODULES[args.command]).run(args))
+        if args.command in STANDALONE_MODULES:
+            return int(importlib.import_module(STANDALONE_MODULES[args.command]).run(args))
         if args.command == "validate":
             return cmd_validate(args.config)
         if args.command == "plugins":
