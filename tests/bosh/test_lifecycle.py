@@ -245,22 +245,23 @@ def test_pre_start_accepts_a_valid_manifest(as_root: None, packaged: Path, root:
     assert "valid" in result.stdout
 
 
-def test_pre_start_fails_the_deploy_with_the_daemons_message(
+def test_pre_start_checks_a_third_party_type_with_its_own_config_class(
     as_root: None, packaged: Path, root: Path
 ) -> None:
+    """The director knows only the built-in types; a third-party type's mistakes render and
+    fail pre-start, with the daemon's message."""
     manifest = m.service_backup(
         m.destination("local"),
-        m.destination("s3"),
+        {"type": "toy", "name": "third-party", "config": {"pth": "/x"}},
         missing_properties_message="Fix it.",
         backup_user=BACKUP_USER,
     )
-    del manifest["properties"]["service-backup"]["destinations"][1]["config"]["bucket_name"]
     fake_root(root, packaged, manifest)
     result = run_script(root, "pre-start")
     assert result.returncode == 2
-    assert "destinations[1].config.bucket_name: required field missing" in result.stderr
+    assert "destinations[1].config.pth: unknown key" in result.stderr
+    assert "destinations[1].config.path: required field missing" in result.stderr
     assert result.stderr.strip().endswith("Fix it.")
-    assert m.S3_SECRET not in result.stdout + result.stderr
 
 
 def test_pre_start_fails_when_backup_user_does_not_exist(
