@@ -105,9 +105,16 @@ class FaultProxy:
 
 
 def _reset(sock: socket.socket) -> None:
-    """Close with RST (SO_LINGER 0), as a crashed peer or a middlebox would."""
+    """Close with RST (SO_LINGER 0), as a crashed peer or a middlebox would.
+
+    ``shutdown`` first: a relay thread blocked reading this socket would otherwise keep the
+    descriptor alive, and the RST would never leave.
+    """
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RD)
+    with contextlib.suppress(OSError):
         sock.close()
 
 

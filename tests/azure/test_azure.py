@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import base64
 import http.client
-import io
 import logging
 import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -26,19 +25,22 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 from service_backup.config import parse_config, structure_destination_config
 from service_backup.destination import DestinationContext
 from service_backup.errors import ConfigError, DestinationError, ObjectNotFound, SourceError
+from service_backup.layout import MiB
 from service_backup.plugins import PluginRegistry
+from service_backup.source import Source
 from service_backup_azure.destination import (
     LIST_PAGE_SIZE,
     MAX_BLOCK_SIZE,
+    MAX_BLOCKS,
     MAX_SINGLE_PUT_SIZE,
     RETRY_TOTAL,
     AzureDestination,
+    block_size_for,
 )
 from tests.azure.server import AzuriteServer
 from tests.core.cli import run_cli, write_config
 from tests.servers import free_port
 
-MiB = 1024 * 1024
 TODAY = time.strftime("%Y/%m/%d")
 WRONG_KEY = base64.b64encode(b"a well-formed key that is not the account's").decode()
 
@@ -102,6 +104,7 @@ class FaultyProxy:
         self.corrupt_puts = 0
         self.corrupt_gets = 0
         self.requests: list[tuple[str, str]] = []
+        self.on_request: Callable[[str, str], None] | None = None
         self._lock = threading.Lock()
         proxy = self
 
@@ -116,12 +119,15 @@ class FaultyProxy:
                 body = self.rfile.read(length) if length else b""
                 with proxy._lock:
                     proxy.requests.append((self.command, self.path))
+                    hook = proxy.on_request
                     throttle = self.command == "PUT" and proxy.throttle_puts > 0
                     corrupt = not throttle and self.command == "PUT" and proxy.corrupt_puts > 0
                     if throttle:
                         proxy.throttle_puts -= 1
                     if corrupt and body:
                         proxy.corrupt_puts -= 1
+                if hook is not None:
+                    hook(self.command, self.path)
                 if throttle:
                     self.send_response(503, "Server Busy")
                     self.send_header("x-ms-error-code", "ServerBusy")
@@ -217,7 +223,7 @@ def test_endpoint_resolves_to_account_url_without_network(endpoint: str, expecte
 def test_endpoint_as_full_url_reaches_azurite(raw: dict[str, str], service: BlobServiceClient):
     with open_destination({**raw, "endpoint": raw["endpoint"] + "/"}) as dest:
         dest.ensure_location()
-        dest.write("2026/01/02/dump.rdb", io.BytesIO(b"payload"), 7)
+        dest.write("2026/01/02/dump.rdb", Source.from_bytes(b"payload"))
     blob = service.get_blob_client(raw["container"], "service/redis/2026/01/02/dump.rdb")
     assert blob.download_blob().readall() == b"payload"
 
@@ -278,7 +284,7 @@ def test_existing_container_is_used_as_is(raw: dict[str, str], service: BlobServ
     container.upload_blob("elsewhere/keep.txt", b"keep me")
     with open_destination(raw) as dest:
         dest.ensure_location()
-        info = dest.write("2026/11/26/dump.rdb", io.BytesIO(b"new"), 3)
+        info = dest.write("2026/11/26/dump.rdb", Source.from_bytes(b"new"))
     assert info.size == 3
     names = sorted(b.name for b in container.list_blobs())
     assert names == ["elsewhere/keep.txt", "service/redis/2026/11/26/dump.rdb"]
@@ -306,13 +312,13 @@ def test_wrong_key_fails_clearly_without_the_key(raw: dict[str, str]) -> None:
         # Not mistaken for a missing container, and nothing got created with the bad key.
         assert "does not exist" not in message
         with pytest.raises(DestinationError, match="access denied"):
-            dest.write("2026/x.txt", io.BytesIO(b"x"), 1)
+            dest.write("2026/x.txt", Source.from_bytes(b"x"))
 
 
 def test_missing_container_told_apart_from_denied(raw: dict[str, str]) -> None:
     with open_destination(raw) as dest:  # ensure_location never called: no container
         with pytest.raises(DestinationError) as info:
-            dest.write("2026/x.txt", io.BytesIO(b"x"), 1)
+            dest.write("2026/x.txt", Source.from_bytes(b"x"))
         assert f"container {raw['container']} does not exist" in str(info.value)
         assert list(dest.list("")) == []
 
@@ -332,7 +338,7 @@ def test_unreachable_endpoint_fails_fast_naming_it(raw: dict[str, str]) -> None:
 
 # ------------------------------------------------------------------- layout and transfer
 def test_blob_names_are_path_slash_key(destination: AzureDestination, raw, service) -> None:
-    destination.write("deploy-1/2026/11/26/sub dir/dump.rdb", io.BytesIO(b"abc"), 3)
+    destination.write("deploy-1/2026/11/26/sub dir/dump.rdb", Source.from_bytes(b"abc"))
     names = [b.name for b in service.get_container_client(raw["container"]).list_blobs()]
     assert names == ["service/redis/deploy-1/2026/11/26/sub dir/dump.rdb"]
     assert [o.key for o in destination.list("deploy-1/")] == [
@@ -344,7 +350,7 @@ def test_path_slashes_are_normalised(raw: dict[str, str], service: BlobServiceCl
     with open_destination({**raw, "path": "/service/redis/"}) as dest:
         assert dest.describe("2026/11/26") == f"{raw['container']}/service/redis/2026/11/26"
         dest.ensure_location()
-        dest.write("a.txt", io.BytesIO(b"a"), 1)
+        dest.write("a.txt", Source.from_bytes(b"a"))
         assert [o.key for o in dest.list("")] == ["a.txt"]
     names = [b.name for b in service.get_container_client(raw["container"]).list_blobs()]
     assert names == ["service/redis/a.txt"]
@@ -355,7 +361,7 @@ def test_large_upload_is_committed_from_blocks(
 ) -> None:
     size = MAX_SINGLE_PUT_SIZE + 2 * MAX_BLOCK_SIZE + 123
     data = os.urandom(size)
-    info = destination.write("big.bin", io.BytesIO(data), size)
+    info = destination.write("big.bin", Source.from_bytes(data))
     assert info.size == size
     blob = service.get_blob_client(raw["container"], "service/redis/big.bin")
     committed, _ = blob.get_block_list("committed")
@@ -368,13 +374,101 @@ def test_large_upload_is_committed_from_blocks(
     assert b"".join(pieces) == data
 
 
-def test_shrinking_source_stores_nothing(destination: AzureDestination) -> None:
-    for size in (10, MAX_SINGLE_PUT_SIZE + MAX_BLOCK_SIZE):  # single put and block upload
-        short = io.BytesIO(b"x" * (size - 5))
-        with pytest.raises(SourceError, match="shrank"):
-            destination.write(f"short-{size}.bin", short, size)
+GOOD = b"the good backup of this morning\n" * 1000
+SOURCE_SIZES = {
+    "single put": 10_000,
+    "blocks": MAX_SINGLE_PUT_SIZE + 2 * MAX_BLOCK_SIZE + 5,
+}
+
+
+def failing_source(tmp_path: Path, kind: str, size: int) -> Source:
+    """A file listed at ``size`` that is then short, longer, or rewritten in place."""
+    path = tmp_path / f"{kind}.bin"
+    path.write_bytes(os.urandom(size))
+    listed = os.stat(path)
+    if kind == "short":
+        os.truncate(path, size - 7)
+    elif kind == "grown":
+        with open(path, "ab") as f:
+            f.write(b"appended after the listing")
+    elif kind == "modified":
+        os.utime(path, ns=(listed.st_atime_ns, listed.st_mtime_ns + 1_000_000_000))
+    return Source(str(path), size, path=path, mtime_ns=listed.st_mtime_ns)
+
+
+@pytest.mark.parametrize("kind", ["short", "grown", "modified"])
+@pytest.mark.parametrize("how", list(SOURCE_SIZES))
+def test_failing_source_never_replaces_a_good_blob(
+    destination: AzureDestination, tmp_path: Path, kind: str, how: str, raw, service
+) -> None:
+    key = f"2026/11/26/{how}-{kind}.rdb"
+    destination.write(key, Source.from_bytes(GOOD))
+    source = failing_source(tmp_path, kind, SOURCE_SIZES[how])
+    try:
+        with pytest.raises(SourceError) as info:
+            destination.write(key, source)
+    finally:
+        source.close()
+    assert f"{kind}.bin" in str(info.value), f"the error must name the source file: {info.value}"
+    with destination.open_read(key) as stream:
+        assert stream.read() == GOOD, f"a {kind} source replaced the good blob ({how})"
+    blob = service.get_blob_client(raw["container"], f"service/redis/{key}")
+    committed, _ = blob.get_block_list("all")
+    assert committed == [], "the good blob (one Put Blob) must still be the committed one"
+
+
+def test_source_growing_during_a_block_upload_never_replaces_a_good_blob(
+    raw: dict[str, str], proxy: FaultyProxy, azurite_server: AzuriteServer, tmp_path: Path
+) -> None:
+    raw = {**raw, "endpoint": f"http://127.0.0.1:{proxy.port}/{azurite_server.account_name}"}
+    size = MAX_SINGLE_PUT_SIZE + 5 * MAX_BLOCK_SIZE  # six blocks: the last read comes later
+    path = tmp_path / "growing.bin"
+    path.write_bytes(os.urandom(size))
+    grown = threading.Event()
+
+    def grow(method: str, target: str) -> None:
+        # The first block reaches the server while the last one is still unread.
+        if method == "PUT" and "comp=block" in target and not grown.is_set():
+            with open(path, "ab") as f:
+                f.write(b"x" * 100)
+            grown.set()
+
+    with open_destination(raw) as dest:
+        dest.ensure_location()
+        dest.write("dump.rdb", Source.from_bytes(GOOD))
+        proxy.on_request = grow
+        source = Source(str(path), size, path=path)
+        try:
+            with pytest.raises(SourceError, match=r"growing\.bin"):
+                dest.write("dump.rdb", source)
+        finally:
+            source.close()
+        assert grown.is_set(), "the test did not grow the file during the upload"
+        with dest.open_read("dump.rdb") as stream:
+            assert stream.read() == GOOD, "a source that grew mid-upload replaced the good blob"
+        assert proxy.count("PUT", "comp=blocklist") == 0, "blocks were committed"
+
+
+def test_failing_source_leaves_no_blob_where_there_was_none(
+    destination: AzureDestination, tmp_path: Path
+) -> None:
+    for how, size in SOURCE_SIZES.items():
+        source = failing_source(tmp_path, "short", size)
+        try:
+            with pytest.raises(SourceError):
+                destination.write(f"new-{how}.bin", source)
+        finally:
+            source.close()
         with pytest.raises(ObjectNotFound):
-            destination.stat(f"short-{size}.bin")
+            destination.stat(f"new-{how}.bin")
+
+
+def test_huge_files_get_bigger_blocks_within_the_block_limit() -> None:
+    assert block_size_for(1) == MAX_BLOCK_SIZE
+    assert block_size_for(MAX_BLOCKS * MAX_BLOCK_SIZE) == MAX_BLOCK_SIZE
+    for size in (MAX_BLOCKS * MAX_BLOCK_SIZE + 1, 1024 * 1024 * MiB):
+        block = block_size_for(size)
+        assert block % MiB == 0 and -(-size // block) <= MAX_BLOCKS, size
 
 
 def test_corrupted_upload_is_refused_by_the_service(
@@ -386,7 +480,7 @@ def test_corrupted_upload_is_refused_by_the_service(
         for name, size in (("small.bin", 64 * 1024), ("blocks.bin", MAX_SINGLE_PUT_SIZE + 1)):
             proxy.corrupt_puts = 1
             with pytest.raises(DestinationError) as info:
-                dest.write(name, io.BytesIO(os.urandom(size)), size)
+                dest.write(name, Source.from_bytes(os.urandom(size)))
             assert f"uploading {raw['container']}/service/redis/{name}" in str(info.value)
             assert "HTTP 400" in str(info.value)
             with pytest.raises(ObjectNotFound):
@@ -400,7 +494,7 @@ def test_corrupted_download_is_detected_and_fetched_again(
     data = os.urandom(64 * 1024)
     with open_destination(raw) as dest:
         dest.ensure_location()
-        dest.write("read-back.bin", io.BytesIO(data), len(data))
+        dest.write("read-back.bin", Source.from_bytes(data))
         proxy.corrupt_gets = 1
         with dest.open_read("read-back.bin") as stream:
             assert stream.read() == data
@@ -415,7 +509,7 @@ def test_throttling_is_retried(
     with open_destination(raw) as dest:
         dest.ensure_location()
         proxy.throttle_puts = 1
-        info = dest.write("throttled.txt", io.BytesIO(b"eventually"), 10)
+        info = dest.write("throttled.txt", Source.from_bytes(b"eventually"))
         assert info.size == 10
         assert proxy.count("PUT", "throttled.txt") == 2  # one 503, one retry that went through
         with dest.open_read("throttled.txt") as stream:
@@ -440,7 +534,7 @@ def test_sdk_logging_stays_out_of_the_process_log(
     destination: AzureDestination, caplog: pytest.LogCaptureFixture, raw: dict[str, str]
 ) -> None:
     caplog.set_level(logging.DEBUG)  # as if something configured the root logger verbosely
-    destination.write("logged.txt", io.BytesIO(b"x"), 1)
+    destination.write("logged.txt", Source.from_bytes(b"x"))
     destination.stat("logged.txt")
     azure_records = [r for r in caplog.records if r.name.startswith("azure")]
     assert azure_records == []
@@ -452,7 +546,7 @@ def test_sas_url_from_the_server_handle_works(
     azurite_server: AzuriteServer, destination: AzureDestination, raw: dict[str, str]
 ) -> None:
     # The benchmark points rclone at Azurite through this URL.
-    destination.write("sas/visible.txt", io.BytesIO(b"sas"), 3)
+    destination.write("sas/visible.txt", Source.from_bytes(b"sas"))
     client = ContainerClient.from_container_url(azurite_server.container_sas_url(raw["container"]))
     assert [b.name for b in client.list_blobs()] == ["service/redis/sas/visible.txt"]
 
@@ -488,6 +582,8 @@ def test_cli_backup_end_to_end(
     assert done[0]["data"]["size_in_bytes"] == MAX_SINGLE_PUT_SIZE + 1000 + 8
     container = service.get_container_client(raw["container"])
     stored = {b.name: b.size for b in container.list_blobs()}
+    manifest = f"service/redis/{prefix}/.service-backup-manifest.json"
+    assert stored.pop(manifest, 0) > 0, "no run manifest"
     assert stored == {
         f"service/redis/{prefix}/dump.rdb": MAX_SINGLE_PUT_SIZE + 1000,
         f"service/redis/{prefix}/nested/appendonly.aof": 8,

@@ -93,7 +93,7 @@ import attrs
 from service_backup.config import required
 from service_backup.destination import DestinationType
 from service_backup.hookspecs import hookimpl
-from service_backup_plugins.local import LocalDestination
+from service_backup_plugins.local.destination import LocalDestination
 
 
 @attrs.frozen

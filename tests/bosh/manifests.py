@@ -98,7 +98,7 @@ def destination(kind: str, name: str = "") -> dict[str, Any]:
 #: The fields the seed marks as required, per destination type.
 REQUIRED_FIELDS = {
     "s3": ["bucket_name", "bucket_path", "access_key_id", "secret_access_key"],
-    "azure": ["storage_account", "storage_access_key", "container", "path"],
+    "azure": ["storage_account", "container", "path"],  # the key is optional (issue 18)
     "gcs": ["service_account_json", "project_id", "bucket_name"],
     "scp": ["user", "server", "destination", "key"],
     "local": ["path"],

@@ -73,12 +73,30 @@ def test_go_durations(text: str, seconds: float) -> None:
     assert parse_go_duration(text).total_seconds() == seconds
 
 
-def test_sub_second_every_rounds_up_to_one_second() -> None:
-    schedule = parse_schedule("@every 100ms", timezone=UTC)
+@pytest.mark.parametrize("spec", ["@every 0s", "@every 100ms", "@every 999ms"])
+def test_every_below_one_second_is_refused(spec: str) -> None:
+    # robfig rounded these up to 1s: "@every 0s" ran ten backups in ten seconds.
+    with pytest.raises(ScheduleError, match="must be at least 1s"):
+        parse_schedule(spec)
+
+
+def test_every_one_second_is_still_allowed() -> None:
+    schedule = parse_schedule("@every 1s", timezone=UTC)
     first = schedule.trigger.get_next_fire_time(None, NOW)
     assert schedule.trigger.get_next_fire_time(first, first) - first == datetime.timedelta(
         seconds=1
     )
+
+
+@pytest.mark.parametrize("spec", ["0 0 31 2 *", "0 0 30 2 *", "0 0 31 4,6,9,11 *"])
+def test_a_schedule_that_never_fires_is_refused(spec: str) -> None:
+    with pytest.raises(ScheduleError, match="never fires"):
+        parse_schedule(spec)
+
+
+@pytest.mark.parametrize("spec", ["0 0 29 2 *", "0 0 31 2 1", "0 0 31 1-2 *"])
+def test_rare_but_possible_schedules_are_accepted(spec: str) -> None:
+    assert parse_schedule(spec, timezone=UTC).next_fire_time(NOW) is not None
 
 
 def test_cron_tz_prefix() -> None:

@@ -20,7 +20,7 @@ from service_backup.hookspecs import hookimpl
 from service_backup.secret import Secret
 from service_backup.source import Source
 from service_backup.testing import DestinationSuite, MiB
-from service_backup_plugins.local import LocalDestination
+from service_backup_plugins.local.destination import LocalDestination
 
 
 @attrs.frozen

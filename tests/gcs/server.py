@@ -311,3 +311,68 @@ def gcs_emulator(folder: Path, *, in_memory: bool = False) -> Iterator[GCSServer
     finally:
         tokens.close()
         stop(process)
+
+
+class MetadataServer:
+    """A GCE metadata server on loopback: what google-auth asks on a GCP VM or a GKE pod.
+
+    Answers only requests carrying ``Metadata-Flavor: Google`` (as the real one does), with
+    that header on every answer (google-auth's "am I on GCE?" probe checks it). Point
+    google-auth at it with ``GCE_METADATA_HOST`` and ``GCE_METADATA_IP`` (``host:port``).
+    """
+
+    TOKEN_PATH = "/computeMetadata/v1/instance/service-accounts/default/token"
+
+    def __init__(self, email: str = CLIENT_EMAIL, project_id: str = PROJECT_ID) -> None:
+        self.email, self.project_id = email, project_id
+        self.calls: list[tuple[str, bool]] = []  # (path, had the Metadata-Flavor header)
+        self.tokens: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                flavored = self.headers.get("Metadata-Flavor") == "Google"
+                server.calls.append((path, flavored))
+                status, body, kind = server.answer(path, flavored)
+                data = body.encode()
+                self.send_response(status)
+                self.send_header("Metadata-Flavor", "Google")
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.host = f"127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def answer(self, path: str, flavored: bool) -> tuple[int, str, str]:
+        if not flavored:
+            return 403, "Missing Metadata-Flavor:Google header.", "text/plain"
+        if path in ("", "/"):
+            return 200, "computeMetadata/", "text/plain"
+        if path == self.TOKEN_PATH:
+            token = f"ya29.metadata-{uuid.uuid4().hex}"
+            self.tokens.append(token)
+            body = {"access_token": token, "expires_in": 3600, "token_type": "Bearer"}
+            return 200, json.dumps(body), "application/json"
+        if path == "/computeMetadata/v1/instance/service-accounts/default/":
+            body = {"email": self.email, "aliases": ["default"],
+                    "scopes": ["https://www.googleapis.com/auth/cloud-platform"]}  # fmt: skip
+            return 200, json.dumps(body), "application/json"
+        if path == "/computeMetadata/v1/project/project-id":
+            return 200, self.project_id, "text/plain"
+        return 404, "not found", "text/plain"
+
+    @property
+    def environment(self) -> dict[str, str]:
+        return {"GCE_METADATA_HOST": self.host, "GCE_METADATA_IP": self.host}
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

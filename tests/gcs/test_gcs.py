@@ -10,7 +10,6 @@ never patched: it talks HTTP to a real socket in every test.
 from __future__ import annotations
 
 import base64
-import io
 import json
 import re
 import threading
@@ -27,8 +26,9 @@ import pytest
 
 from service_backup.config import parse_config, structure_destination_config
 from service_backup.destination import DestinationContext
-from service_backup.errors import BackupError, ConfigError, DestinationError, ObjectNotFound
+from service_backup.errors import ConfigError, DestinationError, ObjectNotFound, SourceError
 from service_backup.plugins import PluginRegistry
+from service_backup.source import Source
 from service_backup_gcs.destination import SINGLE_REQUEST_LIMIT, GCSDestination
 from tests.core.cli import run_cli, write_config
 from tests.gcs.server import GCSServer, generate_key
@@ -206,15 +206,44 @@ def test_key_without_a_needed_field_is_named(gcs_server: GCSServer, field_name: 
     assert_no_key_material(message, gcs_server)
 
 
-def test_other_credential_types_are_refused(gcs_server: GCSServer) -> None:
-    user = json.dumps({"type": "authorized_user", "refresh_token": "r-token-value-123"})
-    message = config_error(gcs_server.config("b", service_account_json=user))
-    assert "type 'authorized_user', expected 'service_account'" in message
-    assert "r-token-value-123" not in message
+def test_an_unknown_credential_type_is_named(gcs_server: GCSServer) -> None:
+    bogus = json.dumps({"type": "bogus_account", "private_key": "p-key-value-123456"})
+    message = config_error(gcs_server.config("b", service_account_json=bogus))
+    assert "service_account_json has type 'bogus_account', which google-auth does not" in message
+    assert "authorized_user" in message and "external_account" in message
+    assert "p-key-value-123456" not in message
     assert "is not valid JSON" in config_error(gcs_server.config("b", service_account_json="x"))
     assert "must be a JSON object" in config_error(
         gcs_server.config("b", service_account_json="[1]")
     )
+
+
+def test_google_auth_judges_other_credential_types(gcs_server: GCSServer, tmp_path: Path) -> None:
+    """authorized_user and external_account load; what google-auth misses is named."""
+    subject_token = tmp_path / "token"
+    subject_token.write_text("eyJ.subject.token")
+    dtype = PluginRegistry(load_hook_plugins=False).destination_type("gcs")
+    user = {"type": "authorized_user", "client_id": "id.apps.googleusercontent.com",
+            "client_secret": "c-secret-value-1", "refresh_token": "r-token-value-123"}  # fmt: skip
+    federation = {
+        "type": "external_account",
+        "audience": "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/"
+        "pool/providers/provider",
+        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+        "token_url": "https://sts.googleapis.com/v1/token",
+        "credential_source": {"file": str(subject_token)},
+    }
+    for info in (user, federation):
+        raw = gcs_server.config("b", service_account_json=json.dumps(info))
+        structure_destination_config(raw, dtype.config_class)  # no error
+    federation["credential_source"] = {}
+    message = config_error(gcs_server.config("b", service_account_json=json.dumps(federation)))
+    assert "not usable external_account credentials: Missing credential_source" in message
+    del user["client_id"]
+    message = config_error(gcs_server.config("b", service_account_json=json.dumps(user)))
+    assert "service_account_json is not usable authorized_user credentials" in message
+    assert "client_id" in message, "google-auth's reason (the missing field) was lost"
+    assert "r-token-value-123" not in message and "c-secret-value-1" not in message
 
 
 def test_bad_storage_class_and_endpoint_are_named(gcs_server: GCSServer) -> None:
@@ -226,15 +255,17 @@ def test_bad_storage_class_and_endpoint_are_named(gcs_server: GCSServer) -> None
     )
 
 
-def test_unparseable_private_key_fails_without_quoting_it(gcs_server: GCSServer) -> None:
+def test_unparseable_private_key_fails_at_validation_without_quoting_it(
+    gcs_server: GCSServer,
+) -> None:
     info = json.loads(gcs_server.service_account_json)
     info["private_key"] = (
         "-----BEGIN PRIVATE KEY-----\nTm90QUtleUF0QWxs\n-----END PRIVATE KEY-----\n"
     )
-    with pytest.raises(DestinationError) as failure:
-        open_destination(gcs_server.config("b", service_account_json=json.dumps(info)))
-    message = str(failure.value)
-    assert message == "service_account_json: private_key is not a valid PEM private key"
+    message = config_error(gcs_server.config("b", service_account_json=json.dumps(info)))
+    assert "service_account_json is not usable service_account credentials: its private_key " in (
+        message
+    )
     assert "Tm90QUtleUF0QWxs" not in message
 
 
@@ -268,7 +299,7 @@ def test_signed_jwt_is_exchanged_at_the_token_uri(gcs_server: GCSServer, gcs_con
     before = len(gcs_server.tokens.granted_calls())
     with open_destination(gcs_config) as destination:
         destination.ensure_location()
-        destination.write("probe.txt", io.BytesIO(b"probe"), 5)
+        destination.write("probe.txt", Source.from_bytes(b"probe"))
     granted = gcs_server.tokens.granted_calls()[before:]
     assert granted, "the plugin never fetched a token: anonymous access would pass unnoticed"
     assert {call.client_email for call in granted} == {gcs_server.key.client_email}
@@ -347,7 +378,7 @@ def test_existing_bucket_is_used_as_it_is(gcs_config, inspector, bucket_name) ->
     inspector.bucket(bucket_name).blob("keep.txt").upload_from_string(b"keep")
     with open_destination(gcs_config) as destination:
         destination.ensure_location()
-        destination.write("new.txt", io.BytesIO(b"new"), 3)
+        destination.write("new.txt", Source.from_bytes(b"new"))
     names = sorted(b.name for b in inspector.list_blobs(bucket_name))
     assert names == ["backups/redis/new.txt", "keep.txt"]
 
@@ -360,7 +391,7 @@ def test_forbidden_is_told_apart_from_not_found(
         with pytest.raises(DestinationError) as on_check:
             destination.ensure_location()
         with pytest.raises(DestinationError) as on_write:
-            destination.write("x.txt", io.BytesIO(b"x"), 1)
+            destination.write("x.txt", Source.from_bytes(b"x"))
     for failure in (on_check, on_write):
         message = str(failure.value)
         assert f"access denied to bucket {bucket_name}" in message
@@ -372,7 +403,7 @@ def test_forbidden_is_told_apart_from_not_found(
 def test_missing_bucket_is_named(gcs_config, bucket_name: str) -> None:
     with open_destination(gcs_config) as destination:  # ensure_location not called
         with pytest.raises(DestinationError) as failure:
-            destination.write("x.txt", io.BytesIO(b"x"), 1)
+            destination.write("x.txt", Source.from_bytes(b"x"))
         assert f"bucket {bucket_name} not found" in str(failure.value)
         assert not isinstance(failure.value, ObjectNotFound)
         assert list(destination.list("")) == []
@@ -452,7 +483,7 @@ def test_small_upload_sends_its_crc32c(gcs_server: GCSServer, fake_gcs, bucket_n
     fake = fake_gcs(respond)
     raw = gcs_server.config(bucket_name, endpoint=fake.url, bucket_path="backups")
     with open_destination(raw) as destination:
-        info = destination.write("x.bin", io.BytesIO(data), len(data))
+        info = destination.write("x.bin", Source.from_bytes(data))
     assert info.size == len(data)
     (upload,) = fake.requests_to("POST", f"/upload/storage/v1/b/{bucket_name}/o")
     assert upload.query["uploadType"] == ["multipart"]
@@ -504,7 +535,7 @@ def test_large_upload_is_streamed_in_one_request(
     fake = fake_gcs(session.respond)
     session.url = fake.url
     with open_destination(gcs_server.config(bucket_name, endpoint=fake.url)) as destination:
-        info = destination.write("big.bin", io.BytesIO(data), size)
+        info = destination.write("big.bin", Source.from_bytes(data))
     assert info.size == size
     (put,) = fake.requests_to("PUT", f"/upload/storage/v1/b/{bucket_name}/o")
     assert put.headers["content-range"] == f"bytes 0-{size - 1}/{size}"
@@ -523,7 +554,7 @@ def test_failed_stream_resumes_where_the_session_stopped(
     fake = fake_gcs(session.respond)
     session.url = fake.url
     with open_destination(gcs_server.config(bucket_name, endpoint=fake.url)) as destination:
-        assert destination.write("big.bin", io.BytesIO(data), size).size == size
+        assert destination.write("big.bin", Source.from_bytes(data)).size == size
     puts = fake.requests_to("PUT", f"/upload/storage/v1/b/{bucket_name}/o")
     assert [p.headers["content-range"] for p in puts] == [
         f"bytes 0-{size - 1}/{size}",
@@ -546,24 +577,28 @@ def test_checksum_mismatch_removes_the_object(
         open_destination(gcs_server.config(bucket_name, endpoint=fake.url)) as destination,
         pytest.raises(DestinationError) as failure,
     ):
-        destination.write("big.bin", io.BytesIO(b"\x01" * size), size)
+        destination.write("big.bin", Source.from_bytes(b"\x01" * size))
     assert "checksum mismatch" in str(failure.value)
     assert f"{bucket_name}/big.bin" in str(failure.value)
     assert fake.requests_to("DELETE", f"/storage/v1/b/{bucket_name}/o/big.bin")
 
 
-def test_short_source_leaves_no_object(gcs_config, inspector, bucket_name: str) -> None:
+def test_short_source_leaves_no_object(
+    gcs_config, inspector, bucket_name: str, tmp_path: Path
+) -> None:
     with open_destination(gcs_config) as destination:
         destination.ensure_location()
         for size in (100, SINGLE_REQUEST_LIMIT + 100):  # one request; streamed
             key = f"short-{size}.bin"
-            # DestinationError when the SDK notices before sending; OSError (the core's
-            # SourceError) when the stream runs dry in the middle of the streamed request.
-            with pytest.raises((BackupError, OSError), match=r"shrank|instead of|only had"):
-                destination.write(key, io.BytesIO(b"s" * (size - 10)), size)
+            path = tmp_path / key
+            path.write_bytes(b"s" * (size - 10))
+            source = Source(str(path), size, path=path)  # listed longer than it is
+            with pytest.raises(SourceError, match=rf"{key} ended early"):
+                destination.write(key, source)
+            source.close()
             with pytest.raises(ObjectNotFound):
                 destination.stat(key)
-    assert list(inspector.list_blobs(bucket_name)) == []
+    assert list(inspector.list_blobs(bucket_name)) == [], "a short source left an object"
 
 
 def test_read_back_verifies_crc32c(gcs_server: GCSServer, fake_gcs, bucket_name: str) -> None:
@@ -621,7 +656,7 @@ def test_object_names_and_describe(gcs_server: GCSServer, inspector, bucket_name
             == f"{bucket_name}/svc/redis/deploy/2026/11/26"
         )
         destination.ensure_location()
-        destination.write("deploy/2026/11/26/dump.rdb", io.BytesIO(b"rdb"), 3)
+        destination.write("deploy/2026/11/26/dump.rdb", Source.from_bytes(b"rdb"))
         assert [o.key for o in destination.list("deploy/")] == ["deploy/2026/11/26/dump.rdb"]
     assert [b.name for b in inspector.list_blobs(bucket_name)] == [
         "svc/redis/deploy/2026/11/26/dump.rdb"
@@ -662,7 +697,7 @@ def test_storage_emulator_host_is_honoured(
     before = len(gcs_server.tokens.granted_calls())
     with open_destination(raw) as destination:
         destination.ensure_location()
-        destination.write("env.txt", io.BytesIO(b"env"), 3)
+        destination.write("env.txt", Source.from_bytes(b"env"))
     assert [b.name for b in inspector.list_blobs(bucket_name)] == ["env.txt"]
     assert len(gcs_server.tokens.granted_calls()) > before  # still the real credentials
 
@@ -704,6 +739,7 @@ def test_cli_backup_end_to_end(
     assert done["data"]["size_in_bytes"] == 9 * MiB + len("appendonly\n")
     prefix = f"backups/redis/redis-7f3a/{TODAY}/"
     stored = {b.name: b.size for b in inspector.list_blobs(bucket_name)}
+    assert stored.pop(prefix + ".service-backup-manifest.json", 0) > 0, "no run manifest"
     assert stored == {
         prefix + "redis/dump.rdb": 9 * MiB,
         prefix + "redis/nested/aof.txt": len("appendonly\n"),

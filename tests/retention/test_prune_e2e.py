@@ -210,7 +210,8 @@ class FailingDelete:
     @hookimpl
     def destination_types(self) -> list[Any]:
         from service_backup.destination import DestinationType
-        from service_backup_plugins.local import LocalConfig, LocalDestination
+        from service_backup_plugins.local.config import LocalConfig
+        from service_backup_plugins.local.destination import LocalDestination
 
         class ReadOnly(LocalDestination):
             def delete(self, key: str) -> None:

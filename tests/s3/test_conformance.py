@@ -14,7 +14,7 @@ class TestS3Conformance(DestinationSuite):
     destination_type = "s3"
     #: Above the 8 MiB multipart threshold: s3transfer uploads it in 8 MiB parts.
     large_file_size = 80 * MiB
-    #: Parts are read by offset from the open file while sent, not copied into memory.
+    #: Parts are read by range through the Source while sent, not copied into memory.
     max_rss_growth = 32 * MiB
     listing_entries = 1001  # S3 pages hold 1000 keys: two real pages
     listing_page_size = None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import os
 import re
@@ -22,18 +21,18 @@ import pytest
 from service_backup.config import structure_destination_config
 from service_backup.destination import DestinationContext
 from service_backup.errors import ConfigError, DestinationError, ObjectNotFound, SourceError
+from service_backup.layout import MiB
 from service_backup.plugins import PluginRegistry
-from service_backup.source import SourceFile
+from service_backup.source import Source, SourceFile
 from service_backup.upload import upload_one
-from service_backup_s3 import S3Config, S3Destination
 from service_backup_s3._tls import CaBundle, system_ca_bundle
-from service_backup_s3.destination import MAX_ATTEMPTS, MULTIPART_THRESHOLD
+from service_backup_s3.config import S3Config
+from service_backup_s3.destination import MAX_ATTEMPTS, MULTIPART_THRESHOLD, S3Destination
 from tests.core.cli import run_cli, write_config
 
 from .conftest import new_bucket_name
 from .server import MotoServer
 
-MiB = 1024 * 1024
 BIG = MULTIPART_THRESHOLD + 1 * MiB  # goes up in parts
 
 
@@ -102,7 +101,7 @@ def test_new_bucket_created_in_its_region(
     # client's region is another: success here means the request was shaped correctly.
     with open_destination({**s3_config, "region": region}) as dest:
         dest.ensure_location()
-        dest.write("probe.txt", io.BytesIO(b"probe"), 5)
+        dest.write("probe.txt", Source.from_bytes(b"probe"))
     answer = s3_admin.get_bucket_location(Bucket=s3_config["bucket_name"])
     assert answer.get("LocationConstraint") == location
     keys = [o["Key"] for o in s3_admin.list_objects_v2(Bucket=s3_config["bucket_name"])["Contents"]]
@@ -118,7 +117,7 @@ def test_existing_bucket_is_used_as_it_is(moto: MotoServer, s3_config: dict[str,
     admin.put_object(Bucket=bucket, Key="someone-else/keep.txt", Body=b"keep")
     with open_destination({**s3_config, "region": "eu-central-1"}) as dest:
         dest.ensure_location()
-        dest.write("2026/11/26/dump.rdb", io.BytesIO(b"dump"), 4)
+        dest.write("2026/11/26/dump.rdb", Source.from_bytes(b"dump"))
     keys = sorted(o["Key"] for o in admin.list_objects_v2(Bucket=bucket)["Contents"])
     assert keys == ["backups/redis/2026/11/26/dump.rdb", "someone-else/keep.txt"]
     assert admin.get_bucket_location(Bucket=bucket)["LocationConstraint"] == "eu-central-1"
@@ -133,8 +132,8 @@ def test_existing_bucket_needs_no_create_permission(
     data = os.urandom(BIG)
     with open_destination(raw) as dest:
         dest.ensure_location()
-        assert dest.write("small.bin", io.BytesIO(b"x" * 100), 100).size == 100
-        assert dest.write("big.bin", io.BytesIO(data), BIG).size == BIG
+        assert dest.write("small.bin", Source.from_bytes(b"x" * 100)).size == 100
+        assert dest.write("big.bin", Source.from_bytes(data)).size == BIG
     body = s3_admin.get_object(Bucket=bucket, Key="backups/redis/big.bin")["Body"].read()
     assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
 
@@ -194,7 +193,7 @@ def test_keys_and_describe_follow_bucket_path(s3_config: dict[str, Any], s3_admi
     with open_destination(raw) as dest:
         assert dest.describe("2026/11/26") == f"{raw['bucket_name']}/prod/redis/2026/11/26"
         dest.ensure_location()
-        dest.write("deploy/2026/11/26/a/b.txt", io.BytesIO(b"ab"), 2)
+        dest.write("deploy/2026/11/26/a/b.txt", Source.from_bytes(b"ab"))
         assert [o.key for o in dest.list("deploy/")] == ["deploy/2026/11/26/a/b.txt"]
     listed = s3_admin.list_objects_v2(Bucket=raw["bucket_name"])["Contents"]
     assert [o["Key"] for o in listed] == ["prod/redis/deploy/2026/11/26/a/b.txt"]
@@ -204,7 +203,7 @@ def test_listing_pages_use_list_page_size(moto: MotoServer, s3_config: dict[str,
     with open_destination(s3_config) as dest:
         dest.ensure_location()
         for i in range(7):
-            dest.write(f"p/{i}.txt", io.BytesIO(b"x"), 1)
+            dest.write(f"p/{i}.txt", Source.from_bytes(b"x"))
         dest.list_page_size = 3
         offset = log_offset(moto)
         assert sorted(o.key for o in dest.list("p/")) == [f"p/{i}.txt" for i in range(7)]
@@ -216,8 +215,8 @@ def test_storage_class_and_server_side_encryption(s3_config: dict[str, Any], s3_
     raw = {**s3_config, "storage_class": "STANDARD_IA", "server_side_encryption": "AES256"}
     with open_destination(raw) as dest:
         dest.ensure_location()
-        dest.write("small.bin", io.BytesIO(b"s" * 10), 10)
-        dest.write("big.bin", io.BytesIO(os.urandom(BIG)), BIG)
+        dest.write("small.bin", Source.from_bytes(b"s" * 10))
+        dest.write("big.bin", Source.from_bytes(os.urandom(BIG)))
     for key in ("small.bin", "big.bin"):
         head = s3_admin.head_object(Bucket=raw["bucket_name"], Key=f"backups/redis/{key}")
         assert head["StorageClass"] == "STANDARD_IA", key
@@ -247,7 +246,7 @@ def test_no_request_after_each_put(moto: MotoServer, s3_config: dict[str, Any]) 
         dest.ensure_location()
         offset = log_offset(moto)
         for i in range(20):
-            assert dest.write(f"f/{i}.txt", io.BytesIO(b"%d" % i), len(b"%d" % i)).key
+            assert dest.write(f"f/{i}.txt", Source.from_bytes(b"%d" % i)).key
     methods = [r.split()[0] for r in requests_since(moto, offset)]
     assert methods == ["PUT"] * 20
 
@@ -270,8 +269,8 @@ def test_tls_endpoint_with_private_ca(moto_tls: MotoServer) -> None:
     data = os.urandom(BIG)
     with open_destination(tls_config(moto_tls, ca_cert=moto_tls.ca_cert)) as dest:
         dest.ensure_location()
-        assert dest.write("small.txt", io.BytesIO(b"over tls"), 8).size == 8
-        assert dest.write("big.bin", io.BytesIO(data), BIG).size == BIG
+        assert dest.write("small.txt", Source.from_bytes(b"over tls")).size == 8
+        assert dest.write("big.bin", Source.from_bytes(data)).size == BIG
         with dest.open_read("big.bin") as stream:
             assert hashlib.sha256(stream.read()).digest() == hashlib.sha256(data).digest()
         bundle = Path(dest._bundle.path)
@@ -365,7 +364,7 @@ def test_corrupted_transfer_fails_and_leaves_nothing(
     with open_destination({**s3_config, "endpoint_url": relay.endpoint}) as dest:
         dest.ensure_location()
         with pytest.raises(DestinationError) as info:
-            dest.write("corrupt.bin", io.BytesIO(body), len(body))
+            dest.write("corrupt.bin", Source.from_bytes(body))
     assert relay.corrupted.is_set(), "the relay never saw the payload"
     assert "integrity check failed" in str(info.value)
     with open_destination(s3_config) as dest, pytest.raises(ObjectNotFound):
@@ -447,7 +446,7 @@ def test_throttling_is_retried_with_back_off(
     relay = ThrottlingRelay(moto_port, throttle=2)
     try:
         with open_destination({**s3_config, "endpoint_url": relay.endpoint}) as dest:
-            assert dest.write("retried.txt", io.BytesIO(b"retried"), 7).size == 7
+            assert dest.write("retried.txt", Source.from_bytes(b"retried")).size == 7
     finally:
         relay.close()
     assert relay.requests == 3  # two refusals, then the PUT that went through
@@ -465,7 +464,7 @@ def test_persistent_throttling_fails_in_bounded_time(
             open_destination({**s3_config, "endpoint_url": relay.endpoint}) as dest,
             pytest.raises(DestinationError) as info,
         ):
-            dest.write("never.txt", io.BytesIO(b"never"), 5)
+            dest.write("never.txt", Source.from_bytes(b"never"))
     finally:
         relay.close()
     assert time.monotonic() - started < 30
@@ -516,7 +515,8 @@ def test_manual_backup_cli_end_to_end(
         assert secret not in result.stdout and secret not in result.stderr
     prefix = f"backups/redis/redis-prod/{stamp}/"
     listed = s3_admin.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]
-    assert sorted(o["Key"].removeprefix(prefix) for o in listed) == sorted(files)
+    manifest = ".service-backup-manifest.json"
+    assert sorted(o["Key"].removeprefix(prefix) for o in listed) == sorted([*files, manifest])
     for name, data in files.items():
         stored = s3_admin.get_object(Bucket=bucket, Key=prefix + name)["Body"].read()
         assert stored == data, name
@@ -591,7 +591,28 @@ def test_source_shorter_than_listed_fails_before_completing(
         f.truncate(size - 100)  # shrank after the run listed it
     with open_destination(s3_config) as dest:
         dest.ensure_location()
-        with pytest.raises(SourceError, match=r"shrinking\.rdb.*ended after"):
+        with pytest.raises(SourceError, match=r"shrinking\.rdb ended early"):
             upload_one(dest, "shrink/shrinking.rdb", file)
         with pytest.raises(ObjectNotFound):
             dest.stat("shrink/shrinking.rdb")
+
+
+def test_corrupted_part_fails_the_multipart_upload(
+    relay: CorruptingRelay, s3_config: dict[str, Any], s3_admin: Any
+) -> None:
+    """Each part carries its Content-MD5: a part altered on the way is refused by the store."""
+    data = bytearray(os.urandom(BIG))
+    data[BIG // 2 : BIG // 2 + 16] = b"GOOD-BACKUP-DATA"
+    with open_destination({**s3_config, "endpoint_url": relay.endpoint}) as dest:
+        dest.ensure_location()
+        with pytest.raises(DestinationError) as info:
+            dest.write("corrupt-big.bin", Source.from_bytes(bytes(data)))
+    assert relay.corrupted.is_set(), "the relay never saw the payload"
+    message = str(info.value)
+    assert message.startswith(
+        f"cannot upload {s3_config['bucket_name']}/backups/redis/corrupt-big.bin"
+    )
+    assert "integrity check failed" in message or "BadDigest" in message, message
+    bucket = s3_config["bucket_name"]
+    assert s3_admin.list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+    assert not s3_admin.list_multipart_uploads(Bucket=bucket).get("Uploads")

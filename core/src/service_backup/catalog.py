@@ -16,8 +16,8 @@ import attrs
 
 from .config import BackupConfig
 from .destination import Destination, ObjectInfo
-from .errors import BackupError
-from .manifest import MANIFEST_NAME, Manifest
+from .errors import ObjectNotFound
+from .manifest import MANIFEST_NAME, Manifest, ManifestError
 
 _DATED = re.compile(r"^(\d{4})/(\d{2})/(\d{2})/(.+)$")
 
@@ -96,10 +96,15 @@ def run_folders(destination: Destination, root: str) -> list[RunFolder]:
         manifest: Manifest | None = None
         error: str | None = None
         if any(o.key == manifest_key for o in objects):
+            # A manifest that does not parse, or vanished since the listing, makes the folder
+            # incomplete; one that cannot be read (access denied, connection lost) is the
+            # destination's failure, raised: "incomplete" would be a guess.
             try:
                 manifest = read_manifest(destination, prefix)
-            except BackupError as exc:
+            except ManifestError as exc:
                 error = str(exc)
+            except ObjectNotFound:
+                error = f"manifest {manifest_key} vanished while listing"
         result.append(
             RunFolder(
                 date=datetime.date(int(y), int(m), int(d)),

@@ -12,8 +12,13 @@ import signal
 import sys
 import time
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .config import BackupConfig
+    from .results import RunResult
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
@@ -34,7 +39,11 @@ def _parser(prog: str = "service-backup") -> argparse.ArgumentParser:
         return p
 
     with_config("daemon", "run backups on the cron schedule until SIGTERM", logs=True)
-    with_config("backup", "run one backup now", logs=True)
+    backup = with_config("backup", "run one backup now", logs=True)
+    backup.add_argument(
+        "--no-progress", action="store_true",
+        help="no progress display on stderr (it is drawn only when stderr is a terminal)",
+    )  # fmt: skip
     with_config("validate", "check the config file and exit (0 valid, 2 invalid)")
     with_config("check", "write, list, read back and delete a probe at every destination")
     sub.add_parser("plugins", help="list installed plugins and destination types")
@@ -58,6 +67,10 @@ def _parser(prog: str = "service-backup") -> argparse.ArgumentParser:
 #: ``HELP``, ``configure(parser)`` (its flags; CONFIG is already there) and ``run(args) -> int``.
 COMMAND_MODULES: dict[str, str] = {
     "prune": "service_backup.commands.prune",
+    "status": "service_backup.commands.status",
+    "list": "service_backup.commands.listing",
+    "verify": "service_backup.commands.verify",
+    "restore": "service_backup.commands.restore",
 }
 #: The same for commands that take no CONFIG.
 STANDALONE_MODULES: dict[str, str] = {
@@ -76,6 +89,9 @@ def _invalid(path: str, exc: ConfigError, as_log: bool) -> int:
     if as_log:
         from loguru import logger
 
+        schedule_error = getattr(exc, "schedule_error", None)
+        if schedule_error:
+            logger.bind(error=schedule_error).error("Error scheduling job")
         logger.bind(error=str(exc)).critical("Invalid configuration")
     print(f"service-backup: {message}", file=sys.stderr)
     return EXIT_INVALID
@@ -159,9 +175,11 @@ def cmd_check(path: str) -> int:
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
 
 
-def cmd_backup(path: str) -> int:
+def cmd_backup(path: str, progress: bool = True) -> int:
     from .plugins import PluginRegistry
     from .processes import ProcessManager
+    from .progress import progress_display
+    from .results import RunResult
     from .run import run_backup
 
     try:
@@ -177,12 +195,28 @@ def cmd_backup(path: str) -> int:
     processes = ProcessManager()
 
     def forward(signum: int, _frame: FrameType | None) -> None:
-        processes.terminate_all(signal.SIGTERM)
+        if not processes.closing:
+            processes.shutdown(signal.SIGTERM)  # SIGKILL after the grace
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    result = run_backup(config, registry, processes)  # type: ignore[arg-type]
+    started = time.time()
+    result = RunResult("", ok=False, error="unexpected error")  # what a crash counts as
+    try:
+        with progress_display(enabled=progress) as reporter:
+            result = run_backup(config, registry, processes, progress=reporter)  # type: ignore[arg-type]
+    finally:
+        _record_metrics(config, result, started)  # type: ignore[arg-type]
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _record_metrics(config: BackupConfig, result: RunResult, started: float) -> None:
+    """A manual run (rejected ones too) updates the textfile the daemon's runs update."""
+    if config.metrics is None or not config.metrics.textfile.strip():
+        return  # nothing to write; prometheus_client is not even imported
+    from .metrics import Metrics
+
+    Metrics(config).record(result, started)
 
 
 def cmd_daemon(path: str) -> int:
@@ -204,7 +238,12 @@ def main(argv: list[str] | None = None, prog: str = "service-backup") -> int:
     if args.command in ("daemon", "backup"):
         from . import logs
 
-        logs.configure(debug=args.log_level == "debug", syslog=args.syslog)
+        stream = None
+        if args.command == "backup":  # a progress display on the terminal may take stdout
+            from .progress import CurrentStdout
+
+            stream = CurrentStdout()
+        logs.configure(debug=args.log_level == "debug", syslog=args.syslog, stream=stream)  # type: ignore[arg-type]
     try:
         if args.command in COMMAND_MODULES:
             return int(importlib.import_module(COMMAND_MODULES[args.command]).run(args))
@@ -219,7 +258,7 @@ def main(argv: list[str] | None = None, prog: str = "service-backup") -> int:
         if args.command == "check":
             return cmd_check(args.config)
         if args.command == "backup":
-            return cmd_backup(args.config)
+            return cmd_backup(args.config, progress=not args.no_progress)
         return cmd_daemon(args.config)
     except ConfigError as exc:  # e.g. a plugin that fails to import
         return _invalid(
@@ -230,8 +269,11 @@ def main(argv: list[str] | None = None, prog: str = "service-backup") -> int:
     except Exception as exc:  # the seed's "Error running": one line, no traceback
         from loguru import logger
 
-        logger.bind(error=f"{type(exc).__name__}: {exc}").critical("Error running")
-        print(f"service-backup: unexpected error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        from .secret import LOG_SCRUBBER
+
+        text = LOG_SCRUBBER(" ".join(f"{type(exc).__name__}: {exc}".split()))
+        logger.bind(error=text).critical("Error running")
+        print(f"service-backup: unexpected error: {text}", file=sys.stderr)
         return EXIT_FAILED
 
 

@@ -8,6 +8,7 @@ Every error ends with ``missing_properties_message``; no value of a secret field
 
 from __future__ import annotations
 
+import re
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,11 +17,13 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 import cattrs
 import yaml
+from cattrs.gen import make_dict_structure_fn
 from cattrs.v import format_exception
 
+from .cron import Schedule, ScheduleError, parse_schedule
 from .errors import ConfigError
 from .retention import RetentionPolicy
-from .secret import Secret
+from .secret import Secret, register_secrets, secret_field_values
 
 if TYPE_CHECKING:
     from .plugins import PluginRegistry
@@ -28,6 +31,18 @@ if TYPE_CHECKING:
 DEFAULT_MISSING_PROPERTIES_MESSAGE: Final = "Provide these missing fields in your manifest."
 REQUIRED: Final = "service_backup_required"
 NO_SECRET: Final = Secret("")
+
+
+class InvalidConfig(ConfigError):
+    """Every problem of a config at once; ``schedule_error`` is ``cron_schedule``'s, if any.
+
+    The daemon and ``backup`` log an invalid schedule as ``Error scheduling job`` (the seed's
+    message) besides the whole list.
+    """
+
+    def __init__(self, message: str, schedule_error: str | None = None) -> None:
+        super().__init__(message)
+        self.schedule_error = schedule_error
 
 
 def required(**kwargs: Any) -> Any:
@@ -81,6 +96,49 @@ class AlertsConfig:
     config: AlertsSettings = AlertsSettings()
 
 
+def split_host_port(text: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for IPv6) → ``(host, port)``; ValueError saying what is wrong.
+
+    The host is required: the metrics endpoint binds to exactly the address given, so an
+    operator opting in to ``0.0.0.0`` has to write it.
+    """
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"'{text}' is not host:port (e.g. 127.0.0.1:9756)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"'{text}' is not host:port; write an IPv6 address as [::1]:9756")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"'{text}' is not host:port with a port from 1 to 65535")
+    return host, int(port)
+
+
+def _check_listen(_obj: Any, _attribute: Any, value: str) -> None:
+    if value.strip():
+        try:
+            split_host_port(value)
+        except ValueError as exc:
+            raise ValueError(f"listen: {exc}") from None
+
+
+@attrs.frozen
+class MetricsConfig:
+    """``metrics``: where Prometheus finds the numbers (DESIGN Part 2, "Observability").
+
+    ``textfile`` is rewritten after every run for node_exporter's textfile collector (it reads
+    only ``*.prom`` files); ``listen`` (``host:port``) makes the daemon serve ``/metrics`` there.
+    Both optional: absent means not exported.
+    """
+
+    textfile: str = ""
+    listen: str = attrs.field(default="", validator=_check_listen)
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return split_host_port(self.listen) if self.listen.strip() else None
+
+
 @attrs.frozen
 class DestinationSpec:
     """One entry of ``destinations``: its type, optional name and the plugin's config object."""
@@ -118,11 +176,15 @@ class BackupConfig:
     add_deployment_name_to_backup_path: bool = False
     backup_user: str = "vcap"
     alerts: AlertsConfig | None = None
+    metrics: MetricsConfig | None = None
     # Rendered by the Go release's job, no longer used: accepted and ignored.
     aws_cli_path: str = ""
     azure_cli_path: str = ""
     #: Plugin-declared top-level sections (``config_sections`` hook), by key.
     sections: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+
+    #: ``cron_schedule`` parsed once at load (None when empty): every command validates it.
+    schedule: Schedule | None = attrs.field(default=None, repr=False, eq=False)
 
     def section(self, key: str) -> Any:
         """The plugin section ``key`` as its declared class built it, or None when absent."""
@@ -151,6 +213,7 @@ class _RawConfig:
     add_deployment_name_to_backup_path: bool = False
     backup_user: str = "vcap"
     alerts: AlertsConfig | None = None
+    metrics: MetricsConfig | None = None
     aws_cli_path: str = ""
     azure_cli_path: str = ""
 
@@ -200,6 +263,19 @@ def make_converter() -> cattrs.Converter:
 
 
 CONVERTER: Final = make_converter()
+_METRICS_FROM_DICT: Final = make_dict_structure_fn(
+    MetricsConfig, CONVERTER, _cattrs_forbid_extra_keys=True
+)
+
+
+def _structure_metrics(value: Any, _: type) -> MetricsConfig:
+    """``metrics: x`` is told as "expected a mapping", not as cattrs' internal AttributeError."""
+    if not isinstance(value, Mapping):
+        raise ValueError("expected a mapping with textfile and/or listen")
+    return _METRICS_FROM_DICT(value, MetricsConfig)  # type: ignore[no-any-return]
+
+
+CONVERTER.register_structure_hook(MetricsConfig, _structure_metrics)
 
 
 def _drop_nulls(value: Any) -> Any:
@@ -304,6 +380,85 @@ def _alerts_problems(alerts: AlertsConfig | None) -> list[str]:
     return problems
 
 
+def _shape_problems(data: dict[str, Any]) -> list[str]:
+    """``destinations`` of the wrong shape: one clear line each, then left out of the build.
+
+    cattrs would otherwise iterate a string as a list and report every character as an
+    ``unknown error``. The entries of the wrong shape are removed from ``data`` so that the
+    rest of the document is still checked and every problem is reported at once.
+    """
+    value = data.get("destinations")
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        data["destinations"] = []
+        return [f"destinations: expected a list of destinations, not {_kind(value)}"]
+    problems = []
+    kept = []
+    for index, entry in enumerate(value):
+        where = f"destinations[{index}]"
+        if not isinstance(entry, Mapping):
+            problems.append(f"{where}: expected a mapping (type, name, config), not {_kind(entry)}")
+        elif "config" in entry and not isinstance(entry["config"], Mapping):
+            problems.append(
+                f"{where}.config: expected a mapping of keys, not {_kind(entry['config'])}"
+            )
+        else:
+            kept.append(entry)
+    data["destinations"] = kept if problems else value
+    return problems
+
+
+def _kind(value: Any) -> str:
+    """How a wrong value is described: its YAML kind, never its text (it may be a secret)."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _schedule_of(data: Mapping[str, Any]) -> tuple[Schedule | None, str | None]:
+    """``cron_schedule`` parsed once, for every command (``backup`` too, not just ``daemon``)."""
+    text = data.get("cron_schedule")
+    if not isinstance(text, str) or not text.strip():
+        return None, None
+    try:
+        return parse_schedule(text), None
+    except ScheduleError as exc:
+        return None, str(exc)
+
+
+def has_parent_segment(path: str) -> bool:
+    """True when ``path`` has a ``..`` segment: a base that could climb out of its root."""
+    return ".." in path.replace("\\", "/").split("/")
+
+
+def no_parent_segments(_instance: Any, attribute: Any, value: Any) -> None:
+    """attrs validator for plugins' base paths (``bucket_path``, ``path``, ``destination``)."""
+    text = value.reveal() if isinstance(value, Secret) else str(value)
+    if has_parent_segment(text):
+        raise ValueError(f"{attribute.name}: must not contain a '..' segment")
+
+
+def _path_problems(data: Mapping[str, Any]) -> list[str]:
+    """``deployment_name`` goes into every key: it must not climb out of the base."""
+    name = data.get("deployment_name")
+    if not isinstance(name, str):
+        return []
+    if has_parent_segment(name):
+        return ["deployment_name: must not contain a '..' segment"]
+    if name.strip().startswith("/"):
+        return ["deployment_name: must not start with '/'"]
+    return []
+
+
 def parse_config(data: Any, registry: PluginRegistry) -> BackupConfig:
     """Validate a parsed YAML document; raise ConfigError with every problem found."""
     if data is None:
@@ -318,7 +473,10 @@ def parse_config(data: Any, registry: PluginRegistry) -> BackupConfig:
     if not isinstance(message, str) or not message.strip():
         message = DEFAULT_MISSING_PROPERTIES_MESSAGE
 
-    problems: list[str] = []
+    problems: list[str] = _shape_problems(data) + _path_problems(data)
+    schedule, schedule_problem = _schedule_of(data)
+    if schedule_problem:
+        problems.append(f"cron_schedule: {schedule_problem}")
     sections: dict[str, Any] = {}
     declared = registry.config_sections()
     for key in sorted(set(data) & set(declared)):
@@ -334,7 +492,7 @@ def parse_config(data: Any, registry: PluginRegistry) -> BackupConfig:
         raw = CONVERTER.structure(data, _RawConfig)
     except cattrs.BaseValidationError as exc:
         problems = _cattrs_messages(exc, "$") + problems
-        raise ConfigError("; ".join(problems) + ". " + message) from None
+        raise InvalidConfig("; ".join(problems) + ". " + message, schedule_problem) from None
 
     specs: list[DestinationSpec] = []
     names: dict[str, int] = {}
@@ -376,31 +534,134 @@ def parse_config(data: Any, registry: PluginRegistry) -> BackupConfig:
             "deployment_name: required field missing (add_deployment_name_to_backup_path is true)"
         )
     if problems:
-        raise ConfigError("; ".join(problems) + ". " + message)
+        raise InvalidConfig("; ".join(problems) + ". " + message, schedule_problem)
 
     fields = attrs.asdict(raw, recurse=False)
     fields["destinations"] = tuple(specs)
     fields["missing_properties_message"] = message
     fields["sections"] = sections
+    fields["schedule"] = schedule
     return BackupConfig(**fields)
+
+
+#: BOSH renders a few KB; anything this large is not a config someone meant to write.
+MAX_CONFIG_BYTES: Final = 1024 * 1024
+#: Aliases are legal YAML and harmless when few; expanded, a 1 KB "billion laughs" document
+#: becomes gigabytes. The document is checked as a graph (shared nodes counted once per use)
+#: before anything is built from it, so a bomb costs microseconds, not memory.
+MAX_YAML_ALIASES: Final = 100
+MAX_YAML_NODES: Final = 100_000
+MAX_YAML_DEPTH: Final = 64
+_SYNTAX_QUOTE = re.compile(r"[\[\]{},:?\-]|<[a-z ]+>")
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+
+
+def _clean_yaml_text(text: str) -> str:
+    """``text`` without anything quoted from the document (YAML syntax quotes are kept)."""
+    kept: list[str] = []
+    last = 0
+    for match in _QUOTED.finditer(text):
+        kept.append(text[last : match.start()])
+        if _SYNTAX_QUOTE.fullmatch(match.group(0)[1:-1]):
+            kept.append(match.group(0))
+        last = match.end()
+    rest = text[last:]
+    # An unbalanced quote would start quoted text that the pattern could not pair: cut there.
+    kept.append(re.split(r"['\"]", rest)[0])
+    return " ".join("".join(kept).split())
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """The parser's reason without any text quoted from the document.
+
+    An unquoted secret starting with ``!`` or ``*`` is a tag or an alias to the parser, and
+    its message quotes it (``could not determine a constructor for the tag '!s3cr3t'``). Only
+    quoted YAML syntax (``','``, ``'<block end>'``) is kept; every other quoted part goes.
+    """
+    parts = [
+        _clean_yaml_text(str(text))
+        for text in (getattr(exc, "context", None), getattr(exc, "problem", None))
+        if text
+    ]
+    return ": ".join(p for p in parts if p) or "malformed YAML"
+
+
+def _check_graph(root: yaml.Node) -> None:
+    """Refuse a composed document whose expansion would be huge or deep (iteratively)."""
+    uses: dict[int, int] = {}
+    aliases = 0
+    expanded = 0
+    stack: list[tuple[yaml.Node, int]] = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_YAML_DEPTH:
+            raise ConfigError(f"nested more than {MAX_YAML_DEPTH} levels deep")
+        seen = uses.get(id(node), 0)
+        uses[id(node)] = seen + 1
+        if seen and isinstance(node, yaml.CollectionNode):
+            aliases += 1
+            if aliases > MAX_YAML_ALIASES:
+                raise ConfigError(f"uses more than {MAX_YAML_ALIASES} YAML aliases")
+        expanded += 1
+        if expanded > MAX_YAML_NODES:
+            raise ConfigError(f"expands to more than {MAX_YAML_NODES} YAML nodes (an alias bomb?)")
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((child, depth + 1) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                stack.append((key, depth + 1))
+                stack.append((value, depth + 1))
+
+
+_LOADER: Final = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse one YAML document with bounds; ConfigError gives line and column, never text."""
+    loader = _LOADER(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_graph(node)
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"is not valid YAML{where}: {_yaml_problem(exc)}") from None
+    except RecursionError:
+        raise ConfigError(f"nested more than {MAX_YAML_DEPTH} levels deep") from None
+    finally:
+        loader.dispose()
 
 
 def load_config(path: str | Path, registry: PluginRegistry) -> BackupConfig:
     """Read and validate a config file. Every failure is a one-line ConfigError."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder") from None
     except OSError as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"config file {path} is larger than {MAX_CONFIG_BYTES // 1024} KiB; "
+            "a rendered config is a few KB"
+        )
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"config file {path} is not UTF-8 text") from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "malformed YAML"
-        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
-    return parse_config(data, registry)
+        data = parse_yaml(text)
+    except ConfigError as exc:
+        raise ConfigError(f"config file {path} {exc}") from None
+    config = parse_config(data, registry)
+    # From here on every log line this process writes is scrubbed of these values, whoever
+    # logs it (a plugin echoing its own key, an SDK's debug line, an error body).
+    register_secrets(secret_field_values(config))
+    return config

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from .progress import NULL_PROGRESS, ProgressReporter
+
 if TYPE_CHECKING:
     from .config import BackupConfig
     from .processes import ProcessManager
@@ -27,15 +29,27 @@ class RunContext:
     processes: ProcessManager
     log: Any
     identifier: str | None = None
+    #: Where uploads report bytes and files (a display on a terminal; a no-op otherwise). An
+    #: ``upload`` hook that takes over adds its own task and passes ``bind(task)`` to
+    #: ``upload_one``.
+    progress: ProgressReporter = attrs.field(factory=lambda: NULL_PROGRESS)
+    #: Set (on a per-destination copy) while the run stages its files before promoting them
+    #: into the dated folder: the upload hook then writes under this prefix instead.
+    upload_prefix: str | None = None
 
     @property
     def date_prefix(self) -> str:
         return self.started_at.strftime("%Y/%m/%d")
 
     @property
-    def remote_prefix(self) -> str:
-        """``[<deployment>/]YYYY/MM/DD``: where this run's files go under each base."""
+    def run_prefix(self) -> str:
+        """``[<deployment>/]YYYY/MM/DD``: the dated folder of this run under each base."""
         cfg = self.config
         if cfg.add_deployment_name_to_backup_path and cfg.deployment_name:
             return f"{cfg.deployment_name.strip('/')}/{self.date_prefix}"
         return self.date_prefix
+
+    @property
+    def remote_prefix(self) -> str:
+        """Where an upload hook writes this run's files: the dated folder, or its staging area."""
+        return self.upload_prefix or self.run_prefix

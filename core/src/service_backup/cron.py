@@ -153,6 +153,16 @@ class Schedule:
         return self.trigger.get_next_fire_time(None, later)  # type: ignore[no-any-return]
 
 
+#: The shortest ``@every`` accepted.
+MIN_EVERY = datetime.timedelta(seconds=1)
+_MONTH_DAYS = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # February 29 exists, in leap years
+
+
+def _day_exists(days: frozenset[int], months: frozenset[int]) -> bool:
+    """Whether some day of the month named exists in some month named (``31 2`` does not)."""
+    return any(min(days) <= _MONTH_DAYS[m - 1] for m in months)
+
+
 def _csv(values: frozenset[int], names: list[str] | None = None) -> str:
     return ",".join(names[v] if names else str(v) for v in sorted(values))
 
@@ -173,8 +183,13 @@ def parse_schedule(text: str, timezone: Any = None) -> Schedule:
         spec = spec.strip()
     if spec.startswith("@every"):
         interval = parse_go_duration(spec.removeprefix("@every").strip())
-        # robfig: sub-second delays round up to one second; fractions of a second are dropped.
-        seconds = max(1, int(interval.total_seconds()))
+        if interval < MIN_EVERY:
+            # robfig rounded these up to one second: "@every 0s" ran a backup every second,
+            # which is never what was meant. One second stays allowed (tests and drills).
+            raise ScheduleError(
+                f"@every {spec.removeprefix('@every').strip()}: the interval must be at least 1s"
+            )
+        seconds = int(interval.total_seconds())  # robfig drops fractions of a second
         return Schedule(text, IntervalTrigger(seconds=seconds, timezone=timezone))
     if spec.startswith("@"):
         if spec not in _DESCRIPTORS:
@@ -188,6 +203,8 @@ def parse_schedule(text: str, timezone: Any = None) -> Schedule:
     second, minute, hour, dom, month, dow = (
         _field(expr, bounds) for expr, bounds in zip(fields, _FIELDS, strict=True)
     )
+    if dow.star and not dom.star and not _day_exists(dom.values, month.values):
+        raise ScheduleError(f"the schedule never fires (no such day in the months named): {spec}")
     common: dict[str, Any] = {
         "second": _csv(second.values),
         "minute": _csv(minute.values),

@@ -16,7 +16,7 @@ from __future__ import annotations
 import abc
 import datetime
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 import attrs
@@ -43,6 +43,11 @@ class Destination(abc.ABC):
 
     #: How many files the run uploads to this destination at once.
     file_concurrency: ClassVar[int] = 4
+    #: True when ``rename`` is implemented and cheap (a metadata operation, as on a file
+    #: system or SFTP). The run then stages its files outside the dated folder and promotes
+    #: them with ``rename`` once all arrived, so a failed same-day re-run leaves the earlier
+    #: complete run intact.
+    can_rename: ClassVar[bool] = False
 
     @abc.abstractmethod
     def describe(self, prefix: str) -> str:
@@ -94,6 +99,23 @@ class Destination(abc.ABC):
     @abc.abstractmethod
     def delete(self, key: str) -> None:
         """Remove the object. ``ObjectNotFound`` if absent."""
+
+    def rename(self, moves: Sequence[tuple[str, str]]) -> None:
+        """Optional: move each object from its first key to its second, replacing what is there.
+
+        Only called when ``can_rename`` is True. Each move is atomic for readers (the new key
+        shows the old or the new object, never a mix); folders left empty by the moves may be
+        removed. Raise ``ObjectNotFound`` for a missing source, ``DestinationError`` otherwise.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not rename")
+
+    def sync(self) -> None:  # noqa: B027 - optional hook
+        """Make everything this instance wrote durable; called before and after the manifest.
+
+        Stores that acknowledge a write only once it is durable (S3, Azure, GCS, an SFTP
+        server's close) need nothing. A destination that defers durability to pay for it once
+        per run instead of once per file (``local``: one ``syncfs``) does it here.
+        """
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and pools."""

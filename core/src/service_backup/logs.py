@@ -22,13 +22,37 @@ from typing import IO, Any, ClassVar
 
 from loguru import logger
 
+from .secret import LOG_SCRUBBER
+
 SOURCE = "ServiceBackup"
 _LEVELS = {"TRACE": "debug", "DEBUG": "debug", "INFO": "info", "SUCCESS": "info",
            "WARNING": "info", "ERROR": "error", "CRITICAL": "fatal"}  # fmt: skip
 
 
+def _scrubbed(value: Any) -> Any:
+    """Every string in a log value scrubbed of the registered secrets (before JSON escaping)."""
+    if isinstance(value, str):
+        return LOG_SCRUBBER(value)
+    if isinstance(value, dict):
+        return {k: _scrubbed(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_scrubbed(v) for v in value]
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    return LOG_SCRUBBER(str(value))
+
+
 def format_line(record: dict[str, Any]) -> str:
-    data = {k: v for k, v in record["extra"].items() if not k.startswith("_") and v is not None}
+    """One lager-style JSON line; every string in it is scrubbed of the registered secrets.
+
+    Scrubbing here, at the sink, covers what plugins and libraries log as well as the core's
+    own lines: a secret that reaches a log call in any form never reaches stdout or syslog.
+    """
+    data = {
+        k: _scrubbed(v)
+        for k, v in record["extra"].items()
+        if not k.startswith("_") and v is not None
+    }
     prefix = f"{SOURCE}.WithIdentifier." if data.get("identifier") else f"{SOURCE}."
     ts = record["time"].astimezone(datetime.UTC)
     timestamp = ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond:06d}000Z"
@@ -36,7 +60,7 @@ def format_line(record: dict[str, Any]) -> str:
         {
             "timestamp": timestamp,
             "source": SOURCE,
-            "message": prefix + record["message"],
+            "message": prefix + LOG_SCRUBBER(record["message"]),
             "log_level": _LEVELS.get(record["level"].name, "info"),
             "data": data,
         },

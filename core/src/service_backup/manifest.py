@@ -7,7 +7,9 @@ written last through the destination's own ``write``. Its fields are a contract 
 
 from __future__ import annotations
 
+import datetime
 import json
+import re
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -18,6 +20,9 @@ from .results import StoredFile
 
 MANIFEST_NAME: Final = ".service-backup-manifest.json"
 FORMAT: Final = "service-backup/manifest/v1"
+#: What a same-day re-run leaves at the manifest's key when it may not delete the earlier one.
+PENDING_FORMAT: Final = "service-backup/manifest/pending"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class ManifestError(BackupError):
@@ -69,12 +74,14 @@ class Manifest:
         """Read a manifest; ``ManifestError`` naming ``where`` if it is not one."""
         try:
             doc = json.loads(data.decode("utf-8"))
+            if isinstance(doc, dict) and doc.get("format") == PENDING_FORMAT:
+                raise ManifestError(
+                    f"a run started at {doc.get('started_at')} replaced the manifest {where} "
+                    "and has not completed"
+                )
             if not isinstance(doc, dict) or doc.get("format") != FORMAT:
                 raise ValueError(f"format is not {FORMAT}")
-            files = tuple(
-                StoredFile(path=str(f["path"]), size=int(f["size"]), sha256=str(f["sha256"]))
-                for f in doc["files"]
-            )
+            files = tuple(_stored_file(f) for f in doc["files"])
             return cls(
                 backup_guid=str(doc["backup_guid"]),
                 identifier=doc.get("identifier"),
@@ -90,8 +97,73 @@ class Manifest:
             raise ManifestError(f"manifest {where} cannot be read: {exc}") from None
 
 
+def pending_placeholder(backup_guid: str, started_at: str) -> bytes:
+    """The object a re-run writes over an earlier manifest it may not delete: not a manifest."""
+    document = {"format": PENDING_FORMAT, "backup_guid": backup_guid, "started_at": started_at}
+    return (json.dumps(document) + "\n").encode("utf-8")
+
+
+def _stored_file(entry: Any) -> StoredFile:
+    path, size, sha256 = entry["path"], entry["size"], entry["sha256"]
+    if not isinstance(path, str) or not isinstance(size, int) or isinstance(size, bool):
+        raise ValueError(f"file entry {entry!r:.80} is not {{path, size, sha256}}")
+    if size < 0 or not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
+        raise ValueError(f"file entry for {path!r} has a bad size or sha256")
+    return StoredFile(path=path, size=size, sha256=sha256)
+
+
 def manifest_key(run_prefix: str) -> str:
     return f"{run_prefix}/{MANIFEST_NAME}"
+
+
+def rfc3339(moment: datetime.datetime) -> str:
+    """``2026-11-26T12:00:00.123456Z``: UTC, what every timestamp in a manifest looks like."""
+    utc = moment.astimezone(datetime.UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_rfc3339(text: str) -> datetime.datetime | None:
+    """A manifest timestamp back as an aware datetime; None when it is not one."""
+    try:
+        moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
+
+
+def product_version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("service-backup")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def hostname() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def unsafe_path(path: str) -> str | None:
+    """Why a manifest ``path`` must not be restored (absolute, ``..``, empty parts), or None.
+
+    Restore writes ``DIR/<path>``: a path that could land outside DIR, or that names DIR
+    itself, is refused whatever wrote the manifest.
+    """
+    if not path:
+        return "empty path"
+    if path.startswith("/"):
+        return "absolute path"
+    if "\x00" in path:
+        return "NUL in path"
+    parts = path.split("/")
+    if any(p == ".." for p in parts):
+        return "'..' in path"
+    if any(p in ("", ".") for p in parts):
+        return "empty or '.' path segment"
+    return None
 
 
 def sorted_files(stored: Sequence[StoredFile]) -> tuple[StoredFile, ...]:

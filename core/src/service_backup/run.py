@@ -15,18 +15,21 @@ from typing import Any
 
 from loguru import logger
 
+from . import commit
 from .catalog import RunFolder, run_root
 from .config import BackupConfig, DestinationSpec
 from .context import RunContext
 from .destination import DestinationContext
-from .errors import BackupError
+from .errors import BackupError, SourceError
 from .guard import exclusive_run
+from .manifest import MANIFEST_NAME
 from .plugins import PluginRegistry
 from .processes import ProcessManager
+from .progress import NULL_PROGRESS, ProgressReporter
 from .prune import prune
 from .results import DestinationFailure, RunResult, UploadResult
 from .secret import scrub, secret_field_values
-from .source import scan_source
+from .source import SourceFile, scan_source
 
 MAX_PARALLEL_DESTINATIONS = 4
 REJECTED = "backup operation rejected"
@@ -37,16 +40,32 @@ def run_backup(
     registry: PluginRegistry,
     processes: ProcessManager,
     now: datetime.datetime | None = None,
+    progress: ProgressReporter | None = None,
 ) -> RunResult:
-    """Run one backup; never raises for an operational failure (the result says it)."""
+    """Run one backup; never raises (the result says how it went).
+
+    Whatever raises, even where nothing was expected to (an unusable lock folder, a bug), the
+    run ends like any failed run: ``Perform backup completed with error`` in the JSON log, the
+    alert, the ``fail`` state; never a traceback that only reaches stderr.
+    """
     run = RunContext(
         config=config,
         backup_guid=str(uuid.uuid4()),
         started_at=(now or datetime.datetime.now()).astimezone(),
         processes=processes,
         log=logger.bind(backup_guid=None),
+        progress=progress or NULL_PROGRESS,
     )
     run.log = logger.bind(backup_guid=run.backup_guid)
+    try:
+        return _run(config, registry, run)
+    except Exception as exc:
+        error = _reason(exc, config)
+        run.log.bind(error=error).error("Perform backup completed with error")
+        return _failed(config, run, registry, RunResult(run.backup_guid, ok=False, error=error))
+
+
+def _run(config: BackupConfig, registry: PluginRegistry, run: RunContext) -> RunResult:
     hook = registry.hook
 
     run.identifier = _identify(config, run, registry)
@@ -87,9 +106,17 @@ def run_backup(
 def _failed(
     config: BackupConfig, run: RunContext, registry: PluginRegistry, result: RunResult
 ) -> RunResult:
-    """A failed run: the alert hook, then the ``fail`` state, whatever either does."""
+    """A failed run: the alert hook, then the ``fail`` state, whatever either does.
+
+    A run cut short by shutdown sends no alert: the drain window (15 s) cannot hold an alert
+    that may retry for ``timeout_seconds``, and a deploy would page for every VM it updates.
+    It logs ``Run interrupted by shutdown`` instead (docs/reliability.md).
+    """
     assert result.error is not None
-    _alert(config, run, registry, result.error)
+    if run.processes.stopping.is_set():
+        run.log.bind(error=result.error).error("Run interrupted by shutdown; alert not sent")
+    else:
+        _alert(config, run, registry, result.error)
     _run_state(config, run, registry, "fail", result.error)
     return result
 
@@ -99,8 +126,9 @@ def _upload_everywhere(
 ) -> tuple[tuple[UploadResult, ...], tuple[DestinationFailure, ...]]:
     """Every destination attempted, a few at once; failures collected, never short-circuited."""
     try:
-        files = scan_source(config.source_folder)
-    except BackupError as exc:
+        files = scan_source(config.source_folder, log=run.log)
+        _refuse_reserved_names(files)
+    except Exception as exc:
         error = _reason(exc, config)
         failures = tuple(
             DestinationFailure(spec.display_name, error) for spec in config.destinations
@@ -122,7 +150,7 @@ def _upload_everywhere(
 
 def _upload_to(
     spec: DestinationSpec,
-    files: list,
+    files: list[SourceFile],
     config: BackupConfig,
     run: RunContext,
     registry: PluginRegistry,
@@ -138,10 +166,10 @@ def _upload_to(
         with destination:
             log.info(
                 f"about to upload {config.source_folder} to {dtype.label} remote path "
-                f"{destination.describe(run.remote_prefix)}"
+                f"{destination.describe(run.run_prefix)}"
             )
             destination.ensure_location()
-            result = registry.hook.upload(spec=spec, destination=destination, files=files, run=run)
+            result = commit.store_run(spec, destination, files, run, registry)
     except Exception as exc:
         error = _reason(exc, config)
         log.bind(error=error).error("Upload backup completed with error")
@@ -189,6 +217,17 @@ def _retain(
         summary.bind(error=error).error("Retention completed with error")
     else:
         summary.info("Retention completed successfully")
+
+
+def _refuse_reserved_names(files: list[SourceFile]) -> None:
+    """The manifest's name is the run's own: a source file by that name would be overwritten
+    by it (or replace it), so the run fails before anything is uploaded."""
+    for file in files:
+        if file.relative == MANIFEST_NAME:
+            raise SourceError(
+                f"source file {file.path} has the reserved name {MANIFEST_NAME} "
+                "(the run manifest's key): rename or remove it"
+            )
 
 
 def _identify(config: BackupConfig, run: RunContext, registry: PluginRegistry) -> str | None:

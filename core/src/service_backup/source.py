@@ -14,6 +14,7 @@ import io
 import os
 import stat
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,11 @@ class Source:
         self._checked = False
         self._fd: int | None = None
         self._fd_lock = threading.Lock()
+        #: Called with each count of bytes newly handed out (re-reads after a rewind are not
+        #: counted again): what a progress display shows. Set it before the first read.
+        self.on_read: Callable[[int], None] | None = None
+        self._reported = 0
+        self._reported_lock = threading.Lock()
 
     @classmethod
     def from_file(cls, file: SourceFile) -> Source:
@@ -158,7 +164,13 @@ class Source:
 
     # ------------------------------------------------------------------ internals
     def _account(self, offset: int, data: bytes | memoryview) -> None:
-        if self._digest.feed(offset, data) >= self.size:
+        done = self._digest.feed(offset, data)
+        if self.on_read is not None:
+            with self._reported_lock:
+                delta, self._reported = done - self._reported, max(done, self._reported)
+            if delta > 0:
+                self.on_read(delta)
+        if done >= self.size:
             self._final_check()
 
     def _descriptor(self) -> int:
@@ -273,41 +285,121 @@ class SourceStream(io.RawIOBase):
         super().close()
 
 
-def scan_source(folder: str | Path) -> list[SourceFile]:
+_KINDS = {
+    stat.S_IFIFO: "FIFO",
+    stat.S_IFSOCK: "socket",
+    stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device",
+}
+
+
+def scan_source(folder: str | Path, log: Any = None) -> list[SourceFile]:
     """Every regular file under ``folder``, sorted by relative path.
 
-    Symlinks to files are followed (their content is what the operator means to keep);
-    symlinked directories are not descended (no loops). A folder that cannot be listed fails
-    the run with its name rather than silently shrinking the backup.
+    The walk is iterative (a tree 1,100 folders deep is a tree like any other, not a
+    RecursionError). Symlinks to files inside ``folder`` are followed (their content is what
+    the operator means to keep); a symlink that resolves *outside* it is not (a link to
+    ``/etc/shadow`` must not end up at every destination); symlinked folders are not
+    descended (no loops). Everything skipped is logged with its reason: dangling links,
+    FIFOs, sockets, devices. An empty folder is logged too: a prepare command that produced
+    nothing is usually a bug. A folder that cannot be listed fails the run with its name
+    rather than silently shrinking the backup.
     """
+    from loguru import logger
+
+    log = log or logger
     root = Path(folder)
     try:
         if not root.is_dir():
             raise SourceError(f"source_folder {root} does not exist or is not a directory")
     except PermissionError:
         raise SourceError(f"source_folder {root} cannot be read: permission denied") from None
+    real_root = os.path.realpath(root)
+
+    def skipped(message: str, path: Path, reason: str, **data: Any) -> None:
+        log.bind(path=str(path), reason=reason, **data).warning(message)
 
     found: list[SourceFile] = []
-
-    def fail(exc: OSError) -> None:
-        raise SourceError(
-            f"cannot list {exc.filename or root}: {exc.strerror or exc}".rstrip()
-        ) from None
-
-    for dirpath, dirnames, filenames in os.walk(root, onerror=fail):
-        dirnames.sort()
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
+    stack = [root]
+    while stack:
+        directory = stack.pop()
+        try:
+            with os.scandir(directory) as listing:
+                entries = list(listing)
+        except FileNotFoundError:
+            if directory == root:
+                raise SourceError(f"source_folder {root} vanished during the run") from None
+            continue  # removed while the run listed it: not part of this backup
+        except OSError as exc:
+            raise SourceError(f"cannot list {directory}: {exc.strerror or exc}") from None
+        for entry in entries:
+            path = Path(entry.path)
             try:
-                st = path.stat()
+                if entry.is_symlink():
+                    file = _through_link(path, root, real_root, skipped)
+                    if file is not None:
+                        found.append(file)
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(path)
+                    continue
+                st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue  # vanished between listing and stat: not part of this backup
             except OSError as exc:
                 raise SourceError(f"cannot read source file {path}: {exc.strerror}") from None
-            if not stat.S_ISREG(st.st_mode):
-                continue
-            relative = path.relative_to(root).as_posix()
-            found.append(
-                SourceFile(path=path, relative=relative, size=st.st_size, mtime_ns=st.st_mtime_ns)
-            )
+            if stat.S_ISREG(st.st_mode):
+                relative = path.relative_to(root).as_posix()
+                found.append(
+                    SourceFile(
+                        path=path, relative=relative, size=st.st_size, mtime_ns=st.st_mtime_ns
+                    )
+                )
+            else:
+                kind = _KINDS.get(stat.S_IFMT(st.st_mode), "special file")
+                skipped("Skipped a source file that is not a regular file", path, kind)
+    if not found:
+        log.bind(source_folder=str(root)).warning(
+            "source_folder is empty: nothing to back up (did the prepare command produce nothing?)"
+        )
+    found.sort(key=lambda f: f.relative)
     return found
+
+
+def _through_link(path: Path, root: Path, real_root: str, skipped: Any) -> SourceFile | None:
+    """The file a symlink names, when it is a regular file inside the source folder."""
+    try:
+        target = os.readlink(path)
+    except OSError:
+        target = "?"
+    resolved = os.path.realpath(path)
+    if os.path.commonpath([real_root, resolved]) != real_root:
+        skipped(
+            "Skipped a symbolic link that points outside source_folder",
+            path,
+            "resolves outside source_folder",
+            target=target,
+            resolved=resolved,
+        )
+        return None
+    try:
+        st = os.stat(resolved)
+    except FileNotFoundError:
+        skipped("Skipped a dangling symbolic link", path, "target missing", target=target)
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        skipped(
+            "Skipped a symbolic link to a folder", path, "folders are not followed", target=target
+        )
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(st.st_mode), "special file")
+        skipped("Skipped a source file that is not a regular file", path, kind, target=target)
+        return None
+    # The resolved path is what gets read: swapping the link later cannot redirect the read.
+    return SourceFile(
+        path=Path(resolved),
+        relative=path.relative_to(root).as_posix(),
+        size=st.st_size,
+        mtime_ns=st.st_mtime_ns,
+    )

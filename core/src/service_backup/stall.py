@@ -11,6 +11,7 @@ SDK's own exception, so the operator reads "stalled" or "shutting down", not a s
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -49,14 +50,19 @@ class StallGuard:
         self.stop = stop or threading.Event()
         self.tick = tick
         self._lock = threading.Lock()
-        self._window_start = time.monotonic()
-        self._window_bytes = 0
+        self._started = time.monotonic()
+        #: Bytes moved per moment, the last ``period`` seconds of them: a sliding window, so
+        #: a burst into socket buffers just before the line goes quiet cannot hide the stall
+        #: for a second period (a fixed window could take twice ``period`` to notice).
+        self._moved: collections.deque[tuple[float, int]] = collections.deque()
+        self._in_window = 0
         self.reason: str | None = None
 
     def progress(self, nbytes: int) -> None:
         """Count bytes moved; raise at once when the transfer was already aborted."""
         with self._lock:
-            self._window_bytes += nbytes
+            self._moved.append((time.monotonic(), nbytes))
+            self._in_window += nbytes
         if self.reason is not None or self.stop.is_set():
             raise self.error()
 
@@ -65,11 +71,11 @@ class StallGuard:
             return "interrupted: service-backup is shutting down"
         now = time.monotonic()
         with self._lock:
-            elapsed = now - self._window_start
-            if elapsed < self.rule.period:
+            while self._moved and self._moved[0][0] < now - self.rule.period:
+                self._in_window -= self._moved.popleft()[1]
+            if now - self._started < self.rule.period:
                 return None
-            rate = self._window_bytes / elapsed
-            self._window_start, self._window_bytes = now, 0
+            rate = self._in_window / self.rule.period
         if rate < self.rule.floor:
             return (
                 f"stalled: less than {self.rule.floor:.0f} bytes/s for "
@@ -89,7 +95,9 @@ class StallGuard:
         """Run ``abort`` (once) from a timer thread when the transfer stalls or shutdown starts."""
         done = threading.Event()
         with self._lock:
-            self._window_start, self._window_bytes = time.monotonic(), 0
+            self._started = time.monotonic()
+            self._moved.clear()
+            self._in_window = 0
 
         def watcher() -> None:
             while not done.wait(self.tick):

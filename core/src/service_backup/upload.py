@@ -11,8 +11,9 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from typing import TypeVar
 
 from .config import DestinationSpec
@@ -20,6 +21,7 @@ from .context import RunContext
 from .destination import Destination
 from .errors import BackupError, DestinationError
 from .hookspecs import hookimpl
+from .progress import TaskProgress
 from .results import StoredFile, UploadResult
 from .source import Source, SourceFile
 
@@ -35,9 +37,16 @@ def check_stored(key: str, stored_size: int, source: Source) -> None:
         )
 
 
-def upload_one(destination: Destination, key: str, file: SourceFile) -> StoredFile:
-    """Write one file; return what was stored. Raise a BackupError naming the file on failure."""
+def upload_one(
+    destination: Destination, key: str, file: SourceFile, progress: TaskProgress | None = None
+) -> StoredFile:
+    """Write one file; return what was stored. Raise a BackupError naming the file on failure.
+
+    ``progress`` hears of the bytes as the destination reads them and of the file when done.
+    """
     source = Source.from_file(file)
+    if progress is not None:
+        source.on_read = progress.bytes
     try:
         try:
             info = destination.write(key, source)
@@ -46,7 +55,10 @@ def upload_one(destination: Destination, key: str, file: SourceFile) -> StoredFi
         except OSError as exc:
             raise DestinationError(f"writing {key} failed: {exc.strerror or exc}") from None
         check_stored(key, info.size, source)
-        return StoredFile(path=file.relative, size=file.size, sha256=source.sha256)
+        stored = StoredFile(path=file.relative, size=file.size, sha256=source.sha256)
+        if progress is not None:
+            progress.file_done()
+        return stored
     finally:
         source.close()
 
@@ -81,6 +93,24 @@ def run_jobs(jobs: Sequence[Callable[[], T]], workers: int, run: RunContext) -> 
         return [f.result() for f in futures]  # type: ignore[misc]
 
 
+@contextmanager
+def progress_task(
+    run: RunContext, spec: DestinationSpec, files: Sequence[SourceFile]
+) -> Iterator[TaskProgress]:
+    """This destination's line of the progress display, marked failed if the block raises.
+
+    An ``upload`` hook that takes over passes what this yields to ``upload_one`` (or sets a
+    ``Source``'s ``on_read`` to its ``bytes`` and calls ``file_done``) to show its progress.
+    """
+    task = run.progress.add_task(spec.display_name, sum(f.size for f in files), len(files))
+    try:
+        yield run.progress.bind(task)
+    except BaseException:
+        run.progress.finish(task, ok=False)
+        raise
+    run.progress.finish(task)
+
+
 def upload_result(
     spec: DestinationSpec, stored: Sequence[StoredFile], started: float
 ) -> UploadResult:
@@ -104,6 +134,10 @@ def upload(
 ) -> UploadResult:
     started = time.monotonic()
     prefix = run.remote_prefix
-    jobs = [functools.partial(upload_one, destination, f"{prefix}/{f.relative}", f) for f in files]
-    stored = run_jobs(jobs, destination.file_concurrency, run)
+    with progress_task(run, spec, files) as progress:
+        jobs = [
+            functools.partial(upload_one, destination, f"{prefix}/{f.relative}", f, progress)
+            for f in files
+        ]
+        stored = run_jobs(jobs, destination.file_concurrency, run)
     return upload_result(spec, stored, started)

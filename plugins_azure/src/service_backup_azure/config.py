@@ -1,13 +1,28 @@
 """The ``azure`` destination's ``config:`` mapping, as the Go release's job template renders it.
 
-``storage_account``, ``storage_access_key``, ``container`` and ``path`` were required by that
-template and still are. ``endpoint`` is optional and takes two forms:
+``storage_account``, ``container`` and ``path`` were required by that template and still are.
+``storage_access_key`` was required too and is now one of three ways to authenticate, because
+a static account key in a BOSH manifest is not what a security team accepts today:
+
+* ``storage_access_key``: the account's shared key (key1 or key2), as the Go release used;
+* ``sas_token``: a shared access signature (account or container SAS, the query string);
+* neither: ``DefaultAzureCredential`` from azure-identity (managed identity, workload
+  identity, ``AZURE_CLIENT_ID``/``AZURE_TENANT_ID``/``AZURE_CLIENT_SECRET`` in the environment),
+  which sends bearer tokens and so needs an https endpoint.
+
+Giving both a key and a SAS token is refused: which one would be used is not obvious.
+
+``endpoint`` is optional and takes two forms:
 
 * a DNS suffix, as the Go release passed to blobxfer: ``core.windows.net`` (the default, public
   cloud), ``core.chinacloudapi.cn``, ``core.usgovcloudapi.net``. The account URL is then
   ``https://<storage_account>.blob.<suffix>``;
 * a full URL, used as the account URL itself: Azurite's ``http://127.0.0.1:10000/devstoreaccount1``
   or a private endpoint such as ``https://acct.privatelink.blob.core.windows.net``.
+
+``stall_timeout_seconds`` (default 60) and ``stall_min_bytes_per_second`` (default 1024) are
+the stall rule every SDK destination applies: a write that moves fewer bytes per second than
+the floor for that long is aborted with an error saying it stalled.
 
 Values that can only fail later (a key that is not base64, a container name Azure rejects, an
 endpoint that is neither form) are refused here, so ``service-backup validate`` catches them
@@ -20,12 +35,17 @@ import base64
 import binascii
 import re
 from typing import Any, Final
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import attrs
 
-from service_backup.config import required
+from service_backup.config import NO_SECRET, required
 from service_backup.secret import Secret
+from service_backup.stall import (
+    DEFAULT_STALL_MIN_BYTES_PER_SECOND,
+    DEFAULT_STALL_SECONDS,
+    StallRule,
+)
 
 DEFAULT_ENDPOINT_SUFFIX: Final = "core.windows.net"
 
@@ -66,6 +86,22 @@ def _check_key(_: Any, attribute: attrs.Attribute, value: Secret) -> None:
         ) from None
 
 
+def _check_sas(_: Any, attribute: attrs.Attribute, value: Secret) -> None:
+    text = value.reveal().strip()
+    if not text:
+        return
+    # Never quote the value: a SAS token is a secret.
+    if "://" in text:
+        raise ValueError(
+            f"{attribute.name}: give the SAS token alone (the query string after '?'), not a URL"
+        )
+    fields = parse_qs(text.removeprefix("?"), keep_blank_values=True)
+    if not {"sv", "sig"} <= fields.keys():
+        raise ValueError(
+            f"{attribute.name}: not a SAS token (expected a query string with sv=... and sig=...)"
+        )
+
+
 def _check_endpoint(_: Any, attribute: attrs.Attribute, value: str) -> None:
     text = value.strip()
     if not text:
@@ -87,15 +123,53 @@ def _check_endpoint(_: Any, attribute: attrs.Attribute, value: str) -> None:
         )
 
 
+def _positive(_: Any, attribute: attrs.Attribute, value: int) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name}: must be a whole number above 0, not {value}")
+
+
 @attrs.frozen
 class AzureConfig:
     """One ``type: azure`` destination."""
 
     storage_account: str = required(validator=_check_account)
-    storage_access_key: Secret = required(validator=_check_key)  # noqa: RUF009 - attrs field
     container: str = required(validator=_check_container)
     path: str = required()
+    #: How to authenticate: at most one of the two; with neither, DefaultAzureCredential.
+    storage_access_key: Secret = attrs.field(default=NO_SECRET, validator=_check_key)
+    sas_token: Secret = attrs.field(default=NO_SECRET, validator=_check_sas)
     endpoint: str = attrs.field(default="", validator=_check_endpoint)
+    #: A write whose throughput stays below ``stall_min_bytes_per_second`` for this long is
+    #: aborted (an endpoint that black-holes or trickles), as is every write at shutdown.
+    stall_timeout_seconds: int = attrs.field(default=DEFAULT_STALL_SECONDS, validator=_positive)
+    stall_min_bytes_per_second: int = attrs.field(
+        default=DEFAULT_STALL_MIN_BYTES_PER_SECOND, validator=_positive
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.storage_access_key.reveal().strip() and self.sas_token.reveal().strip():
+            raise ValueError(
+                "sas_token: give either storage_access_key or sas_token, not both "
+                "(or neither, to authenticate with DefaultAzureCredential)"
+            )
+        if self.credential_kind == "default" and self.endpoint.strip().startswith("http://"):
+            raise ValueError(
+                "endpoint: an http:// endpoint needs storage_access_key or sas_token "
+                "(DefaultAzureCredential sends its tokens over https only)"
+            )
+
+    @property
+    def credential_kind(self) -> str:
+        """``key``, ``sas`` or ``default`` (DefaultAzureCredential from azure-identity)."""
+        if self.storage_access_key.reveal().strip():
+            return "key"
+        if self.sas_token.reveal().strip():
+            return "sas"
+        return "default"
+
+    @property
+    def stall_rule(self) -> StallRule:
+        return StallRule(self.stall_timeout_seconds, self.stall_min_bytes_per_second)
 
 
 def account_url(config: AzureConfig) -> str:

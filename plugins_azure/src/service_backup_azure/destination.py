@@ -1,17 +1,26 @@
 """The ``azure`` destination: block blobs in one container, under ``path``.
 
-Blob names are ``<path>/<key>``; a run's keys are ``[<deployment>/]YYYY/MM/DD/<relative path>``.
+Blob names are ``<path>/<key>`` (the core's ``KeyLayout``); a run's keys are
+``[<deployment>/]YYYY/MM/DD/<relative path>``.
 
-How the transfer is tuned, and why:
+How a file is written, and why:
 
-* Files up to ``MAX_SINGLE_PUT_SIZE`` go up as one Put Blob (one request per small file is what
-  makes 5,000 small files fast); bigger files as ``MAX_BLOCK_SIZE`` blocks, ``MAX_CONCURRENCY``
-  of them in flight per blob, committed by one Put Block List at the end. Until that commit
-  nothing of a new upload is visible, so a failed upload never leaves a blob that looks complete.
-* The SDK reads one block into memory per in-flight request, so a blob costs at most
-  ``MAX_CONCURRENCY`` x ``MAX_BLOCK_SIZE`` of buffers whatever the file size, and a run at most
-  ``file_concurrency`` times that.
-* Integrity: every Put Blob and Put Block carries the block's MD5 (``validate_content``); the
+* The bytes come from the core's ``Source`` only, read once, in order (``read_at`` block by
+  block from one thread): the ``Source`` hashes them as they go and raises ``SourceError``
+  naming the file when it is short, has grown or was modified, before it hands out the last
+  bytes. Reading in order keeps its hash window empty; the network, not the disk, is slow.
+* Files up to ``MAX_SINGLE_PUT_SIZE`` go up as one Put Blob, sent only once all their bytes
+  were read (one request per small file is what makes 5,000 small files fast). Bigger files
+  are staged as blocks (Put Block), ``MAX_CONCURRENCY`` in flight, and committed by one Put
+  Block List only after the last block was read and staged. A Put Blob that is never sent and
+  a block list that is never committed change nothing: a short, grown or modified source, a
+  failed request or an abort never replaces a good blob already stored under the key.
+* Uncommitted blocks are not orphans to clean: Azure discards a blob's uncommitted blocks when
+  another block list is committed for it, and otherwise after a week. Block ids carry a random
+  prefix per upload, so two uploads of one key never mix blocks.
+* Memory: ``MAX_CONCURRENCY`` blocks in flight plus the one being read, whatever the file size
+  (~20 MiB per file with 4 MiB blocks), and ``file_concurrency`` files at once.
+* Integrity: every Put Blob and Put Block carries the body's MD5 (``validate_content``); the
   service recomputes it and refuses a mismatch, so a corrupted transfer fails instead of being
   stored. Reads ask for and check the MD5 of every range the same way.
 * Retries: 5xx, 408 and throttling (503 ServerBusy, 500 OperationTimedOut) are retried with
@@ -20,20 +29,25 @@ How the transfer is tuned, and why:
   retries (3 + 5 s), so a closed port or an unresolvable account fails in about 8 s, not the
   SDK's default minute.
 * Timeouts: ``CONNECT_TIMEOUT`` to open a connection, ``READ_TIMEOUT`` between bytes of a response.
+  Neither bounds a request that trickles, so each write also runs under the core's stall rule
+  (``stall_timeout_seconds``, ``stall_min_bytes_per_second``) and the shutdown event: the
+  transport (``_transport.py``) counts the bytes each write sends and cuts its connections
+  and back-off sleeps when the guard fires.
 """
 
 from __future__ import annotations
 
+import base64
 import importlib.metadata
 import io
 import logging
-import os
 import re
 import threading
+import uuid
 from collections.abc import Iterator
-from typing import IO, Final
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import IO, Any, Final
 
-import requests
 from azure.core.exceptions import (
     AzureError,
     HttpResponseError,
@@ -41,22 +55,30 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.core.pipeline.transport import RequestsTransport
-from azure.storage.blob import BlobClient, ContainerClient, ExponentialRetry
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
+from azure.storage.blob import BlobBlock, BlobClient, ContainerClient
 
 from service_backup.destination import Destination, DestinationContext, ObjectInfo
-from service_backup.errors import DestinationError, ObjectNotFound, SourceError
+from service_backup.errors import DestinationError, ObjectNotFound, one_line
+from service_backup.layout import KeyLayout, MiB
 from service_backup.source import Source
+from service_backup.stall import StallGuard
 
+from ._credential import CHECK, credential
+from ._transport import (
+    AbortableRetry,
+    AbortableTransport,
+    Aborted,
+    Transfer,
+    ca_bundle,
+    session,
+)
 from .config import AzureConfig, account_url
-
-MiB: Final = 1024 * 1024
 
 MAX_SINGLE_PUT_SIZE: Final = 4 * MiB
 MAX_BLOCK_SIZE: Final = 4 * MiB
 MAX_CONCURRENCY: Final = 4
+#: Azure's limit of committed blocks per blob: bigger files get bigger blocks.
+MAX_BLOCKS: Final = 50_000
 #: Range size for reads; 4 MiB is the most the service will return a range MD5 for.
 READ_CHUNK_SIZE: Final = 4 * MiB
 
@@ -71,6 +93,13 @@ FILE_CONCURRENCY: Final = 8
 POOL_SIZE: Final = FILE_CONCURRENCY * MAX_CONCURRENCY + 4
 
 _ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^'\"()\]]+)")
+#: A SAS refused for lacking a permission or resource type, as opposed to a bad signature.
+_OUT_OF_SAS_SCOPE: Final = frozenset(
+    {"AuthorizationPermissionMismatch", "AuthorizationResourceTypeMismatch"}
+)
+_TLS_TEXT = re.compile(r"certificate verify failed: ([^(]+)")
+#: ``RemoteDisconnected('Remote end closed ...')``, ``ConnectionResetError(104, 'Connection ...')``
+_OS_ERROR_TEXT = re.compile(r"\w+(?:Error|Disconnected)\((?:-?\d+, )?'([^']+)'\)")
 _quiet_lock = threading.Lock()
 _quieted = False
 
@@ -95,37 +124,13 @@ def quiet_sdk_logging() -> None:
         _quieted = True
 
 
-def _session(url: str) -> requests.Session:
-    """A session sized for every request the uploads can have in flight at once.
-
-    The environment (``HTTPS_PROXY``/``NO_PROXY``, ``REQUESTS_CA_BUNDLE``) is honoured as
-    requests would, but read once here: with ``trust_env`` requests re-reads every variable
-    and ``~/.netrc`` on each request, a large share of the client's CPU per small file.
-    """
-    session = requests.Session()
-    session.trust_env = False
-    session.proxies.update(requests.utils.get_environ_proxies(url))
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-    if bundle:
-        session.verify = bundle
-    adapter = HTTPAdapter(
-        pool_connections=2,
-        pool_maxsize=POOL_SIZE,
-        # The SDK's retry policy does the retrying; urllib3 must not retry underneath it.
-        max_retries=Retry(total=False, redirect=False, raise_on_status=False),
-    )
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
-
-
 class AzureDestination(Destination):
     """Block blobs in ``container`` under ``path``."""
 
     #: Files uploaded at once. A small file is one round trip, so many small files are
     #: latency-bound and need requests in flight to keep the service busy; 8 is where tuned
     #: SDK clients beat rclone on Azurite, and more only queue behind the server. Memory stays
-    #: bounded: at most 8 blobs x 4 blocks x 4 MiB of buffers (one 2 GiB file: ~80 MiB RSS).
+    #: bounded: at most 8 files x 4 blocks x 4 MiB of buffers, whatever the file sizes.
     file_concurrency = FILE_CONCURRENCY
 
     def __init__(self, config: AzureConfig, context: DestinationContext) -> None:
@@ -134,10 +139,15 @@ class AzureDestination(Destination):
         self.account = config.storage_account
         self.account_url = account_url(config)
         self.container_name = config.container
-        self.base = config.path.strip("/")
+        self.layout = KeyLayout(config.path)
         self.list_page_size = LIST_PAGE_SIZE
-        self._session = _session(self.account_url)
-        self.retry_policy = ExponentialRetry(
+        self.credential_kind = config.credential_kind
+        self.check_hint = CHECK[config.credential_kind]
+        self.stall_rule = config.stall_rule
+        self.stop = context.stop
+        self._session = session(self.account_url, POOL_SIZE)
+        self._credential = credential(config)
+        self.retry_policy = AbortableRetry(
             initial_backoff=1,
             increment_base=2,
             random_jitter_range=1,
@@ -149,13 +159,11 @@ class AzureDestination(Destination):
         self._container = ContainerClient(
             self.account_url,
             self.container_name,
-            credential={
-                "account_name": config.storage_account,
-                "account_key": "".join(config.storage_access_key.reveal().split()),
-            },
-            transport=RequestsTransport(
+            credential=self._credential,
+            transport=AbortableTransport(
                 session=self._session,
                 session_owner=False,
+                connection_verify=ca_bundle(),
                 connection_timeout=CONNECT_TIMEOUT,
                 read_timeout=READ_TIMEOUT,
             ),
@@ -175,33 +183,34 @@ class AzureDestination(Destination):
 
     # -- names -------------------------------------------------------------------------------
 
-    def _blob_name(self, key: str) -> str:
-        key = key.strip("/")
-        if not key:
-            raise DestinationError("invalid empty key")
-        return f"{self.base}/{key}" if self.base else key
-
-    def _key_of(self, blob_name: str) -> str:
-        return blob_name[len(self.base) + 1 :] if self.base else blob_name
-
     def _where(self, key: str) -> str:
-        return f"{self.container_name}/{self._blob_name(key)}"
+        return f"{self.container_name}/{self.layout.full(key)}"
 
     def _blob(self, key: str) -> BlobClient:
-        return self._container.get_blob_client(self._blob_name(key))
+        return self._container.get_blob_client(self.layout.full(key))
 
     def describe(self, prefix: str) -> str:
-        return "/".join(p for p in (self.container_name, self.base, prefix.strip("/")) if p)
+        return self.layout.describe(self.container_name, prefix)
 
     # -- operations --------------------------------------------------------------------------
 
     def ensure_location(self) -> None:
+        """Create the container when it is missing.
+
+        A container SAS cannot read the container's properties (only an account SAS, a key or
+        a token can), so with a SAS that is refused the check falls back to listing one blob,
+        and a SAS scoped to writing only (``sp=cw``, least privilege for backups) skips the
+        check: its first write reports a missing container clearly.
+        """
         action = f"checking container {self.container_name}"
         try:
             self._container.get_container_properties()
             return
         except HttpResponseError as exc:
-            if exc.status_code != 404:
+            if self.credential_kind == "sas" and _code(exc) in _OUT_OF_SAS_SCOPE:
+                if self._exists_by_listing():
+                    return
+            elif exc.status_code != 404:
                 raise self._error(exc, action) from None
         except AzureError as exc:
             raise self._error(exc, action) from None
@@ -212,40 +221,104 @@ class AzureDestination(Destination):
         except AzureError as exc:
             raise self._error(exc, f"creating container {self.container_name}") from None
 
+    def _exists_by_listing(self) -> bool:
+        """False only when the service says the container does not exist."""
+        try:
+            next(iter(self._container.list_blobs(results_per_page=1).by_page()), None)
+        except HttpResponseError as exc:
+            if exc.status_code == 404:
+                return False
+            if _code(exc) in _OUT_OF_SAS_SCOPE:
+                return True  # cannot tell: the first write will
+            raise self._error(exc, f"listing container {self.container_name}") from None
+        except AzureError as exc:
+            raise self._error(exc, f"listing container {self.container_name}") from None
+        return True
+
     def write(self, key: str, source: Source) -> ObjectInfo:
-        with source.open() as stream:
-            return self._write_stream(key, stream, source.size)
+        """Store ``source`` under ``key``: one Put Blob, or blocks committed at the end.
 
-    def _write_stream(self, key: str, stream: IO[bytes], size: int) -> ObjectInfo:
-        """Upload, then report the size the service verified.
-
-        No HEAD afterwards: every byte stored went up in a request whose MD5 the service
-        checked, and the commit succeeded, so the blob holds exactly the bytes sent, which
-        ``_ExactLength`` guarantees are ``size`` (it fails the upload otherwise). A HEAD per
-        file would double the requests for many small files.
+        The whole write is watched by a ``StallGuard``: when it moves fewer bytes per second
+        than ``stall_min_bytes_per_second`` for ``stall_timeout_seconds``, or service-backup
+        shuts down, its in-flight requests are cut and it fails saying so; nothing was
+        committed then. No HEAD afterwards: every byte stored went up in a request whose MD5
+        the service checked, the ``Source`` vouched for their number before the last of them
+        was handed out, and the commit succeeded; a HEAD per file would double the requests
+        for many small files.
         """
         where = self._where(key)
-        source = _ExactLength(stream, size, where)
+        blob = self._blob(key)
+        guard = StallGuard(f"{self.name}: uploading {where}", self.stall_rule, self.stop)
+        transfer = Transfer(guard)
         try:
-            response = self._blob(key).upload_blob(
-                source,
-                length=size,
-                overwrite=True,
-                validate_content=True,
-                max_concurrency=MAX_CONCURRENCY,
-            )
-        except AzureError as exc:
-            raise self._error(exc, f"uploading {where}") from None
-        return ObjectInfo(key=key, size=source.sent, modified=response.get("last_modified"))
+            with guard.watch(transfer.abort), transfer.bound():
+                if source.size <= MAX_SINGLE_PUT_SIZE:
+                    data = source.read_all()  # every byte read and checked before the request
+                    response = blob.upload_blob(
+                        data, length=len(data), overwrite=True, validate_content=True
+                    )
+                else:
+                    response = self._put_blocks(blob, source, transfer)
+        except (Aborted, DestinationError, AzureError) as exc:
+            if transfer.aborted.is_set() or guard.tripped or self.stop.is_set():
+                raise guard.error() from None
+            if isinstance(exc, AzureError):
+                raise self._error(exc, f"uploading {where}") from None
+            raise
+        return ObjectInfo(key=key, size=source.size, modified=response.get("last_modified"))
+
+    def _put_blocks(self, blob: BlobClient, source: Source, transfer: Transfer) -> dict[str, Any]:
+        """Stage the blocks (read in order here, sent by up to ``MAX_CONCURRENCY`` workers),
+        then commit them, only once the ``Source`` handed out its last bytes without error."""
+        size = source.size
+        block_size = block_size_for(size)
+        count = -(-size // block_size)
+        prefix = uuid.uuid4().hex[:16]
+        ids = [base64.b64encode(f"{prefix}-{i:08d}".encode()).decode() for i in range(count)]
+        slots = threading.Semaphore(MAX_CONCURRENCY)
+        failed = threading.Event()
+
+        def stage(index: int, data: bytes) -> None:
+            try:
+                with transfer.bound():
+                    blob.stage_block(ids[index], data, length=len(data), validate_content=True)
+            except BaseException:
+                failed.set()
+                raise
+            finally:
+                slots.release()
+
+        futures: list[Future[None]] = []
+        with ThreadPoolExecutor(MAX_CONCURRENCY, thread_name_prefix="azure-block") as pool:
+            for index in range(count):
+                slots.acquire()
+                if failed.is_set() or transfer.aborted.is_set():
+                    slots.release()
+                    break
+                offset = index * block_size
+                try:
+                    data = source.read_at(offset, min(block_size, size - offset))
+                except BaseException:
+                    slots.release()
+                    raise
+                futures.append(pool.submit(stage, index, data))
+                del data
+        for future in futures:
+            future.result()  # the first failure, in block order
+        transfer.check()
+        source.sha256  # noqa: B018 - every byte was read and the final check passed
+        return blob.commit_block_list([BlobBlock(block_id) for block_id in ids])
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        start = (f"{self.base}/" if self.base else "") + prefix
+        start = self.layout.full_prefix(prefix)
         try:
             for props in self._container.list_blobs(
                 name_starts_with=start or None, results_per_page=self.list_page_size
             ):
                 yield ObjectInfo(
-                    key=self._key_of(props.name), size=props.size, modified=props.last_modified
+                    key=self.layout.key_of(props.name),
+                    size=props.size,
+                    modified=props.last_modified,
                 )
         except HttpResponseError as exc:
             if exc.status_code == 404 and _code(exc) == "ContainerNotFound":
@@ -279,6 +352,9 @@ class AzureDestination(Destination):
     def close(self) -> None:
         self._container.close()
         self._session.close()
+        closer = getattr(self._credential, "close", None)
+        if callable(closer):
+            closer()  # DefaultAzureCredential's own HTTP pipelines
 
     # -- errors ------------------------------------------------------------------------------
 
@@ -302,22 +378,30 @@ class AzureDestination(Destination):
                 )
             if status == 404 and key is not None:
                 return ObjectNotFound(f"{key} not found in {self.describe('')}")
-            if status == 403:
-                # AuthenticationFailed is a wrong key; AuthorizationFailure may also be the
-                # account's firewall (Azurite answers it for a wrong key too).
-                hint = "" if code == "AuthenticationFailed" else " and the account's network rules"
+            if status in (401, 403):
+                # AuthenticationFailed is a wrong key, SAS or token; *PermissionMismatch a SAS
+                # or role without the right; AuthorizationFailure may also be the account's
+                # firewall (Azurite answers it for a wrong key too).
+                firewall = code in ("AuthorizationFailure", "")
+                hint = " and the account's network rules" if firewall else ""
                 return DestinationError(
                     f"access denied by storage account {self.account} while {action} "
-                    f"(HTTP 403 {code or 'Forbidden'}): check storage_access_key{hint}"
+                    f"(HTTP {status} {code or 'Forbidden'}): check {self.check_hint}{hint}"
                 )
-            detail = _first_line(exc.message or "")
+            detail = one_line((exc.message or "").strip().partition("\n")[0], 200)
             return DestinationError(
                 f"Azure Storage refused {action}: HTTP {status} {code or ''}".rstrip()
                 + (f": {detail}" if detail and detail != code else "")
             )
         return DestinationError(
-            f"Azure Storage error while {action}: {type(exc).__name__}: {_first_line(str(exc))}"
+            f"Azure Storage error while {action}: {type(exc).__name__}: {one_line(exc, 200)}"
         )
+
+
+def block_size_for(size: int) -> int:
+    """``MAX_BLOCK_SIZE``, or the whole MiB that keeps a huge file within ``MAX_BLOCKS``."""
+    needed = -(-size // MAX_BLOCKS)
+    return max(MAX_BLOCK_SIZE, -(-needed // MiB) * MiB)
 
 
 def _version() -> str:
@@ -336,15 +420,16 @@ def _code(exc: HttpResponseError) -> str:
     return str(getattr(code, "value", code) or "")
 
 
-def _first_line(text: str) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else ""
-    return line[:200]
-
-
 def _reason(exc: AzureError) -> str:
     """The OS-level cause (``Connection refused``, ``Name or service not known``, a timeout)."""
     text = str(exc)
     match = _ERRNO_TEXT.search(text)
+    if match:
+        return match.group(1).strip()
+    match = _TLS_TEXT.search(text)
+    if match:
+        return f"TLS certificate verify failed: {match.group(1).strip()}"
+    match = _OS_ERROR_TEXT.search(text)
     if match:
         return match.group(1).strip()
     lowered = text.lower()
@@ -353,55 +438,6 @@ def _reason(exc: AzureError) -> str:
     if "reset" in lowered:
         return "connection reset"
     return type(exc).__name__
-
-
-class _ExactLength(io.RawIOBase):
-    """The source stream, refusing to end before ``size`` bytes.
-
-    The SDK commits whatever blocks it read once the stream ends, so a file that shrank
-    during the upload would otherwise be stored, truncated, looking complete. Raising here
-    stops the upload before the commit: nothing is stored under the key.
-    """
-
-    def __init__(self, stream: IO[bytes], size: int, where: str) -> None:
-        super().__init__()
-        self._stream = stream
-        self._left = size
-        self._size = size
-        self._where = where
-
-    @property
-    def sent(self) -> int:
-        """Bytes handed to the SDK so far."""
-        return self._size - self._left
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        # Not seekable on purpose: the SDK then reads sequentially, block by block.
-        return False
-
-    def read(self, n: int = -1) -> bytes:
-        """Exactly ``min(n, bytes left)`` bytes: the SDK's single Put Blob reads only once."""
-        want = self._left if n is None or n < 0 else min(n, self._left)
-        parts = []
-        while want > 0:
-            data = self._stream.read(want)
-            if not data:
-                raise SourceError(
-                    f"source for {self._where} ended after {self._size - self._left} of "
-                    f"{self._size} bytes (file shrank during the upload); nothing stored"
-                )
-            parts.append(data)
-            self._left -= len(data)
-            want -= len(data)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
 
 class _ChunkReader(io.RawIOBase):

@@ -17,6 +17,8 @@ from botocore.exceptions import (
     SSLError,
 )
 
+from service_backup.errors import one_line
+
 #: Codes meaning the key or bucket is absent, as S3 (body) or a HEAD (status only) reports it.
 NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NoSuchBucket", "NotFound"})
 #: Codes meaning the credentials themselves were refused (as opposed to lacking a permission).
@@ -43,16 +45,12 @@ def is_not_found(exc: BaseException) -> bool:
     return error_code(exc) in NOT_FOUND_CODES
 
 
-def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
-
-
 def reason(exc: BaseException) -> str:
     """What went wrong, in one line: ``AccessDenied: Access Denied``, ``cannot connect ...``."""
     if isinstance(exc, ClientError):
         err = exc.response.get("Error", {})
         code = str(err.get("Code") or "")
-        message = _one_line(err.get("Message") or "")
+        message = one_line(err.get("Message") or "")
         status = status_of(exc)
         if code.isdigit() and not message:
             # A HEAD answer has no body: S3 gives nothing but the status.
@@ -65,11 +63,11 @@ def reason(exc: BaseException) -> str:
             message = f"HTTP {status}"
         return f"{code}: {message}" if message else code or "unknown S3 error"
     if isinstance(exc, SSLError):
-        return f"TLS verification failed: {_one_line(exc)}"
+        return f"TLS verification failed: {one_line(exc)}"
     if isinstance(exc, ConnectTimeoutError | EndpointConnectionError):
-        return f"cannot connect: {_one_line(exc)}"
+        return f"cannot connect: {one_line(exc)}"
     if isinstance(exc, ReadTimeoutError):
-        return f"no answer in time: {_one_line(exc)}"
+        return f"no answer in time: {one_line(exc)}"
     if isinstance(exc, BotoCoreError):
-        return _one_line(exc)
-    return f"{type(exc).__name__}: {_one_line(exc)}"
+        return one_line(exc)
+    return f"{type(exc).__name__}: {one_line(exc)}"

@@ -9,20 +9,30 @@ Two upload paths, chosen by size:
   an extra HEAD halves small-file throughput, and the seed's IAM policy does not grant
   ``s3:GetObject`` anyway;
 * from the threshold up, s3transfer's managed multipart upload (``PART_CONCURRENCY`` parts in
-  flight, shared by all threads of the destination). A source file's parts are read by offset
-  while they are sent rather than copied into memory first (``_source``), so a 2 GiB file
-  costs no more memory than a small one. Each part carries the SDK's CRC32 checksum, which S3
-  verifies, and a failed transfer aborts its multipart upload, so nothing complete-looking is
-  left behind.
+  flight, shared by all threads of the destination). Parts are read by range through the
+  Source while they are sent rather than copied into memory first (``_parts``), each with its
+  ``Content-MD5`` (and the SDK's CRC32 when checksums are on), which S3 verifies; the first
+  read of every byte goes in file order so that the Source hashes it without holding parts
+  back, and a 2 GiB file costs no more memory than a small one. A failed transfer aborts its
+  multipart upload, so nothing complete-looking is left behind.
 
-Either way the stored size reported back is the number of bytes the transfer actually read
-from the source, which the core compares with the file's size.
+Either way every byte is read once through the core's ``Source``, which raises
+``SourceError`` before the last bytes when the file is short, grew or changed: the PUT is then
+never sent, and the multipart upload is never completed.
+
+Every transfer runs under the core's stall rule: when it stalls, or service-backup shuts down,
+the client's connections are shut down (``_sockets``) and every later request is refused
+before it is sent; a failed multipart upload is then aborted by a separate cleanup client,
+and what could not be aborted is swept at the start of a later run (``ensure_location``).
+Credentials: static keys, else boto3's default chain, optionally a role assumed through STS.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import datetime
+import functools
 import hashlib
 import io
 import re
@@ -32,18 +42,26 @@ from typing import IO, Any
 
 import boto3
 from botocore.config import Config as BotoConfig
+from botocore.credentials import (
+    AssumeRoleCredentialFetcher,
+    CredentialProvider,
+    DeferredRefreshableCredentials,
+)
 from botocore.exceptions import BotoCoreError, ClientError
+from loguru import logger
+from s3transfer.subscribers import BaseSubscriber
 
 from service_backup.destination import Destination, DestinationContext, ObjectInfo
-from service_backup.errors import BackupError, DestinationError, ObjectNotFound
-from service_backup.source import Source as CoreSource
+from service_backup.errors import DestinationError, ObjectNotFound, SourceError
+from service_backup.layout import KeyLayout, MiB
+from service_backup.source import Source
+from service_backup.stall import StallGuard
 
 from . import _errors
-from ._source import SizedReader, Source, SourceFiles, file_descriptor, source_error
+from ._parts import PartChecked, ReadAhead, SourceNames, part_md5
+from ._sockets import Sockets
 from ._tls import CaBundle
 from .config import S3Config
-
-MiB = 1024 * 1024
 
 #: Files uploaded at once. Many small files are bound by the server's per-request latency,
 #: not bandwidth; ~8 requests in flight keep moto and S3 busy without oversubscribing a small
@@ -54,18 +72,28 @@ FILE_CONCURRENCY = 8
 MULTIPART_THRESHOLD = 8 * MiB
 #: Part size: s3transfer's default; it grows it for files that would need over 10,000 parts.
 PART_SIZE = 8 * MiB
+#: How far first reads of parts may run ahead of the first unread byte of a file
+#: (``_parts.ReadAhead``): what the Source may hold in memory to hash in order. Unbounded,
+#: eight parts read at once grew RSS by 56 MiB for an 80 MiB upload.
+READ_AHEAD = 1 * MiB
 #: Parts uploaded at once, across all big files of the destination. On loopback moto 4 and 8
 #: are equally fast (the server is the bottleneck); over a real network each connection is
 #: latency-bound, so 8 (aws-cli uses 10).
 PART_CONCURRENCY = 8
-#: Only for streams without a file descriptor (a file's parts are read by offset while they
-#: are sent, see ``_source``): parts queued in memory, plus the one being read, so about
-#: 40 MiB of part data (RSS growth measured for an 80 MiB stream: 16-72 MiB, depending on how
-#: glibc's per-thread arenas reuse the freed parts; for an 80 MiB file: 17 MiB).
-MAX_PARTS_IN_MEMORY = 4
-#: A dead or black-holed endpoint fails a request in seconds, not minutes.
+#: A dead endpoint fails a connection in seconds. A black-holed or trickling one is the stall
+#: rule's (``stall_timeout_seconds``): it breaks the connections of a transfer that moves too
+#: little, and of every transfer once service-backup shuts down.
 CONNECT_TIMEOUT = 5
 READ_TIMEOUT = 60
+#: Aborting a failed multipart upload gets at most this (or one stall period, if shorter)
+#: per attempt, two attempts: the failure it follows may be the endpoint itself.
+CLEANUP_TIMEOUT = 10
+#: Incomplete multipart uploads under the base older than this are this tool's leftovers (a
+#: killed run, an abort that could not reach the store): ``ensure_location`` aborts them.
+#: No run of ours keeps an upload open that long.
+ORPHAN_AGE = datetime.timedelta(hours=24)
+#: What keys a run writes look like below the base: ``[<deployment>/]YYYY/MM/DD/<path>``.
+RUN_KEY = re.compile(r"(^|/)\d{4}/\d{2}/\d{2}/")
 #: botocore "standard" retries: throttling, 5xx and connection errors, exponential back-off
 #: with jitter; 4 attempts wait at most about 7 s in total.
 MAX_ATTEMPTS = 4
@@ -83,35 +111,132 @@ class S3Destination(Destination):
     def __init__(self, config: S3Config, context: DestinationContext) -> None:
         self.config = config
         self.name = context.display_name
+        self.stop = context.stop
         self.bucket = config.bucket_name.strip()
-        self.base = config.base_path
+        self.layout = KeyLayout(config.base_path)
         self.list_page_size = LIST_PAGE_SIZE
+        self.orphan_age = ORPHAN_AGE
         self._transfer: Any = None
         self._transfer_lock = threading.Lock()
-        self._files = SourceFiles()
+        self._names = SourceNames(READ_AHEAD)
+        #: Set once a stall or shutdown broke the connections: every later request fails
+        #: with it before it is sent (botocore would otherwise retry into the same hole).
+        self._broken: DestinationError | None = None
+        self._sockets = Sockets()
+        #: Multipart uploads in progress, by key: what to abort when a transfer fails.
+        self._uploads: dict[str, str] = {}
+        self._cleanup: Any = None
         self._bundle = CaBundle(config.ca_cert)
         try:
-            self.client = _make_client(config, self._bundle.path)
+            self._session = _make_session(config)
+            self.client = _make_client(self._session, config, self._bundle.path)
         except (BotoCoreError, ValueError) as exc:
             self._bundle.close()
             raise DestinationError(
                 f"cannot set up the S3 client for bucket {self.bucket}: {_errors.reason(exc)}"
             ) from None
+        self._sockets.track(self.client)
+        events = self.client.meta.events
+        events.register("before-send.s3", self._refuse_when_broken)
+        events.register("after-call.s3.CreateMultipartUpload", self._remember_upload)
+        events.register("before-parameter-build.s3.UploadPart", part_md5)
+        kms = config.server_side_encryption.startswith("aws:kms")
+        events.register("after-call.s3.UploadPart", PartChecked(kms))
+
+    # -- stalls, shutdown, leftovers ------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _watched(self, what: str) -> Iterator[StallGuard]:
+        """Apply the stall rule (and shutdown) to what runs inside; ``what`` names it."""
+        guard = StallGuard(f"{self.name}: {what}", self.config.stall_rule, self.stop)
+        with guard.watch(functools.partial(self._break, guard)):
+            yield guard
+
+    def _break(self, guard: StallGuard) -> None:
+        """The guard's abort: fail every further request, wake the threads blocked in reads."""
+        if self._broken is None:
+            self._broken = guard.error()
+        self._sockets.break_all()
+
+    def _refuse_when_broken(self, **_: Any) -> None:
+        if self._broken is not None:
+            raise self._broken
+
+    def _remember_upload(self, parsed: dict[str, Any], **_: Any) -> None:
+        if parsed.get("Key") and parsed.get("UploadId"):
+            self._uploads[str(parsed["Key"])] = str(parsed["UploadId"])
+
+    def _cleanup_client(self) -> Any:
+        """A client of its own for aborting uploads, with short timeouts and two attempts.
+
+        It is not broken with the main one: a stalled or interrupted transfer still gets its
+        multipart upload aborted if the store answers at all.
+        """
+        with self._transfer_lock:
+            if self._cleanup is None:
+                timeout = min(CLEANUP_TIMEOUT, self.config.stall_rule.period)
+                self._cleanup = _make_client(
+                    self._session, self.config, self._bundle.path, timeout=timeout, attempts=2
+                )
+            return self._cleanup
+
+    def _abort_upload(self, full: str) -> None:
+        """Abort the multipart upload of ``full`` that failed, if s3transfer has not yet."""
+        upload_id = self._uploads.pop(full, None)
+        if upload_id is None:
+            return
+        try:
+            self._cleanup_client().abort_multipart_upload(
+                Bucket=self.bucket, Key=full, UploadId=upload_id
+            )
+        except ClientError as exc:
+            if _errors.error_code(exc) not in ("NoSuchUpload", "404"):
+                self._left_behind(full, exc)
+        except BotoCoreError as exc:
+            self._left_behind(full, exc)
+
+    def _left_behind(self, full: str, exc: BaseException) -> None:
+        logger.warning(
+            f"{self.name}: could not abort the incomplete upload of {self.bucket}/{full} "
+            f"({_errors.reason(exc)}); a run after {self.orphan_age} removes it"
+        )
+
+    def _sweep_orphans(self) -> None:
+        """Abort this tool's incomplete multipart uploads older than ``orphan_age``.
+
+        Only under the base, only keys shaped like a run's, only old ones: a run in progress
+        elsewhere (another VM, the same day) is never touched. Never fails the run.
+        """
+        prefix = self.layout.full_prefix("")
+        cutoff = datetime.datetime.now(datetime.UTC) - self.orphan_age
+        try:
+            with self._watched(f"listing incomplete uploads in {self.bucket}"):
+                pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                    Bucket=self.bucket, Prefix=prefix
+                )
+                stale = [
+                    (u["Key"], u["UploadId"])
+                    for page in pages
+                    for u in page.get("Uploads", ())
+                    if u["Initiated"] <= cutoff and RUN_KEY.search(self.layout.key_of(u["Key"]))
+                ]
+        except (BotoCoreError, ClientError, DestinationError) as exc:
+            logger.warning(
+                f"{self.name}: cannot list incomplete uploads in {self.bucket}/{prefix} "
+                f"({_errors.reason(exc)}); leftovers of failed runs stay"
+            )
+            return
+        for full, upload_id in stale:
+            self._uploads[full] = upload_id
+            self._abort_upload(full)
 
     # -- naming -------------------------------------------------------------------------
 
-    def _key(self, key: str) -> str:
-        key = key.lstrip("/")
-        if not key:
-            raise DestinationError(f"invalid empty key in bucket {self.bucket}")
-        return f"{self.base}/{key}" if self.base else key
-
     def _where(self, key: str) -> str:
-        return f"{self.bucket}/{self._key(key)}"
+        return f"{self.bucket}/{self.layout.full(key)}"
 
     def describe(self, prefix: str) -> str:
-        parts = [self.bucket, self.base, prefix.strip("/")]
-        return "/".join(p for p in parts if p)
+        return self.layout.describe(self.bucket, prefix)
 
     def _fail(self, doing: str, exc: BaseException) -> DestinationError:
         return DestinationError(f"{doing}: {_errors.reason(exc)}")
@@ -119,6 +244,17 @@ class S3Destination(Destination):
     # -- bucket -------------------------------------------------------------------------
 
     def ensure_location(self) -> None:
+        """Create the bucket unless it exists, then abort leftovers of earlier failed runs."""
+        with self._watched(f"checking bucket {self.bucket}") as guard:
+            try:
+                self._ensure_bucket()
+            except DestinationError:
+                if guard.tripped or self.stop.is_set():
+                    raise guard.error() from None
+                raise
+        self._sweep_orphans()
+
+    def _ensure_bucket(self) -> None:
         """Create the bucket unless it exists; tell "missing" from "refused".
 
         The existence check is a one-key ListObjectsV2 rather than HeadBucket: it needs the
@@ -173,37 +309,33 @@ class S3Destination(Destination):
                 extra["SSEKMSKeyId"] = cfg.sse_kms_key_id.strip()
         return extra
 
-    def write(self, key: str, source: CoreSource) -> ObjectInfo:
-        with source.open() as stream:
-            return self._write_stream(key, stream, source.size)
+    def write(self, key: str, source: Source) -> ObjectInfo:
+        full = self.layout.full(key)
+        where = f"{self.bucket}/{full}"
+        with self._watched(f"upload of {where}") as guard:
+            try:
+                if source.size < MULTIPART_THRESHOLD:
+                    self._put(full, source.read_all(), guard)
+                else:
+                    with self._names.register(source) as (name, ahead):
+                        self._upload(name, full, ahead, guard)
+            except SourceError:
+                raise  # the core blames the file (short, grown, modified)
+            except Exception as exc:
+                if guard.tripped or self.stop.is_set():
+                    raise guard.error() from None  # stalled, or shutting down
+                if isinstance(exc, DestinationError):  # an integrity check, a broken client
+                    raise DestinationError(f"cannot upload {where}: {exc}") from None
+                raise self._fail(f"cannot upload {where}", exc) from None  # botocore, s3transfer
+        # Every byte went through the Source (it raises otherwise) and S3 accepted them all.
+        return ObjectInfo(key=key, size=source.size)
 
-    def _write_stream(self, key: str, stream: IO[bytes], size: int) -> ObjectInfo:
-        full = self._key(key)
-        reader = SizedReader(stream, size)
-        source: SizedReader | Source = reader
-        try:
-            if size < MULTIPART_THRESHOLD:
-                self._put(full, reader)
-            elif (fd := file_descriptor(stream)) is not None:
-                with self._files.register(fd, reader.start, size) as (name, source):
-                    self._upload(name, full)
-            else:
-                self._upload(reader, full)
-        except BackupError:
-            raise  # e.g. the core's SourceError from reading the stream
-        except Exception as exc:  # botocore, s3transfer (cancelled, failed part), source
-            if source.read_error is not None:
-                raise source_error(stream, source.read_error) from None
-            raise self._fail(f"cannot upload {self.bucket}/{full}", exc) from None
-        return ObjectInfo(key=key, size=source.bytes_read)
-
-    def _put(self, full: str, reader: SizedReader) -> None:
-        body = reader.read()
+    def _put(self, full: str, body: bytes, guard: StallGuard) -> None:
         md5 = hashlib.md5(body, usedforsecurity=False)
         response = self.client.put_object(
             Bucket=self.bucket,
             Key=full,
-            Body=body,
+            Body=_Counted(body, guard),
             ContentMD5=base64.b64encode(md5.digest()).decode(),
             **self._extra_args(),
         )
@@ -215,20 +347,28 @@ class S3Destination(Destination):
             with contextlib.suppress(ClientError, BotoCoreError):
                 self.client.delete_object(Bucket=self.bucket, Key=full)
             raise DestinationError(
-                f"integrity check failed for {self.bucket}/{full}: the store reports MD5 "
-                f"{etag}, the data sent has MD5 {md5.hexdigest()}; the object was removed"
+                f"integrity check failed: the store reports MD5 {etag}, the data sent has MD5 "
+                f"{md5.hexdigest()}; the object was removed"
             )
 
-    def _upload(self, source: str | SizedReader, full: str) -> None:
-        """s3transfer's managed (multipart) upload of a source name or stream."""
+    def _upload(self, name: str, full: str, ahead: ReadAhead, guard: StallGuard) -> None:
+        """s3transfer's managed multipart upload of a registered ``Source``.
+
+        On failure s3transfer aborts the multipart upload itself; when it could not (the
+        client was broken by the stall rule, the request failed), the cleanup client tries.
+        """
         future = self._transfer_manager().upload(
-            source, self.bucket, full, extra_args=self._extra_args()
+            name, self.bucket, full, extra_args=self._extra_args(), subscribers=[_Progress(guard)]
         )
+        ahead.failed = future.done
         try:
             future.result()
         except BaseException:
             future.cancel()
+            self._abort_upload(full)
             raise
+        finally:
+            self._uploads.pop(full, None)
 
     def _transfer_manager(self) -> Any:
         with self._transfer_lock:
@@ -242,17 +382,15 @@ class S3Destination(Destination):
                         multipart_chunksize=PART_SIZE,
                         max_request_concurrency=PART_CONCURRENCY,
                         max_submission_concurrency=2,
-                        max_in_memory_upload_chunks=MAX_PARTS_IN_MEMORY,
                     ),
-                    osutil=self._files,
+                    osutil=self._names,
                 )
             return self._transfer
 
     # -- read side ----------------------------------------------------------------------
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        base = f"{self.base}/" if self.base else ""
-        full_prefix = base + prefix.lstrip("/")
+        full_prefix = self.layout.full_prefix(prefix)
         token: str | None = None
         while True:
             kwargs: dict[str, Any] = {
@@ -272,7 +410,7 @@ class S3Destination(Destination):
                 raise self._fail(f"cannot list {self.bucket}/{full_prefix}", exc) from None
             for obj in page.get("Contents", ()):
                 yield ObjectInfo(
-                    key=obj["Key"][len(base) :],
+                    key=self.layout.key_of(obj["Key"]),
                     size=int(obj["Size"]),
                     modified=obj.get("LastModified"),
                 )
@@ -284,7 +422,7 @@ class S3Destination(Destination):
         where = self._where(key)
         try:
             response = self.client.get_object(
-                Bucket=self.bucket, Key=self._key(key), ChecksumMode="ENABLED"
+                Bucket=self.bucket, Key=self.layout.full(key), ChecksumMode="ENABLED"
             )
         except ClientError as exc:
             if _errors.is_not_found(exc):
@@ -297,7 +435,7 @@ class S3Destination(Destination):
     def stat(self, key: str) -> ObjectInfo:
         where = self._where(key)
         try:
-            head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            head = self.client.head_object(Bucket=self.bucket, Key=self.layout.full(key))
         except ClientError as exc:
             if _errors.is_not_found(exc):
                 raise ObjectNotFound(f"{where} not found") from None
@@ -313,7 +451,7 @@ class S3Destination(Destination):
         self.stat(key)
         where = self._where(key)
         try:
-            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+            self.client.delete_object(Bucket=self.bucket, Key=self.layout.full(key))
         except (ClientError, BotoCoreError) as exc:
             raise self._fail(f"cannot delete {where}", exc) from None
 
@@ -323,31 +461,123 @@ class S3Destination(Destination):
         if transfer is not None:
             transfer.shutdown()
         self.client.close()
+        if self._cleanup is not None:
+            self._cleanup.close()
         self._bundle.close()
 
 
-def _make_client(config: S3Config, ca_bundle: str) -> Any:
-    session = boto3.session.Session(
-        aws_access_key_id=config.access_key_id.reveal().strip(),
-        aws_secret_access_key=config.secret_access_key.reveal().strip(),
-        region_name=config.effective_region,
-    )
+def _make_session(config: S3Config) -> Any:
+    """The boto3 session: static keys, else boto3's default chain; then the role, if any."""
+    import botocore.session
+
+    base = botocore.session.Session()
+    base.set_config_variable("region", config.effective_region)
+    if config.static_keys:
+        base.set_credentials(
+            config.access_key_id.reveal().strip(), config.secret_access_key.reveal().strip()
+        )
+    if not config.role_arn.strip():
+        return boto3.session.Session(botocore_session=base)
+    role = botocore.session.Session()
+    role.set_config_variable("region", config.effective_region)
+    role.get_component("credential_provider").insert_before("env", _AssumedRole(base, config))
+    return boto3.session.Session(botocore_session=role)
+
+
+class _AssumedRole(CredentialProvider):  # type: ignore[misc]
+    """``role_arn``: STS AssumeRole with the base session's credentials, refreshed before expiry.
+
+    STS is reached where boto3 would reach it (the regional endpoint, or
+    ``AWS_ENDPOINT_URL_STS``), never at ``endpoint_url``, which is the object store's.
+    """
+
+    METHOD = "service-backup-assume-role"
+
+    def __init__(self, base: Any, config: S3Config) -> None:
+        super().__init__()
+        self._base = base
+        self._role_arn = config.role_arn.strip()
+        self._extra: dict[str, str] = {
+            "RoleSessionName": config.role_session_name.strip() or "service-backup"
+        }
+        if config.external_id.strip():
+            self._extra["ExternalId"] = config.external_id.strip()
+
+    def load(self) -> Any:
+        source = self._base.get_credentials()
+        if source is None:
+            raise DestinationError(
+                f"cannot assume role {self._role_arn}: no base credentials (no access key in "
+                "the config, none found by boto3's default chain)"
+            )
+        fetcher = AssumeRoleCredentialFetcher(
+            self._base.create_client, source, self._role_arn, extra_args=dict(self._extra)
+        )
+
+        def fetch() -> Any:
+            try:
+                return fetcher.fetch_credentials()
+            except (BotoCoreError, ClientError) as exc:
+                raise DestinationError(
+                    f"cannot assume role {self._role_arn}: {_errors.reason(exc)}"
+                ) from None
+
+        return DeferredRefreshableCredentials(refresh_using=fetch, method=self.METHOD)
+
+
+def _make_client(
+    session: Any,
+    config: S3Config,
+    ca_bundle: str,
+    *,
+    timeout: float = READ_TIMEOUT,
+    attempts: int = MAX_ATTEMPTS,
+) -> Any:
     return session.client(
         "s3",
         endpoint_url=config.endpoint_url.strip() or None,
         verify=ca_bundle,
         config=BotoConfig(
             signature_version="s3v4",
-            connect_timeout=CONNECT_TIMEOUT,
-            read_timeout=READ_TIMEOUT,
-            retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
+            connect_timeout=min(CONNECT_TIMEOUT, timeout),
+            read_timeout=timeout,
+            retries={"mode": "standard", "total_max_attempts": attempts},
             max_pool_connections=FILE_CONCURRENCY + PART_CONCURRENCY + 2,
+            request_checksum_calculation=config.checksum_setting(
+                config.request_checksum_calculation
+            ),
+            response_checksum_validation=config.checksum_setting(
+                config.response_checksum_validation
+            ),
             s3={"addressing_style": config.effective_addressing_style},
             tcp_keepalive=True,
             # The manifest says where backups go, not AWS_ENDPOINT_URL in some environment.
             ignore_configured_endpoint_urls=True,
         ),
     )
+
+
+class _Counted(io.BytesIO):
+    """A PUT body that reports the bytes botocore reads from it to the stall guard."""
+
+    def __init__(self, data: bytes, guard: StallGuard) -> None:
+        super().__init__(data)
+        self._guard = guard
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        self._guard.progress(len(data))
+        return data
+
+
+class _Progress(BaseSubscriber):  # type: ignore[misc]
+    """s3transfer's progress (bytes of parts sent) for the stall guard."""
+
+    def __init__(self, guard: StallGuard) -> None:
+        self._guard = guard
+
+    def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
+        self._guard.progress(max(0, bytes_transferred))
 
 
 class _BodyReader(io.RawIOBase):

@@ -22,7 +22,7 @@ import posixpath
 import stat as stat_mode
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import IO, cast
 
@@ -70,6 +70,10 @@ SPLIT_SEGMENT = 16 * 1024 * 1024
 LINK_ERRORS = (paramiko.SSHException, EOFError, TimeoutError, ConnectionError, SFTPError)
 
 
+#: Renames per pipelined exchange when promoting a staged run.
+RENAME_BATCH = 512
+
+
 class ScpDestination(Destination):
     """Files under ``destination`` on ``server``.
 
@@ -81,6 +85,8 @@ class ScpDestination(Destination):
     """
 
     file_concurrency = 8
+    #: ``posix-rename`` is a metadata operation: the run stages same-day re-runs and renames.
+    can_rename = True
     #: Seconds for TCP connect, banner, key exchange and authentication, each.
     connect_timeout: float = CONNECT_TIMEOUT
     #: Seconds a channel waits for the server (a reply, send window) before the link is given up.
@@ -445,6 +451,35 @@ class ScpDestination(Destination):
     def _batch_remove(self, session: Session, paths: list[str]) -> None:
         with contextlib.suppress(OSError, *LINK_ERRORS):
             _sftp.exchange(session.client, [(CMD_REMOVE, (path,)) for path in paths])
+
+    # ---------------------------------------------------------------------------- rename
+    def rename(self, moves: Sequence[tuple[str, str]]) -> None:
+        """Pipelined ``posix-rename`` (a few hundred per exchange), then prune emptied folders."""
+        if not moves:
+            return
+        pairs = [(self._path(old), self._path(new)) for old, new in moves]
+        with self.pool.session() as session:
+            for folder in dict.fromkeys(posixpath.dirname(new) for _, new in pairs):
+                self._make_folders(session, folder)
+            try:
+                for start in range(0, len(pairs), RENAME_BATCH):
+                    batch = pairs[start : start + RENAME_BATCH]
+                    self._batch_rename(session, [n for _, n in batch], [o for o, _ in batch])
+                emptied = {posixpath.dirname(old) for old, _ in pairs}
+                for folder in sorted(emptied, key=lambda f: f.count("/"), reverse=True):
+                    self._prune(session, folder)
+            except LINK_ERRORS as exc:
+                raise self._link_failed(session, exc) from None
+
+    def _prune(self, session: Session, folder: str) -> None:
+        """Remove ``folder`` and its parents up to the base while they are empty."""
+        while folder.startswith(self.base.rstrip("/") + "/") and folder != self.base:
+            try:
+                session.client.rmdir(folder)
+            except OSError:
+                return
+            self._forget_folder(folder)
+            folder = posixpath.dirname(folder)
 
     # ------------------------------------------------------------------------ read side
     def list(self, prefix: str) -> Iterator[ObjectInfo]:

@@ -22,12 +22,14 @@ import attrs
 import pytest
 from loguru import logger
 
+from ..catalog import read_manifest, run_folders
 from ..config import BackupConfig, parse_config, structure_destination_config
 from ..destination import Destination, DestinationContext, DestinationType, ObjectInfo
 from ..errors import BackupError, ConfigError, ObjectNotFound, SourceError
+from ..manifest import MANIFEST_NAME, Manifest, manifest_key
 from ..plugins import DESTINATION_GROUP, PluginRegistry
 from ..processes import ProcessManager
-from ..results import RunResult
+from ..results import RunResult, StoredFile
 from ..run import run_backup
 from ..secret import Secret, secret_field_values
 from ..source import Source, SourceFile
@@ -406,6 +408,7 @@ class DestinationSuite:
         stamp = time.strftime("%Y/%m/%d")
         prefix = f"conformance-deploy/{stamp}/"
         stored = self.run_keys(destination, prefix)
+        assert stored.pop(MANIFEST_NAME, None) is not None, "the run wrote no manifest"
         assert sorted(stored) == sorted(expected)
         for relative, data in expected.items():
             assert stored[relative].size == len(data)
@@ -600,6 +603,77 @@ class DestinationSuite:
         assert [o.key for o in destination.list("partial/")] == [], (
             "a write whose source ended early left an object behind"
         )
+
+    # ------------------------------------------------------ manifests, list, verify, restore
+    # ``list``, ``verify``, ``restore``, ``status`` and retention use only ``list``,
+    # ``open_read`` and ``stat``: these tests are what a plugin must do for them to work.
+    def test_manifest_round_trip_through_a_new_instance(
+        self, dtype: DestinationType, destination: Destination, destination_config: dict[str, Any]
+    ) -> None:
+        manifest = Manifest(
+            backup_guid="0b8a3c1e-5a8e-4c57-9a55-3f6f2f1f0c11",
+            identifier="instance-ü",
+            deployment_name="conformance-deploy",
+            hostname="vm-0",
+            started_at="2026-11-30T01:00:00.000000Z",
+            finished_at="2026-11-30T01:00:05.000000Z",
+            source_folder="/var/vcap/store/backups",
+            version="1.0.0",
+            files=(StoredFile("dump rdb/ünï.rdb", 3, hashlib.sha256(b"abc").hexdigest()),),
+        )
+        prefix = "conformance-deploy/2026/11/30"
+        data = manifest.to_json()
+        info = destination.write(manifest_key(prefix), Source.from_bytes(data, "manifest"))
+        assert info.size == len(data)
+        destination.write(f"{prefix}/dump rdb/ünï.rdb", Source.from_bytes(b"abc"))
+        with self.open_destination(dtype, destination_config) as later:
+            assert read_manifest(later, prefix) == manifest, "the manifest read back differs"
+            (folder,) = run_folders(later, "conformance-deploy")
+            assert folder.complete and folder.manifest == manifest
+            assert [o.key for o in folder.objects] == [f"{prefix}/dump rdb/ünï.rdb"]
+            assert later.stat(f"{prefix}/dump rdb/ünï.rdb").size == 3
+
+    def test_list_under_a_dated_prefix(self, destination: Destination) -> None:
+        inside = ["d/2026/11/30/a.txt", "d/2026/11/30/sub dir/b.txt", "d/2026/11/30/.dot"]
+        outside = ["d/2026/11/300/c.txt", "d/2026/11/3/e.txt", "d/2026/11/30x", "dx/2026/11/30/f"]
+        for key in inside + outside:
+            destination.write(key, Source.from_bytes(key.encode()))
+        listed = sorted(o.key for o in destination.list("d/2026/11/30/"))
+        assert listed == sorted(inside), "the listing of a dated folder is wrong"
+        folders = run_folders(destination, "d")
+        assert [(f.date.isoformat(), f.state) for f in folders] == [("2026-11-30", "incomplete")]
+        assert sorted(o.key for o in folders[0].objects) == sorted(inside)
+
+    def test_run_manifest_matches_what_reads_back(
+        self,
+        registry: PluginRegistry,
+        dtype: DestinationType,
+        destination: Destination,
+        destination_config: dict[str, Any],
+        tmp_path: Path,
+    ) -> None:
+        source = tmp_path / "source"
+        files = {"dump.rdb": os.urandom(70_000), "empty.dat": b"", ".aof/x y.aof": b"SET k v\n"}
+        for relative, data in files.items():
+            (source / relative).parent.mkdir(parents=True, exist_ok=True)
+            (source / relative).write_bytes(data)
+        config = self.backup_config(
+            registry, destination_config, source,
+            deployment_name="conformance-deploy", add_deployment_name_to_backup_path=True,
+        )  # fmt: skip
+        result = self.run(registry, config)
+        assert result.ok, result.error
+        with self.open_destination(dtype, destination_config) as later:
+            folders = run_folders(later, "conformance-deploy")
+            assert [f.state for f in folders] == ["complete"], "the run left no manifest"
+            manifest = folders[0].manifest
+            assert manifest is not None and manifest.backup_guid == result.backup_guid
+            expected = {p: (len(d), hashlib.sha256(d).hexdigest()) for p, d in files.items()}
+            assert {f.path: (f.size, f.sha256) for f in manifest.files} == expected
+            for entry in manifest.files:
+                with later.open_read(f"{folders[0].prefix}/{entry.path}") as stream:
+                    digest, size = _sha256_stream(stream)
+                assert (size, digest) == (entry.size, entry.sha256), entry.path
 
 
 __all__ = ["AWKWARD_NAMES", "DestinationSuite", "MiB"]

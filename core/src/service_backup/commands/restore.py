@@ -1,0 +1,309 @@
+"""``service-backup restore``: the files of one complete run back into a folder, verified.
+
+Only what the manifest lists is restored, each file streamed (bounded memory whatever its size)
+into a temporary name beside its final one, hashed on the way, and renamed only once its size
+and sha256 match the manifest, so a damaged object never appears under its name. Several files
+are restored at once. Manifest paths that are absolute or contain ``..`` refuse the whole
+restore before anything is written; an existing symlink inside the target is never followed.
+
+Exit status: 0 every file restored and verified; 1 a file missing, unreadable or not matching
+(each named on stdout), or a destination that could not be listed; 2 bad arguments, a target
+that is not empty (without ``--force``), or no complete run to restore (the run asked for is
+incomplete, or there is none).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import stat
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import attrs
+
+from ..destination import Destination
+from ..errors import ObjectNotFound
+from ..manifest import unsafe_path
+from ..results import StoredFile
+from . import _common
+
+if TYPE_CHECKING:
+    from ..catalog import RunFolder
+
+HELP = "download and verify the files of the newest complete run (or of --date) into a folder"
+
+READ_CHUNK = 1024 * 1024
+TEMP_MARK = ".service-backup-restore-"
+PROGRESS_EVERY = 2.0
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--to", required=True, metavar="DIR", help="folder to restore into")
+    _common.add_destination_flag(parser, "default: the first, in config order, that has the run")
+    parser.add_argument("--date", type=_common.parse_date, metavar="YYYY-MM-DD",
+                        help="the run of that day (default: the newest complete run)")  # fmt: skip
+    parser.add_argument("--force", action="store_true",
+                        help="restore into DIR even when it is not empty")  # fmt: skip
+
+
+class RestoreAborted(Exception):
+    """Ctrl-C (or SIGTERM via the CLI) while files were being restored."""
+
+
+@attrs.define
+class Progress:
+    """Counts shared by the workers, and a plain line on stderr every few seconds."""
+
+    files: int
+    total: int
+    done_files: int = 0
+    done_bytes: int = 0
+    lock: threading.Lock = attrs.field(factory=threading.Lock)
+
+    def add(self, size: int) -> None:
+        with self.lock:
+            self.done_bytes += size
+
+    def file_done(self) -> None:
+        with self.lock:
+            self.done_files += 1
+
+    def line(self) -> str:
+        return (
+            f"restore: {self.done_files}/{self.files} files, "
+            f"{_common.human_size(self.done_bytes)} of {_common.human_size(self.total)}"
+        )
+
+
+def pick(folders: list[RunFolder], date: object) -> tuple[RunFolder | None, str]:
+    """The run to restore from one destination, or why there is none."""
+    if date is not None:
+        matching = [f for f in folders if f.date == date]
+        if not matching:
+            return None, f"no run on {date}"
+        if not matching[0].complete:
+            why = matching[0].manifest_error or "no manifest"
+            return None, f"the run of {date} is incomplete ({why})"
+        return matching[0], ""
+    complete = [f for f in folders if f.complete]
+    if not complete:
+        incomplete = len(folders)
+        return None, "no complete run" + (f" ({incomplete} incomplete)" if incomplete else "")
+    return complete[0], ""
+
+
+def run(args: argparse.Namespace) -> int:
+    config, registry = _common.load(args.config)
+    target = Path(args.to)
+    try:
+        specs = _common.select(config, args.destination)
+        check_target(target, args.force)
+    except _common.UsageError as exc:
+        _common.error(str(exc))
+        return _common.EXIT_INVALID
+
+    reasons: list[str] = []
+    unlisted = False
+    for spec in specs:
+        name = spec.display_name
+        try:
+            with _common.opened(spec, registry) as destination:
+                try:
+                    folders = _common.run_folders_of(destination, config)
+                except Exception as exc:
+                    unlisted = True
+                    reasons.append(f"{name} could not be listed: {_common.reason(exc, config)}")
+                    continue
+                folder, why = pick(folders, args.date)
+                if folder is None:
+                    reasons.append(f"{name}: {why}")
+                    continue
+                return restore_run(destination, name, folder, target, config)
+        except Exception as exc:  # the destination could not even be opened
+            unlisted = True
+            reasons.append(f"{name} could not be opened: {_common.reason(exc, config)}")
+    _common.error("nothing restored: " + "; ".join(reasons or ["no destinations configured"]))
+    return _common.EXIT_FAILED if unlisted else _common.EXIT_INVALID
+
+
+def check_target(target: Path, force: bool) -> None:
+    if target.is_symlink() and not target.exists():
+        raise _common.UsageError(f"--to {target} is a dangling symlink")
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise _common.UsageError(f"--to {target} exists and is not a folder")
+    if not force and any(target.iterdir()):
+        raise _common.UsageError(
+            f"--to {target} is not empty: restore into an empty folder, or add --force "
+            "to write over files of the same names"
+        )
+
+
+def restore_run(
+    destination: Destination, name: str, folder: RunFolder, target: Path, config: object
+) -> int:
+    manifest = folder.manifest
+    assert manifest is not None
+    unsafe = [(f.path, why) for f in manifest.files if (why := unsafe_path(f.path))]
+    if unsafe:
+        listed = "; ".join(f"{path!r}: {why}" for path, why in unsafe[:5])
+        _common.error(
+            f"refusing to restore {name} {folder.date}: the manifest lists "
+            f"{len(unsafe)} unsafe path(s): {listed}; nothing was restored"
+        )
+        return _common.EXIT_FAILED
+    print(f"restoring {manifest.file_count} files ({_common.human_size(manifest.total_size)}) "
+          f"of {folder.date} from {name} (backup {manifest.backup_guid}) to {target}",
+          file=sys.stderr, flush=True)  # fmt: skip
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _common.error(f"cannot create {target}: {exc.strerror or exc}")
+        return _common.EXIT_FAILED
+    started = time.monotonic()
+    restorer = Restorer(destination, folder.prefix, target, config)
+    problems = restorer.restore(manifest.files)
+    elapsed = time.monotonic() - started
+    for problem in problems:
+        print(f"FAIL {problem}", flush=True)
+    restored = manifest.file_count - len(problems)
+    print(
+        f"{'ok' if not problems else 'FAIL'} restored {restored} of {manifest.file_count} files "
+        f"({_common.human_size(restorer.progress.done_bytes)}) of {folder.date} from {name} "
+        f"to {target} in {elapsed:.1f}s" + ("" if not problems else "; see FAIL lines"),
+        flush=True,
+    )
+    return _common.EXIT_OK if not problems else _common.EXIT_FAILED
+
+
+def sync_file_system(folder: Path) -> None:
+    """Flush the target's file system once (``syncfs``), like ``sync -f``: one flush for the
+    whole tree rather than an fsync per file, and not every file system of the machine."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        os.sync()
+        return
+    try:
+        if libc.syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
+class Restorer:
+    """Restores files into ``target``, ``destination.file_concurrency`` at a time."""
+
+    def __init__(self, destination: Destination, prefix: str, target: Path, config: object):
+        self.destination = destination
+        self.prefix = prefix
+        self.target = target
+        self.config = config
+        self.progress = Progress(files=0, total=0)
+        self.stop = threading.Event()
+        self._dirs_lock = threading.Lock()
+
+    def restore(self, files: tuple[StoredFile, ...]) -> list[str]:
+        """Every file, several at once; the problems found, sorted by path."""
+        self.progress = Progress(files=len(files), total=sum(f.size for f in files))
+        ticker = threading.Thread(target=self._report, name="restore-progress", daemon=True)
+        ticker.start()
+        from concurrent.futures import ThreadPoolExecutor
+
+        workers = max(1, min(self.destination.file_concurrency, len(files) or 1))
+        try:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="restore") as pool:
+                try:
+                    outcomes = list(pool.map(self.one, files))
+                except BaseException:
+                    self.stop.set()
+                    raise
+        finally:
+            self.stop.set()
+            ticker.join()
+        print(self.progress.line(), file=sys.stderr, flush=True)
+        sync_file_system(self.target)
+        return sorted(p for p in outcomes if p)
+
+    def _report(self) -> None:
+        while not self.stop.wait(PROGRESS_EVERY):
+            print(self.progress.line(), file=sys.stderr, flush=True)
+
+    def one(self, entry: StoredFile) -> str | None:
+        """Restore one file; a one-line problem naming it, or None when it is in place."""
+        if self.stop.is_set():
+            return f"{entry.path}: not restored (interrupted)"
+        temp: Path | None = None
+        try:
+            parent = self._parent(entry.path)
+            final = parent / entry.path.rsplit("/", 1)[-1]
+            temp = parent / f"{TEMP_MARK}{uuid.uuid4().hex}"
+            digest, size = self._download(f"{self.prefix}/{entry.path}", temp)
+            if size != entry.size:
+                return f"{entry.path}: read {size} bytes, manifest says {entry.size}"
+            if digest != entry.sha256:
+                return (
+                    f"{entry.path}: sha256 mismatch (stored object {digest}, "
+                    f"manifest {entry.sha256}); not restored"
+                )
+            os.replace(temp, final)
+            temp = None
+            self.progress.file_done()
+            return None
+        except RestoreAborted:
+            return f"{entry.path}: not restored (interrupted)"
+        except ObjectNotFound:
+            return f"{entry.path}: missing at the destination"
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            return f"{entry.path}: {exc.strerror or exc}{where}"
+        except Exception as exc:
+            return f"{entry.path}: {_common.reason(exc, self.config)}"  # type: ignore[arg-type]
+        finally:
+            if temp is not None:
+                temp.unlink(missing_ok=True)
+
+    def _download(self, key: str, temp: Path) -> tuple[str, int]:
+        import hashlib
+
+        digest = hashlib.sha256()
+        size = 0
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+        with (
+            self.destination.open_read(key) as stream,
+            open(os.open(temp, flags, 0o600), "wb", buffering=0) as out,
+        ):
+            while chunk := stream.read(READ_CHUNK):
+                if self.stop.is_set():
+                    raise RestoreAborted()
+                out.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+                self.progress.add(len(chunk))
+        return digest.hexdigest(), size
+
+    def _parent(self, path: str) -> Path:
+        """The folder ``path`` goes into, created as needed; never through a symlink."""
+        current = self.target
+        for part in path.split("/")[:-1]:
+            current = current / part
+            with self._dirs_lock:
+                try:
+                    info = os.lstat(current)
+                except FileNotFoundError:
+                    os.mkdir(current, 0o700)
+                    continue
+            if stat.S_ISLNK(info.st_mode):
+                raise _common.UsageError(f"{current} is a symlink: not followed")
+            if not stat.S_ISDIR(info.st_mode):
+                raise _common.UsageError(f"{current} exists and is not a folder")
+        return current

@@ -1,0 +1,199 @@
+"""How one run's files land at one destination, and the manifest that commits them.
+
+The manifest is the commit point: written last, through the destination's own atomic
+``write``, only once every file arrived with the size and sha256 the upload hook reported. A
+dated folder therefore never carries a manifest that does not describe exactly its bytes.
+
+Same-day re-runs write the same keys. Where the destination renames cheaply (``can_rename``:
+local folders, SFTP) and the day already has a complete run, the files are staged under
+``[<deployment>/].service-backup-staging/<backup_guid>/`` and promoted into the dated folder
+by ``rename`` only after all arrived, so a re-run that fails while uploading leaves the earlier
+complete run untouched (only a failure during the promotion itself leaves the folder
+incomplete). Elsewhere (object stores, where promoting would mean copying every byte again)
+the earlier manifest is withdrawn before the first file is overwritten: a re-run that fails
+half-way leaves an *incomplete* folder, never a mix of two runs presented as complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+
+import attrs
+
+from .catalog import run_root
+from .config import BackupConfig, DestinationSpec
+from .context import RunContext
+from .destination import Destination
+from .errors import BackupError, DestinationError, ObjectNotFound
+from .manifest import (
+    Manifest,
+    hostname,
+    manifest_key,
+    pending_placeholder,
+    product_version,
+    rfc3339,
+    sorted_files,
+)
+from .plugins import PluginRegistry
+from .results import UploadResult
+from .source import Source, SourceFile
+
+#: The folder, beside the dated folders, where staged runs wait to be promoted.
+STAGING_FOLDER = ".service-backup-staging"
+
+
+def store_run(
+    spec: DestinationSpec,
+    destination: Destination,
+    files: list[SourceFile],
+    run: RunContext,
+    registry: PluginRegistry,
+) -> UploadResult:
+    """Upload ``files`` through the ``upload`` hook, then commit them with the manifest."""
+    prefix = run.run_prefix
+    earlier = has_manifest(destination, prefix)
+    if earlier and destination.can_rename:
+        return _staged(spec, destination, files, run, registry)
+    if earlier:
+        retire_manifest(destination, prefix, run)
+    result = registry.hook.upload(spec=spec, destination=destination, files=files, run=run)
+    manifest = build_manifest(run.config, run, files, result)
+    write_manifest(destination, prefix, manifest)
+    return result  # type: ignore[no-any-return]
+
+
+def staging_prefix(run: RunContext) -> str:
+    root = run_root(run.config)
+    lead = f"{root}/" if root else ""
+    return f"{lead}{STAGING_FOLDER}/{run.backup_guid}"
+
+
+def _staged(
+    spec: DestinationSpec,
+    destination: Destination,
+    files: list[SourceFile],
+    run: RunContext,
+    registry: PluginRegistry,
+) -> UploadResult:
+    prefix = run.run_prefix
+    staging = staging_prefix(run)
+    try:
+        result = registry.hook.upload(
+            spec=spec, destination=destination, files=files,
+            run=attrs.evolve(run, upload_prefix=staging),
+        )  # fmt: skip
+        manifest = build_manifest(run.config, run, files, result)
+        retire_manifest(destination, prefix, run)  # the folder is incomplete from here ...
+        destination.rename([(f"{staging}/{f.path}", f"{prefix}/{f.path}") for f in manifest.files])
+    except BaseException:
+        discard_staging(destination, staging, run)
+        raise
+    write_manifest(destination, prefix, manifest)  # ... to here: renames only, no uploads
+    return result  # type: ignore[no-any-return]
+
+
+def discard_staging(destination: Destination, staging: str, run: RunContext) -> None:
+    """Best effort: what a failed staged run left (never anything outside its own folder)."""
+    try:
+        for info in list(destination.list(f"{staging}/")):
+            with contextlib.suppress(ObjectNotFound):
+                destination.delete(info.key)
+    except Exception as exc:
+        run.log.bind(error=str(exc)).debug(f"cannot remove the staged files under {staging}")
+
+
+def has_manifest(destination: Destination, prefix: str) -> bool:
+    """Whether the dated folder holds a manifest: ``stat``, else the listing.
+
+    ``stat`` is one request everywhere; where it is refused (the seed's S3 policy grants
+    ListBucket and PutObject but not GetObject, so HEAD is denied) the listing answers.
+    """
+    key = manifest_key(prefix)
+    try:
+        destination.stat(key)
+        return True
+    except ObjectNotFound:
+        return False
+    except BackupError:
+        return any(info.key == key for info in destination.list(key))
+
+
+def retire_manifest(destination: Destination, prefix: str, run: RunContext) -> None:
+    """Withdraw an earlier same-day manifest before the first file of this run is written.
+
+    From here until this run's manifest is written the folder reads as *incomplete*: a re-run
+    that fails half-way leaves an incomplete folder, never a mix of two runs described by the
+    earlier manifest. The listing is asked first (the seed's IAM policy grants ListBucket and
+    PutObject, not GetObject or DeleteObject); where deleting is refused, the manifest is
+    overwritten with a placeholder that no reader takes for a manifest.
+    """
+    key = manifest_key(prefix)
+    if not has_manifest(destination, prefix):
+        return
+    try:
+        destination.delete(key)
+        return
+    except ObjectNotFound:
+        return
+    except BackupError as exc:
+        run.log.bind(error=str(exc)).debug(
+            "cannot delete the earlier manifest; replacing it with a placeholder"
+        )
+    placeholder = pending_placeholder(run.backup_guid, rfc3339(run.started_at))
+    destination.write(key, Source.from_bytes(placeholder, f"placeholder {key}"))
+
+
+def build_manifest(
+    config: BackupConfig, run: RunContext, files: list[SourceFile], result: object
+) -> Manifest:
+    """The manifest of what the upload hook stored: one entry per source file, or an error.
+
+    The hook's ``stored`` entries carry the sha256 of the bytes the destination received; a
+    hook that took over and left a file out (or reported another size) fails the destination,
+    since a manifest must describe exactly the stored bytes.
+    """
+    if not isinstance(result, UploadResult):
+        raise DestinationError("no upload hook handled this destination: no manifest written")
+    stored = {entry.path: entry for entry in result.stored}
+    for file in files:
+        entry = stored.get(file.relative)
+        if entry is None:
+            raise DestinationError(
+                f"the upload reported no stored file for {file.relative}: no manifest written"
+            )
+        if entry.size != file.size:
+            raise DestinationError(
+                f"the upload reported {entry.size} bytes stored for {file.relative}, "
+                f"expected {file.size}: no manifest written"
+            )
+    wanted = {file.relative for file in files}
+    return Manifest(
+        backup_guid=run.backup_guid,
+        identifier=run.identifier,
+        deployment_name=config.deployment_name or None,
+        hostname=hostname(),
+        started_at=rfc3339(run.started_at),
+        finished_at=rfc3339(datetime.datetime.now(datetime.UTC)),
+        source_folder=config.source_folder,
+        version=product_version(),
+        files=sorted_files([entry for path, entry in stored.items() if path in wanted]),
+    )
+
+
+def write_manifest(destination: Destination, prefix: str, manifest: Manifest) -> None:
+    """Last write of a run: through the destination's own atomic ``write``, size checked.
+
+    ``sync`` before it makes the run's files durable (a crash before the manifest is durable
+    leaves an incomplete folder, never a complete-looking one); ``sync`` after it makes the
+    manifest itself durable before the run reports success.
+    """
+    destination.sync()
+    data = manifest.to_json()
+    key = manifest_key(prefix)
+    info = destination.write(key, Source.from_bytes(data, f"manifest {key}"))
+    if info.size != len(data):
+        raise DestinationError(
+            f"stored size of {key} is {info.size} bytes, expected {len(data)}: manifest incomplete"
+        )
+    destination.sync()

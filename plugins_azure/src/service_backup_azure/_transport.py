@@ -1,0 +1,229 @@
+"""The HTTP transport under the Azure SDK: one pooled session, and transfers that can be aborted.
+
+Why this exists: the SDK bounds single socket operations (connect and read timeouts) but not a
+request as a whole, so an endpoint that accepts a connection and then trickles one byte every
+few seconds, or swallows the upload, holds a write for many minutes, and a retry policy's
+back-off sleeps cannot be interrupted at shutdown. The core's ``StallGuard`` watches progress
+from outside; this module gives it the two things it needs:
+
+* progress: every piece of a request body (at most ``PIECE`` bytes) that reaches the socket is
+  counted for the write (the ``Transfer``) whose thread sent it, so a slow but moving link is
+  told apart from a dead one even while one 4 MiB block is on its way;
+* abort: the connections a transfer's requests are using at that moment are shut down (the
+  blocked ``send``/``recv`` returns at once), any back-off sleep of the SDK's retry policy
+  ends (``AbortableRetry``), and no further request of that transfer starts (``Aborted``).
+
+Which transfer a request belongs to is a thread-local binding: a write binds its own thread,
+and each of its block workers binds itself, for the duration of the SDK call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any, Final
+
+import requests
+from azure.core.pipeline.transport import RequestsTransport
+from azure.storage.blob import ExponentialRetry
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.util.retry import Retry
+
+from service_backup.stall import StallGuard
+
+#: Largest piece of a request body handed to the socket at once (the progress granularity).
+PIECE: Final = 64 * 1024
+
+_local = threading.local()
+
+
+class Aborted(Exception):
+    """A transfer's request was refused or cut short because the transfer was aborted.
+
+    Not an ``AzureError`` on purpose: the SDK's retry policy lets it through unretried.
+    """
+
+
+class Transfer:
+    """One write: its stall guard, and the connections its requests are using right now."""
+
+    def __init__(self, guard: StallGuard) -> None:
+        self.guard = guard
+        self.aborted = threading.Event()
+        self._lock = threading.Lock()
+        self._connections: set[HTTPConnection] = set()
+
+    def abort(self) -> None:
+        """From the guard's timer thread: cut every in-flight request of this transfer."""
+        self.aborted.set()
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            sock = connection.sock
+            if isinstance(sock, socket.socket):
+                # socket.socket's shutdown, not SSLSocket's: no TLS state is touched from here.
+                with contextlib.suppress(OSError):
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    def check(self) -> None:
+        if self.aborted.is_set():
+            raise Aborted()
+
+    @contextlib.contextmanager
+    def bound(self) -> Iterator[Transfer]:
+        """Requests made by this thread inside the block belong to this transfer."""
+        previous = getattr(_local, "transfer", None)
+        _local.transfer = self
+        try:
+            yield self
+        finally:
+            _local.transfer = previous
+
+    def _attach(self, connection: HTTPConnection) -> None:
+        with self._lock:
+            self._connections.add(connection)
+        attached: list[HTTPConnection] = _local.attached
+        attached.append(connection)
+
+    def _detach(self, connections: list[HTTPConnection]) -> None:
+        with self._lock:
+            self._connections.difference_update(connections)
+
+
+def _current() -> Transfer | None:
+    transfer: Transfer | None = getattr(_local, "transfer", None)
+    if transfer is not None and getattr(_local, "attached", None) is None:
+        return None  # outside a transport send (should not happen): do not track
+    return transfer
+
+
+class _Tracked:
+    """Mixin for urllib3 connections: belong to the current transfer, send in counted pieces."""
+
+    def connect(self) -> None:
+        transfer = _current()
+        if transfer is not None:
+            transfer._attach(self)  # type: ignore[arg-type]
+        super().connect()  # type: ignore[misc]
+
+    def request(self, *args: Any, **kwargs: Any) -> None:
+        transfer = _current()
+        if transfer is not None:
+            transfer._attach(self)  # type: ignore[arg-type]
+            transfer.check()
+        super().request(*args, **kwargs)  # type: ignore[misc]
+
+    def send(self, data: Any) -> None:
+        transfer = _current()
+        if transfer is None or not isinstance(data, bytes | bytearray | memoryview):
+            super().send(data)  # type: ignore[misc]
+            return
+        view = memoryview(data).cast("B")
+        for start in range(0, len(view), PIECE):
+            piece = view[start : start + PIECE]
+            super().send(piece)  # type: ignore[misc]
+            # Raises once the guard tripped or shutdown began: the request ends here.
+            transfer.guard.progress(len(piece))
+
+
+class _TrackedHTTPConnection(_Tracked, HTTPConnection):
+    pass
+
+
+class _TrackedHTTPSConnection(_Tracked, HTTPSConnection):
+    pass
+
+
+class _TrackedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _TrackedHTTPConnection
+
+
+class _TrackedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _TrackedHTTPSConnection
+
+
+_POOLS: Final = {"http": _TrackedHTTPPool, "https": _TrackedHTTPSPool}
+
+
+class _TrackedAdapter(HTTPAdapter):
+    """requests' adapter, with pools whose connections are tracked (also through a proxy)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = dict(_POOLS)
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):
+            manager.pool_classes_by_scheme = dict(_POOLS)
+        return manager
+
+
+class AbortableTransport(RequestsTransport):
+    """azure-core's requests transport, aware of the transfer each request belongs to."""
+
+    def send(self, request: Any, **kwargs: Any) -> Any:
+        transfer: Transfer | None = getattr(_local, "transfer", None)
+        if transfer is None:
+            return super().send(request, **kwargs)
+        transfer.check()
+        _local.attached = []
+        try:
+            return super().send(request, **kwargs)
+        finally:
+            transfer._detach(_local.attached)
+            _local.attached = None
+            transfer.check()  # a request cut by an abort ends as Aborted, not as a socket error
+
+
+class AbortableRetry(ExponentialRetry):
+    """The storage SDK's exponential retry, whose back-off sleep ends when the transfer aborts.
+
+    The sleep is the policy's (blob clients wrap the transport, so a transport's own ``sleep``
+    is never called for them).
+    """
+
+    def sleep(self, settings: Any, transport: Any) -> None:
+        transfer: Transfer | None = getattr(_local, "transfer", None)
+        if transfer is None:
+            super().sleep(settings, transport)
+            return
+        backoff = self.get_backoff_time(settings)
+        if backoff and backoff > 0 and transfer.aborted.wait(backoff):
+            raise Aborted()
+        transfer.check()
+
+
+def ca_bundle() -> str | bool:
+    """The CA bundle named by ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``, else the default store.
+
+    Given to the transport as ``connection_verify``: azure-core passes its own ``verify`` with
+    every request, which would override a bundle set on the session.
+    """
+    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+
+
+def session(url: str, pool_size: int) -> requests.Session:
+    """A session sized for every request the uploads can have in flight at once.
+
+    The proxy environment (``HTTPS_PROXY``/``NO_PROXY``) is honoured as requests would, but
+    read once here: with ``trust_env`` requests re-reads every variable and ``~/.netrc`` on
+    each request, a large share of the client's CPU per small file.
+    """
+    result = requests.Session()
+    result.trust_env = False
+    result.proxies.update(requests.utils.get_environ_proxies(url))
+    adapter = _TrackedAdapter(
+        pool_connections=2,
+        pool_maxsize=pool_size,
+        # The SDK's retry policy does the retrying; urllib3 must not retry underneath it.
+        max_retries=Retry(total=False, redirect=False, raise_on_status=False),
+    )
+    result.mount("http://", adapter)
+    result.mount("https://", adapter)
+    return result
