@@ -12,7 +12,7 @@ import re
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import attrs
 import cattrs
@@ -26,7 +26,23 @@ from .retention import RetentionPolicy
 from .secret import Secret, register_secrets, secret_field_values
 
 if TYPE_CHECKING:
-    from .plugins import PluginRegistry
+    from .destination import DestinationType
+
+
+class PluginLookup(Protocol):
+    """What validation needs from the plugin layer: the config never imports the loader.
+
+    ``PluginRegistry`` is one; a test may pass any object with these two methods.
+    """
+
+    def destination_type(self, name: str) -> DestinationType:
+        """The registered type ``name``; ``ConfigError`` naming the installed ones if none."""
+        ...
+
+    def config_sections(self) -> dict[str, type]:
+        """Top-level keys declared by plugins, with the attrs class that reads each."""
+        ...
+
 
 DEFAULT_MISSING_PROPERTIES_MESSAGE: Final = "Provide these missing fields in your manifest."
 REQUIRED: Final = "service_backup_required"
@@ -272,7 +288,7 @@ def _structure_metrics(value: Any, _: type) -> MetricsConfig:
     """``metrics: x`` is told as "expected a mapping", not as cattrs' internal AttributeError."""
     if not isinstance(value, Mapping):
         raise ValueError("expected a mapping with textfile and/or listen")
-    return _METRICS_FROM_DICT(value, MetricsConfig)  # type: ignore[no-any-return]
+    return _METRICS_FROM_DICT(value, MetricsConfig)
 
 
 CONVERTER.register_structure_hook(MetricsConfig, _structure_metrics)
@@ -459,7 +475,7 @@ def _path_problems(data: Mapping[str, Any]) -> list[str]:
     return []
 
 
-def parse_config(data: Any, registry: PluginRegistry) -> BackupConfig:
+def parse_config(data: Any, registry: PluginLookup) -> BackupConfig:
     """Validate a parsed YAML document; raise ConfigError with every problem found."""
     if data is None:
         data = {}
@@ -635,7 +651,7 @@ def parse_yaml(text: str) -> Any:
         loader.dispose()
 
 
-def load_config(path: str | Path, registry: PluginRegistry) -> BackupConfig:
+def load_config(path: str | Path, registry: PluginLookup) -> BackupConfig:
     """Read and validate a config file. Every failure is a one-line ConfigError."""
     path = Path(path)
     try:
