@@ -5,7 +5,7 @@ UV := $(TOOLS)/bin/uv
 VENV_STAMP := .venv/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test-deps demo test lint bench bench-quick release-wheels clean
+.PHONY: install test-deps demo test lint bench bench-quick release-wheels release-blobs clean
 
 $(UV):
 	@command -v uv >/dev/null 2>&1 && { mkdir -p $(TOOLS)/bin && ln -sf "$$(command -v uv)" $(UV); } \
@@ -43,6 +43,10 @@ bench-quick: test-deps
 
 release-wheels: $(UV)
 	UV=$(UV) bash bosh/scripts/release-wheels
+
+# PYTHON_TARBALL=... LIBFFI_TARBALL=... make release-blobs (see docs/bosh.md)
+release-blobs: $(UV)
+	UV=$(UV) bash bosh/scripts/add-blobs
 
 clean:
 	rm -rf .venv $(TOOLS) node_modules

@@ -150,12 +150,12 @@ def release_wheels() -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def packaged(release_wheels: Path) -> Iterator[Path]:
     """The service-backup package compiled by its packaging script, as on a compilation VM:
-    BOSH_COMPILE_TARGET holds the blobs, BOSH_PACKAGES_DIR the python3 dependency."""
+    BOSH_COMPILE_TARGET holds the blobs, BOSH_PACKAGES_DIR the service-backup_python dependency."""
     base = world_readable_tempdir("sb-package-")
     compile_target = base / "compile"
     (compile_target / "service-backup").mkdir(parents=True)
     shutil.copytree(release_wheels, compile_target / "service-backup" / "wheels")
-    python_bin = base / "packages" / "python3" / "bin"
+    python_bin = base / "packages" / "service-backup_python" / "bin"
     python_bin.mkdir(parents=True)
     (python_bin / "python3").symlink_to(_runtime_python())
     install_target = base / "packages" / "service-backup"

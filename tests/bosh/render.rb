@@ -124,11 +124,24 @@ instance = {
 }.merge(manifest.reject { |key, _| key == 'properties' })
 properties = resolve_properties(job_spec['properties'], manifest['properties'] || {})
 
+# The director's wording for any error a template raises (bosh-template's ERBRenderer):
+# "Error filling in template 'backup.yml.erb' (line 12: ...)".
+def render_template(job_dir, source, instance, properties)
+  path = File.join(job_dir, 'templates', source)
+  template = ERB.new(File.read(path), trim_mode: '-')
+  template.filename = path
+  template.result(EvaluationContext.new(instance, properties).get_binding)
+rescue UnknownProperty
+  raise
+rescue StandardError => e
+  line = e.backtrace.to_a.find { |frame| frame.start_with?("#{path}:") }.to_s.split(':')[1]
+  warn "Error filling in template '#{source}' (line #{line || '?'}: #{e.message})"
+  exit 1
+end
+
 begin
   job_spec['templates'].each do |source, destination|
-    template = ERB.new(File.read(File.join(job_dir, 'templates', source)), trim_mode: '-')
-    context = EvaluationContext.new(instance, properties)
-    output = template.result(context.get_binding)
+    output = render_template(job_dir, source, instance, properties)
     target = File.join(out_dir, destination)
     FileUtils.mkdir_p(File.dirname(target))
     File.write(target, output)

@@ -64,7 +64,7 @@ def test_spec_templates_and_packages_exist() -> None:
         assert package_spec["name"] == package
         assert (RELEASE / "packages" / package / "packaging").stat().st_mode & 0o111
     wheels = yaml.safe_load((RELEASE / "packages" / "service-backup" / "spec").read_text())
-    assert wheels["dependencies"] == ["python3"]
+    assert wheels["dependencies"] == ["service-backup_python"]
     assert wheels["files"] == ["service-backup/wheels/*.whl"]  # where release-wheels writes
 
 
@@ -149,3 +149,44 @@ def test_harness_follows_bosh_property_semantics(ruby: str, toy_job: Path, tmp_p
         _render_toy(toy_job, "<%= p('a.undeclared') %>", given, tmp_path)
     with pytest.raises(RenderError, match=r"a\.required"):
         _render_toy(toy_job, "<%= p('a.required') %>", {}, tmp_path)
+
+
+def test_every_package_name_carries_the_release_prefix() -> None:
+    """A package called ``python3`` would collide with another release's ``python3`` on an
+    instance group that colocates both: every package is ``service-backup`` or
+    ``service-backup_<name>``, as the Go release's were."""
+    names = {p.name for p in (RELEASE / "packages").iterdir()}
+    assert names == {"service-backup", "service-backup_python"}
+    for name in names:
+        spec = yaml.safe_load((RELEASE / "packages" / name / "spec").read_text())
+        assert spec["name"] == name
+    python = yaml.safe_load((RELEASE / "packages" / "service-backup_python" / "spec").read_text())
+    assert python["files"] == [
+        "service-backup_python/Python-3.11.*.tar.xz",
+        "service-backup_python/libffi-3.*.tar.gz",  # the stemcell has no libffi-dev
+    ]
+    assert set(job_spec()["packages"]) == names
+
+
+def daemon_command(ctl: Path) -> str:
+    lines = [line for line in ctl.read_text().splitlines() if 'bin/service-backup" daemon' in line]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_syslog_is_off_unless_the_property_says_so(ruby: str, tmp_path: Path) -> None:
+    """syslog-release forwards the job's log files already; --syslog too would double them."""
+    assert job_spec()["properties"]["service-backup.syslog"]["default"] is False
+    default = render_job({}, tmp_path / "default")
+    assert "--syslog" not in daemon_command(default / "bin" / "ctl")
+    on = render_job({"properties": {"service-backup": {"syslog": True}}}, tmp_path / "on")
+    assert "daemon --syslog " in daemon_command(on / "bin" / "ctl")
+
+
+def test_plugin_sections_are_spec_properties_without_defaults() -> None:
+    """Rendered only when set: a default would switch a notifier on for every deployment."""
+    properties = job_spec()["properties"]
+    for key in ("healthchecks", "apprise", "metrics"):
+        definition = properties[f"service-backup.{key}"]
+        assert "default" not in definition, key
+        assert definition["description"].strip(), key

@@ -57,6 +57,9 @@ def _parser(prog: str = "service-backup") -> argparse.ArgumentParser:
     for name, module in COMMAND_MODULES.items():
         command = importlib.import_module(module)
         command.configure(with_config(name, command.HELP))
+    for name, module in STANDALONE_MODULES.items():
+        command = importlib.import_module(module)
+        command.configure(sub.add_parser(name, help=command.HELP, description=command.HELP))
     return parser
 
 
@@ -68,6 +71,10 @@ COMMAND_MODULES: dict[str, str] = {
     "list": "service_backup.commands.listing",
     "verify": "service_backup.commands.verify",
     "restore": "service_backup.commands.restore",
+}
+#: The same for commands that take no CONFIG.
+STANDALONE_MODULES: dict[str, str] = {
+    "schema": "service_backup.commands.schema",
 }
 
 
@@ -240,6 +247,8 @@ def main(argv: list[str] | None = None, prog: str = "service-backup") -> int:
     try:
         if args.command in COMMAND_MODULES:
             return int(importlib.import_module(COMMAND_MODULES[args.command]).run(args))
+        if args.command in STANDALONE_MODULES:
+            return int(importlib.import_module(STANDALONE_MODULES[args.command]).run(args))
         if args.command == "validate":
             return cmd_validate(args.config)
         if args.command == "plugins":

@@ -58,6 +58,16 @@ class CommandResult:
         return self.output
 
 
+class CommandFailed(CommandError):
+    """A command that ran and failed. ``str()`` is Go's wording (``exit status 1``), which the
+    run's error line and alerts carry; ``output`` is what it printed (the last OUTPUT_LIMIT
+    bytes), for the log line that tells an operator why."""
+
+    def __init__(self, message: str, output: str) -> None:
+        super().__init__(message)
+        self.output = output
+
+
 def split_command(command: str) -> list[str]:
     """Tokens split on spaces, as the seed says: first is the command, the rest its arguments."""
     return [token for token in command.split(" ") if token]
@@ -175,8 +185,10 @@ class ProcessManager:
         result = CommandResult(tuple(args), returncode, output)
         if returncode != 0:
             if self._closing:
-                raise CommandError(f"{what} interrupted by shutdown ({exit_text(returncode)})")
-            raise CommandError(exit_text(returncode))
+                raise CommandFailed(
+                    f"{what} interrupted by shutdown ({exit_text(returncode)})", output
+                )
+            raise CommandFailed(exit_text(returncode), output)
         return result
 
     def _record_dir(self) -> Path | None:
@@ -344,4 +356,4 @@ def _read_bounded(child: subprocess.Popen[bytes]) -> str:
     return b"".join(tail)[-OUTPUT_LIMIT:].decode("utf-8", "replace")
 
 
-__all__ = ["CommandResult", "ProcessManager", "exit_text", "split_command"]
+__all__ = ["CommandFailed", "CommandResult", "ProcessManager", "exit_text", "split_command"]

@@ -1,16 +1,37 @@
 """Command hooks: the seed's ``source_executable``, ``cleanup_executable`` and
-``service_identifier_executable``, run without a shell, tokens split on spaces."""
+``service_identifier_executable``, run without a shell, tokens split on spaces.
+
+A command's output is what tells an operator why it failed, so a failing command logs it at
+error level (the end of it, where the reason usually is) beside the error; a successful one
+logs it at debug level. Both are scrubbed of every secret in the config first: a dump script
+that echoes its connection string must not put a password in the log.
+"""
 
 from __future__ import annotations
+
+from typing import Final
 
 from service_backup.config import BackupConfig
 from service_backup.context import RunContext
 from service_backup.hookspecs import hookimpl
+from service_backup.processes import CommandFailed
+from service_backup.secret import scrub, secret_field_values
+
+#: Characters of a failing command's output in its error line: the end, where errors are.
+ERROR_OUTPUT_LIMIT: Final = 4096
 
 
 def _run(run: RunContext, command: str, what: str, separate_stderr: bool = False) -> str:
-    result = run.processes.run(command, what=what, capture_stdout_separately=separate_stderr)
-    run.log.bind(cmd=command, out=result.output).debug(f"{what} debug info")
+    secrets = secret_field_values(run.config)
+    shown = scrub(command, secrets)
+    try:
+        result = run.processes.run(command, what=what, capture_stdout_separately=separate_stderr)
+    except CommandFailed as exc:
+        # Scrub the whole output before cutting it: a secret cut in half would slip through.
+        output = scrub(exc.output, secrets)[-ERROR_OUTPUT_LIMIT:]
+        run.log.bind(cmd=shown, out=output, error=str(exc)).error(f"{what} failed")
+        raise
+    run.log.bind(cmd=shown, out=scrub(result.output, secrets)).debug(f"{what} debug info")
     return result.output
 
 
