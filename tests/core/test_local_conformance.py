@@ -11,6 +11,7 @@ from service_backup.testing import DestinationSuite, MiB
 class TestLocalConformance(DestinationSuite):
     destination_type = "local"
     large_file_size = 80 * MiB
+    chunk_size = MiB  # the copy buffer
     max_rss_growth = 24 * MiB
 
     @pytest.fixture

@@ -255,14 +255,30 @@ def test_bad_storage_class_and_endpoint_are_named(gcs_server: GCSServer) -> None
     )
 
 
-def test_unparseable_private_key_fails_at_validation_without_quoting_it(
+def test_unparseable_private_key_fails_when_the_destination_opens_without_quoting_it(
     gcs_server: GCSServer,
 ) -> None:
+    """Key material is parsed when a destination opens (a placeholder key validates, as the
+    seed's rendered example has one); armour that is not PEM fails validation already."""
     info = json.loads(gcs_server.service_account_json)
+    info["private_key"] = "not a key at all: Tm90QUtleUF0QWxs"
+    message = config_error(gcs_server.config("b", service_account_json=json.dumps(info)))
+    assert "its private_key is not a PEM private key" in message
+    assert "Tm90QUtleUF0QWxs" not in message
+
     info["private_key"] = (
         "-----BEGIN PRIVATE KEY-----\nTm90QUtleUF0QWxs\n-----END PRIVATE KEY-----\n"
     )
-    message = config_error(gcs_server.config("b", service_account_json=json.dumps(info)))
+    raw = gcs_server.config("b", service_account_json=json.dumps(info))
+    registry = PluginRegistry(load_hook_plugins=False)
+    dtype = registry.destination_type("gcs")
+    config = structure_destination_config(raw, dtype.config_class)  # validates
+    with (
+        pytest.raises(DestinationError) as failed,
+        dtype.factory(config, DestinationContext("gcs-test")) as destination,
+    ):
+        destination.ensure_location()
+    message = str(failed.value)
     assert "service_account_json is not usable service_account credentials: its private_key " in (
         message
     )

@@ -33,6 +33,7 @@ class TestScpConformance(DestinationSuite):
     destination_type = "scp"
     # No chunk threshold: every file streams the same way; 80 MiB is well above the window.
     large_file_size = 80 * MiB
+    chunk_size = 255 * 1024  # one pipelined SFTP write request to OpenSSH (and the batch limit)
     max_rss_growth = 24 * MiB
     listing_entries = 1001
     listing_page_size = None  # SFTP has no client-chosen page size
