@@ -167,7 +167,8 @@ def build_manifest(
                 f"the upload reported {entry.size} bytes stored for {file.relative}, "
                 f"expected {file.size}: no manifest written"
             )
-    wanted = {file.relative for file in files}
+    # Whether a path is escaped is the core's knowledge (scan_source), not the hook's.
+    listed = [attrs.evolve(stored[file.relative], escaped=file.escaped) for file in files]
     return Manifest(
         backup_guid=run.backup_guid,
         identifier=run.identifier,
@@ -177,7 +178,7 @@ def build_manifest(
         finished_at=rfc3339(datetime.datetime.now(datetime.UTC)),
         source_folder=config.source_folder,
         version=product_version(),
-        files=sorted_files([entry for path, entry in stored.items() if path in wanted]),
+        files=sorted_files(listed),
     )
 
 

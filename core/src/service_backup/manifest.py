@@ -16,6 +16,7 @@ from typing import Any, Final
 import attrs
 
 from .errors import BackupError
+from .names import unescape
 from .results import StoredFile
 
 MANIFEST_NAME: Final = ".service-backup-manifest.json"
@@ -62,10 +63,7 @@ class Manifest:
             "version": self.version,
             "file_count": self.file_count,
             "total_size": self.total_size,
-            "files": [
-                {"path": f.path, "size": f.size, "sha256": f.sha256}
-                for f in sorted(self.files, key=lambda f: f.path)
-            ],
+            "files": [_file_entry(f) for f in sorted(self.files, key=lambda f: f.path)],
         }
         return (json.dumps(document, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
 
@@ -103,13 +101,30 @@ def pending_placeholder(backup_guid: str, started_at: str) -> bytes:
     return (json.dumps(document) + "\n").encode("utf-8")
 
 
+def _file_entry(file: StoredFile) -> dict[str, Any]:
+    """``{path, size, sha256}``, plus ``"escaped": true`` for a %XX-escaped non-UTF-8 name.
+
+    The extra member appears only on such entries, so a manifest of UTF-8 names is exactly
+    what it was before, and readers that ignore unknown members keep working.
+    """
+    entry: dict[str, Any] = {"path": file.path, "size": file.size, "sha256": file.sha256}
+    if file.escaped:
+        entry["escaped"] = True
+    return entry
+
+
 def _stored_file(entry: Any) -> StoredFile:
     path, size, sha256 = entry["path"], entry["size"], entry["sha256"]
     if not isinstance(path, str) or not isinstance(size, int) or isinstance(size, bool):
         raise ValueError(f"file entry {entry!r:.80} is not {{path, size, sha256}}")
     if size < 0 or not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
         raise ValueError(f"file entry for {path!r} has a bad size or sha256")
-    return StoredFile(path=path, size=size, sha256=sha256)
+    escaped = entry.get("escaped", False)
+    if not isinstance(escaped, bool):
+        raise ValueError(f"file entry for {path!r} has an 'escaped' that is not true or false")
+    if escaped:
+        unescape(path)  # ValueError naming the path when it is not an escaped name
+    return StoredFile(path=path, size=size, sha256=sha256, escaped=escaped)
 
 
 def manifest_key(run_prefix: str) -> str:

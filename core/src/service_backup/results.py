@@ -7,11 +7,16 @@ import attrs
 
 @attrs.frozen
 class StoredFile:
-    """One source file as a destination received it: what the run manifest lists."""
+    """One source file as a destination received it: what the run manifest lists.
+
+    ``escaped``: ``path`` is the %XX-escaped form of a name that is not UTF-8
+    (``service_backup.names``); the core sets it from the source file, hooks need not.
+    """
 
     path: str
     size: int
     sha256: str
+    escaped: bool = False
 
 
 @attrs.frozen

@@ -21,6 +21,7 @@ from typing import Any
 import attrs
 
 from .errors import SourceError
+from .names import escape, printable
 
 
 @attrs.frozen
@@ -28,13 +29,21 @@ class SourceFile:
     """A regular file to upload: where it is, its key below the run prefix, its size when seen.
 
     ``mtime_ns`` is the modification time when listed: a file touched after that is one that
-    changed during the run, even if its size did not.
+    changed during the run, even if its size did not. ``relative`` is the stored form of the
+    path (``service_backup.names``): a path whose bytes are not UTF-8 is escaped, and
+    ``escaped`` says so, which the manifest records for ``restore``.
     """
 
     path: Path
     relative: str
     size: int
     mtime_ns: int | None = None
+    escaped: bool = False
+
+    @property
+    def display(self) -> str:
+        """The source path fit for a log line or an error message (escaped if not UTF-8)."""
+        return printable(str(self.path))
 
 
 class _Digest:
@@ -113,7 +122,7 @@ class Source:
 
     @classmethod
     def from_file(cls, file: SourceFile) -> Source:
-        return cls(str(file.path), file.size, path=file.path, mtime_ns=file.mtime_ns)
+        return cls(file.display, file.size, path=file.path, mtime_ns=file.mtime_ns)
 
     @classmethod
     def from_bytes(cls, data: bytes, name: str = "<memory>") -> Source:
@@ -303,7 +312,8 @@ def scan_source(folder: str | Path, log: Any = None) -> list[SourceFile]:
     descended (no loops). Everything skipped is logged with its reason: dangling links,
     FIFOs, sockets, devices. An empty folder is logged too: a prepare command that produced
     nothing is usually a bug. A folder that cannot be listed fails the run with its name
-    rather than silently shrinking the backup.
+    rather than silently shrinking the backup. A path whose bytes are not UTF-8 gets its
+    %XX-escaped key (``service_backup.names``) here, once, so no destination sees raw bytes.
     """
     from loguru import logger
 
@@ -317,7 +327,8 @@ def scan_source(folder: str | Path, log: Any = None) -> list[SourceFile]:
     real_root = os.path.realpath(root)
 
     def skipped(message: str, path: Path, reason: str, **data: Any) -> None:
-        log.bind(path=str(path), reason=reason, **data).warning(message)
+        data = {k: printable(v) if isinstance(v, str) else v for k, v in data.items()}
+        log.bind(path=printable(str(path)), reason=reason, **data).warning(message)
 
     found: list[SourceFile] = []
     stack = [root]
@@ -331,7 +342,8 @@ def scan_source(folder: str | Path, log: Any = None) -> list[SourceFile]:
                 raise SourceError(f"source_folder {root} vanished during the run") from None
             continue  # removed while the run listed it: not part of this backup
         except OSError as exc:
-            raise SourceError(f"cannot list {directory}: {exc.strerror or exc}") from None
+            where = printable(str(directory))
+            raise SourceError(f"cannot list {where}: {exc.strerror or exc}") from None
         for entry in entries:
             path = Path(entry.path)
             try:
@@ -347,12 +359,17 @@ def scan_source(folder: str | Path, log: Any = None) -> list[SourceFile]:
             except FileNotFoundError:
                 continue  # vanished between listing and stat: not part of this backup
             except OSError as exc:
-                raise SourceError(f"cannot read source file {path}: {exc.strerror}") from None
+                where = printable(str(path))
+                raise SourceError(f"cannot read source file {where}: {exc.strerror}") from None
             if stat.S_ISREG(st.st_mode):
-                relative = path.relative_to(root).as_posix()
+                relative, escaped = escape(path.relative_to(root).as_posix())
                 found.append(
                     SourceFile(
-                        path=path, relative=relative, size=st.st_size, mtime_ns=st.st_mtime_ns
+                        path=path,
+                        relative=relative,
+                        size=st.st_size,
+                        mtime_ns=st.st_mtime_ns,
+                        escaped=escaped,
                     )
                 )
             else:
@@ -363,7 +380,33 @@ def scan_source(folder: str | Path, log: Any = None) -> list[SourceFile]:
             "source_folder is empty: nothing to back up (did the prepare command produce nothing?)"
         )
     found.sort(key=lambda f: f.relative)
+    _refuse_clashes(found)
     return found
+
+
+def _refuse_clashes(found: list[SourceFile]) -> None:
+    """Fail when an escaped path lands on the key of another file (or on one of its folders).
+
+    ``caf\\xe9.txt`` is stored as ``caf%E9.txt``; a file literally named ``caf%E9.txt`` beside
+    it would be overwritten at every destination. Only escaped paths can clash, and only in
+    such a contrived tree: the run fails naming both rather than silently keeping one.
+    """
+    if not any(f.escaped for f in found):
+        return
+    folders: dict[str, SourceFile] = {}
+    for file in found:
+        parts = file.relative.split("/")
+        for depth in range(1, len(parts)):
+            folders.setdefault("/".join(parts[:depth]), file)
+    for index, file in enumerate(found):  # sorted by key: equal keys are neighbours
+        same = found[index - 1] if index and found[index - 1].relative == file.relative else None
+        other = same or folders.get(file.relative)
+        if other is not None:
+            clash = "as" if same else "as a file and as a folder:"
+            raise SourceError(
+                f"source files {other.display} and {file.display} would both be stored {clash} "
+                f"{file.relative} (names that are not UTF-8 are stored %XX-escaped): rename one"
+            )
 
 
 def _through_link(path: Path, root: Path, real_root: str, skipped: Any) -> SourceFile | None:
@@ -397,9 +440,11 @@ def _through_link(path: Path, root: Path, real_root: str, skipped: Any) -> Sourc
         skipped("Skipped a source file that is not a regular file", path, kind, target=target)
         return None
     # The resolved path is what gets read: swapping the link later cannot redirect the read.
+    relative, escaped = escape(path.relative_to(root).as_posix())
     return SourceFile(
         path=Path(resolved),
-        relative=path.relative_to(root).as_posix(),
+        relative=relative,
         size=st.st_size,
         mtime_ns=st.st_mtime_ns,
+        escaped=escaped,
     )

@@ -55,7 +55,7 @@ def upload_one(
         except OSError as exc:
             raise DestinationError(f"writing {key} failed: {exc.strerror or exc}") from None
         check_stored(key, info.size, source)
-        stored = StoredFile(path=file.relative, size=file.size, sha256=source.sha256)
+        stored = StoredFile(file.relative, file.size, source.sha256, escaped=file.escaped)
         if progress is not None:
             progress.file_done()
         return stored

@@ -3,8 +3,10 @@
 Only what the manifest lists is restored, each file streamed (bounded memory whatever its size)
 into a temporary name beside its final one, hashed on the way, and renamed only once its size
 and sha256 match the manifest, so a damaged object never appears under its name. Several files
-are restored at once. Manifest paths that are absolute or contain ``..`` refuse the whole
-restore before anything is written; an existing symlink inside the target is never followed.
+are restored at once. A name stored %XX-escaped because it is not UTF-8 (``"escaped": true`` in
+the manifest, see ``service_backup.names``) is written under its original bytes. Manifest paths
+that are absolute or contain ``..`` refuse the whole restore before anything is written; an
+existing symlink inside the target is never followed.
 
 Exit status: 0 every file restored and verified; 1 a file missing, unreadable or not matching
 (each named on stdout), or a destination that could not be listed; 2 bad arguments, a target
@@ -29,6 +31,7 @@ import attrs
 from ..destination import Destination
 from ..errors import ObjectNotFound
 from ..manifest import unsafe_path
+from ..names import local_name, printable
 from ..results import StoredFile
 from . import _common
 
@@ -244,8 +247,9 @@ class Restorer:
             return f"{entry.path}: not restored (interrupted)"
         temp: Path | None = None
         try:
-            parent = self._parent(entry.path)
-            final = parent / entry.path.rsplit("/", 1)[-1]
+            local = local_name(entry.path, entry.escaped)  # the original bytes, when escaped
+            parent = self._parent(local)
+            final = parent / local.rsplit("/", 1)[-1]
             temp = parent / f"{TEMP_MARK}{uuid.uuid4().hex}"
             digest, size = self._download(f"{self.prefix}/{entry.path}", temp)
             if size != entry.size:
@@ -264,7 +268,7 @@ class Restorer:
         except ObjectNotFound:
             return f"{entry.path}: missing at the destination"
         except OSError as exc:
-            where = f" ({exc.filename})" if exc.filename else ""
+            where = f" ({printable(os.fsdecode(exc.filename))})" if exc.filename else ""
             return f"{entry.path}: {exc.strerror or exc}{where}"
         except Exception as exc:
             return f"{entry.path}: {_common.reason(exc, self.config)}"  # type: ignore[arg-type]
@@ -303,7 +307,7 @@ class Restorer:
                     os.mkdir(current, 0o700)
                     continue
             if stat.S_ISLNK(info.st_mode):
-                raise _common.UsageError(f"{current} is a symlink: not followed")
+                raise _common.UsageError(f"{printable(str(current))} is a symlink: not followed")
             if not stat.S_ISDIR(info.st_mode):
-                raise _common.UsageError(f"{current} exists and is not a folder")
+                raise _common.UsageError(f"{printable(str(current))} exists and is not a folder")
         return current
