@@ -27,8 +27,12 @@ CHECK = {
 }
 
 
-def credential(config: AzureConfig) -> Any:
-    """The SDK credential for ``config``; nothing is contacted here."""
+def credential(config: AzureConfig, connection_verify: str | bool = True) -> Any:
+    """The SDK credential for ``config``; nothing is contacted here.
+
+    ``connection_verify`` is the CA bundle DefaultAzureCredential's own token requests verify
+    against (Entra ID through a TLS-inspecting proxy needs the OS trust store too).
+    """
     kind = config.credential_kind
     if kind == "key":
         return {
@@ -39,7 +43,9 @@ def credential(config: AzureConfig) -> Any:
         return AzureSasCredential(config.sas_token.reveal().strip().removeprefix("?"))
     from azure.identity import DefaultAzureCredential
 
-    return _OneLineErrors(DefaultAzureCredential(), config.storage_account)
+    return _OneLineErrors(
+        DefaultAzureCredential(connection_verify=connection_verify), config.storage_account
+    )
 
 
 class _OneLineErrors:
