@@ -69,11 +69,12 @@ def gcs_plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GCSServer]:
 
 @pytest.fixture
 def relay_to(private_ca: PrivateCA) -> Iterator[object]:
-    """``relay_to(port)``: a TLS relay to a local port, closed when the test ends."""
+    """``relay_to(port, https_locations=False)``: a TLS relay to a local port, closed when
+    the test ends."""
     relays: list[TlsRelay] = []
 
-    def start(port: int) -> TlsRelay:
-        relay = TlsRelay(port, private_ca).__enter__()
+    def start(port: int, https_locations: bool = False) -> TlsRelay:
+        relay = TlsRelay(port, private_ca, https_locations).__enter__()
         relays.append(relay)
         return relay
 

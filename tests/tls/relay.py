@@ -6,6 +6,10 @@ endpoint whose certificate is signed by a throwaway private CA, so a test can de
 CA bundle the client trusts. Every connection's TLS handshake either succeeds (then bytes are
 relayed both ways in one thread per connection: an ``SSLSocket`` is not used from two
 threads at once) or is counted in ``refused`` (the client rejected the certificate).
+
+``https_locations``: gcp-storage-emulator builds a resumable session's ``Location`` from the
+Host header with a hard-coded ``http://``; real GCS answers ``https://``. The relay rewrites
+that header's scheme so the session's upload comes back through it, as it would on GCS.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ class PrivateCA:
 class TlsRelay:
     target_port: int
     ca: PrivateCA
+    https_locations: bool = False
     port: int = 0
     accepted: int = 0
     refused: int = 0
@@ -100,7 +105,7 @@ class TlsRelay:
         with self._lock:
             self._sockets += [tls, server]
         try:
-            _pump(tls, server)
+            _pump(tls, server, self.https_locations)
         except (OSError, ssl.SSLError):
             pass
         finally:
@@ -109,7 +114,7 @@ class TlsRelay:
                     sock.close()
 
 
-def _pump(tls: ssl.SSLSocket, server: socket.socket) -> None:
+def _pump(tls: ssl.SSLSocket, server: socket.socket, https_locations: bool) -> None:
     """Relay both ways until either side closes (decrypted bytes may wait in ``pending``)."""
     while True:
         if tls.pending():
@@ -127,4 +132,6 @@ def _pump(tls: ssl.SSLSocket, server: socket.socket) -> None:
             data = server.recv(65536)
             if not data:
                 return
+            if https_locations:  # a header line: the body's length does not change
+                data = data.replace(b"\r\nLocation: http://", b"\r\nLocation: https://")
             tls.sendall(data)

@@ -11,6 +11,7 @@ the CA. Before the fix, Azure and GCS verified against certifi and failed in bot
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -31,7 +32,12 @@ from tests.gcs.server import GCSServer
 from tests.s3.server import MotoServer
 from tests.tls.relay import TlsRelay
 
-FILES = {"dump.rdb": b"redis dump over tls\n" * 100, "aof/appendonly.aof": b"SET k v\n"}
+FILES = {
+    "dump.rdb": b"redis dump over tls\n" * 100,
+    "aof/appendonly.aof": b"SET k v\n",
+    # Past every single-request limit: S3 multipart, Azure blocks, a GCS resumable session.
+    "big.rdb": os.urandom(9 * 1024 * 1024),
+}
 #: Variables that would name a CA bundle behind the OS store's back.
 OVERRIDES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "AWS_CA_BUNDLE", "SSL_CERT_DIR")
 
@@ -96,7 +102,7 @@ def azure_store(server: AzuriteServer, relay_to: Any) -> Store:
 
 def gcs_store(server: GCSServer, relay_to: Any) -> Store:
     """The emulator and the token endpoint both over TLS: google-auth's token request too."""
-    relay: TlsRelay = relay_to(server.port)
+    relay: TlsRelay = relay_to(server.port, https_locations=True)
     token_relay: TlsRelay = relay_to(int(server.tokens.base_url.rsplit(":", 1)[1]))
     bucket = f"tls-{uuid.uuid4().hex[:12]}"
     config = {
@@ -159,7 +165,9 @@ def test_backup_verifies_against_the_os_trust_store(
         + result.stdout[-3000:]
         + result.stderr[-3000:]
     )
-    assert result.find("Upload backup completed successfully"), result.stdout[-3000:]
+    done = result.find("Upload backup completed successfully")
+    assert done, result.stdout[-3000:]
+    assert done[0]["data"]["size_in_bytes"] == sum(map(len, FILES.values())), done[0]
     for relay in store.relays or (store.relay,):
         assert relay.accepted > 0, f"{store.type}: no request went through {relay.url()}"
         assert relay.refused == 0, f"{store.type}: a TLS handshake with {relay.url()} was refused"

@@ -123,7 +123,7 @@ class Translator:
                 f"{what} failed: cannot reach the token endpoint {self.token_uri}: "
                 f"{network_reason(cause)}"
             )
-        if isinstance(exc, NETWORK_ERRORS | requests.RequestException):
+        if isinstance(exc, (*NETWORK_ERRORS, requests.RequestException)):
             return self.error(
                 f"{what} failed: cannot reach GCS at {self.endpoint}: {network_reason(exc)}"
             )
