@@ -13,6 +13,7 @@ from typing import Any
 
 from azure.core.credentials import AccessToken, AzureSasCredential
 
+from service_backup import tls
 from service_backup.errors import DestinationError, one_line
 
 from .config import AzureConfig
@@ -27,8 +28,12 @@ CHECK = {
 }
 
 
-def credential(config: AzureConfig) -> Any:
-    """The SDK credential for ``config``; nothing is contacted here."""
+def credential(config: AzureConfig, connection_verify: str | bool = True) -> Any:
+    """The SDK credential for ``config``; nothing is contacted here.
+
+    ``connection_verify`` is the CA bundle DefaultAzureCredential's own token requests verify
+    against (Entra ID through a TLS-inspecting proxy needs the OS trust store too).
+    """
     kind = config.credential_kind
     if kind == "key":
         return {
@@ -39,7 +44,9 @@ def credential(config: AzureConfig) -> Any:
         return AzureSasCredential(config.sas_token.reveal().strip().removeprefix("?"))
     from azure.identity import DefaultAzureCredential
 
-    return _OneLineErrors(DefaultAzureCredential(), config.storage_account)
+    return _OneLineErrors(
+        DefaultAzureCredential(connection_verify=connection_verify), config.storage_account
+    )
 
 
 class _OneLineErrors:
@@ -57,6 +64,13 @@ class _OneLineErrors:
         try:
             token: AccessToken = self._inner.get_token(*scopes, **kwargs)
         except Exception as exc:  # azure-identity raises several types, all to be reported
+            untrusted = tls.untrusted_reason(exc)
+            if untrusted is not None:  # ahead of the summary, which may cut it off
+                endpoint = f"the {_refused_by(exc)} token endpoint"
+                raise DestinationError(
+                    f"no token for storage account {self._account} from "
+                    f"DefaultAzureCredential: {tls.untrusted_message(endpoint, untrusted)}"
+                ) from None
             raise DestinationError(
                 f"no token for storage account {self._account} from DefaultAzureCredential "
                 f"(neither storage_access_key nor sas_token is set): {summary(exc)}"
@@ -65,6 +79,15 @@ class _OneLineErrors:
 
     def close(self) -> None:
         self._inner.close()
+
+
+def _refused_by(exc: BaseException) -> str:
+    """Which credential's request met the refused certificate (``ManagedIdentityCredential``)."""
+    for line in str(getattr(exc, "message", None) or exc).splitlines():
+        name, _, rest = line.strip().partition(":")
+        if name.endswith("Credential") and "CERTIFICATE_VERIFY_FAILED" in rest:
+            return name
+    return "credential's"
 
 
 def summary(exc: BaseException) -> str:

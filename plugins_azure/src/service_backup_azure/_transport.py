@@ -20,7 +20,6 @@ and each of its block workers binds itself, for the duration of the SDK call.
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.retry import Retry
 
+from service_backup import tls
 from service_backup.stall import StallGuard
 
 #: Largest piece of a request body handed to the socket at once (the progress granularity).
@@ -188,6 +188,14 @@ class AbortableRetry(ExponentialRetry):
     is never called for them).
     """
 
+    def increment(
+        self, settings: Any, request: Any, response: Any = None, error: Any = None
+    ) -> bool:
+        """No retry for a refused certificate: the next attempt would be refused the same way."""
+        if error is not None and tls.untrusted_reason(error) is not None:
+            return False
+        return bool(super().increment(settings, request, response=response, error=error))
+
     def sleep(self, settings: Any, transport: Any) -> None:
         transfer: Transfer | None = getattr(_local, "transfer", None)
         if transfer is None:
@@ -200,12 +208,13 @@ class AbortableRetry(ExponentialRetry):
 
 
 def ca_bundle() -> str | bool:
-    """The CA bundle named by ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``, else the default store.
+    """What the transport verifies servers against: the OS trust store (``service_backup.tls``).
 
-    Given to the transport as ``connection_verify``: azure-core passes its own ``verify`` with
-    every request, which would override a bundle set on the session.
+    ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` still win when set. Given to the transport as
+    ``connection_verify``: azure-core passes its own ``verify`` with every request (``True``,
+    i.e. certifi, by default), which would override a bundle set on the session.
     """
-    return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    return tls.requests_verify()
 
 
 def session(url: str, pool_size: int) -> requests.Session:

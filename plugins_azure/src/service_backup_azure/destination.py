@@ -57,6 +57,7 @@ from azure.core.exceptions import (
 )
 from azure.storage.blob import BlobBlock, BlobClient, ContainerClient
 
+from service_backup import tls
 from service_backup.destination import Destination, DestinationContext, ObjectInfo
 from service_backup.errors import DestinationError, ObjectNotFound, one_line
 from service_backup.layout import KeyLayout, MiB
@@ -97,7 +98,6 @@ _ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^'\"()\]]+)")
 _OUT_OF_SAS_SCOPE: Final = frozenset(
     {"AuthorizationPermissionMismatch", "AuthorizationResourceTypeMismatch"}
 )
-_TLS_TEXT = re.compile(r"certificate verify failed: ([^(]+)")
 #: ``RemoteDisconnected('Remote end closed ...')``, ``ConnectionResetError(104, 'Connection ...')``
 _OS_ERROR_TEXT = re.compile(r"\w+(?:Error|Disconnected)\((?:-?\d+, )?'([^']+)'\)")
 _quiet_lock = threading.Lock()
@@ -146,7 +146,7 @@ class AzureDestination(Destination):
         self.stall_rule = config.stall_rule
         self.stop = context.stop
         self._session = session(self.account_url, POOL_SIZE)
-        self._credential = credential(config)
+        self._credential = credential(config, connection_verify=ca_bundle())
         self.retry_policy = AbortableRetry(
             initial_backoff=1,
             increment_base=2,
@@ -360,6 +360,9 @@ class AzureDestination(Destination):
 
     def _error(self, exc: AzureError, action: str, key: str | None = None) -> DestinationError:
         """One line naming what failed; never the key, never the SDK's multi-line dump."""
+        untrusted = tls.untrusted_reason(exc)
+        if untrusted is not None:
+            return DestinationError(tls.untrusted_message(self.account_url, untrusted, action))
         if isinstance(exc, ServiceRequestError):
             return DestinationError(
                 f"cannot reach Azure Storage at {self.account_url} ({_reason(exc)}) while {action}"
@@ -426,9 +429,6 @@ def _reason(exc: AzureError) -> str:
     match = _ERRNO_TEXT.search(text)
     if match:
         return match.group(1).strip()
-    match = _TLS_TEXT.search(text)
-    if match:
-        return f"TLS certificate verify failed: {match.group(1).strip()}"
     match = _OS_ERROR_TEXT.search(text)
     if match:
         return match.group(1).strip()

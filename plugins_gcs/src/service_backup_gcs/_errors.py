@@ -17,6 +17,7 @@ from google.api_core import exceptions as api_exceptions
 from google.auth import exceptions as auth_exceptions
 from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
 
+from service_backup import tls
 from service_backup.errors import DestinationError, ObjectNotFound, one_line
 from service_backup.secret import scrub
 
@@ -48,6 +49,8 @@ def transient(exc: BaseException) -> bool:
     """Worth retrying: a network failure, a 408/429/5xx; never our own errors or a refused token."""
     if isinstance(exc, DestinationError | auth_exceptions.RefreshError):
         return False
+    if tls.untrusted_reason(exc) is not None:
+        return False  # a refused certificate is refused again on every attempt
     if isinstance(exc, Retryable | auth_exceptions.TransportError):
         return True
     if status_of(exc) in RETRYABLE_STATUS:
@@ -109,13 +112,18 @@ class Translator:
                 f"{what} failed: the token endpoint {self.token_uri} refused "
                 f"{self.principal}: {one_line(reason, 200)}"
             )
+        untrusted = tls.untrusted_reason(exc)
+        if untrusted is not None:
+            token = isinstance(exc, auth_exceptions.TransportError)
+            endpoint = f"the token endpoint {self.token_uri}" if token else self.endpoint
+            return self.error(f"{what} failed: {tls.untrusted_message(endpoint, untrusted)}")
         if isinstance(exc, auth_exceptions.TransportError):
             cause = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else exc
             return self.error(
                 f"{what} failed: cannot reach the token endpoint {self.token_uri}: "
                 f"{network_reason(cause)}"
             )
-        if isinstance(exc, NETWORK_ERRORS | requests.RequestException):
+        if isinstance(exc, (*NETWORK_ERRORS, requests.RequestException)):
             return self.error(
                 f"{what} failed: cannot reach GCS at {self.endpoint}: {network_reason(exc)}"
             )

@@ -28,6 +28,7 @@ from google.api_core import exceptions as api_exceptions
 from google.auth.transport.requests import AuthorizedSession, Request
 from google.cloud import storage
 
+from service_backup import tls
 from service_backup.backoff import retry
 from service_backup.destination import Destination, DestinationContext, ObjectInfo
 from service_backup.errors import BackupError, DestinationError, ObjectNotFound
@@ -93,11 +94,15 @@ class GCSDestination(Destination):
         # One session for the SDK client and the streamed requests: the same cached token,
         # and connections a stall guard can cut. No automatic retry on 401, which would
         # re-send a streamed body that has already been consumed.
+        # Both verify against the OS trust store (BOSH trusted_certs), not certifi's bundle.
+        verify = tls.requests_verify()
         token_session = requests.Session()
+        token_session.verify = verify
         mount(token_session, 1)
         self.session = AuthorizedSession(
             found.credentials, refresh_status_codes=(), auth_request=Request(token_session)
         )
+        self.session.verify = verify
         mount(self.session, self.file_concurrency + 1)
         options = {"api_endpoint": config.endpoint} if config.endpoint else None
         try:

@@ -7,6 +7,7 @@ went wrong, from S3's error code and message (never the request, never a credent
 from __future__ import annotations
 
 import http
+import urllib.parse
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -17,6 +18,7 @@ from botocore.exceptions import (
     SSLError,
 )
 
+from service_backup import tls
 from service_backup.errors import one_line
 
 #: Codes meaning the key or bucket is absent, as S3 (body) or a HEAD (status only) reports it.
@@ -63,6 +65,11 @@ def reason(exc: BaseException) -> str:
             message = f"HTTP {status}"
         return f"{code}: {message}" if message else code or "unknown S3 error"
     if isinstance(exc, SSLError):
+        untrusted = tls.untrusted_reason(exc)
+        if untrusted is not None:
+            url = urllib.parse.urlsplit(str(getattr(exc, "kwargs", {}).get("endpoint_url", "")))
+            endpoint = f"{url.scheme}://{url.netloc}" if url.netloc else "the S3 endpoint"
+            return tls.untrusted_message(endpoint, untrusted)
         return f"TLS verification failed: {one_line(exc)}"
     if isinstance(exc, ConnectTimeoutError | EndpointConnectionError):
         return f"cannot connect: {one_line(exc)}"

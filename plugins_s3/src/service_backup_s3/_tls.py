@@ -4,8 +4,8 @@ botocore takes one CA bundle path (``verify``) and then trusts only that file, s
 trust store plus the operator's ``ca_cert``" has to be one file: the system bundle followed by
 the extra PEM, written to a private temporary folder (mode 0700) that ``close`` removes.
 Verification is never switched off. Without ``ca_cert`` the system bundle is used as it is:
-the one OpenSSL would use (``SSL_CERT_FILE``, else its default file, which is where BOSH
-trusted certificates land), or botocore's bundled one when the machine has none.
+the core's ``tls.system_ca_bundle()`` (the file OpenSSL would use, where BOSH trusted
+certificates land), or botocore's bundled one when the machine has none.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import tempfile
 import weakref
 from pathlib import Path
 
+from service_backup import tls
 from service_backup.errors import DestinationError
 
 BUNDLE_NAME = "ca-bundle.pem"
@@ -24,10 +25,9 @@ BUNDLE_NAME = "ca-bundle.pem"
 
 def system_ca_bundle() -> str:
     """Path of the CA file the machine trusts (a file, never a hashed directory)."""
-    paths = ssl.get_default_verify_paths()
-    for candidate in (paths.cafile, paths.openssl_cafile):
-        if candidate and os.path.isfile(candidate):
-            return candidate
+    found = tls.system_ca_bundle()
+    if found is not None:
+        return found
     from botocore.httpsession import get_cert_path
 
     return str(get_cert_path(True))
