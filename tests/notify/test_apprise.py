@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -247,3 +248,19 @@ def test_validate_knows_the_sections(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "apprise.services[0].oops: unknown key" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_apprise_trusts_the_os_store_not_certifi(tmp_path: Path, monkeypatch: Any) -> None:
+    """apprise posts through requests, which reads only REQUESTS_CA_BUNDLE: it is pointed at
+    the store OpenSSL uses (where BOSH installs trusted_certs), and an operator's value wins."""
+    from service_backup_apprise.send import _trust_the_os_store
+
+    bundle = tmp_path / "os-store.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n")
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    _trust_the_os_store()
+    assert os.environ["REQUESTS_CA_BUNDLE"] == str(bundle), "apprise would trust certifi only"
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/operator/choice.pem")
+    _trust_the_os_store()
+    assert os.environ["REQUESTS_CA_BUNDLE"] == "/operator/choice.pem"

@@ -17,6 +17,7 @@ every service URL scrubbed out, explains a failure.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -93,9 +94,21 @@ def secret_pieces(services: tuple[AppriseService, ...]) -> list[str]:
     return [piece for piece in set(pieces) if len(piece.strip()) >= MIN_PIECE]
 
 
+def _trust_the_os_store() -> None:
+    """apprise posts with ``requests`` (``verify=True``), which trusts certifi's list unless
+    ``REQUESTS_CA_BUNDLE`` names a file: point it at the OS store (where BOSH installs
+    ``trusted_certs``), as the destination plugins do, unless the operator set it."""
+    from service_backup.tls import system_ca_bundle
+
+    bundle = system_ca_bundle()
+    if bundle and not os.environ.get("REQUESTS_CA_BUNDLE"):
+        os.environ["REQUESTS_CA_BUNDLE"] = bundle
+
+
 def notify_all(settings: AppriseConfig, message: Message, log: Any) -> None:
     """Tell every service; raise NotifyError naming those that could not be told."""
     collector = _capture_apprise_logs()  # before the import: apprise logs while loading
+    _trust_the_os_store()
     import apprise  # the heavy import, only when a notification goes out
 
     secrets = secret_pieces(settings.services)
