@@ -105,7 +105,7 @@ def _failed_rows(
         Row(name, d, t, None, reason)
         for d in sets
         for t in tool_list
-        if t.ours or not d.memory_check
+        if (t.ours or not d.memory_check) and d.runs_on(name)
     ]
 
 
@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     if "s3" in only:
         ctx.aws = tools.ensure_awscli(work)
 
+    bytecode = tools.ensure_bytecode(REPO, [ctx.aws.parent.parent] if ctx.aws else [])
+    print(f"bench: {bytecode}", file=sys.stderr, flush=True)
     print("bench: generating data sets (once)", file=sys.stderr, flush=True)
     sources = {d.name: datasets.ensure(d, work / "data") for d in sets}
     stamp = started.strftime("%Y%m%dT%H%M%S")
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             with ExitStack() as stack:
                 stack.enter_context(target.serving())
                 versions.update(target.versions())
-                for dataset in sets:
+                for dataset in [d for d in sets if d.runs_on(name)]:
                     rows += run_cell(
                         target, dataset, sources[dataset.name], runs, warmup, stamp, args.timeout
                     )
@@ -216,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     raw_rows, raw_startup, raw_idle = list(rows), list(startup), idle
     notes = list(args.note)
+    notes.append(f"Our packages and the measured tools' virtualenvs: {bytecode}.")
+    previous = report.load_previous(args.out)
     for path in args.merge:
         earlier = report.load_raw(path)
         taken = {(r.destination, r.dataset.name) for r in rows}
@@ -268,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         finished=finished,
         load=(load_start, report.load_average()),
         notes=notes,
+        previous=previous,
     )
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
