@@ -75,6 +75,13 @@ def _parser() -> argparse.ArgumentParser:
         default=REPO / "bench" / "results" / "latest.md",
         help="where the Markdown report goes (default bench/results/latest.md)",
     )
+    p.add_argument(
+        "--previous",
+        type=Path,
+        default=None,
+        help="the results the regression column compares with: a report's .md or .json "
+        "(default: the --out file about to be replaced, its .json first)",
+    )
     p.add_argument("--timeout", type=float, default=1800, help="per upload, seconds")
     p.add_argument("--note", action="append", default=[], help="a line added under the table")
     p.add_argument(
@@ -219,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     raw_rows, raw_startup, raw_idle = list(rows), list(startup), idle
     notes = list(args.note)
     notes.append(f"Our packages and the measured tools' virtualenvs: {bytecode}.")
-    previous = report.load_previous(args.out)
+    previous = report.load_previous(args.previous or args.out)
     for path in args.merge:
         earlier = report.load_raw(path)
         taken = {(r.destination, r.dataset.name) for r in rows}
