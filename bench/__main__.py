@@ -167,10 +167,20 @@ def main(argv: list[str] | None = None) -> int:
             with ExitStack() as stack:
                 stack.enter_context(target.serving())
                 versions.update(target.versions())
-                for dataset in [d for d in sets if d.runs_on(name)]:
-                    rows += run_cell(
-                        target, dataset, sources[dataset.name], runs, warmup, stamp, args.timeout
-                    )
+                try:
+                    for dataset in [d for d in sets if d.runs_on(name)]:
+                        rows += run_cell(
+                            target,
+                            dataset,
+                            sources[dataset.name],
+                            runs,
+                            warmup,
+                            stamp,
+                            args.timeout,
+                        )
+                finally:
+                    for location in target.deferred:
+                        target.remove(location)
         except Exception as exc:  # a server that cannot start: say so in the table
             reason = (
                 f"not run: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"

@@ -257,6 +257,18 @@ def _rss_under(dest: str, datasets: Sequence[str], limit_mib: float = RSS_LIMIT_
     return check
 
 
+def _all_of(*checks):  # type: ignore[no-untyped-def]
+    """Every check met (the details of all, joined)."""
+
+    def check(rows: Sequence[Row]) -> tuple[bool | None, str]:
+        results = [c(rows) for c in checks]
+        if any(met is None for met, _ in results):
+            return None, "not measured"
+        return all(met for met, _ in results), "; ".join(d for _, d in results)
+
+    return check
+
+
 TARGETS = [
     TargetCheck(
         4,
@@ -303,8 +315,43 @@ TARGETS = [
         7,
         "scp",
         "peak RSS ≤ 150 MiB (every set)",
-        _rss_under("scp", ["big-1g", "many-16k", "mid-1m", "huge-2g", "many-16k-q"]),
+        _rss_under("scp", ["big-1g", "many-16k", "mid-1m", "many-4k", "huge-2g", "many-16k-q"]),
     ),
+]
+
+
+_LOCAL_PEER = ["cp -r + sync"]
+TARGETS += [
+    TargetCheck(
+        20,
+        "local",
+        f"5,000 {X} 16 KiB: within 1.5{X} of `cp -r` + sync",
+        _faster_than("local", "many-16k", _LOCAL_PEER, factor=1 / 1.5),
+    ),
+    TargetCheck(
+        20,
+        "local",
+        f"200 {X} 1 MiB: within 1.2{X} of `cp -r` + sync",
+        _faster_than("local", "mid-1m", _LOCAL_PEER, factor=1 / 1.2),
+    ),
+    TargetCheck(
+        20,
+        "local",
+        "1 GiB file: at least as fast as `cp -r` + sync",
+        _faster_than("local", "big-1g", _LOCAL_PEER),
+    ),
+    *[
+        TargetCheck(
+            20,
+            "scp",
+            f"{title}: at least as fast as `sftp -b`, within 1.2{X} of `scp -O -r`",
+            _all_of(
+                _faster_than("scp", name, ["sftp -b"]),
+                _faster_than("scp", name, ["scp -O -r"], factor=1 / 1.2),
+            ),
+        )
+        for name, title in (("many-16k", f"5,000 {X} 16 KiB"), ("mid-1m", f"200 {X} 1 MiB"))
+    ],
 ]
 
 
@@ -363,7 +410,7 @@ def document(
     ]
     if notes:
         parts += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
-    parts += ["## Targets (issues 4 to 7)", "", targets_table(rows, destinations), ""]
+    parts += ["## Targets (issues 4 to 7 and 20)", "", targets_table(rows, destinations), ""]
     parts += ["## Start-up and idle daemon", "", overhead_table(startup, idle), ""]
     parts += ["## Tools and knobs", ""]
     for dest, items in knobs.items():

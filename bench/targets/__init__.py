@@ -92,6 +92,8 @@ class Target(abc.ABC):
         self.ctx = ctx
         #: The server's process, once started: its CPU time is reported beside each run.
         self.server_pid: int | None = None
+        #: Run folders of many-file cells, removed after the last cell (``runner``).
+        self.deferred: list[Location] = []
 
     @contextmanager
     def serving(self) -> Iterator[None]:
