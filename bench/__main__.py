@@ -75,6 +75,13 @@ def _parser() -> argparse.ArgumentParser:
         default=REPO / "bench" / "results" / "latest.md",
         help="where the Markdown report goes (default bench/results/latest.md)",
     )
+    p.add_argument(
+        "--previous",
+        type=Path,
+        default=None,
+        help="the results the regression column compares with: a report's .md or .json "
+        "(default: the --out file about to be replaced, its .json first)",
+    )
     p.add_argument("--timeout", type=float, default=1800, help="per upload, seconds")
     p.add_argument("--note", action="append", default=[], help="a line added under the table")
     p.add_argument(
@@ -105,7 +112,7 @@ def _failed_rows(
         Row(name, d, t, None, reason)
         for d in sets
         for t in tool_list
-        if t.ours or not d.memory_check
+        if (t.ours or not d.memory_check) and d.runs_on(name)
     ]
 
 
@@ -141,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     if "s3" in only:
         ctx.aws = tools.ensure_awscli(work)
 
+    bytecode = tools.ensure_bytecode(REPO, [ctx.aws.parent.parent] if ctx.aws else [])
+    print(f"bench: {bytecode}", file=sys.stderr, flush=True)
     print("bench: generating data sets (once)", file=sys.stderr, flush=True)
     sources = {d.name: datasets.ensure(d, work / "data") for d in sets}
     stamp = started.strftime("%Y%m%dT%H%M%S")
@@ -158,10 +167,20 @@ def main(argv: list[str] | None = None) -> int:
             with ExitStack() as stack:
                 stack.enter_context(target.serving())
                 versions.update(target.versions())
-                for dataset in sets:
-                    rows += run_cell(
-                        target, dataset, sources[dataset.name], runs, warmup, stamp, args.timeout
-                    )
+                try:
+                    for dataset in [d for d in sets if d.runs_on(name)]:
+                        rows += run_cell(
+                            target,
+                            dataset,
+                            sources[dataset.name],
+                            runs,
+                            warmup,
+                            stamp,
+                            args.timeout,
+                        )
+                finally:
+                    for location in target.deferred:
+                        target.remove(location)
         except Exception as exc:  # a server that cannot start: say so in the table
             reason = (
                 f"not run: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -216,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     raw_rows, raw_startup, raw_idle = list(rows), list(startup), idle
     notes = list(args.note)
+    notes.append(f"Our packages and the measured tools' virtualenvs: {bytecode}.")
+    previous = report.load_previous(args.previous or args.out)
     for path in args.merge:
         earlier = report.load_raw(path)
         taken = {(r.destination, r.dataset.name) for r in rows}
@@ -268,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         finished=finished,
         load=(load_start, report.load_average()),
         notes=notes,
+        previous=previous,
     )
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)

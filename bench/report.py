@@ -107,25 +107,57 @@ def fastest_peer(rows: Sequence[Row], ours: Row) -> Row | None:
 
 
 def ratio_text(rows: Sequence[Row], row: Row) -> str:
-    if not row.tool.ours or row.summary is None:
+    """Ours: ÷ the fastest peer (named). A peer: ours ÷ that peer, so every pair is kept."""
+    if row.summary is None:
         return ""
+    if not row.tool.ours:
+        ours = _find(rows, row.destination, row.dataset.name, None)
+        if ours is None or ours.summary is None or row.summary.wall <= 0:
+            return ""
+        return f"{ours.summary.wall / row.summary.wall:.2f}{X}"
     peer = fastest_peer(rows, row)
     if peer is None or peer.summary is None:
         return "no peer"
     return f"{row.summary.wall / peer.summary.wall:.2f}{X} ({peer.tool.name})"
 
 
-def table(rows: Sequence[Row]) -> str:
+#: A cell whose median wall moved more than this against the previous results is flagged.
+REGRESSION_LIMIT = 0.10
+
+Previous = dict[tuple[str, str, str], float]
+
+
+def regression_text(row: Row, previous: Previous | None) -> str:
+    """This cell's median wall against the same cell of the previous results file.
+
+    ``+12% **slower**`` / ``-15% faster`` beyond ±10 %, the bare change within it; ``new``
+    when the previous results had no such cell (or there were none).
+    """
+    if row.summary is None:
+        return ""
+    before = (previous or {}).get((row.destination, row.dataset.name, row.tool.name))
+    if not before:
+        return "new"
+    change = row.summary.wall / before - 1
+    text = f"{change * 100:+.0f}% (was {before:.2f} s)"
+    if change > REGRESSION_LIMIT:
+        return f"{text} **slower**"
+    if change < -REGRESSION_LIMIT:
+        return f"{text} faster"
+    return text
+
+
+def table(rows: Sequence[Row], previous: Previous | None = None) -> str:
     head = (
         "| destination | data set | tool | runs | median wall s | MB/s | CPU s | server CPU s "
-        "| peak RSS MiB | ours ÷ fastest peer (wall) | note |"
+        "| peak RSS MiB | ours ÷ peer (wall) | vs previous (wall, ±10 % flagged) | note |"
     )
-    lines = [head, "|---|---|---|--:|--:|--:|--:|--:|--:|---|---|"]
+    lines = [head, "|---|---|---|--:|--:|--:|--:|--:|--:|---|---|---|"]
     for row in rows:
         s = row.summary
         name = f"**{row.tool.name}**" if row.tool.ours else row.tool.name
         if s is None:
-            cells = [DASH] * 6 + [""]
+            cells = [DASH] * 6 + ["", ""]
         else:
             server = DASH if s.server_cpu is None else f"{s.server_cpu:.2f}"
             cells = [
@@ -136,6 +168,7 @@ def table(rows: Sequence[Row]) -> str:
                 server,
                 f"{s.peak_rss_kib / 1024:.0f}",
                 ratio_text(rows, row),
+                regression_text(row, previous),
             ]
         note = row.note.replace("|", "\\|")
         lines.append(
@@ -224,6 +257,18 @@ def _rss_under(dest: str, datasets: Sequence[str], limit_mib: float = RSS_LIMIT_
     return check
 
 
+def _all_of(*checks):  # type: ignore[no-untyped-def]
+    """Every check met (the details of all, joined)."""
+
+    def check(rows: Sequence[Row]) -> tuple[bool | None, str]:
+        results = [c(rows) for c in checks]
+        if any(met is None for met, _ in results):
+            return None, "not measured"
+        return all(met for met, _ in results), "; ".join(d for _, d in results)
+
+    return check
+
+
 TARGETS = [
     TargetCheck(
         4,
@@ -270,8 +315,43 @@ TARGETS = [
         7,
         "scp",
         "peak RSS ≤ 150 MiB (every set)",
-        _rss_under("scp", ["big-1g", "many-16k", "mid-1m", "huge-2g", "many-16k-q"]),
+        _rss_under("scp", ["big-1g", "many-16k", "mid-1m", "many-4k", "huge-2g", "many-16k-q"]),
     ),
+]
+
+
+_LOCAL_PEER = ["cp -r + sync"]
+TARGETS += [
+    TargetCheck(
+        20,
+        "local",
+        f"5,000 {X} 16 KiB: within 1.5{X} of `cp -r` + sync",
+        _faster_than("local", "many-16k", _LOCAL_PEER, factor=1 / 1.5),
+    ),
+    TargetCheck(
+        20,
+        "local",
+        f"200 {X} 1 MiB: within 1.2{X} of `cp -r` + sync",
+        _faster_than("local", "mid-1m", _LOCAL_PEER, factor=1 / 1.2),
+    ),
+    TargetCheck(
+        20,
+        "local",
+        "1 GiB file: at least as fast as `cp -r` + sync",
+        _faster_than("local", "big-1g", _LOCAL_PEER),
+    ),
+    *[
+        TargetCheck(
+            20,
+            "scp",
+            f"{title}: at least as fast as `sftp -b`, within 1.2{X} of `scp -O -r`",
+            _all_of(
+                _faster_than("scp", name, ["sftp -b"]),
+                _faster_than("scp", name, ["scp -O -r"], factor=1 / 1.2),
+            ),
+        )
+        for name, title in (("many-16k", f"5,000 {X} 16 KiB"), ("mid-1m", f"200 {X} 1 MiB"))
+    ],
 ]
 
 
@@ -299,6 +379,7 @@ def document(
     finished: datetime.datetime,
     load: tuple[str, str],
     notes: Sequence[str],
+    previous: Previous | None = None,
 ) -> str:
     m = machine()
     parts = [
@@ -319,14 +400,17 @@ def document(
         "what the server process spent meanwhile (median); peak RSS = the highest across "
         "runs (largest process per GNU time, or "
         "the sampled sum of the process tree when larger). Ratio = ours' median wall ÷ the "
-        "fastest peer's (below 1 = ours faster).",
+        "fastest peer's (below 1 = ours faster); on a peer's row, ours ÷ that peer. "
+        '"vs previous" compares each cell\'s median wall with the same cell of the results '
+        "file this run replaced (`latest.json`, else the table of `latest.md`); a change "
+        "beyond ±10 % is flagged (a slower cell in bold).",
         "",
-        table(rows),
+        table(rows, previous),
         "",
     ]
     if notes:
         parts += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
-    parts += ["## Targets (issues 4 to 7)", "", targets_table(rows, destinations), ""]
+    parts += ["## Targets (issues 4 to 7 and 20)", "", targets_table(rows, destinations), ""]
     parts += ["## Start-up and idle daemon", "", overhead_table(startup, idle), ""]
     parts += ["## Tools and knobs", ""]
     for dest, items in knobs.items():
@@ -409,3 +493,45 @@ def load_raw(path: Path) -> Earlier:
     startup = [StartupResult(s["label"], summary(s["summary"]), s["note"]) for s in data["startup"]]
     idle = IdleResult(**data["idle"]) if data.get("idle") else None
     return Earlier(rows, startup, idle, data.get("meta", {}))
+
+
+def load_previous(out: Path) -> Previous | None:
+    """The median walls of the results file about to be replaced, by (destination, set, tool).
+
+    ``latest.json`` when present (it has every figure); otherwise the Markdown table of
+    ``latest.md`` (the JSON is not committed, so a fresh clone has only the table).
+    """
+    import json
+
+    raw = out.with_suffix(".json")
+    if raw.is_file():
+        try:
+            data = json.loads(raw.read_text())
+            return {
+                (u["destination"], u["dataset"], u["tool"]): float(u["summary"]["wall"])
+                for u in data["uploads"]
+                if u.get("summary")
+            }
+        except (ValueError, KeyError, TypeError):
+            pass
+    if out.is_file():
+        return parse_table(out.read_text())
+    return None
+
+
+def parse_table(text: str) -> Previous:
+    """The upload rows of a report's Markdown table (the data set by its title)."""
+    from .datasets import ALL_SETS
+
+    by_title = {d.title: d.name for d in ALL_SETS.values()}
+    found: Previous = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 5 or cells[1] not in by_title:
+            continue
+        try:
+            wall = float(cells[4])
+        except ValueError:
+            continue
+        found[(cells[0], by_title[cells[1]], cells[2].strip("*"))] = wall
+    return found

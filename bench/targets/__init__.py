@@ -92,6 +92,8 @@ class Target(abc.ABC):
         self.ctx = ctx
         #: The server's process, once started: its CPU time is reported beside each run.
         self.server_pid: int | None = None
+        #: Run folders of many-file cells, removed after the last cell (``runner``).
+        self.deferred: list[Location] = []
 
     @contextmanager
     def serving(self) -> Iterator[None]:
@@ -192,8 +194,8 @@ def our_knobs(dest_type: str) -> str:
         (dtype,) = [t for t in module.destination_types() if t.name == dest_type]
     except Exception as exc:
         return f"(knobs unknown: {type(exc).__name__})"
-    factory = dtype.factory
-    parts = [f"file_concurrency {getattr(factory, 'file_concurrency', '?')}"]
+    cls = _destination_class(dtype.factory)
+    parts = [f"file_concurrency {getattr(cls, 'file_concurrency', '?')}"]
     package = module.__name__.split(".")[0]
     for name in sorted(sys.modules):
         if name != package and not name.startswith(package + "."):
@@ -204,3 +206,26 @@ def our_knobs(dest_type: str) -> str:
             if key.isupper() and is_int and _KNOB.search(key) and not noise:
                 parts.append(f"{key} {_knob_value(value)}")
     return "as shipped: " + ", ".join(dict.fromkeys(parts))
+
+
+_LAZY = re.compile(r"lazy_factory\('([\w.]+):(\w+)'\)")
+
+
+def _destination_class(factory: Any) -> Any:
+    """The class a destination type opens: the factory itself, or a ``lazy_factory``'s target.
+
+    ``lazy_factory`` names its target in the factory's ``__qualname__``
+    (``lazy_factory('pkg.destination:Class')``); importing it here is fine: the bench is about
+    to use that destination anyway.
+    """
+    import importlib
+
+    if isinstance(factory, type):
+        return factory
+    match = _LAZY.fullmatch(getattr(factory, "__qualname__", ""))
+    if match is None:
+        return factory
+    try:
+        return getattr(importlib.import_module(match[1]), match[2])
+    except (ImportError, AttributeError):
+        return factory

@@ -1,7 +1,8 @@
 """``local``: a folder on the same file system; peers ``cp -r`` and ``rclone copy``.
 
-Ours fsyncs every file and its folder before reporting success, so each peer is followed by
-``sync -f`` on the destination's file system: all three have the data on disk when timing stops.
+Ours makes the run durable before reporting success (one ``syncfs`` of the destination's file
+system before the manifest and one after), so each peer is followed by ``sync -f`` on the
+destination's file system: all three have the data on disk when timing stops.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ class LocalTarget(Target):
     def tools(self) -> list[Tool]:
         rclone = None if self.ctx.rclone else "rclone not installed"
         return [
-            Tool(OURS, ours=True, knobs=our_knobs("local") + "; fsync per file"),
+            Tool(
+                OURS, ours=True, knobs=our_knobs("local") + "; syncfs before and after the manifest"
+            ),
             Tool("cp -r + sync", knobs="one file at a time; then sync -f"),
             Tool(
                 "rclone copy + sync",

@@ -39,6 +39,7 @@ def test_quick_run_writes_a_table(tmp_path: Path) -> None:
     assert ours[3] == "1", ours
     assert float(ours[4]) > 0 and float(ours[5]) > 0 and float(ours[8]) > 0, ours
     assert re.match(r"\d+\.\d\d\u00d7 \(", ours[9]), ours
+    assert ours[10] == "new", f"no earlier results file, yet the regression cell says {ours[10]!r}"
     cp = _row(text, "local", "cp -r + sync")
     assert float(cp[4]) > 0, cp
     # a real server: ours and OpenSSH side by side, the server's CPU measured too
@@ -50,4 +51,7 @@ def test_quick_run_writes_a_table(tmp_path: Path) -> None:
     assert re.search(r"validate`, all five types \| 1 \| \d", text), text
     assert re.search(r"idle daemon, all five types, 2 s window \| 1 \| ready after \d", text), text
     assert "not run:" not in text and "failed" not in text, text
+    knobs = [line for line in text.splitlines() if line.startswith("- local / manual-backup:")]
+    assert knobs and re.search(r"file_concurrency \d", knobs[0]), f"knobs line: {knobs}"
+    assert "byte-compiled" in text, "the report does not say the measured code was byte-compiled"
     assert "Machine: " in text and "rclone" in text and "python: 3." in text

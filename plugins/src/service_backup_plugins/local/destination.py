@@ -1,11 +1,18 @@
 """The ``local`` destination: a folder on this VM or an NFS mount.
 
-Each file is written under a temporary name beside its final one and renamed once its last
-byte arrived, so a failed copy never leaves a half-written file under the final name, nor
-replaces the file already there. Durability is paid once per run, like ``cp -r`` + ``sync``,
-not once per file: ``write`` does not fsync; ``sync`` (which the core calls before and after
-the run manifest) flushes the whole destination file system with one ``syncfs``. A crash
-before the manifest is durable leaves an incomplete folder, never a complete-looking one.
+Durability is paid once per run, like ``cp -r`` + ``sync``, not once per file: ``write`` does
+not fsync; ``sync`` (which the core calls before and after the run manifest) flushes the whole
+destination file system with one ``syncfs``. The manifest is the run's commit point: a crash
+before it is durable leaves an incomplete folder, never a complete-looking one.
+
+A new file is created under its final name (``O_EXCL``: never through a planted link, never
+over anything) and removed again if the copy fails, so a failed write leaves nothing behind.
+Only when a file of that name already exists (a re-run into a folder an earlier run left
+incomplete) is it written under a temporary name and renamed over the old one once its last
+byte arrived, so a failed copy never replaces the file already there. Writing under a
+temporary name every time would cost a rename and a random name per file (about a tenth of
+the time of a run of small files) and buy nothing: until the manifest is written, a folder's
+files are not presented as a backup, and a crash mid-file leaves a folder without one.
 
 On NFS, ``syncfs`` makes the client write back and COMMIT every dirty page of that mount to the
 server; what the server then guarantees is its export's (``sync`` exports: on stable storage;
@@ -14,10 +21,10 @@ server; what the server then guarantees is its export's (``sync`` exports: on st
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
-import shutil
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
@@ -34,6 +41,8 @@ from .config import LocalConfig, parse_mode
 
 PARTIAL_MARK = ".service-backup-partial-"
 COPY_BUFFER = MiB
+#: Files up to this size are written one at a time (see ``LocalDestination.write``).
+SMALL_FILE = 256 * 1024
 
 
 class LocalDestination(Destination):
@@ -46,9 +55,14 @@ class LocalDestination(Destination):
         # getattr: subclasses (the conformance suite's self-test) bring config classes of their own.
         self.file_mode = parse_mode(getattr(config, "file_mode", "0600"))
         self.folder_mode = parse_mode(getattr(config, "folder_mode", "0700"))
-        self._folders: set[Path] = set()  # made (or seen) by this instance: one mkdir each
-        self._written: list[Path] = []  # for the fallback when syncfs is unavailable
+        self._base = str(self.base)
+        self._folders: set[str] = set()  # made (or seen) by this instance: one mkdir each
+        umask = _umask()
+        self._open_mode = self.file_mode & 0o600 if umask is None else self.file_mode
+        self._chmod = umask is None or bool(self.file_mode & umask)
+        self._written: list[str] = []  # for the fallback when syncfs is unavailable
         self._lock = threading.Lock()
+        self._small = threading.Lock()
 
     def _path(self, key: str) -> Path:
         try:
@@ -56,14 +70,26 @@ class LocalDestination(Destination):
         except DestinationError:
             raise DestinationError(f"invalid key {key!r}") from None
 
-    def _create(self, path: str, _flags: int) -> int:
-        """A new file, never through a planted link, with exactly ``file_mode`` (not umask's)."""
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    def _file(self, key: str) -> str:
+        """``_path`` as a string, without pathlib's per-call parsing (once per file)."""
         try:
-            os.fchmod(fd, self.file_mode)
-        except OSError:
-            os.close(fd)
-            raise
+            return f"{self._base}/{check_key(key)}"
+        except DestinationError:
+            raise DestinationError(f"invalid key {key!r}") from None
+
+    def _create(self, path: str) -> int:
+        """A new file, never through a planted link, with exactly ``file_mode`` (not umask's).
+
+        The ``fchmod`` is skipped where the umask cannot have taken a bit of ``file_mode``.
+        """
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(path, flags, self._open_mode)
+        if self._chmod:
+            try:
+                os.fchmod(fd, self.file_mode)
+            except OSError:
+                os.close(fd)
+                raise
         return fd
 
     def describe(self, prefix: str) -> str:
@@ -76,23 +102,54 @@ class LocalDestination(Destination):
             raise DestinationError(f"cannot create folder {self.base}: {exc.strerror}") from None
 
     def write(self, key: str, source: Source) -> ObjectInfo:
-        final = self._path(key)
-        partial = final.with_name(f"{PARTIAL_MARK}{uuid.uuid4().hex}")
+        """Copy ``source`` to ``key``; small files one at a time, larger ones side by side.
+
+        A small file is a handful of short system calls, each of which hands the GIL to
+        another upload thread and back: four threads copying 4 KiB files run at half the
+        speed of one (measured: 20,000 x 4 KiB on tmpfs, 2.8 s with four, 1.15 s with one).
+        Files above ``SMALL_FILE`` spend their time in long reads and writes that release
+        the GIL, and two or more at once copy twice as fast as one.
+        """
+        if source.size > SMALL_FILE:
+            return self._write(key, source)
+        with self._small:
+            return self._write(key, source)
+
+    def _write(self, key: str, source: Source) -> ObjectInfo:
+        final = self._file(key)
+        folder = final.rpartition("/")[0]
+        if folder not in self._folders:
+            try:
+                _make_folders(Path(folder), self.folder_mode)
+            except OSError as exc:
+                target = exc.filename or final
+                raise DestinationError(f"cannot write {target}: {exc.strerror or exc}") from None
+            self._folders.add(folder)
+        partial: str | None = None
         try:
-            if final.parent not in self._folders:
-                _make_folders(final.parent, self.folder_mode)
-                self._folders.add(final.parent)
-            with source.open() as stream, open(partial, "wb", opener=self._create) as out:
-                shutil.copyfileobj(stream, out, COPY_BUFFER)
-                out.flush()
-                size = os.fstat(out.fileno()).st_size
-            os.replace(partial, final)
+            fd = self._create(final)
+            created = final
+        except FileExistsError:
+            partial = f"{folder}/{PARTIAL_MARK}{uuid.uuid4().hex}"
+            try:
+                fd = self._create(partial)
+            except OSError as exc:
+                raise DestinationError(f"cannot write {final}: {exc.strerror or exc}") from None
+            created = partial
         except OSError as exc:
-            partial.unlink(missing_ok=True)
-            target = exc.filename if exc.filename and exc.filename != str(partial) else final
-            raise DestinationError(f"cannot write {target}: {exc.strerror or exc}") from None
+            raise DestinationError(f"cannot write {final}: {exc.strerror or exc}") from None
+        try:
+            try:
+                size = _copy(source, fd)  # bytes written to a file this call created
+            finally:
+                os.close(fd)
+            if partial is not None:
+                os.replace(partial, final)
+        except OSError as exc:
+            _unlink(created)
+            raise DestinationError(f"cannot write {final}: {exc.strerror or exc}") from None
         except BaseException:
-            partial.unlink(missing_ok=True)
+            _unlink(created)
             raise
         with self._lock:
             self._written.append(final)
@@ -112,7 +169,7 @@ class LocalDestination(Destination):
             if not _syncfs(self.base):
                 with ThreadPoolExecutor(8, thread_name_prefix="fsync") as pool:
                     list(pool.map(_fsync_path, written))
-                    list(pool.map(_fsync_dir, {p.parent for p in written}))
+                    list(pool.map(_fsync_dir, {os.path.dirname(p) for p in written}))
         except OSError as exc:
             raise DestinationError(f"cannot flush {self.base} to disk: {exc.strerror}") from None
 
@@ -161,7 +218,7 @@ class LocalDestination(Destination):
                     made.add(target.parent)
                 os.replace(source, target)
                 with self._lock:
-                    self._written.append(target)
+                    self._written.append(str(target))
             except FileNotFoundError:
                 if not source.exists():
                     raise ObjectNotFound(f"{old} not found in {self.base}") from None
@@ -198,6 +255,44 @@ def _make_folders(path: Path, mode: int) -> None:
         os.chmod(folder, mode)
 
 
+def _copy(source: Source, fd: int) -> int:
+    """Every byte through the ``Source`` (checked and hashed), in ``COPY_BUFFER`` pieces.
+
+    Returns the bytes ``write`` accepted: the stored size of the new file ``fd`` is.
+    """
+    size = source.size
+    if size == 0:
+        source.read_at(0, 0)  # still checks the file did not grow or change
+        return 0
+    offset = written = 0
+    while offset < size:
+        data = source.read_at(offset, min(COPY_BUFFER, size - offset))
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            written += n
+            view = view[n:]
+        offset += len(data)
+    return written
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def _umask() -> int | None:
+    """This process's umask, read without changing it (``Umask:`` in /proc, Linux 4.7+)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 
 
@@ -216,7 +311,7 @@ def _syncfs(path: Path) -> bool:
     return True
 
 
-def _fsync_path(path: Path) -> None:
+def _fsync_path(path: str) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
@@ -227,7 +322,7 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

@@ -1,0 +1,53 @@
+"""The report's regression column and the per-destination data sets, without running tools."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench import datasets, report
+from bench.measure import Summary
+from bench.runner import Row
+from bench.targets import Tool, our_knobs
+
+
+def _row(wall: float, tool: str = "manual-backup", ours: bool = True) -> Row:
+    summary = Summary(runs=3, failed=0, wall=wall, walls=(wall,), cpu=1.0, peak_rss_kib=1024)
+    return Row("local", datasets.MANY_4K, Tool(tool, ours=ours), summary)
+
+
+def test_regression_flags_changes_beyond_ten_percent() -> None:
+    previous = {("local", "many-4k", "manual-backup"): 2.0}
+    assert "**slower**" in report.regression_text(_row(2.4), previous), "20 % slower not flagged"
+    assert "faster" in report.regression_text(_row(1.6), previous), "20 % faster not flagged"
+    within = report.regression_text(_row(2.1), previous)
+    assert "slower" not in within and "faster" not in within, f"+5 % was flagged: {within}"
+    assert within.startswith("+5%"), within
+    assert report.regression_text(_row(2.0), None) == "new"
+
+
+def test_previous_results_are_read_back_from_the_markdown_table(tmp_path: Path) -> None:
+    rows = [_row(2.0), _row(0.8, "cp -r + sync", ours=False)]
+    out = tmp_path / "latest.md"
+    out.write_text(report.table(rows))
+    previous = report.load_previous(out)
+    assert previous == {
+        ("local", "many-4k", "manual-backup"): 2.0,
+        ("local", "many-4k", "cp -r + sync"): 0.8,
+    }, previous
+
+
+def test_every_peer_row_keeps_its_ratio() -> None:
+    rows = [_row(2.0), _row(0.8, "cp -r + sync", ours=False)]
+    assert report.ratio_text(rows, rows[1]) == "2.50\u00d7", report.ratio_text(rows, rows[1])
+    assert report.ratio_text(rows, rows[0]).startswith("2.50\u00d7 (cp -r + sync)")
+
+
+def test_many_4k_runs_on_local_and_scp_only() -> None:
+    assert datasets.MANY_4K.runs_on("local") and datasets.MANY_4K.runs_on("scp")
+    assert not datasets.MANY_4K.runs_on("gcs"), "20,000 objects to the one-request GCS emulator"
+    assert datasets.MANY.runs_on("gcs")
+
+
+def test_knobs_name_the_lazily_registered_class_concurrency() -> None:
+    text = our_knobs("local")
+    assert "file_concurrency 4" in text, f"lazy_factory hides the class: {text}"
