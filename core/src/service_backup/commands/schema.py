@@ -19,9 +19,10 @@ A node of the schema describes one value::
 
 The value rules mirror the core's cattrs hooks: a ``string`` also takes a number (YAML's
 ``bucket_path: 2024``), a ``secret`` only a string, an ``integer`` a whole number or its
-digits, a ``boolean`` true/false or the words. Destination types come from the installed
-destination plugins and top-level sections from the installed hook plugins: run it in the
-workspace's environment, which has exactly the built-in ones.
+digits, a ``boolean`` true/false or the words. Destination types are the built-in ones
+(``BUILT_IN``: a third-party type is checked by ``pre-start`` only, and one installed beside
+the workspace must not change the committed schema); top-level sections come from the
+installed hook plugins.
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ from ..secret import Secret
 
 HELP = "print the config file's schema (--json: the form the BOSH job's template embeds)"
 FORMAT: Final = 1
+#: The distributions whose destination types the director checks (this release's own).
+BUILT_IN: Final = frozenset(
+    {"service-backup-plugins", "service-backup-s3", "service-backup-azure",
+     "service-backup-gcs", "service-backup-scp"}
+)  # fmt: skip
 #: Integers a field's validator is probed with to find its lower bound.
 _PROBES: Final = (-1, 0, 1)
 
@@ -76,6 +82,8 @@ def build_schema(registry: PluginRegistry | None = None) -> dict[str, Any]:
     destination["fields"]["config"] = {"kind": "map", "items": {"kind": "any"}}
     types: dict[str, Any] = {}
     for ep in _entry_points(DESTINATION_GROUP):
+        if _dist_of(ep)[0] not in BUILT_IN:
+            continue
         dtype = registry.destination_type(ep.name)
         types[dtype.name] = {
             "distribution": _dist_of(ep)[0],
