@@ -51,5 +51,3 @@ class RunResult:
     rejected: bool = False
     uploads: tuple[UploadResult, ...] = ()
     failures: tuple[DestinationFailure, ...] = ()
-    started_at: float | None = None
-    finished_at: float | None = None

@@ -32,13 +32,16 @@ import json
 import sys
 import typing
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import attrs
 
-from ..config import _ALERT_FIELDS, REQUIRED, _RawConfig, _RawDestination
-from ..plugins import DESTINATION_GROUP, PluginRegistry, _dist_of, _entry_points
 from ..secret import Secret
+
+# The CLI imports every command module to build its parser: the config model (and with it the
+# scheduler) and the plugin loader are imported when the schema is built, not for every run.
+if TYPE_CHECKING:
+    from ..plugins import PluginRegistry
 
 HELP = "print the config file's schema (--json: the form the BOSH job's template embeds)"
 FORMAT: Final = 1
@@ -72,6 +75,9 @@ def render_json(schema: Mapping[str, Any]) -> str:
 
 def build_schema(registry: PluginRegistry | None = None) -> dict[str, Any]:
     """The whole config file: top-level keys, destination entries, each installed type."""
+    from ..config import _ALERT_FIELDS, _RawConfig, _RawDestination
+    from ..plugins import DESTINATION_GROUP, PluginRegistry, _dist_of, _entry_points
+
     registry = registry or PluginRegistry()
     top = _object_node(_RawConfig)
     for key, config_class in sorted(registry.config_sections().items()):
@@ -108,6 +114,8 @@ def build_schema(registry: PluginRegistry | None = None) -> dict[str, Any]:
 
 
 def _object_node(cls: type) -> dict[str, Any]:
+    from ..config import REQUIRED
+
     hints = typing.get_type_hints(cls)
     fields: dict[str, Any] = {}
     for field in attrs.fields(cls):

@@ -97,6 +97,13 @@ class CapturedLogs:
         return "\n".join(self.lines)
 
 
+def _write_tree(root: Path, files: dict[str, bytes]) -> None:
+    """A source tree: relative path -> content."""
+    for relative, data in files.items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_bytes(data)
+
+
 class _AllLogs:
     """Every loguru record and every stdlib logging record at INFO and above, as text."""
 
@@ -128,10 +135,6 @@ class _AllLogs:
 
     def text(self) -> str:
         return "\n".join(self.lines)
-
-
-def _capture_all_logs() -> _AllLogs:
-    return _AllLogs()
 
 
 def _secret_values(dtype: DestinationType, raw: dict[str, Any]) -> list[str]:
@@ -227,7 +230,7 @@ class DestinationSuite:
         Successful writes, listings, reads, ``describe()`` and failures alike: a plugin that
         logs its password on every successful upload leaks it to the job's log files.
         """
-        captured = _capture_all_logs()
+        captured = _AllLogs()
         with captured:
             yield
         configs = [
@@ -396,9 +399,7 @@ class DestinationSuite:
         for index, name in enumerate(AWKWARD_NAMES):
             expected[f"nested/deeper/{name}"] = f"{index}:{name}".encode()
             expected[f"{name[:6].strip() or 'x'}-dir/{name}"] = name.encode()[::-1]
-        for relative, data in expected.items():
-            (source / relative).parent.mkdir(parents=True, exist_ok=True)
-            (source / relative).write_bytes(data)
+        _write_tree(source, expected)
         config = self.backup_config(
             registry, destination_config, source,
             deployment_name="conformance-deploy", add_deployment_name_to_backup_path=True,
@@ -654,9 +655,7 @@ class DestinationSuite:
     ) -> None:
         source = tmp_path / "source"
         files = {"dump.rdb": os.urandom(70_000), "empty.dat": b"", ".aof/x y.aof": b"SET k v\n"}
-        for relative, data in files.items():
-            (source / relative).parent.mkdir(parents=True, exist_ok=True)
-            (source / relative).write_bytes(data)
+        _write_tree(source, files)
         config = self.backup_config(
             registry, destination_config, source,
             deployment_name="conformance-deploy", add_deployment_name_to_backup_path=True,
