@@ -1,4 +1,9 @@
-"""Finding and loading plugins through entry points.
+"""Finding and loading plugins: the built-ins, then the installed ones through entry points.
+
+The core's own hook implementations (the default ``upload``) are plugin modules too, listed in
+``BUILTIN_PLUGINS`` and registered by the loader exactly as an entry point's module is (llm's
+``DEFAULT_PLUGINS``), so ``PluginRegistry`` only manages and ``service-backup plugins`` shows
+them beside the others.
 
 Destination plugins (group ``service_backup``) are imported only when a config names their
 type, so start-up stays fast and a broken plugin that a config does not use cannot break a
@@ -23,6 +28,9 @@ from .errors import ConfigError
 
 DESTINATION_GROUP = "service_backup"
 HOOKS_GROUP = "service_backup.hooks"
+BUILTIN_GROUP = "builtin"
+#: The core's own hook implementations, by module; each registered under its module name.
+BUILTIN_PLUGINS: tuple[str, ...] = ("service_backup.upload",)
 
 
 @attrs.frozen
@@ -48,18 +56,19 @@ def _dist_of(ep: importlib.metadata.EntryPoint) -> tuple[str, str]:
 
 
 class PluginRegistry:
-    """The pluggy manager plus lazy lookup of destination types by name."""
+    """The pluggy manager plus lazy lookup of destination types by name.
 
-    def __init__(self, load_hook_plugins: bool = True) -> None:
+    ``PluginRegistry()`` is the loaded registry every command uses: ``load_plugins`` registers
+    the built-ins and (``load_hook_plugins``) the hook plugins. ``load=False`` gives an empty
+    manager, to register plugins one by one (``inspect_plugins``, tests).
+    """
+
+    def __init__(self, load_hook_plugins: bool = True, *, load: bool = True) -> None:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self._types: dict[str, DestinationType] = {}
-        from . import upload as default_upload
-
-        self.pm.register(default_upload, name="service_backup.upload")
-        if load_hook_plugins:
-            for ep in _entry_points(HOOKS_GROUP):
-                self.register(self._load(ep), name=f"{HOOKS_GROUP}:{ep.name}")
+        if load:
+            load_plugins(self, hook_plugins=load_hook_plugins)
 
     @property
     def hook(self) -> Any:
@@ -114,8 +123,38 @@ class PluginRegistry:
         return self._types[name]
 
 
+def load_plugins(registry: PluginRegistry, *, hook_plugins: bool = True) -> None:
+    """Register the built-in plugin modules, then every hook plugin's entry point.
+
+    Destination plugins are not loaded here: ``destination_type`` imports one when a config
+    names its type.
+    """
+    for module in BUILTIN_PLUGINS:
+        registry.register(_import_builtin(module), name=module)
+    if hook_plugins:
+        for ep in _entry_points(HOOKS_GROUP):
+            registry.register(PluginRegistry._load(ep), name=f"{HOOKS_GROUP}:{ep.name}")
+
+
+def _import_builtin(module: str) -> ModuleType:
+    return importlib.import_module(module)
+
+
+def _core_version() -> str:
+    try:
+        return importlib.metadata.version("service-backup")
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
+
+
 def installed_plugins(groups: Iterable[str] = (DESTINATION_GROUP, HOOKS_GROUP)) -> list[PluginInfo]:
-    infos = []
+    """The built-ins, then each entry point of ``groups`` (sorted by name within a group)."""
+    infos = [
+        PluginInfo(
+            BUILTIN_GROUP, module.rpartition(".")[2], module, "service-backup", _core_version()
+        )
+        for module in BUILTIN_PLUGINS
+    ]
     for group in groups:
         for ep in _entry_points(group):
             dist, version = _dist_of(ep)
@@ -141,11 +180,15 @@ def inspect_plugins() -> list[PluginReport]:
     """
     reports = []
     for info in installed_plugins():
-        registry = PluginRegistry(load_hook_plugins=False)
-        ep = next(e for e in _entry_points(info.group) if e.name == info.name)
+        registry = PluginRegistry(load=False)
         try:
-            plugin = PluginRegistry._load(ep)
-            registry.register(plugin, name=f"{info.group}:{info.name}")
+            if info.group == BUILTIN_GROUP:
+                plugin: object = _import_builtin(info.module)
+                registry.register(plugin, name=info.module)
+            else:
+                ep = next(e for e in _entry_points(info.group) if e.name == info.name)
+                plugin = PluginRegistry._load(ep)
+                registry.register(plugin, name=f"{info.group}:{info.name}")
         except Exception as exc:
             text = str(exc) if isinstance(exc, ConfigError) else f"{type(exc).__name__}: {exc}"
             reports.append(PluginReport(info, problem=text))
