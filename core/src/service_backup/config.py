@@ -180,6 +180,8 @@ class ConfigSection:
 
 @attrs.frozen
 class BackupConfig:
+    """The whole config. Its fields are the document's keys: ``_RawConfig`` is derived from them."""
+
     destinations: tuple[DestinationSpec, ...] = ()
     source_folder: str = ""
     source_executable: str = ""
@@ -207,31 +209,37 @@ class BackupConfig:
         return self.sections.get(key)
 
 
-@attrs.frozen
-class _RawDestination:
-    type: str
-    name: str = ""
-    config: dict[str, Any] = attrs.Factory(dict)
-    retention: RetentionPolicy | None = None
+def _raw_shape(
+    cls: type, *, omit: frozenset[str] = frozenset(), replace: Mapping[str, Any] | None = None
+) -> type:
+    """The document's shape of ``cls``: its fields, names, types and defaults, read from ``cls``.
+
+    cattrs builds this first, so every field's type problem is reported at once with its path;
+    ``parse_config`` then turns it into ``cls``. ``omit`` drops the fields the code fills in
+    (never read from the document); ``replace`` gives a field its raw form, ``(type, default)``
+    (a destination's ``config`` is a mapping until its type's class is known).
+    """
+    hints = typing.get_type_hints(cls)
+    replace = replace or {}
+    these: dict[str, Any] = {}
+    for field in attrs.fields(cls):
+        if field.name in omit:
+            continue
+        hint, default = replace.get(field.name, (hints[field.name], field.default))
+        these[field.name] = attrs.field(type=hint, default=default)
+    return attrs.make_class(f"_Raw{cls.__name__}", these, frozen=True)
 
 
-@attrs.frozen
-class _RawConfig:
-    destinations: list[_RawDestination] = attrs.Factory(list)
-    source_folder: str = ""
-    source_executable: str = ""
-    cron_schedule: str = ""
-    cleanup_executable: str = ""
-    missing_properties_message: str = DEFAULT_MISSING_PROPERTIES_MESSAGE
-    exit_if_in_progress: bool = False
-    service_identifier_executable: str = ""
-    deployment_name: str = ""
-    add_deployment_name_to_backup_path: bool = False
-    backup_user: str = "vcap"
-    alerts: AlertsConfig | None = None
-    metrics: MetricsConfig | None = None
-    aws_cli_path: str = ""
-    azure_cli_path: str = ""
+_RawDestination: Final = _raw_shape(
+    DestinationSpec,
+    omit=frozenset({"index"}),
+    replace={"config": (dict[str, Any], attrs.Factory(dict))},
+)
+_RawConfig: Final = _raw_shape(
+    BackupConfig,
+    omit=frozenset({"sections", "schedule"}),
+    replace={"destinations": (list[_RawDestination], attrs.Factory(list))},  # type: ignore[valid-type]
+)
 
 
 def _structure_bool(value: Any, _: type) -> bool:
@@ -505,7 +513,7 @@ def parse_config(data: Any, registry: PluginLookup) -> BackupConfig:
         except ConfigError as exc:
             problems.append(str(exc))
     try:
-        raw = CONVERTER.structure(data, _RawConfig)
+        raw: Any = CONVERTER.structure(data, _RawConfig)
     except cattrs.BaseValidationError as exc:
         problems = _cattrs_messages(exc, "$") + problems
         raise InvalidConfig("; ".join(problems) + ". " + message, schedule_problem) from None
