@@ -40,8 +40,9 @@ from typing import Any, Protocol
 
 import attrs
 
+from service_backup.backoff import retry
 from service_backup.config import AlertsConfig, AlertsSettings
-from service_backup.errors import BackupError
+from service_backup.errors import BackupError, one_line
 from service_backup.secret import scrub
 
 INITIAL_BACKOFF = 1.0
@@ -65,14 +66,6 @@ class Clock(Protocol):
     def sleep(self, seconds: float) -> None: ...
 
 
-class RealClock:
-    def monotonic(self) -> float:
-        return time.monotonic()
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
-
-
 @attrs.frozen
 class Response:
     status: int
@@ -93,6 +86,10 @@ class _Absent(Exception):
 
 class _Fatal(Exception):
     """A transport failure that retrying cannot fix (an untrusted certificate)."""
+
+
+class _Transient(Exception):
+    """A failure worth another attempt (5xx, router 404, connection); the text says which."""
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -120,11 +117,6 @@ def retryable(response: Response) -> bool:
     )
 
 
-def _one_line(text: str, limit: int = SNIPPET) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
@@ -145,9 +137,10 @@ class Conversation:
         clock: Clock | None = None,
         on_retry: Callable[[str, float], None] | None = None,
     ) -> None:
-        self.clock = clock or RealClock()
+        self.monotonic = clock.monotonic if clock is not None else time.monotonic
+        self.sleep = clock.sleep if clock is not None else None
         self.timeout_seconds = timeout_seconds
-        self.started = self.clock.monotonic()
+        self.started = self.monotonic()
         self.deadline = self.started + timeout_seconds
         self.skip_ssl_validation = skip_ssl_validation
         self.secrets = list(secrets)
@@ -164,12 +157,12 @@ class Conversation:
         return scrub(text, self.secrets)
 
     def fail(self, what: str, problem: str) -> AlertError:
-        return AlertError(self.clean(f"{what}: {_one_line(problem, 2 * SNIPPET)}"))
+        return AlertError(self.clean(f"{what}: {one_line(problem, 2 * SNIPPET)}"))
 
     def _attempt(
         self, method: str, url: str, headers: dict[str, str], body: bytes | None
     ) -> Response:
-        timeout = max(MIN_REQUEST_TIMEOUT, self.deadline - self.clock.monotonic())
+        timeout = max(MIN_REQUEST_TIMEOUT, self.deadline - self.monotonic())
         if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
             raise _Fatal("invalid URL (expected http:// or https://)")
         try:
@@ -213,38 +206,50 @@ class Conversation:
         With ``missing_ok`` a plain 404 raises ``_Absent`` for the caller to fall back.
         """
         headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **headers}
-        delay = INITIAL_BACKOFF
         attempts = 0
-        while True:
+
+        def attempt() -> Response:
+            nonlocal attempts
             attempts += 1
             try:
                 response = self._attempt(method, url, headers, body)
             except _Fatal as exc:
                 raise self.fail(what, f"{method} {url}: {exc}") from None
             except OSError as exc:
-                problem = f"{method} {url} failed: {exc.strerror or exc}"
-            else:
-                if 200 <= response.status < 300:
-                    return response
-                if missing_ok and response.status == 404 and not retryable(response):
-                    raise _Absent(url)
-                text = response.body.decode("utf-8", "replace")
-                problem = f"{method} {url} returned {response.status}: {_one_line(text) or '-'}"
-                if not retryable(response):
-                    raise self.fail(what, problem)
-            now = self.clock.monotonic()
-            if now >= self.deadline:
-                raise self.fail(
-                    what,
-                    f"gave up after {attempts} attempt{'s' if attempts > 1 else ''} in "
-                    f"{now - self.started:.1f}s (timeout_seconds {self.timeout_seconds:g}); "
-                    f"last: {problem}",
-                )
-            wait = min(delay, self.deadline - now)
+                raise _Transient(f"{method} {url} failed: {exc.strerror or exc}") from None
+            if 200 <= response.status < 300:
+                return response
+            if missing_ok and response.status == 404 and not retryable(response):
+                raise _Absent(url)
+            text = response.body.decode("utf-8", "replace")
+            problem = f"{method} {url} returned {response.status}: {one_line(text) or '-'}"
+            if not retryable(response):
+                raise self.fail(what, problem)
+            raise _Transient(problem)
+
+        def on_retry(exc: BaseException, wait: float) -> None:
             if self.on_retry is not None:
-                self.on_retry(self.clean(f"{what}: {problem}"), wait)
-            self.clock.sleep(wait)
-            delay = min(delay * 2, MAX_BACKOFF)
+                self.on_retry(self.clean(f"{what}: {exc}"), wait)
+
+        try:
+            return retry(
+                attempt,
+                retryable=lambda exc: isinstance(exc, _Transient),
+                deadline=self.deadline - self.monotonic(),
+                first=INITIAL_BACKOFF,
+                cap=MAX_BACKOFF,
+                final_at_deadline=True,
+                on_retry=on_retry,
+                clock=self.monotonic,
+                sleep=self.sleep,
+            )
+        except _Transient as exc:
+            raise self.fail(
+                what,
+                f"gave up after {attempts} attempt{'s' if attempts > 1 else ''} in "
+                f"{self.monotonic() - self.started:.1f}s "
+                f"(timeout_seconds {self.timeout_seconds:g}); last: {exc}",
+            ) from None
 
     def json(self, what: str, response: Response, url: str) -> Any:
         try:
