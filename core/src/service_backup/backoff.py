@@ -8,7 +8,7 @@ is used). The last exception is re-raised unchanged, so callers keep their own o
 ``stop`` (an Event) ends the waiting early, e.g. when the daemon shuts down; ``on_retry`` is
 told each retryable failure and the wait before the next attempt (for a debug log line).
 ``clock`` and ``sleep`` are the time the loop sees: tests pass a virtual clock to check the
-waits without sleeping them.
+waits without sleeping them (a ``sleep`` given replaces the waiting on ``stop``).
 """
 
 from __future__ import annotations

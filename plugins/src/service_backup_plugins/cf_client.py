@@ -18,10 +18,11 @@ connection that fails or times out are retried with exponential back-off (1 s, d
 at 16 s) until the deadline: the last wait is cut short so that one final attempt happens right
 at the deadline, whose socket timeout is ``MIN_REQUEST_TIMEOUT``; so the alert gives up within
 ``timeout_seconds`` plus about a second. Any other 4xx, an untrusted TLS certificate, or an
-unknown org or space fails at once.
+unknown org or space fails at once. The loop is the core's ``backoff.retry`` (with
+``final_at_deadline``), run on the conversation's clock so that tests can count the waits.
 
-Only the standard library is used, and this module is imported only when an alert goes out,
-so the daemon pays nothing for it on successful runs.
+Besides the core, only the standard library is used, and this module is imported only when an
+alert goes out, so the daemon pays nothing for it on successful runs.
 """
 
 from __future__ import annotations
