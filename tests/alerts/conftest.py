@@ -16,6 +16,7 @@ from service_backup.context import RunContext
 from service_backup.logs import format_line
 from service_backup.plugins import PluginRegistry
 from service_backup.processes import ProcessManager
+from tests.clock import VirtualClock
 
 from . import cf_server
 from .cf_server import CfServer
@@ -85,21 +86,6 @@ def make_run(config: BackupConfig, identifier: str | None = "instance-42") -> Ru
         log=log,
         identifier=identifier,
     )
-
-
-class VirtualClock:
-    """Time that moves only when the retry loop waits: the back-off is checked, not slept."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.waits: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
 
 
 @pytest.fixture
