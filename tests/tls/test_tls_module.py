@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from service_backup import tls
-from service_backup_plugins import cf_client, healthchecks
+from service_backup_plugins import healthchecks
 from tests.tls.relay import PrivateCA, TlsRelay
 
 
@@ -125,7 +125,7 @@ def test_untrusted_reason_is_none_for_other_failures() -> None:
     assert tls.untrusted_reason(info.value) is None, f"{info.value} taken for a certificate"
 
 
-@pytest.mark.parametrize("client", ["healthchecks", "cf_alerter"])
+@pytest.mark.parametrize("client", ["healthchecks", "urllib_client"])
 def test_urllib_plugins_use_the_os_store(
     client: str,
     clean_env: pytest.MonkeyPatch,
@@ -135,7 +135,7 @@ def test_urllib_plugins_use_the_os_store(
     def call() -> int:
         if client == "healthchecks":
             return healthchecks._send(https_server.url("/ping"), "ok", 10, False)
-        context = cf_client.tls_context(skip_ssl_validation=False)
+        context = tls.client_context()
         with urllib.request.urlopen(https_server.url("/"), context=context, timeout=10) as r:  # noqa: S310
             return int(r.status)
 

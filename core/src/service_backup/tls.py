@@ -52,6 +52,19 @@ def requests_verify() -> str | bool:
     return explicit or system_ca_bundle() or True
 
 
+def client_context(skip_verification: bool = False) -> ssl.SSLContext:
+    """The ``ssl`` context for a urllib client (alerters, pingers): the OS store, as above.
+
+    ``skip_verification`` is an operator's explicit ``skip_ssl_validation: true`` and turns off
+    both the chain and the host name check; nothing else does.
+    """
+    context = ssl.create_default_context()
+    if skip_verification:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 def untrusted_reason(exc: BaseException) -> str | None:
     """Why the peer's certificate was refused, when that is what ``exc`` comes down to.
 

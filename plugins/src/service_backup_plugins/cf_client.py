@@ -45,6 +45,7 @@ from service_backup.backoff import retry
 from service_backup.config import AlertsConfig, AlertsSettings
 from service_backup.errors import BackupError, one_line
 from service_backup.secret import scrub
+from service_backup.tls import client_context
 
 INITIAL_BACKOFF = 1.0
 MAX_BACKOFF = 16.0
@@ -100,15 +101,6 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def tls_context(skip_ssl_validation: bool) -> ssl.SSLContext:
-    """The system trust store, or (``skip_ssl_validation: true``) no verification at all."""
-    context = ssl.create_default_context()
-    if skip_ssl_validation:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 def retryable(response: Response) -> bool:
     if response.status >= 500:
         return True
@@ -147,7 +139,7 @@ class Conversation:
         self.secrets = list(secrets)
         self.on_retry = on_retry
         self._opener = urllib.request.build_opener(
-            urllib.request.HTTPSHandler(context=tls_context(skip_ssl_validation)),
+            urllib.request.HTTPSHandler(context=client_context(skip_ssl_validation)),
             _NoRedirects(),
         )
 

@@ -179,13 +179,11 @@ def _attempts(
 
 def _send(url: str, body: str, timeout: float, skip_ssl_validation: bool) -> int:
     """One POST (healthchecks accepts GET, HEAD and POST alike); the body is the error line."""
-    import ssl
     import urllib.request
 
-    context = ssl.create_default_context()
-    if skip_ssl_validation:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
+    from service_backup.tls import client_context
+
+    context = client_context(skip_ssl_validation)
     data = body.encode("utf-8")[:MAX_BODY]
     request = urllib.request.Request(  # noqa: S310 - the scheme is checked at load time
         url,
