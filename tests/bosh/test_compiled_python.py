@@ -102,6 +102,16 @@ def test_the_compiled_interpreter_has_what_the_daemon_needs(python3: Path) -> No
     assert "OpenSSL" in result.stdout
 
 
+def test_ctypes_links_the_vendored_libffi_statically(python3: Path) -> None:
+    """The stemcell has no libffi-dev; the package must not depend on a libffi.so found on the
+    compilation machine either."""
+    result = run(python3, "-c", "import _ctypes; print(_ctypes.__file__)")
+    assert result.returncode == 0, result.stderr
+    linked = run("ldd", result.stdout.strip())
+    assert linked.returncode == 0, linked.stderr
+    assert "libffi" not in linked.stdout, f"_ctypes links a shared libffi:\n{linked.stdout}"
+
+
 @pytest.mark.parametrize("example", ["backup.yml", "local.yml"])
 def test_the_packaged_daemon_validates_the_examples(packaged: Path, example: str) -> None:
     result = run(packaged / "bin" / "service-backup", "validate", REPO / "examples" / example)
