@@ -146,3 +146,41 @@ def test_help_lists_every_option() -> None:
     for option in ("--python-tarball", "--libffi-tarball", "--fetch", "--work", "--host-headers",
                    "--compile-only", "--dry-run"):  # fmt: skip
         assert option in result.stdout, f"{option} missing from --help"
+
+
+PACKAGING = RELEASE / "packages" / "service-backup_python" / "packaging"
+
+
+def run_packaging(compile_target: Path, install_target: Path) -> subprocess.CompletedProcess:
+    env = {"PATH": "/usr/bin:/bin", "BOSH_COMPILE_TARGET": str(compile_target),
+           "BOSH_INSTALL_TARGET": str(install_target)}  # fmt: skip
+    return subprocess.run(
+        ["bash", str(PACKAGING)], cwd=compile_target, env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("blobs", "reason"),
+    [
+        # A libffi tarball whose folder is not libffi-3.*: refused before anything is configured.
+        ({"Python-3.11.2.tar.xz": "Python-3.11.2", "libffi-3.4.4.tar.gz": "libffi"},
+         "expected exactly one libffi-3.*/ folder extracted"),
+        ({"Python-3.11.2.tar.xz": "Python-3.11.2"},
+         "expected exactly one service-backup_python/libffi-3.*.tar.gz blob, found 0"),
+    ],
+)  # fmt: skip
+def test_packaging_refuses_blobs_it_cannot_build_from(
+    tmp_path: Path, blobs: dict[str, str], reason: str
+) -> None:
+    """The packaging script's own checks of what BOSH put in BOSH_COMPILE_TARGET (the compile
+    itself is compile-check's)."""
+    compile_target = tmp_path / "compile"
+    (compile_target / "service-backup_python").mkdir(parents=True)
+    for name, top in blobs.items():
+        tarball(compile_target / "service-backup_python" / name, top,
+                "w:xz" if name.endswith("xz") else "w:gz")  # fmt: skip
+    result = run_packaging(compile_target, tmp_path / "install")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert reason in result.stderr, result.stderr
+    assert not (tmp_path / "install").exists(), "nothing may be installed"
