@@ -5,7 +5,8 @@ UV := $(TOOLS)/bin/uv
 VENV_STAMP := .venv/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install test-deps demo test lint bench bench-quick release-wheels release-blobs clean
+.PHONY: install test-deps demo test lint bench bench-quick release-wheels release-blobs \
+  release-compile-check clean
 
 $(UV):
 	@command -v uv >/dev/null 2>&1 && { mkdir -p $(TOOLS)/bin && ln -sf "$$(command -v uv)" $(UV); } \
@@ -47,6 +48,13 @@ release-wheels: $(UV)
 # PYTHON_TARBALL=... LIBFFI_TARBALL=... make release-blobs (see docs/bosh.md)
 release-blobs: $(UV)
 	UV=$(UV) bash bosh/scripts/add-blobs
+
+# Compiles service-backup_python for real and runs the release's checks on it (slow: not in
+# `make test`). PYTHON_TARBALL=... LIBFFI_TARBALL=..., or FETCH=1 (apt-get source); WORK=folder.
+release-compile-check: test-deps
+	UV=$(UV) bash bosh/scripts/compile-check \
+	  $(if $(FETCH),--fetch,--python-tarball "$(PYTHON_TARBALL)" --libffi-tarball "$(LIBFFI_TARBALL)") \
+	  $(if $(WORK),--work "$(WORK)")
 
 clean:
 	rm -rf .venv $(TOOLS) node_modules

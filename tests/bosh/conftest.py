@@ -19,6 +19,8 @@ from tests.servers import unavailable
 from .job import RELEASE, REPO, remove_tree, world_readable_tempdir
 
 BACKUP_USER = "nobody"
+#: Set by bosh/scripts/compile-check to the compiled service-backup_python package.
+COMPILED_PYTHON_ENV = "SERVICE_BACKUP_COMPILED_PYTHON"
 
 
 @pytest.fixture(scope="session")
@@ -45,6 +47,19 @@ def _uv() -> str:
             return str(candidate)
     unavailable("uv is needed to build the release's wheels")
     raise AssertionError  # unreachable
+
+
+def compiled_python() -> Path | None:
+    """The install folder of a service-backup_python package compiled by
+    bosh/scripts/compile-check (``SERVICE_BACKUP_COMPILED_PYTHON``), or None: then the tests
+    stand in a CPython 3.11 of this machine for it."""
+    value = os.environ.get(COMPILED_PYTHON_ENV)
+    if not value:
+        return None
+    path = Path(value)
+    if not (path / "bin" / "python3").exists():
+        pytest.fail(f"{COMPILED_PYTHON_ENV}={value} has no bin/python3", pytrace=False)
+    return path
 
 
 def _runtime_python() -> str:
@@ -155,9 +170,15 @@ def packaged(release_wheels: Path) -> Iterator[Path]:
     compile_target = base / "compile"
     (compile_target / "service-backup").mkdir(parents=True)
     shutil.copytree(release_wheels, compile_target / "service-backup" / "wheels")
-    python_bin = base / "packages" / "service-backup_python" / "bin"
-    python_bin.mkdir(parents=True)
-    (python_bin / "python3").symlink_to(_runtime_python())
+    python_package = base / "packages" / "service-backup_python"
+    compiled = compiled_python()
+    if compiled is not None:
+        # bosh/scripts/compile-check: the service-backup_python package itself, compiled.
+        python_package.parent.mkdir(parents=True)
+        python_package.symlink_to(compiled, target_is_directory=True)
+    else:
+        (python_package / "bin").mkdir(parents=True)
+        (python_package / "bin" / "python3").symlink_to(_runtime_python())
     install_target = base / "packages" / "service-backup"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "VIRTUAL_ENV"))}
     env.update(
