@@ -104,7 +104,9 @@ class S3Target(Target):
         return [
             Tool("aws s3 cp --recursive + sync",
                  knobs=f"defaults: max_concurrent_requests 10, multipart_chunksize 8 MiB "
-                 f"(ranged GETs above the 8 MiB threshold); {SYNC_NOTE}",
+                 f"(ranged GETs above the 8 MiB threshold; moto reads the whole object for "
+                 f"every ranged GET, 128 times for 1 GiB: its 1 GiB figure is moto's cost); "
+                 f"{SYNC_NOTE}",
                  unavailable=None if self.ctx.aws else "awscli could not be installed"),
             Tool("rclone copy + sync",
                  knobs=f"defaults: --transfers 4 --checkers 8, --multi-thread-streams 4 above "
