@@ -2,8 +2,10 @@
 
 See ``docs/benchmarks.md``. Full run: the 1 GiB, 5,000 x 16 KiB, 200 x 1 MiB and 2 GiB (memory
 check, ours only) sets to every destination, 3 measured runs per tool after a warm-up, a 60 s
-idle window. ``--quick``: the small sets only (200 x 1 MiB and 500 x 16 KiB), one run each,
-no warm-up, a 10 s idle window: a smoke run that finishes in a few minutes.
+idle window; then the restore cells (``--phase``): the 1 GiB and 5,000 x 16 KiB sets backed up
+once and restored by ``service-backup restore`` beside the peers' downloads. ``--quick``: the
+small sets only (50 x 1 MiB and 500 x 16 KiB), one run each, no warm-up, a 10 s idle window: a
+smoke run that finishes in a few minutes.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib
+import shutil
 import sys
 import traceback
 from contextlib import ExitStack
@@ -18,7 +21,8 @@ from pathlib import Path
 
 from . import datasets, report, tools
 from .overhead import all_types_config, measure_idle, measure_startup
-from .runner import Row, run_cell
+from .runner import PHASES, RESTORE, UPLOAD, Row, run_cell, run_restore_cell
+from .targets import RESTORE as RESTORE_OURS
 from .targets import BenchContext, Target, Tool
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,6 +48,13 @@ def _parser() -> argparse.ArgumentParser:
         "--sets",
         default=None,
         help=f"comma-separated data sets (of {', '.join(datasets.ALL_SETS)})",
+    )
+    p.add_argument(
+        "--phase",
+        default=",".join(PHASES),
+        help="comma-separated: upload (every set to the destination), restore (the sets marked "
+        "for it, big-1g and many-16k, or the quick sets: backed up once, then restored; "
+        "default: both)",
     )
     p.add_argument(
         "--runs", type=int, default=None, help="measured runs per tool (default 3, quick 1)"
@@ -102,18 +113,36 @@ def _load_target(name: str, ctx: BenchContext) -> Target:
 
 
 def _failed_rows(
-    name: str, sets: list[datasets.DataSet], reason: str, target: Target | None
+    name: str,
+    sets: list[datasets.DataSet],
+    reason: str,
+    target: Target | None,
+    phases: list[str],
 ) -> list[Row]:
     try:
         tool_list = target.tools() if target else [Tool("manual-backup", ours=True)]
     except Exception:
         tool_list = [Tool("manual-backup", ours=True)]
-    return [
-        Row(name, d, t, None, reason)
-        for d in sets
-        for t in tool_list
-        if (t.ours or not d.memory_check) and d.runs_on(name)
-    ]
+    try:
+        restore_list = target.restore_tools() if target else [Tool(RESTORE_OURS, ours=True)]
+    except Exception:
+        restore_list = [Tool(RESTORE_OURS, ours=True)]
+    rows = []
+    if UPLOAD in phases:
+        rows += [
+            Row(name, d, t, None, reason)
+            for d in sets
+            for t in tool_list
+            if (t.ours or not d.memory_check) and d.runs_on(name)
+        ]
+    if RESTORE in phases:
+        rows += [
+            Row(name, d, t, None, reason, RESTORE)
+            for d in sets
+            for t in restore_list
+            if d.restore and d.runs_on(name)
+        ]
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
             ) from None
     else:
         sets = list(datasets.QUICK_SETS if args.quick else datasets.FULL_SETS)
+    phases = [x.strip() for x in args.phase.split(",") if x.strip()]
+    if not phases or any(x not in PHASES for x in phases):
+        raise SystemExit(f"bench: --phase {args.phase!r}: choose from {', '.join(PHASES)}")
     runs = args.runs if args.runs is not None else (1 if args.quick else 3)
     warmup = args.warmup if args.warmup is not None else (0 if args.quick else 1)
     idle_seconds = (
@@ -163,13 +195,31 @@ def main(argv: list[str] | None = None) -> int:
         target: Target | None = None
         try:
             target = _load_target(name, ctx)
-            knobs[name] = [(t.name, t.knobs) for t in target.tools()]
+            knobs[name] = []
+            if UPLOAD in phases:
+                knobs[name] += [(t.name, t.knobs) for t in target.tools()]
+            if RESTORE in phases and any(d.restore for d in sets):
+                knobs[name] += [(f"restore: {t.name}", t.knobs) for t in target.restore_tools()]
             with ExitStack() as stack:
                 stack.enter_context(target.serving())
                 versions.update(target.versions())
                 try:
                     for dataset in [d for d in sets if d.runs_on(name)]:
+                        if UPLOAD not in phases:
+                            continue
                         rows += run_cell(
+                            target,
+                            dataset,
+                            sources[dataset.name],
+                            runs,
+                            warmup,
+                            stamp,
+                            args.timeout,
+                        )
+                    for dataset in [d for d in sets if d.runs_on(name) and d.restore]:
+                        if RESTORE not in phases:
+                            continue
+                        rows += run_restore_cell(
                             target,
                             dataset,
                             sources[dataset.name],
@@ -181,17 +231,19 @@ def main(argv: list[str] | None = None) -> int:
                 finally:
                     for location in target.deferred:
                         target.remove(location)
+                    for folder in target.deferred_folders:
+                        shutil.rmtree(folder, ignore_errors=True)
         except Exception as exc:  # a server that cannot start: say so in the table
             reason = (
                 f"not run: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             )
             print(f"bench: {name}: {reason}", file=sys.stderr, flush=True)
             traceback.print_exc(file=sys.stderr)
-            done = {(r.dataset.name, r.tool.name) for r in rows if r.destination == name}
+            done = {(r.phase, r.dataset.name, r.tool.name) for r in rows if r.destination == name}
             rows += [
                 r
-                for r in _failed_rows(name, sets, reason, target)
-                if (r.dataset.name, r.tool.name) not in done
+                for r in _failed_rows(name, sets, reason, target, phases)
+                if (r.phase, r.dataset.name, r.tool.name) not in done
             ]
 
     startup, idle = [], None
@@ -217,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
 
     finished = datetime.datetime.now(datetime.UTC)
     settings = (
-        f"{'--quick, ' if args.quick else ''}destinations {', '.join(only)}; "
+        f"{'--quick, ' if args.quick else ''}{' and '.join(phases)}; "
+        f"destinations {', '.join(only)}; "
         f"sets {', '.join(d.name for d in sets)}; {runs} measured run(s) after "
         f"{warmup} warm-up per tool"
     )
@@ -239,8 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     previous = report.load_previous(args.previous or args.out)
     for path in args.merge:
         earlier = report.load_raw(path)
-        taken = {(r.destination, r.dataset.name) for r in rows}
-        new_rows = [r for r in earlier.rows if (r.destination, r.dataset.name) not in taken]
+        taken = {(r.phase, r.destination, r.dataset.name) for r in rows}
+        new_rows = [
+            r for r in earlier.rows if (r.phase, r.destination, r.dataset.name) not in taken
+        ]
         rows += new_rows
         merged: dict[str, list[str]] = {}
         for r in new_rows:
@@ -274,7 +329,9 @@ def main(argv: list[str] | None = None) -> int:
             notes.append(f"Idle-daemon figures come from an earlier run ({when} UTC).")
     order = {d: i for i, d in enumerate(DESTINATIONS)}
     set_order = {name: i for i, name in enumerate(datasets.ALL_SETS)}
-    rows.sort(key=lambda r: (order[r.destination], set_order[r.dataset.name]))  # keeps tools' order
+    rows.sort(
+        key=lambda r: (r.phase != UPLOAD, order[r.destination], set_order[r.dataset.name])
+    )  # keeps tools' order
     shown = [d for d in DESTINATIONS if d in only or any(r.destination == d for r in rows)]
 
     text = report.document(

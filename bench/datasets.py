@@ -33,6 +33,10 @@ class DataSet:
     #: The destinations it runs on (None: all). 20,000 objects would take the GCS emulator,
     #: which serves one request at a time, over half an hour per run.
     destinations: tuple[str, ...] | None = None
+    #: It also gets a restore cell (``--phase restore``): backed up once, then restored by
+    #: ``service-backup restore`` and downloaded by the peers (issue 13: the 1 GiB and the
+    #: many-files sets, plus the quick sets for the smoke run).
+    restore: bool = False
 
     def runs_on(self, destination: str) -> bool:
         return self.destinations is None or destination in self.destinations
@@ -59,8 +63,8 @@ def _size_text(size: int) -> str:
     return f"{size} B"
 
 
-BIG = DataSet("big-1g", files=1, file_size=1 * GiB)
-MANY = DataSet("many-16k", files=5000, file_size=16 * KiB, folders=50)
+BIG = DataSet("big-1g", files=1, file_size=1 * GiB, restore=True)
+MANY = DataSet("many-16k", files=5000, file_size=16 * KiB, folders=50, restore=True)
 MEDIUM = DataSet("mid-1m", files=200, file_size=1 * MiB)
 #: The per-file overhead set (issue 20): 20,000 x 4 KiB over 100 folders, 80 MiB in all.
 MANY_4K = DataSet(
@@ -69,8 +73,8 @@ MANY_4K = DataSet(
 HUGE = DataSet("huge-2g", files=1, file_size=2 * GiB, memory_check=True)
 #: ``--quick``: small sets only, a tenth of the many-files set and a quarter of the 1 MiB set,
 #: so that all five destinations (the GCS emulator takes ~0.1 s per object) fit in 5 minutes.
-MANY_QUICK = DataSet("many-16k-q", files=500, file_size=16 * KiB, folders=5)
-MEDIUM_QUICK = DataSet("mid-1m-q", files=50, file_size=1 * MiB)
+MANY_QUICK = DataSet("many-16k-q", files=500, file_size=16 * KiB, folders=5, restore=True)
+MEDIUM_QUICK = DataSet("mid-1m-q", files=50, file_size=1 * MiB, restore=True)
 
 FULL_SETS = (BIG, MANY, MEDIUM, MANY_4K, HUGE)
 QUICK_SETS = (MEDIUM_QUICK, MANY_QUICK)

@@ -16,7 +16,7 @@ import attrs
 
 from .datasets import DataSet
 from .overhead import IdleResult, StartupResult
-from .runner import Row
+from .runner import RESTORE, UPLOAD, Row
 
 MiB = 1024 * 1024
 X = "\u00d7"  # multiplication sign
@@ -100,6 +100,7 @@ def fastest_peer(rows: Sequence[Row], ours: Row) -> Row | None:
         for r in rows
         if r.destination == ours.destination
         and r.dataset == ours.dataset
+        and r.phase == ours.phase
         and not r.tool.ours
         and r.summary is not None
     ]
@@ -111,7 +112,7 @@ def ratio_text(rows: Sequence[Row], row: Row) -> str:
     if row.summary is None:
         return ""
     if not row.tool.ours:
-        ours = _find(rows, row.destination, row.dataset.name, None)
+        ours = _find(rows, row.destination, row.dataset.name, None, row.phase)
         if ours is None or ours.summary is None or row.summary.wall <= 0:
             return ""
         return f"{ours.summary.wall / row.summary.wall:.2f}{X}"
@@ -124,7 +125,8 @@ def ratio_text(rows: Sequence[Row], row: Row) -> str:
 #: A cell whose median wall moved more than this against the previous results is flagged.
 REGRESSION_LIMIT = 0.10
 
-Previous = dict[tuple[str, str, str], float]
+#: Median walls by (destination, data set, tool, phase).
+Previous = dict[tuple[str, str, str, str], float]
 
 
 def regression_text(row: Row, previous: Previous | None) -> str:
@@ -135,7 +137,7 @@ def regression_text(row: Row, previous: Previous | None) -> str:
     """
     if row.summary is None:
         return ""
-    before = (previous or {}).get((row.destination, row.dataset.name, row.tool.name))
+    before = (previous or {}).get((row.destination, row.dataset.name, row.tool.name, row.phase))
     if not before:
         return "new"
     change = row.summary.wall / before - 1
@@ -212,23 +214,43 @@ class TargetCheck:
     check: Callable[[Sequence[Row]], tuple[bool | None, str]]
 
 
-def _find(rows: Sequence[Row], dest: str, dataset: str, tool: str | None) -> Row | None:
+def _find(
+    rows: Sequence[Row], dest: str, dataset: str, tool: str | None, phase: str = UPLOAD
+) -> Row | None:
     for r in rows:
         if (
             r.destination == dest
             and r.dataset.name == dataset
+            and r.phase == phase
             and (r.tool.ours if tool is None else r.tool.name == tool)
         ):
             return r
     return None
 
 
-def _faster_than(dest: str, dataset: str, peers: Sequence[str], factor: float = 1.0):  # type: ignore[no-untyped-def]
-    """Ours' wall ≤ the fastest of ``peers``' wall ÷ ``factor``."""
+def _faster_than(  # type: ignore[no-untyped-def]
+    dest: str,
+    dataset: str,
+    peers: Sequence[str] | None,
+    factor: float = 1.0,
+    phase: str = UPLOAD,
+):
+    """Ours' wall ≤ the fastest of ``peers``' wall ÷ ``factor`` (``None``: every peer)."""
 
     def check(rows: Sequence[Row]) -> tuple[bool | None, str]:
-        ours = _find(rows, dest, dataset, None)
-        found = [r for p in peers if (r := _find(rows, dest, dataset, p)) and r.summary]
+        ours = _find(rows, dest, dataset, None, phase)
+        if peers is None:
+            found = [
+                r
+                for r in rows
+                if r.destination == dest
+                and r.dataset.name == dataset
+                and r.phase == phase
+                and not r.tool.ours
+                and r.summary
+            ]
+        else:
+            found = [r for p in peers if (r := _find(rows, dest, dataset, p, phase)) and r.summary]
         if ours is None or ours.summary is None or not found:
             return None, "not measured"
         best = min(found, key=lambda r: r.summary.wall)  # type: ignore[union-attr]
@@ -242,9 +264,11 @@ def _faster_than(dest: str, dataset: str, peers: Sequence[str], factor: float = 
     return check
 
 
-def _rss_under(dest: str, datasets: Sequence[str], limit_mib: float = RSS_LIMIT_MIB):  # type: ignore[no-untyped-def]
+def _rss_under(  # type: ignore[no-untyped-def]
+    dest: str, datasets: Sequence[str], limit_mib: float = RSS_LIMIT_MIB, phase: str = UPLOAD
+):
     def check(rows: Sequence[Row]) -> tuple[bool | None, str]:
-        found = [r for d in datasets if (r := _find(rows, dest, d, None)) and r.summary]
+        found = [r for d in datasets if (r := _find(rows, dest, d, None, phase)) and r.summary]
         if not found:
             return None, "not measured"
         worst = max(found, key=lambda r: r.summary.peak_rss_kib)  # type: ignore[union-attr]
@@ -355,6 +379,33 @@ TARGETS += [
 ]
 
 
+#: Issue 13: restore at least as fast as the fastest peer's download, in bounded memory.
+TARGETS += [
+    check
+    for dest in ("local", "s3", "azure", "gcs", "scp")
+    for check in (
+        TargetCheck(
+            13,
+            dest,
+            "restore, 1 GiB file: at least as fast as the fastest peer's download",
+            _faster_than(dest, "big-1g", None, phase=RESTORE),
+        ),
+        TargetCheck(
+            13,
+            dest,
+            f"restore, 5,000 {X} 16 KiB: at least as fast as the fastest peer's download",
+            _faster_than(dest, "many-16k", None, phase=RESTORE),
+        ),
+        TargetCheck(
+            13,
+            dest,
+            "restore: peak RSS ≤ 150 MiB (every set)",
+            _rss_under(dest, ["big-1g", "many-16k", "mid-1m-q", "many-16k-q"], phase=RESTORE),
+        ),
+    )
+]
+
+
 def targets_table(rows: Sequence[Row], destinations: Sequence[str]) -> str:
     lines = ["| issue | destination | target | result | measured |", "|--:|---|---|---|---|"]
     for t in TARGETS:
@@ -405,12 +456,35 @@ def document(
         "file this run replaced (`latest.json`, else the table of `latest.md`); a change "
         "beyond ±10 % is flagged (a slower cell in bold).",
         "",
-        table(rows, previous),
+        table([r for r in rows if r.phase == UPLOAD], previous),
         "",
     ]
+    restores = [r for r in rows if r.phase == RESTORE]
+    if restores:
+        parts += [
+            "## Restores",
+            "",
+            "Each cell first backs the data set up once with `manual-backup` (not timed); then "
+            "`service-backup restore CONFIG --to DIR` (ours: lists the run, reads its manifest, "
+            "downloads every file, checks its size and sha256, renames it into place, one "
+            "`syncfs` at the end) and each peer downloading the same run folder, followed by "
+            "`sync -f`, run as whole processes under GNU `time -v`, interleaved like the "
+            "uploads, each into a folder that does not exist yet. The first run of every tool "
+            "is compared byte for byte with the source, later runs by names and sizes (the "
+            "manifest object the peers fetch beside the files is ignored). Columns as above; "
+            "MB/s counts the data set's bytes.",
+            "",
+            table(restores, previous),
+            "",
+        ]
     if notes:
         parts += ["Notes:", ""] + [f"- {n}" for n in notes] + [""]
-    parts += ["## Targets (issues 4 to 7 and 20)", "", targets_table(rows, destinations), ""]
+    parts += [
+        "## Targets (issues 4 to 7, 13 and 20)",
+        "",
+        targets_table(rows, destinations),
+        "",
+    ]
     parts += ["## Start-up and idle daemon", "", overhead_table(startup, idle), ""]
     parts += ["## Tools and knobs", ""]
     for dest, items in knobs.items():
@@ -445,6 +519,7 @@ def raw_json(
                 "knobs": r.tool.knobs,
                 "summary": summary(r.summary),
                 "note": r.note,
+                "phase": r.phase,
             }
             for r in rows
         ],
@@ -487,6 +562,7 @@ def load_raw(path: Path) -> Earlier:
             Tool(u["tool"], ours=u["ours"], knobs=u.get("knobs", "")),
             summary(u["summary"]),
             u["note"],
+            u.get("phase", UPLOAD),
         )
         for u in data["uploads"]
     ]
@@ -508,7 +584,9 @@ def load_previous(out: Path) -> Previous | None:
         try:
             data = json.loads(raw.read_text())
             return {
-                (u["destination"], u["dataset"], u["tool"]): float(u["summary"]["wall"])
+                (u["destination"], u["dataset"], u["tool"], u.get("phase", UPLOAD)): float(
+                    u["summary"]["wall"]
+                )
                 for u in data["uploads"]
                 if u.get("summary")
             }
@@ -520,12 +598,17 @@ def load_previous(out: Path) -> Previous | None:
 
 
 def parse_table(text: str) -> Previous:
-    """The upload rows of a report's Markdown table (the data set by its title)."""
+    """The rows of a report's Markdown tables (the data set by its title; the phase by the
+    section the table is in: ``## Restores`` or not)."""
     from .datasets import ALL_SETS
 
     by_title = {d.title: d.name for d in ALL_SETS.values()}
     found: Previous = {}
+    phase = UPLOAD
     for line in text.splitlines():
+        if line.startswith("## "):
+            phase = RESTORE if line.strip() == "## Restores" else UPLOAD
+            continue
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) < 5 or cells[1] not in by_title:
             continue
@@ -533,5 +616,5 @@ def parse_table(text: str) -> Previous:
             wall = float(cells[4])
         except ValueError:
             continue
-        found[(cells[0], by_title[cells[1]], cells[2].strip("*"))] = wall
+        found[(cells[0], by_title[cells[1]], cells[2].strip("*"), phase)] = wall
     return found

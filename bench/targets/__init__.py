@@ -4,6 +4,10 @@ A target starts the same real server the tests use (through ``tests/<type>/serve
 out a fresh remote location for every run (created outside the timed region so that no tool
 pays for it), builds the command line of each peer for that location, counts what landed, and
 removes the location after timing.
+
+For restore cells a target also names its download peers (``restore_tools``) and builds their
+command line (``download``): the same tools as the upload peers, in the other direction, each
+fetching the dated run folder ``prefix`` of a location into a folder that does not exist yet.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ import yaml
 from ..datasets import DataSet
 
 OURS = "manual-backup"
+RESTORE = "service-backup restore"
+#: Every restore (ours included: one ``syncfs`` at the end) leaves the data on disk.
+SYNC_NOTE = "then sync -f on the target's file system"
 
 
 @attrs.frozen
@@ -64,10 +71,10 @@ class BenchContext:
         """Folder of the project's console scripts (``manual-backup``, ``service-backup``)."""
         return Path(sys.executable).parent
 
-    def ours_invocation(
+    def ours_config_file(
         self, run_id: str, dest_type: str, config: dict[str, Any], source: Path
-    ) -> Invocation:
-        """``manual-backup CONFIG`` with one destination, as an operator would run it."""
+    ) -> Path:
+        """A ``backup.yml`` with one destination, as an operator would write it."""
         folder = self.work / "configs"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{run_id}.yml"
@@ -77,7 +84,19 @@ class BenchContext:
             "cron_schedule": "0 0 1 1 *",
         }
         path.write_text(yaml.safe_dump(document, sort_keys=False))
+        return path
+
+    def ours_invocation(
+        self, run_id: str, dest_type: str, config: dict[str, Any], source: Path
+    ) -> Invocation:
+        """``manual-backup CONFIG`` with one destination, as an operator would run it."""
+        path = self.ours_config_file(run_id, dest_type, config, source)
         return Invocation([str(self.bin / "manual-backup"), str(path)])
+
+    def restore_invocation(self, config_file: Path, into: Path) -> Invocation:
+        """``service-backup restore CONFIG --to DIR``: the newest complete run, verified."""
+        return Invocation([str(self.bin / "service-backup"), "restore", str(config_file),
+                           "--to", str(into)])  # fmt: skip
 
 
 class Target(abc.ABC):
@@ -94,6 +113,8 @@ class Target(abc.ABC):
         self.server_pid: int | None = None
         #: Run folders of many-file cells, removed after the last cell (``runner``).
         self.deferred: list[Location] = []
+        #: Restored folders of many-file restore cells, removed likewise.
+        self.deferred_folders: list[Path] = []
 
     @contextmanager
     def serving(self) -> Iterator[None]:
@@ -130,6 +151,27 @@ class Target(abc.ABC):
 
     def versions(self) -> dict[str, str]:
         return {}
+
+    def restore_tools(self) -> list[Tool]:
+        """Ours (``service-backup restore``) first, then the download peers."""
+        return [
+            Tool(RESTORE, ours=True, knobs=our_knobs(self.name, restore=True)),
+            *self.download_peers(),
+        ]
+
+    def download_peers(self) -> list[Tool]:
+        """The upload peers in the download direction (names say ``+ sync``)."""
+        return []
+
+    def restore_skip(self, dataset: DataSet, tool: Tool) -> str | None:
+        """Why ``tool`` does not download ``dataset`` here (a known server limit), or None."""
+        return None
+
+    def download(self, tool: Tool, location: Location, prefix: str, into: Path) -> Invocation:
+        """``tool`` fetching the run folder ``prefix`` (``YYYY/MM/DD`` under the location's
+        base) into ``into``, a folder that does not exist yet (the tool creates it), so that
+        the restored files land directly in it. The harness adds the trailing ``sync -f``."""
+        raise NotImplementedError(f"{self.name}: no download peer {tool.name!r}")
 
     def invocation(self, tool: Tool, source: Path, location: Location) -> Invocation:
         if tool.ours:
@@ -179,12 +221,16 @@ def _knob_value(value: int) -> str:
     return str(value)
 
 
-def our_knobs(dest_type: str) -> str:
+def our_knobs(dest_type: str, restore: bool = False) -> str:
     """The plugin's own knobs as shipped, read from its code (so the report cannot go stale).
 
     ``file_concurrency`` of the destination class, plus the integer module constants whose
-    names speak of concurrency, chunk/part/block sizes, windows or packets.
+    names speak of concurrency, chunk/part/block sizes, windows or packets. For restore: the
+    number of files read at once (``file_concurrency``), the read size, and the stream the
+    plugin's ``open_read`` returns.
     """
+    if restore:
+        return _restore_knobs(dest_type)
     import importlib
     import importlib.metadata
 
@@ -206,6 +252,25 @@ def our_knobs(dest_type: str) -> str:
             if key.isupper() and is_int and _KNOB.search(key) and not noise:
                 parts.append(f"{key} {_knob_value(value)}")
     return "as shipped: " + ", ".join(dict.fromkeys(parts))
+
+
+def _restore_knobs(dest_type: str) -> str:
+    import importlib.metadata
+
+    from service_backup.commands import restore
+
+    try:
+        (entry,) = importlib.metadata.entry_points(group="service_backup", name=dest_type)
+        (dtype,) = [t for t in entry.load().destination_types() if t.name == dest_type]
+        cls = _destination_class(dtype.factory)
+        concurrency = getattr(cls, "file_concurrency", "?")
+    except Exception as exc:
+        concurrency = f"unknown ({type(exc).__name__})"
+    return (
+        f"as shipped: {concurrency} files at once (file_concurrency), reads of "
+        f"{_knob_value(restore.READ_CHUNK)} from open_read, sha256 on the way, temp name + "
+        "rename; one syncfs at the end"
+    )
 
 
 _LAZY = re.compile(r"lazy_factory\('([\w.]+):(\w+)'\)")

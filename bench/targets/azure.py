@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from . import OURS, Invocation, Location, Target, Tool, our_knobs, rclone_env, run_name
+from . import OURS, SYNC_NOTE, Invocation, Location, Target, Tool, our_knobs, rclone_env, run_name
 
 BASE = "backups"
 
@@ -66,6 +66,26 @@ class AzureTarget(Target):
         )
         return Invocation(
             [str(self.ctx.rclone), "copy", str(source), f"benchaz:{container}/{BASE}"], env
+        )
+
+    def download_peers(self) -> list[Tool]:
+        return [
+            Tool("rclone copy + sync",
+                 knobs=f"defaults: --transfers 4 --checkers 8, --multi-thread-streams 4 above "
+                 f"--multi-thread-cutoff 250Mi; container SAS URL; {SYNC_NOTE}",
+                 unavailable=None if self.ctx.rclone else "rclone not installed"),
+        ]  # fmt: skip
+
+    def download(self, tool: Tool, location: Location, prefix: str, into: Path) -> Invocation:
+        container = location.data["container"]
+        env = rclone_env(
+            dict(os.environ),
+            "benchaz",
+            {"type": "azureblob", "sas_url": self.server.container_sas_url(container)},
+        )
+        return Invocation(
+            [str(self.ctx.rclone), "copy", f"benchaz:{container}/{BASE}/{prefix}", str(into)],
+            env,
         )
 
     def count(self, location: Location) -> int:

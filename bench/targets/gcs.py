@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..datasets import DataSet
-from . import OURS, Invocation, Location, Target, Tool, our_knobs, rclone_env, run_name
+from . import OURS, SYNC_NOTE, Invocation, Location, Target, Tool, our_knobs, rclone_env, run_name
 
 BASE = "backups"
 RCLONE_LIMIT = 16 * 1024 * 1024
@@ -50,6 +50,9 @@ class GcsTarget(Target):
         if tool.name == "rclone copy" and dataset.file_size > RCLONE_LIMIT:
             return "cannot: rclone 1.60's GCS backend fails on the emulator above 16 MiB (308)"
         return None
+
+    def restore_skip(self, dataset: DataSet, tool: Tool) -> str | None:
+        return None  # the 308 is the emulator's answer to a resumable upload only
 
     def limit(self, dataset: DataSet) -> tuple[int, int, str] | None:
         if dataset.files >= 5000:
@@ -96,6 +99,33 @@ class GcsTarget(Target):
         })  # fmt: skip
         return Invocation(
             [str(self.ctx.rclone), "copy", str(source), f"benchgcs:{bucket}/{BASE}"], env
+        )
+
+    def download_peers(self) -> list[Tool]:
+        return [
+            Tool(f"{SDK} + sync", knobs="one file after another, Blob.download_to_filename "
+                 f"with the SDK's defaults; {SYNC_NOTE}"),
+            Tool("rclone copy + sync",
+                 knobs=f"defaults: --transfers 4 --checkers 8; anonymous; {SYNC_NOTE}",
+                 unavailable=None if self.ctx.rclone else "rclone not installed"),
+        ]  # fmt: skip
+
+    def download(self, tool: Tool, location: Location, prefix: str, into: Path) -> Invocation:
+        server, bucket = location.data["server"], location.data["bucket"]
+        if tool.name.startswith(SDK):
+            env = dict(os.environ)
+            env.pop("STORAGE_EMULATOR_HOST", None)
+            env.update(
+                BENCH_GCS_KEY=server.service_account_json, BENCH_GCS_ENDPOINT=server.endpoint
+            )
+            argv = [sys.executable, "-m", "bench.peers.gcs_download", bucket,
+                    f"{BASE}/{prefix}", str(into)]  # fmt: skip
+            return Invocation(argv, env, cwd=self.ctx.repo)
+        env = rclone_env(dict(os.environ), "benchgcs", {
+            "type": "google cloud storage", "endpoint": server.endpoint, "anonymous": "true",
+        })  # fmt: skip
+        return Invocation(
+            [str(self.ctx.rclone), "copy", f"benchgcs:{bucket}/{BASE}/{prefix}", str(into)], env
         )
 
     def count(self, location: Location) -> int:

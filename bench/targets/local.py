@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from . import OURS, Invocation, Location, Target, Tool, our_knobs, rclone_env
+from . import OURS, SYNC_NOTE, Invocation, Location, Target, Tool, our_knobs, rclone_env
 
 
 class LocalTarget(Target):
@@ -52,6 +52,21 @@ class LocalTarget(Target):
         script = '"$1" copy "$2" "$3" && sync -f "$3"'
         env = rclone_env(dict(os.environ), "unused", {})
         return Invocation(["sh", "-c", script, "sh", str(self.ctx.rclone), str(source), dest], env)
+
+    def download_peers(self) -> list[Tool]:
+        rclone = None if self.ctx.rclone else "rclone not installed"
+        return [
+            Tool("cp -r + sync", knobs=f"one file at a time; {SYNC_NOTE}"),
+            Tool("rclone copy + sync", knobs=f"defaults: --transfers 4 --checkers 8; {SYNC_NOTE}",
+                 unavailable=rclone),
+        ]  # fmt: skip
+
+    def download(self, tool: Tool, location: Location, prefix: str, into: Path) -> Invocation:
+        run = str(Path(location.data["path"]) / prefix)
+        if tool.name.startswith("cp"):
+            return Invocation(["cp", "-r", run, str(into)])
+        env = rclone_env(dict(os.environ), "unused", {})
+        return Invocation([str(self.ctx.rclone), "copy", run, str(into)], env)
 
     def count(self, location: Location) -> int:
         return sum(len(files) for _, _, files in os.walk(location.data["path"]))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..tools import version_of
-from . import OURS, Invocation, Location, Target, Tool, our_knobs, rclone_env, run_name
+from . import OURS, SYNC_NOTE, Invocation, Location, Target, Tool, our_knobs, rclone_env, run_name
 
 BASE = "backups"
 
@@ -71,27 +71,59 @@ class S3Target(Target):
         env.update(AWS_CONFIG_FILE=missing, AWS_SHARED_CREDENTIALS_FILE=missing)
         return env
 
-    def peer(self, tool: Tool, source: Path, location: Location) -> Invocation:
-        bucket = location.data["bucket"]
-        if tool.name.startswith("aws"):
-            env = self._clean_env()
-            env.update(
-                AWS_ACCESS_KEY_ID=self.server.access_key_id,
-                AWS_SECRET_ACCESS_KEY=self.server.secret_access_key,
-                AWS_DEFAULT_REGION=self.server.region,
-            )
-            argv = [str(self.ctx.aws), "s3", "cp", "--recursive", "--only-show-errors",
-                    "--endpoint-url", self.server.endpoint, str(source),
-                    f"s3://{bucket}/{BASE}/"]  # fmt: skip
-            return Invocation(argv, env)
-        env = rclone_env(self._clean_env(), "benchs3", {
+    def _aws_env(self) -> dict[str, str]:
+        env = self._clean_env()
+        env.update(
+            AWS_ACCESS_KEY_ID=self.server.access_key_id,
+            AWS_SECRET_ACCESS_KEY=self.server.secret_access_key,
+            AWS_DEFAULT_REGION=self.server.region,
+        )
+        return env
+
+    def _rclone_env(self) -> dict[str, str]:
+        return rclone_env(self._clean_env(), "benchs3", {
             "type": "s3", "provider": "Other", "endpoint": self.server.endpoint,
             "access_key_id": self.server.access_key_id,
             "secret_access_key": self.server.secret_access_key,
             "region": self.server.region, "force_path_style": "true",
         })  # fmt: skip
+
+    def peer(self, tool: Tool, source: Path, location: Location) -> Invocation:
+        bucket = location.data["bucket"]
+        if tool.name.startswith("aws"):
+            argv = [str(self.ctx.aws), "s3", "cp", "--recursive", "--only-show-errors",
+                    "--endpoint-url", self.server.endpoint, str(source),
+                    f"s3://{bucket}/{BASE}/"]  # fmt: skip
+            return Invocation(argv, self._aws_env())
         return Invocation(
-            [str(self.ctx.rclone), "copy", str(source), f"benchs3:{bucket}/{BASE}"], env
+            [str(self.ctx.rclone), "copy", str(source), f"benchs3:{bucket}/{BASE}"],
+            self._rclone_env(),
+        )
+
+    def download_peers(self) -> list[Tool]:
+        return [
+            Tool("aws s3 cp --recursive + sync",
+                 knobs=f"defaults: max_concurrent_requests 10, multipart_chunksize 8 MiB "
+                 f"(ranged GETs above the 8 MiB threshold; moto reads the whole object for "
+                 f"every ranged GET, 128 times for 1 GiB: its 1 GiB figure is moto's cost); "
+                 f"{SYNC_NOTE}",
+                 unavailable=None if self.ctx.aws else "awscli could not be installed"),
+            Tool("rclone copy + sync",
+                 knobs=f"defaults: --transfers 4 --checkers 8, --multi-thread-streams 4 above "
+                 f"--multi-thread-cutoff 250Mi; {SYNC_NOTE}",
+                 unavailable=None if self.ctx.rclone else "rclone not installed"),
+        ]  # fmt: skip
+
+    def download(self, tool: Tool, location: Location, prefix: str, into: Path) -> Invocation:
+        bucket = location.data["bucket"]
+        if tool.name.startswith("aws"):
+            argv = [str(self.ctx.aws), "s3", "cp", "--recursive", "--only-show-errors",
+                    "--endpoint-url", self.server.endpoint, f"s3://{bucket}/{BASE}/{prefix}/",
+                    str(into)]  # fmt: skip
+            return Invocation(argv, self._aws_env())
+        return Invocation(
+            [str(self.ctx.rclone), "copy", f"benchs3:{bucket}/{BASE}/{prefix}", str(into)],
+            self._rclone_env(),
         )
 
     def count(self, location: Location) -> int:

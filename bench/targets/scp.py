@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from . import OURS, Invocation, Location, Target, Tool, our_knobs, rclone_env
+from . import OURS, SYNC_NOTE, Invocation, Location, Target, Tool, our_knobs, rclone_env
 
 SCP = "scp -r"
 SCP_LEGACY = "scp -O -r"
@@ -91,6 +91,43 @@ class ScpTarget(Target):
             "known_hosts_file": str(self.server.known_hosts_path),
         })  # fmt: skip
         return Invocation([str(self.ctx.rclone), "copy", str(source), f"benchssh:{dest}"], env)
+
+    def download_peers(self) -> list[Tool]:
+        rclone = None if self.ctx.rclone else "rclone not installed"
+        return [
+            Tool(f"{SCP} + sync", knobs=f"OpenSSH defaults: SFTP protocol, one file at a time; "
+                 f"{SYNC_NOTE}"),
+            Tool(f"{SCP_LEGACY} + sync", knobs=f"legacy SCP protocol (remote `scp -f`), one "
+                 f"stream; {SYNC_NOTE}"),
+            Tool(f"{SFTP} + sync", knobs=f"batch `get -r`, defaults: -R 64 requests of -B 32768 "
+                 f"bytes, one file at a time; {SYNC_NOTE}"),
+            Tool(f"{RCLONE} + sync", knobs=f"defaults: --transfers 4 --checkers 8, "
+                 f"--sftp-concurrency 64; {SYNC_NOTE}", unavailable=rclone),
+        ]  # fmt: skip
+
+    def download(self, tool: Tool, location: Location, prefix: str, into: Path) -> Invocation:
+        run = f"{location.data['path']}/{prefix}"
+        login = f"{self.server.user}@{self.server.host}"
+        options = self.server.ssh_options()
+        port = str(self.server.port)
+        name = tool.name.removesuffix(" + sync")
+        if name == SCP:
+            return Invocation(["scp", "-r", "-q", "-P", port, *options, f"{login}:{run}",
+                               str(into)])  # fmt: skip
+        if name == SCP_LEGACY:
+            return Invocation(["scp", "-O", "-r", "-q", "-P", port, *options, f"{login}:{run}",
+                               str(into)])  # fmt: skip
+        if name == SFTP:
+            batch = self.ctx.work / "configs" / f"{location.ident}-{into.name}.sftp"
+            batch.parent.mkdir(parents=True, exist_ok=True)
+            batch.write_text(f'get -r "{run}" "{into}"\n')
+            return Invocation(["sftp", "-q", "-b", str(batch), "-P", port, *options, login])
+        env = rclone_env(dict(os.environ), "benchssh", {
+            "type": "sftp", "host": self.server.host, "port": port, "user": self.server.user,
+            "key_file": str(self.server.client_key_path),
+            "known_hosts_file": str(self.server.known_hosts_path),
+        })  # fmt: skip
+        return Invocation([str(self.ctx.rclone), "copy", f"benchssh:{run}", str(into)], env)
 
     def count(self, location: Location) -> int:
         return sum(len(files) for _, _, files in os.walk(location.data["path"]))

@@ -2,7 +2,7 @@
 
 One small data set to the local destination and to sshd, one run per tool, a short idle
 window: the point is that every stage (data generation, servers, ours and the peers under GNU
-time, start-up, idle daemon, the report) works, not the figures.
+time, the restore cells, start-up, idle daemon, the report) works, not the figures.
 """
 
 from __future__ import annotations
@@ -15,8 +15,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _row(text: str, destination: str, tool: str) -> list[str]:
-    for line in text.splitlines():
+def _row(text: str, destination: str, tool: str, section: str = "## Uploads") -> list[str]:
+    """The cells of ``tool``'s row for ``destination`` in the table under ``section``."""
+    start = text.index(section)
+    end = text.find("\n## ", start + 1)
+    for line in text[start : end if end > 0 else None].splitlines():
         cells = [c.strip().strip("*") for c in line.strip().strip("|").split("|")]
         if len(cells) > 3 and cells[0] == destination and cells[2] == tool:
             return cells
@@ -46,6 +49,17 @@ def test_quick_run_writes_a_table(tmp_path: Path) -> None:
     scp_ours = _row(text, "scp", "manual-backup")
     assert float(scp_ours[4]) > 0 and float(scp_ours[7]) >= 0, scp_ours
     assert float(_row(text, "scp", "scp -r")[4]) > 0
+
+    # restore cells: ours restored a backup it had just made, the peers downloaded the same
+    # run; every tree was compared with the source (a wrong tree fails the run, so "failed")
+    restore = _row(text, "local", "service-backup restore", "## Restores")
+    assert restore[3] == "1" and float(restore[4]) > 0 and float(restore[8]) > 0, restore
+    assert re.match(r"\d+\.\d\d\u00d7 \(", restore[9]), f"no ratio for the restore: {restore}"
+    assert float(_row(text, "local", "cp -r + sync", "## Restores")[4]) > 0
+    assert float(_row(text, "scp", "service-backup restore", "## Restores")[4]) > 0
+    for peer in ("scp -r + sync", "scp -O -r + sync", "sftp -b + sync"):
+        assert float(_row(text, "scp", peer, "## Restores")[4]) > 0, f"{peer} did not restore"
+    assert re.search(r"#13 \| local \| restore: peak RSS .* \| met \|", text), text
 
     assert "## Start-up and idle daemon" in text
     assert re.search(r"validate`, all five types \| 1 \| \d", text), text

@@ -16,7 +16,7 @@ def _row(wall: float, tool: str = "manual-backup", ours: bool = True) -> Row:
 
 
 def test_regression_flags_changes_beyond_ten_percent() -> None:
-    previous = {("local", "many-4k", "manual-backup"): 2.0}
+    previous = {("local", "many-4k", "manual-backup", "upload"): 2.0}
     assert "**slower**" in report.regression_text(_row(2.4), previous), "20 % slower not flagged"
     assert "faster" in report.regression_text(_row(1.6), previous), "20 % faster not flagged"
     within = report.regression_text(_row(2.1), previous)
@@ -31,8 +31,8 @@ def test_previous_results_are_read_back_from_the_markdown_table(tmp_path: Path) 
     out.write_text(report.table(rows))
     previous = report.load_previous(out)
     assert previous == {
-        ("local", "many-4k", "manual-backup"): 2.0,
-        ("local", "many-4k", "cp -r + sync"): 0.8,
+        ("local", "many-4k", "manual-backup", "upload"): 2.0,
+        ("local", "many-4k", "cp -r + sync", "upload"): 0.8,
     }, previous
 
 
