@@ -76,6 +76,10 @@ class S3Config:
     )
     request_checksum_calculation: ChecksumSetting = ""
     response_checksum_validation: ChecksumSetting = ""
+    #: Stage a same-day re-run and promote it by server-side copy once complete, so that a
+    #: failed re-run leaves the day's earlier complete run intact (costs a copy of every
+    #: byte on the server, and s3:GetObject/s3:DeleteObject; see docs/s3.md).
+    promote_by_copy: bool = False
 
     def __attrs_post_init__(self) -> None:
         key_id = bool(self.access_key_id.reveal().strip())
