@@ -126,7 +126,7 @@ def test_failed_rerun_leaves_the_earlier_run_intact_then_a_good_one_replaces_it(
 def test_stale_staged_objects_of_a_killed_run_are_swept(
     store: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """What a killed run left under the staging folder goes at the start of a later run.
+    """What a killed run left under the staging folder goes when a later re-run stages.
 
     The stores' modification times cannot be set back, so the age bound is set to zero: the
     sweep itself (listing, times, deletes through the real server) is what is tested.
@@ -141,6 +141,8 @@ def test_stale_staged_objects_of_a_killed_run_are_swept(
     monkeypatch.setattr(commit, "STALE_STAGING", datetime.timedelta(0))
     (world.source / "a.rdb").write_bytes(b"a")
     assert world.backup().ok
+    assert leftover in staged(world), "swept by a run that does not stage (costs a listing)"
+    assert world.backup().ok  # a same-day re-run: staged, and sweeps first
     assert staged(world) == [], "the killed run's staged object was not swept"
     assert world.get(outside) == b"not ours to sweep"
 
@@ -154,6 +156,7 @@ def test_a_young_staged_object_is_left_alone(store: Backend, tmp_path: Path) -> 
         dest.write(other, Source.from_bytes(b"in progress elsewhere", "other"))
     (world.source / "a.rdb").write_bytes(b"a")
     assert world.backup().ok
+    assert world.backup().ok  # a same-day re-run: staged, and sweeps first
     assert staged(world) == [other]
 
 

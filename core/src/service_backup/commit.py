@@ -59,8 +59,6 @@ def store_run(
     """Upload ``files`` through the ``upload`` hook, then commit them with the manifest."""
     prefix = run.run_prefix
     earlier = has_manifest(destination, prefix)
-    if destination.can_rename:
-        sweep_staging(destination, run)
     if earlier and destination.can_rename:
         return _staged(spec, destination, files, run, registry)
     if earlier:
@@ -90,6 +88,7 @@ def _staged(
 ) -> UploadResult:
     prefix = run.run_prefix
     staging = staging_prefix(run)
+    sweep_staging(destination, run)
     try:
         result = registry.hook.upload(
             spec=spec, destination=destination, files=files,
@@ -118,8 +117,11 @@ def discard_staging(destination: Destination, staging: str, run: RunContext) -> 
 def sweep_staging(destination: Destination, run: RunContext) -> None:
     """Best effort: remove staged files older than ``STALE_STAGING`` (a killed run's).
 
-    Only under this run's own staging folder, and only objects whose store reports a
-    modification time: a staged run of another VM in progress is never that old.
+    Called by staged runs only: a listing on every run would cost a destination whose
+    ``list`` walks its whole tree (local) that walk each time, for leftovers that only a
+    killed same-day re-run leaves. Only under this deployment's staging folder, and only
+    objects whose store reports a modification time: a staged run of another VM in
+    progress is never that old.
     """
     cutoff = datetime.datetime.now(datetime.UTC) - STALE_STAGING
     root = f"{staging_root(run)}/"
