@@ -464,10 +464,11 @@ class S3Destination(Destination):
             try:
                 future.result()
             except BaseException as exc:
-                failed = failed or exc
                 self._abort_upload(new)
-                for _, other in futures:
-                    other.cancel()
+                if failed is None:
+                    failed = exc
+                    for _, other in futures:
+                        other.cancel()
             finally:
                 self._uploads.pop(new, None)
         if failed is not None:
