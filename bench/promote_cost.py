@@ -1,5 +1,6 @@
 """What ``promote_by_copy`` costs a same-day re-run on S3 (moto), Azure (Azurite) and GCS (the
-emulator): ``python -m bench.promote_cost [--stores s3,azure,gcs] [--sets big,many] [--runs N]``.
+emulator): ``python -m bench.promote_cost [--stores s3,azure,gcs] [--sets big,many] [--runs N]
+[--files N]``.
 
 For each store and data set two locations get a first run of the day; then same-day re-runs
 alternate between the location without the option (the earlier manifest is withdrawn, files
@@ -30,8 +31,14 @@ from service_backup.processes import ProcessManager
 from service_backup.run import run_backup
 
 KiB, MiB = 1024, 1024 * 1024
-SETS = {"big": [("big.bin", 1024 * MiB)], "many": [(f"d{i // 100}/f{i}.dat", 16 * KiB)
-                                                    for i in range(1000)]}  # fmt: skip
+
+
+def data_sets(files: int) -> dict[str, list[tuple[str, int]]]:
+    """``big``: one 1 GiB file; ``many``: ``files`` files of 16 KiB in folders of 100."""
+    return {
+        "big": [("big.bin", 1024 * MiB)],
+        "many": [(f"d{i // 100}/f{i}.dat", 16 * KiB) for i in range(files)],
+    }
 
 
 def server_cpu(pid: int) -> float:
@@ -93,8 +100,8 @@ def server(store: str, folder: Path) -> Iterator[tuple[int, Any]]:
             yield gcs.pid, lambda: gcs.config(f"sb-pc-{uuid.uuid4().hex[:16]}", bucket_path="b")
 
 
-def write_set(root: Path, name: str) -> None:
-    for relative, size in SETS[name]:
+def write_set(root: Path, files: list[tuple[str, int]]) -> None:
+    for relative, size in files:
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("wb") as out:
@@ -129,7 +136,15 @@ def main() -> None:
     parser.add_argument("--stores", default="s3,azure,gcs")
     parser.add_argument("--sets", default="big,many")
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument(
+        "--files",
+        type=int,
+        default=1000,
+        help="files in the many set (the GCS emulator "
+        "rewrites a metadata file of every object it holds on each write: keep it small there)",
+    )
     args = parser.parse_args()
+    sets = data_sets(args.files)
     rows = []
     with tempfile.TemporaryDirectory(prefix="promote-cost-") as tmp:
         work = Path(tmp)
@@ -138,7 +153,7 @@ def main() -> None:
                 for name in args.sets.split(","):
                     source = work / f"src-{name}"
                     if not source.exists():
-                        write_set(source, name)
+                        write_set(source, sets[name])
                     raws = {False: fresh(), True: {**fresh(), "promote_by_copy": True}}
                     for raw in raws.values():
                         one_run(store, raw, source, pid)  # the day's first, complete run
