@@ -21,6 +21,7 @@ from service_backup import commit
 from service_backup.destination import Destination
 from service_backup.hookspecs import hookimpl
 from service_backup.source import Source
+from tests.faultproxy import fault_proxy
 
 from .conftest import _MAKERS, Backend
 from .test_manifests import TODAY, World, cli, tree_of
@@ -180,3 +181,41 @@ def test_azure_promotes_with_a_container_sas(
     assert world.get(f"{world.prefix}/a.rdb") == b"second, promoted by copy"
     assert world.manifest().backup_guid == second.backup_guid
     assert staged(world) == []
+
+
+def test_s3_rerun_cut_by_connection_resets_keeps_the_earlier_run(
+    request: pytest.FixtureRequest, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A re-run whose uploads are reset mid-request (fault proxy in front of moto) fails and
+    leaves the day's earlier complete run intact and nothing staged; once the network heals,
+    the next re-run replaces it."""
+    s3 = _MAKERS["s3"](request, tmp_path)
+    port = int(s3.server.endpoint.rsplit(":", 1)[1])
+    with fault_proxy(port) as proxy:
+        raw = {**s3.fresh(), "endpoint_url": f"http://127.0.0.1:{proxy.port}",
+               "promote_by_copy": True}  # fmt: skip
+        world = World(s3, tmp_path, raw)
+        big = os.urandom(BIG)
+        (world.source / "a.rdb").write_bytes(b"first run a")
+        (world.source / "big.rdb").write_bytes(big)
+        first = world.backup()
+        assert first.ok, first.error
+        (world.source / "big.rdb").write_bytes(big[::-1])
+        proxy.after_bytes = 256 * 1024
+        proxy.mode = "reset"
+        failed = world.backup()
+        assert not failed.ok, "the re-run succeeded through a resetting connection"
+        assert "cannot upload" in (failed.error or "") and STAGING in (failed.error or ""), (
+            f"not failed by the reset while staging: {failed.error}"
+        )
+        proxy.mode = "pass"
+        code, out, _ = cli(capsys, "list", str(world.config_path), "--json")
+        assert code == 0, out
+        (row,) = json.loads(out)
+        assert row["state"] == "complete" and row["backup_guid"] == first.backup_guid, row
+        assert world.get(f"{world.prefix}/big.rdb") == big, "the earlier big file was replaced"
+        assert staged(world) == [], "the reset re-run left staged objects behind"
+        second = world.backup()
+        assert second.ok, second.error
+        assert world.get(f"{world.prefix}/big.rdb") == big[::-1]
+        assert world.manifest().backup_guid == second.backup_guid
