@@ -277,7 +277,7 @@ def test_role_without_s3_permission_is_refused(moto: MotoServer, s3_config: dict
     ],
 )
 def test_credential_and_checksum_keys_are_validated(extra: dict[str, str], message: str) -> None:
-    raw = {"bucket_name": "b", "bucket_path": "p", **extra}
+    raw = {"bucket_name": "backups", "bucket_path": "p", **extra}
     with pytest.raises(ConfigError) as info:
         structure_destination_config(raw, S3Config)
     assert str(info.value).startswith(message), info.value

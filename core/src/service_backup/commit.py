@@ -4,14 +4,16 @@ The manifest is the commit point: written last, through the destination's own at
 ``write``, only once every file arrived with the size and sha256 the upload hook reported. A
 dated folder therefore never carries a manifest that does not describe exactly its bytes.
 
-Same-day re-runs write the same keys. Where the destination renames cheaply (``can_rename``:
-local folders, SFTP) and the day already has a complete run, the files are staged under
-``[<deployment>/].service-backup-staging/<backup_guid>/`` and promoted into the dated folder
-by ``rename`` only after all arrived, so a re-run that fails while uploading leaves the earlier
-complete run untouched (only a failure during the promotion itself leaves the folder
-incomplete). Elsewhere (object stores, where promoting would mean copying every byte again)
-the earlier manifest is withdrawn before the first file is overwritten: a re-run that fails
-half-way leaves an *incomplete* folder, never a mix of two runs presented as complete.
+Same-day re-runs write the same keys. Where the destination promotes staged files
+(``can_rename``: local folders and SFTP always, by rename; S3, Azure and GCS when the operator
+sets ``promote_by_copy``, by server-side copy) and the day already has a complete run, the files
+are staged under ``[<deployment>/].service-backup-staging/<backup_guid>/`` and promoted into the
+dated folder by ``rename`` only after all arrived, so a re-run that fails while uploading
+leaves the earlier complete run untouched (only a failure during the promotion itself leaves
+the folder incomplete). Elsewhere (object stores by default, where promoting means copying
+every byte again on the server) the earlier manifest is withdrawn before the first file is
+overwritten: a re-run that fails half-way leaves an *incomplete* folder, never a mix of two
+runs presented as complete.
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ from .source import Source, SourceFile
 STAGING_FOLDER = ".service-backup-staging"
 
 
+#: Staged files older than this are what a killed run left (no run stages for a day).
+STALE_STAGING = datetime.timedelta(hours=24)
+
+
 def store_run(
     spec: DestinationSpec,
     destination: Destination,
@@ -63,10 +69,14 @@ def store_run(
     return result  # type: ignore[no-any-return]
 
 
-def staging_prefix(run: RunContext) -> str:
+def staging_root(run: RunContext) -> str:
     root = run_root(run.config)
     lead = f"{root}/" if root else ""
-    return f"{lead}{STAGING_FOLDER}/{run.backup_guid}"
+    return f"{lead}{STAGING_FOLDER}"
+
+
+def staging_prefix(run: RunContext) -> str:
+    return f"{staging_root(run)}/{run.backup_guid}"
 
 
 def _staged(
@@ -78,6 +88,7 @@ def _staged(
 ) -> UploadResult:
     prefix = run.run_prefix
     staging = staging_prefix(run)
+    sweep_staging(destination, run)
     try:
         result = registry.hook.upload(
             spec=spec, destination=destination, files=files,
@@ -101,6 +112,37 @@ def discard_staging(destination: Destination, staging: str, run: RunContext) -> 
                 destination.delete(info.key)
     except Exception as exc:
         run.log.bind(error=str(exc)).debug(f"cannot remove the staged files under {staging}")
+
+
+def sweep_staging(destination: Destination, run: RunContext) -> None:
+    """Best effort: remove staged files older than ``STALE_STAGING`` (a killed run's).
+
+    Called by staged runs only: a listing on every run would cost a destination whose
+    ``list`` walks its whole tree (local) that walk each time, for leftovers that only a
+    killed same-day re-run leaves. Only under this deployment's staging folder, and only
+    objects whose store reports a modification time: a staged run of another VM in
+    progress is never that old.
+    """
+    cutoff = datetime.datetime.now(datetime.UTC) - STALE_STAGING
+    root = f"{staging_root(run)}/"
+    try:
+        stale = [
+            info.key
+            for info in destination.list(root)
+            if info.modified is not None and _aware(info.modified) < cutoff
+        ]
+        for key in stale:
+            with contextlib.suppress(ObjectNotFound):
+                destination.delete(key)
+    except Exception as exc:
+        run.log.bind(error=str(exc)).warning(f"cannot remove stale staged files under {root}")
+        return
+    if stale:
+        run.log.bind(files=len(stale)).info(f"removed stale staged files under {root}")
+
+
+def _aware(moment: datetime.datetime) -> datetime.datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
 
 
 def has_manifest(destination: Destination, prefix: str) -> bool:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import abc
 import datetime
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 import attrs
@@ -43,11 +43,21 @@ class Destination(abc.ABC):
 
     #: How many files the run uploads to this destination at once.
     file_concurrency: ClassVar[int] = 4
-    #: True when ``rename`` is implemented and cheap (a metadata operation, as on a file
-    #: system or SFTP). The run then stages its files outside the dated folder and promotes
-    #: them with ``rename`` once all arrived, so a failed same-day re-run leaves the earlier
-    #: complete run intact.
-    can_rename: ClassVar[bool] = False
+
+    @property
+    def can_rename(self) -> bool:
+        """Whether same-day re-runs are staged and promoted with ``rename``.
+
+        When True the run stages its files outside the dated folder and promotes them with
+        ``rename`` once all arrived, so a failed same-day re-run leaves the earlier complete
+        run intact. Say True where ``rename`` is cheap (a metadata operation: a file system,
+        SFTP) with a class attribute, ``can_rename = True``; where promoting costs a
+        server-side copy of every byte (object stores) let the operator choose, with a
+        property reading the config (the S3, Azure and GCS plugins' ``promote_by_copy``).
+        False (the default): the run overwrites in place after withdrawing the earlier
+        manifest, so a failed re-run leaves that day's folder incomplete.
+        """
+        return False
 
     @abc.abstractmethod
     def describe(self, prefix: str) -> str:
@@ -103,9 +113,12 @@ class Destination(abc.ABC):
     def rename(self, moves: Sequence[tuple[str, str]]) -> None:
         """Optional: move each object from its first key to its second, replacing what is there.
 
-        Only called when ``can_rename`` is True. Each move is atomic for readers (the new key
-        shows the old or the new object, never a mix); folders left empty by the moves may be
-        removed. Raise ``ObjectNotFound`` for a missing source, ``DestinationError`` otherwise.
+        Only called when ``can_rename`` is True, with keys the run just staged. Each move
+        replaces the target whole (a reader of the new key sees the old or the new object,
+        never a mix of both) and removes the source: a file system renames, an object store
+        copies on the server, checks the copy, then deletes the staged object. Folders left
+        empty may be removed. Raise ``ObjectNotFound`` for a missing source,
+        ``DestinationError`` otherwise; the run then removes what is left of its staging.
         """
         raise NotImplementedError(f"{type(self).__name__} does not rename")
 
@@ -152,6 +165,22 @@ class DestinationType:
     config_class: type
     factory: Callable[[Any, DestinationContext], Destination]
     label: str
+
+
+def common_folder(keys: Iterable[str]) -> str:
+    """The longest ``/``-ended prefix all ``keys`` share: what one listing of them covers.
+
+    For ``rename`` on object stores, which list the staged objects once (sizes, checksums)
+    instead of asking for each.
+    """
+    keys = list(keys)
+    if not keys:
+        return ""
+    first, last = min(keys), max(keys)  # what these two share, every key between shares
+    n = 0
+    while n < min(len(first), len(last)) and first[n] == last[n]:
+        n += 1
+    return first[: first.rfind("/", 0, n) + 1]
 
 
 def lazy_factory(target: str) -> Callable[[Any, DestinationContext], Destination]:

@@ -145,6 +145,10 @@ class AzureConfig:
     stall_min_bytes_per_second: int = attrs.field(
         default=DEFAULT_STALL_MIN_BYTES_PER_SECOND, validator=_positive
     )
+    #: Stage a same-day re-run and promote it by server-side copy once complete, so that a
+    #: failed re-run leaves the day's earlier complete run intact (costs a copy of every
+    #: byte in the account, and delete rights; see docs/azure.md).
+    promote_by_copy: bool = False
 
     def __attrs_post_init__(self) -> None:
         if self.storage_access_key.reveal().strip() and self.sas_token.reveal().strip():

@@ -44,10 +44,11 @@ import logging
 import re
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any, Final
 
+from azure.core import MatchConditions
 from azure.core.exceptions import (
     AzureError,
     HttpResponseError,
@@ -58,7 +59,12 @@ from azure.core.exceptions import (
 from azure.storage.blob import BlobBlock, BlobClient, ContainerClient
 
 from service_backup import tls
-from service_backup.destination import Destination, DestinationContext, ObjectInfo
+from service_backup.destination import (
+    Destination,
+    DestinationContext,
+    ObjectInfo,
+    common_folder,
+)
 from service_backup.errors import DestinationError, ObjectNotFound, one_line
 from service_backup.layout import KeyLayout, MiB
 from service_backup.source import Source
@@ -145,6 +151,8 @@ class AzureDestination(Destination):
         self.check_hint = CHECK[config.credential_kind]
         self.stall_rule = config.stall_rule
         self.stop = context.stop
+        self.promote_by_copy = config.promote_by_copy
+        self._sas = config.sas_token.reveal().strip().removeprefix("?")
         self._session = session(self.account_url, POOL_SIZE)
         self._credential = credential(config, connection_verify=ca_bundle())
         self.retry_policy = AbortableRetry(
@@ -308,6 +316,129 @@ class AzureDestination(Destination):
         transfer.check()
         source.sha256  # noqa: B018 - every byte was read and the final check passed
         return blob.commit_block_list([BlobBlock(block_id) for block_id in ids])
+
+    # -- promotion (promote_by_copy) ------------------------------------------------------
+
+    @property
+    def can_rename(self) -> bool:
+        """``promote_by_copy``: same-day re-runs are staged, then promoted by server-side copy."""
+        return self.promote_by_copy
+
+    def rename(self, moves: Sequence[tuple[str, str]]) -> None:
+        """Promote staged blobs: a server-side Copy Blob of each, checked, then the staged deleted.
+
+        The staged blobs are listed once (size, ETag, Content-MD5). Each copy is
+        ``start_copy_from_url`` from the staged blob of the same account, pinned to its listed
+        ETag (a staged blob replaced meanwhile is never promoted), ``FILE_CONCURRENCY`` at a
+        time; a copy the service answers as pending is polled until it succeeded (within one
+        account it rarely is). A second listing compares every promoted blob's size, and its
+        Content-MD5 where the staged blob had one, with the staged blob's; then the staged
+        blobs are deleted. With a SAS token the source URL carries it (Azure authorizes the
+        source of a copy by its URL); that URL is never logged nor put in an error.
+        """
+        if not moves:
+            return
+        fulls = [(self.layout.full(old), self.layout.full(new)) for old, new in moves]
+        staged = self._listed(common_folder(old for old, _ in fulls))
+        for old, _ in fulls:
+            if old not in staged:
+                raise ObjectNotFound(f"{self.container_name}/{old} not found")
+        folder = common_folder(new for _, new in fulls)
+        where = f"{self.container_name}/{folder}"
+        guard = StallGuard(
+            f"{self.name}: promotion of {len(fulls)} staged blobs to {where}",
+            self.stall_rule,
+            self.stop,
+        )
+        transfer = Transfer(guard)
+
+        def copy(old: str, new: str) -> None:
+            with transfer.bound():
+                self._copy(old, new, staged[old], transfer)
+
+        def delete(old: str) -> None:
+            with transfer.bound():
+                self._container.delete_blob(old, delete_snapshots="include")
+
+        try:
+            with guard.watch(transfer.abort):
+                self._each(copy, fulls, transfer)
+                self._check_copies(fulls, staged, folder)
+                self._each(delete, [(old,) for old, _ in fulls], transfer)
+        except (Aborted, DestinationError, AzureError) as exc:
+            if transfer.aborted.is_set() or guard.tripped or self.stop.is_set():
+                raise guard.error() from None
+            if isinstance(exc, AzureError):
+                raise self._error(exc, f"promoting staged blobs to {where}") from None
+            raise
+
+    def _each(self, call: Any, jobs: Sequence[tuple[str, ...]], transfer: Transfer) -> None:
+        """``call(*job)`` for every job, ``FILE_CONCURRENCY`` at a time; the first error."""
+        with ThreadPoolExecutor(FILE_CONCURRENCY, thread_name_prefix="azure-promote") as pool:
+            futures = [pool.submit(call, *job) for job in jobs]
+            try:
+                for future in futures:
+                    future.result()
+                    # One second at the floor per request done: promoting many small or
+                    # empty blobs sends few bytes, but it is no stall.
+                    transfer.guard.progress(int(self.stall_rule.floor))
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+
+    def _copy(self, old: str, new: str, found: Any, transfer: Transfer) -> None:
+        source = self._container.get_blob_client(old).url
+        if self.credential_kind == "sas":
+            source = f"{source}?{self._sas}"
+        target = self._container.get_blob_client(new)
+        answer = target.start_copy_from_url(
+            source, source_etag=found.etag, source_match_condition=MatchConditions.IfNotModified
+        )
+        status, delay = str(answer.get("copy_status") or ""), 0.1
+        while status == "pending":
+            transfer.check()
+            if self.stop.wait(delay):
+                transfer.check()
+                raise Aborted()
+            delay = min(delay * 2, 2.0)
+            copied = target.get_blob_properties().copy
+            status = str(copied.status or "")
+            if copied.progress:  # "bytes copied/total": progress for the stall guard
+                done, _, _ = str(copied.progress).partition("/")
+                transfer.guard.progress(int(done or 0))
+        if status != "success":
+            raise DestinationError(
+                f"copy of {self.container_name}/{old} to {new} ended {status or 'without status'}"
+            )
+
+    def _check_copies(
+        self, fulls: Sequence[tuple[str, str]], staged: dict[str, Any], folder: str
+    ) -> None:
+        promoted = self._listed(folder)
+        for old, new in fulls:
+            found, copy = staged[old], promoted.get(new)
+            if copy is None or copy.size != found.size:
+                size = "missing" if copy is None else f"{copy.size} bytes"
+                raise DestinationError(
+                    f"promoted copy of {self.container_name}/{old} is {size}, "
+                    f"the staged blob has {found.size} bytes"
+                )
+            want = found.content_settings.content_md5
+            if want and bytes(copy.content_settings.content_md5 or b"") != bytes(want):
+                raise DestinationError(
+                    f"promoted copy {self.container_name}/{new} has another Content-MD5 "
+                    "than the staged blob: the copy differs"
+                )
+
+    def _listed(self, start: str) -> dict[str, Any]:
+        """Every blob whose name starts with ``start`` (a full name prefix), by name."""
+        return {
+            props.name: props
+            for props in self._container.list_blobs(
+                name_starts_with=start or None, results_per_page=self.list_page_size
+            )
+        }
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         start = self.layout.full_prefix(prefix)

@@ -253,6 +253,10 @@ class GCSConfig:
         default=DEFAULT_STALL_MIN_BYTES_PER_SECOND,
         validator=_not_negative("stall_min_bytes_per_second"),
     )
+    #: Stage a same-day re-run and promote it by server-side rewrite once complete, so that a
+    #: failed re-run leaves the day's earlier complete run intact (costs a copy of every
+    #: byte in the bucket, and delete rights; see docs/gcs.md).
+    promote_by_copy: bool = False
 
     @service_account_json.validator
     def _check_service_account(self, attribute: attrs.Attribute, value: Secret) -> None:

@@ -20,7 +20,8 @@ import functools
 import io
 import os
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any, Final, TypeVar
 
 import requests
@@ -30,7 +31,12 @@ from google.cloud import storage
 
 from service_backup import tls
 from service_backup.backoff import retry
-from service_backup.destination import Destination, DestinationContext, ObjectInfo
+from service_backup.destination import (
+    Destination,
+    DestinationContext,
+    ObjectInfo,
+    common_folder,
+)
 from service_backup.errors import BackupError, DestinationError, ObjectNotFound
 from service_backup.layout import KeyLayout, MiB
 from service_backup.source import Source
@@ -82,6 +88,7 @@ class GCSDestination(Destination):
         self.retry_deadline = RETRY_DEADLINE
         self.timeout = (CONNECT_TIMEOUT, READ_TIMEOUT)
         self.rule = StallRule(config.stall_timeout_seconds, config.stall_min_bytes_per_second)
+        self.promote_by_copy = bool(config.promote_by_copy)
         endpoint = config.endpoint or os.environ.get("STORAGE_EMULATOR_HOST", "")
         found = load_credentials(config)
         self.errors = Translator(
@@ -260,7 +267,15 @@ class GCSDestination(Destination):
         )
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        name_prefix = self.layout.full_prefix(prefix)
+        for item in self._items(self.layout.full_prefix(prefix), "name,size,updated"):
+            yield ObjectInfo(
+                key=self.layout.key_of(item["name"]),
+                size=int(item.get("size") or 0),
+                modified=_timestamp(item.get("updated")),
+            )
+
+    def _items(self, name_prefix: str, fields: str) -> Iterator[dict[str, Any]]:
+        """The JSON API's object resources under ``name_prefix`` (a full name prefix)."""
         url = (
             f"{self._client.api_endpoint}/storage/v1/b/"
             f"{urllib.parse.quote(self.bucket_name, safe='')}/o"
@@ -268,7 +283,7 @@ class GCSDestination(Destination):
         what = f"listing {self.bucket_name}/{name_prefix}"
         params: dict[str, Any] = {
             "maxResults": self.list_page_size,
-            "fields": "items(name,size,updated),nextPageToken",
+            "fields": f"items({fields}),nextPageToken",
         }
         if name_prefix:
             params["prefix"] = name_prefix
@@ -276,16 +291,82 @@ class GCSDestination(Destination):
             page = self.call(what, functools.partial(self._get_json, url, params))
             if page is None:
                 return  # no bucket yet: nothing stored
-            for item in page.get("items") or []:
-                yield ObjectInfo(
-                    key=self.layout.key_of(item["name"]),
-                    size=int(item.get("size") or 0),
-                    modified=_timestamp(item.get("updated")),
-                )
+            yield from page.get("items") or []
             token = page.get("nextPageToken")
             if not token:
                 return
             params = {**params, "pageToken": token}
+
+    # ------------------------------------------------------ promotion (promote_by_copy)
+    @property
+    def can_rename(self) -> bool:
+        """``promote_by_copy``: same-day re-runs are staged, then promoted by server-side copy."""
+        return self.promote_by_copy
+
+    def rename(self, moves: Sequence[tuple[str, str]]) -> None:
+        """Promote staged objects: a server-side rewrite of each, checked, then the staged deleted.
+
+        The staged objects are listed once (size, CRC32C, generation). Each is rewritten to
+        its final name (``objects.rewrite``, called again with the returned token until done:
+        GCS copies large objects, or across locations and classes, in several calls), pinned
+        to the listed generation (a staged object replaced meanwhile is never promoted),
+        ``file_concurrency`` at a time. The rewritten object's size and CRC32C, as GCS reports
+        them, must be the staged object's; then the staged objects are deleted.
+        """
+        if not moves:
+            return
+        fulls = [(self.layout.full(old), self.layout.full(new)) for old, new in moves]
+        start = common_folder(old for old, _ in fulls)
+        staged = {item["name"]: item for item in self._items(start, "name,size,crc32c,generation")}
+        for old, _ in fulls:
+            if old not in staged:
+                raise ObjectNotFound(f"{old} not found in bucket {self.bucket_name}")
+
+        def promote(old: str, new: str) -> None:
+            self._rewrite(old, new, staged[old])
+
+        def delete(old: str, _: str) -> None:
+            self.call(
+                f"deleting staged {self.bucket_name}/{old}",
+                lambda: self.bucket.delete_blob(old, timeout=self.timeout, retry=None),
+                missing=f"{old} not found in bucket {self.bucket_name}",
+            )
+
+        with ThreadPoolExecutor(self.file_concurrency, thread_name_prefix="gcs-promote") as pool:
+            for step in (promote, delete):
+                futures = [pool.submit(step, old, new) for old, new in fulls]
+                try:
+                    for future in futures:
+                        future.result()
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
+
+    def _rewrite(self, old: str, new: str, found: dict[str, Any]) -> None:
+        source, target = self.bucket.blob(old), self.bucket.blob(new)
+        what = f"promotion of {self.bucket_name}/{old} to {new}"
+        token: str | None = None
+        while True:
+
+            def step(token: str | None = token) -> tuple[str | None, int, int]:
+                return target.rewrite(  # type: ignore[no-any-return]
+                    source,
+                    token=token,
+                    if_source_generation_match=int(found["generation"]),
+                    timeout=self.timeout,
+                    retry=None,
+                )
+
+            token, _, _ = self.call(what, step)
+            if token is None:
+                break
+        size = int(found.get("size") or 0)
+        if target.size != size or (found.get("crc32c") and target.crc32c != found["crc32c"]):
+            raise DestinationError(
+                f"{what}: the copy has {target.size} bytes and CRC32C {target.crc32c}, the "
+                f"staged object {size} bytes and CRC32C {found.get('crc32c')}: the copy differs"
+            )
 
     def _get(self, key: str) -> storage.Blob:
         blob = self.call(

@@ -12,6 +12,7 @@ ever appears in a log line, an error or a ``repr``.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 import attrs
@@ -38,6 +39,104 @@ ChecksumSetting = Literal["", "when_supported", "when_required"]
 ServerSideEncryption = Literal["", "AES256", "aws:kms", "aws:kms:dsse"]
 
 
+#: What botocore itself lets through as ``Bucket`` (``botocore.handlers.VALID_BUCKET`` and
+#: ``VALID_S3_ARN``), copied so that validating does not import botocore. Nothing else is
+#: ever sent: with ``endpoint_url`` this is the whole check, the store judges the rest.
+_SENDABLE = re.compile(r"^[a-zA-Z0-9.\-_]{1,255}$")
+_S3_ARN = re.compile(
+    r"^arn:(aws).*:(s3|s3-object-lambda):[a-z\-0-9]*:[0-9]{12}:accesspoint[/:]"
+    r"[a-zA-Z0-9\-.]{1,63}$"
+    r"|^arn:(aws).*:s3-outposts:[a-z\-0-9]+:[0-9]{12}:outpost[/:]"
+    r"[a-zA-Z0-9\-]{1,63}[/:]accesspoint[/:][a-zA-Z0-9\-]{1,63}$"
+)
+_IP_ADDRESS = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
+#: https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html (2026). Not
+#: refused: ``-s3alias`` (an access point alias, usable wherever a bucket name is for the
+#: object requests a backup makes) and ``--x-s3`` (a directory bucket's own suffix).
+_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_RESERVED_SUFFIXES = {
+    "--ol-s3": "Object Lambda access point aliases, which cannot store objects",
+    ".mrap": "Multi-Region Access Points, which are addressed by their ARN",
+    "--table-s3": "table buckets, which do not store objects",
+}
+_LEGACY_HINT = (
+    " (a bucket created in us-east-1 before March 2018 may have such a name: give "
+    "endpoint_url: https://s3.amazonaws.com to use it)"
+)
+
+
+def bucket_name_problems(name: str, compatible: bool) -> list[str]:
+    """Every reason ``name`` can never name a bucket; empty when it can.
+
+    ``compatible`` (``endpoint_url`` is set): only what botocore refuses to send, since
+    S3-compatible stores have their own rules (Ceph RGW can allow uppercase letters and
+    underscores, MinIO cannot); the store judges at the first run. On AWS, the current
+    naming rules for general purpose buckets (and directory buckets, which end ``--x-s3``);
+    access point ARNs pass as botocore takes them.
+    """
+    if name.startswith("arn:"):
+        return [] if _S3_ARN.match(name) else ["not an S3 access point or Outposts ARN"]
+    if compatible:
+        problems = []
+        if len(name) > 255:
+            problems.append(f"{len(name)} characters (at most 255)")
+        bad = sorted(set(re.sub(r"[a-zA-Z0-9._-]", "", name)))
+        if bad:
+            problems.append(
+                "characters other than letters, digits, '.', '-' and '_' "
+                f"({' '.join(repr(c) for c in bad)})"
+            )
+        return problems
+    problems = []
+    legacy = False
+    if not 3 <= len(name) <= 63:
+        problems.append(f"{len(name)} characters (3 to 63 allowed)")
+        legacy = len(name) > 63
+    upper = sorted({c for c in name if "A" <= c <= "Z"})
+    if upper:
+        problems.append(f"uppercase letters ({''.join(upper)})")
+        legacy = True
+    if "_" in name:
+        problems.append("underscores")
+        legacy = True
+    other = sorted(set(re.sub(r"[a-zA-Z0-9._-]", "", name)))
+    if other:
+        problems.append(
+            "characters other than lowercase letters, digits, '.' and '-' "
+            f"({' '.join(repr(c) for c in other)})"
+        )
+    if name and not (name[0].isascii() and name[0].isalnum()):
+        problems.append("does not start with a letter or digit")
+    if name and not (name[-1].isascii() and name[-1].isalnum()):
+        problems.append("does not end with a letter or digit")
+    if ".." in name:
+        problems.append("two adjacent periods")
+    if _IP_ADDRESS.match(name):
+        problems.append("formatted as an IP address")
+    problems += [f"starts with the reserved prefix {p}" for p in _RESERVED_PREFIXES if
+                 name.startswith(p)]  # fmt: skip
+    problems += [
+        f"ends with {suffix}, reserved for {what}"
+        for suffix, what in _RESERVED_SUFFIXES.items()
+        if name.endswith(suffix)
+    ]
+    if problems and legacy and _SENDABLE.match(name):
+        problems[-1] += _LEGACY_HINT
+    return problems
+
+
+def _check_bucket_name(instance: S3Config, attribute: attrs.Attribute, value: str) -> None:
+    name = value.strip()
+    if not name:
+        return  # the core reports a missing required field
+    problems = bucket_name_problems(name, bool(instance.endpoint_url.strip()))
+    if problems:
+        where = "S3-compatible store" if instance.endpoint_url.strip() else "AWS S3"
+        raise ValueError(
+            f"{attribute.name}: '{name}' can never name a bucket on {where}: " + ", ".join(problems)
+        )
+
+
 def _at_least(name: str, value: float, floor: float, strict: bool) -> None:
     if value < floor or (strict and value == floor):
         raise ValueError(f"{name}: must be {'more than' if strict else 'at least'} {floor}")
@@ -45,7 +144,7 @@ def _at_least(name: str, value: float, floor: float, strict: bool) -> None:
 
 @attrs.frozen
 class S3Config:
-    bucket_name: str = required()
+    bucket_name: str = required(validator=_check_bucket_name)
     bucket_path: str = required()
     #: Both or neither; neither: boto3's default credential chain.
     access_key_id: Secret = NO_SECRET
@@ -76,6 +175,10 @@ class S3Config:
     )
     request_checksum_calculation: ChecksumSetting = ""
     response_checksum_validation: ChecksumSetting = ""
+    #: Stage a same-day re-run and promote it by server-side copy once complete, so that a
+    #: failed re-run leaves the day's earlier complete run intact (costs a copy of every
+    #: byte on the server, and s3:GetObject/s3:DeleteObject; see docs/s3.md).
+    promote_by_copy: bool = False
 
     def __attrs_post_init__(self) -> None:
         key_id = bool(self.access_key_id.reveal().strip())

@@ -37,7 +37,7 @@ import hashlib
 import io
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import IO, Any
 
 import boto3
@@ -51,8 +51,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from loguru import logger
 from s3transfer.subscribers import BaseSubscriber
 
-from service_backup.destination import Destination, DestinationContext, ObjectInfo
-from service_backup.errors import DestinationError, ObjectNotFound, SourceError
+from service_backup.destination import (
+    Destination,
+    DestinationContext,
+    ObjectInfo,
+    common_folder,
+)
+from service_backup.errors import BackupError, DestinationError, ObjectNotFound, SourceError
 from service_backup.layout import KeyLayout, MiB
 from service_backup.source import Source
 from service_backup.stall import StallGuard
@@ -99,6 +104,8 @@ RUN_KEY = re.compile(r"(^|/)\d{4}/\d{2}/\d{2}/")
 MAX_ATTEMPTS = 4
 #: Default MaxKeys of a listing page (S3's maximum).
 LIST_PAGE_SIZE = 1000
+#: Keys per DeleteObjects request when staged objects are removed (S3's maximum).
+DELETE_BATCH = 1000
 
 _PLAIN_MD5 = re.compile(r"^[0-9a-f]{32}$")
 
@@ -387,10 +394,141 @@ class S3Destination(Destination):
                 )
             return self._transfer
 
+    # -- promotion (promote_by_copy) ---------------------------------------------------
+
+    @property
+    def can_rename(self) -> bool:
+        """``promote_by_copy``: same-day re-runs are staged, then promoted by server-side copy."""
+        return self.config.promote_by_copy
+
+    def rename(self, moves: Sequence[tuple[str, str]]) -> None:
+        """Promote staged objects: server-side copy of each, checked, then the staged deleted.
+
+        The staged objects are listed first (key, size, ETag: one request per 1,000), so no
+        HEAD per object is needed. Each copy goes through s3transfer's managed copy with the
+        configuration of the uploads: CopyObject below ``MULTIPART_THRESHOLD``, UploadPartCopy
+        of ``PART_SIZE`` parts from there (required above 5 GiB, and what aws-cli does), with
+        the destination's storage class and server-side encryption, and
+        ``CopySourceIfMatch`` the listed ETag (a staged object replaced meanwhile is never
+        promoted). The copies therefore have the staged objects' part layout, and so their
+        ETag: a second listing compares size and ETag of every promoted object with its
+        staged one (ETags under SSE-KMS are not MD5s, only sizes are compared there). The
+        staged objects are then deleted in batches of 1,000 (DeleteObjects).
+        """
+        if not moves:
+            return
+        fulls = [(self.layout.full(old), self.layout.full(new)) for old, new in moves]
+        staged = self._listed(common_folder(old for old, _ in fulls))
+        jobs: list[tuple[str, str, dict[str, Any]]] = []
+        for old, new in fulls:
+            found = staged.get(old)
+            if found is None:
+                raise ObjectNotFound(f"{self.bucket}/{old} not found")
+            jobs.append((old, new, found))
+        folder = common_folder(new for _, new in fulls)
+        where = f"{self.bucket}/{folder}"
+        with self._watched(f"promotion of {len(jobs)} staged objects to {where}") as guard:
+            try:
+                self._copy_all(jobs, guard)
+            except Exception as exc:
+                if guard.tripped or self.stop.is_set():
+                    raise guard.error() from None
+                if isinstance(exc, BackupError):
+                    raise
+                raise self._fail(f"cannot promote staged objects to {where}", exc) from None
+        self._check_copies(jobs, folder)
+        self._delete_many([old for old, _, _ in jobs])
+
+    def _copy_all(self, jobs: list[tuple[str, str, dict[str, Any]]], guard: StallGuard) -> None:
+        manager = self._transfer_manager()
+        # A completed copy also counts as one second at the floor: promoting many empty
+        # files moves no bytes, but it is no stall.
+        credit = _Done(guard, int(self.config.stall_rule.floor))
+        futures = []
+        for old, new, found in jobs:
+            extra = {**self._extra_args(), "CopySourceIfMatch": str(found["ETag"])}
+            futures.append(
+                (
+                    new,
+                    manager.copy(
+                        {"Bucket": self.bucket, "Key": old},
+                        self.bucket,
+                        new,
+                        extra_args=extra,
+                        subscribers=[_KnownSize(int(found["Size"])), _Progress(guard), credit],
+                    ),
+                )
+            )
+        failed: BaseException | None = None
+        for new, future in futures:
+            try:
+                future.result()
+            except BaseException as exc:
+                self._abort_upload(new)
+                if failed is None:
+                    failed = exc
+                    for _, other in futures:
+                        other.cancel()
+            finally:
+                self._uploads.pop(new, None)
+        if failed is not None:
+            raise failed
+
+    def _check_copies(self, jobs: list[tuple[str, str, dict[str, Any]]], folder: str) -> None:
+        promoted = self._listed(folder)
+        kms = self.config.server_side_encryption.startswith("aws:kms")
+        for old, new, found in jobs:
+            copy = promoted.get(new)
+            if copy is None or int(copy["Size"]) != int(found["Size"]):
+                size = "missing" if copy is None else f"{copy['Size']} bytes"
+                raise DestinationError(
+                    f"promoted copy of {self.bucket}/{old} is {size}, "
+                    f"the staged object has {found['Size']} bytes"
+                )
+            if not kms and _etag(copy) != _etag(found):
+                raise DestinationError(
+                    f"promoted copy {self.bucket}/{new} has ETag {_etag(copy)}, "
+                    f"the staged object {_etag(found)}: the copy differs"
+                )
+
+    def _delete_many(self, fulls: list[str]) -> None:
+        for start in range(0, len(fulls), DELETE_BATCH):
+            batch = fulls[start : start + DELETE_BATCH]
+            with self._watched(f"removing {len(batch)} staged objects") as guard:
+                try:
+                    response = self.client.delete_objects(
+                        Bucket=self.bucket,
+                        Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True},
+                    )
+                except (ClientError, BotoCoreError) as exc:
+                    if guard.tripped or self.stop.is_set():
+                        raise guard.error() from None
+                    doing = f"cannot remove staged objects in {self.bucket}"
+                    raise self._fail(doing, exc) from None
+            errors = response.get("Errors") or []
+            if errors:
+                first = errors[0]
+                raise DestinationError(
+                    f"cannot remove {len(errors)} staged objects in {self.bucket} (first: "
+                    f"{first.get('Key')}: {first.get('Code')} {first.get('Message', '')})".rstrip()
+                    + ")"
+                )
+
+    def _listed(self, full_prefix: str) -> dict[str, dict[str, Any]]:
+        """Every object under ``full_prefix`` (a full key prefix), by full key."""
+        return {obj["Key"]: obj for obj in self._pages(full_prefix)}
+
     # -- read side ----------------------------------------------------------------------
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        full_prefix = self.layout.full_prefix(prefix)
+        for obj in self._pages(self.layout.full_prefix(prefix)):
+            yield ObjectInfo(
+                key=self.layout.key_of(obj["Key"]),
+                size=int(obj["Size"]),
+                modified=obj.get("LastModified"),
+            )
+
+    def _pages(self, full_prefix: str) -> Iterator[dict[str, Any]]:
         token: str | None = None
         while True:
             kwargs: dict[str, Any] = {
@@ -408,12 +546,7 @@ class S3Destination(Destination):
                 raise self._fail(f"cannot list {self.bucket}/{full_prefix}", exc) from None
             except BotoCoreError as exc:
                 raise self._fail(f"cannot list {self.bucket}/{full_prefix}", exc) from None
-            for obj in page.get("Contents", ()):
-                yield ObjectInfo(
-                    key=self.layout.key_of(obj["Key"]),
-                    size=int(obj["Size"]),
-                    modified=obj.get("LastModified"),
-                )
+            yield from page.get("Contents", ())
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
                 return
@@ -578,6 +711,32 @@ class _Progress(BaseSubscriber):  # type: ignore[misc]
 
     def on_progress(self, future: Any, bytes_transferred: int, **kwargs: Any) -> None:
         self._guard.progress(max(0, bytes_transferred))
+
+
+class _KnownSize(BaseSubscriber):  # type: ignore[misc]
+    """Tells s3transfer a copy's size, known from the listing: no HeadObject per copy."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+
+    def on_queued(self, future: Any, **kwargs: Any) -> None:
+        future.meta.provide_transfer_size(self._size)
+
+
+class _Done(BaseSubscriber):  # type: ignore[misc]
+    """Counts ``credit`` bytes of progress for every transfer that completes."""
+
+    def __init__(self, guard: StallGuard, credit: int) -> None:
+        self._guard = guard
+        self._credit = credit
+
+    def on_done(self, future: Any, **kwargs: Any) -> None:
+        with contextlib.suppress(DestinationError):  # aborted: the copy's own error says so
+            self._guard.progress(self._credit)
+
+
+def _etag(obj: dict[str, Any]) -> str:
+    return str(obj.get("ETag", "")).strip('"').lower()
 
 
 class _BodyReader(io.RawIOBase):
