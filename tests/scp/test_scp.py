@@ -10,6 +10,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -774,6 +775,20 @@ def run_to(raw: dict[str, Any], source: Path) -> RunResult:
         registry,
     )
     return run_backup(config, registry, ProcessManager())
+
+
+def test_opening_the_destination_module_does_not_import_invoke() -> None:
+    """paramiko imports invoke (~35 ms of every run's start-up) unless told it is missing;
+    the mark must not outlive paramiko's import."""
+    code = (
+        "import sys, service_backup_scp.destination, paramiko.config\n"
+        "assert 'invoke' not in sys.modules, 'invoke was imported with paramiko'\n"
+        "assert paramiko.config.invoke is None, 'paramiko.config holds invoke'\n"
+        "import invoke\n"
+        "assert invoke.__file__, 'invoke is not importable after paramiko'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr.strip().splitlines()[-1:]
 
 
 def test_the_plugin_brings_its_upload_hook() -> None:

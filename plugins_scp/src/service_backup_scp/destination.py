@@ -27,6 +27,10 @@ The SFTP framing lives in ``_sftp.py``, connections in ``_session.py``.
 
 from __future__ import annotations
 
+# First, so that paramiko is imported without invoke (see the module).
+from . import _paramiko_import  # noqa: F401
+
+# isort: split
 import builtins
 import contextlib
 import errno
