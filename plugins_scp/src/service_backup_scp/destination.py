@@ -421,7 +421,7 @@ class ScpDestination(Destination):
 
     def _rename(self, session: Session, temp: str, final: str) -> None:
         try:
-            session.client.posix_rename(temp, final)
+            _sftp.rename(session.client, temp, final)
         except OSError as exc:
             if "unsupported" not in str(exc).lower():
                 raise self._failed("rename into", self._remote(final), exc) from None
