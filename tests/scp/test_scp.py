@@ -10,6 +10,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -34,7 +35,7 @@ from service_backup.results import RunResult
 from service_backup.run import run_backup
 from service_backup.source import Source, SourceFile
 from service_backup_scp._session import CHANNELS_PER_CONNECTION, CONNECTIONS, SessionPool
-from service_backup_scp._sftp import _field
+from service_backup_scp._sftp import MAX_IN_FLIGHT, _field
 from service_backup_scp.config import ScpConfig
 from service_backup_scp.destination import SPLIT_THRESHOLD, ScpDestination
 from service_backup_scp.upload import BATCH_BYTES, BATCH_FILES, batches
@@ -776,6 +777,20 @@ def run_to(raw: dict[str, Any], source: Path) -> RunResult:
     return run_backup(config, registry, ProcessManager())
 
 
+def test_opening_the_destination_module_does_not_import_invoke() -> None:
+    """paramiko imports invoke (~35 ms of every run's start-up) unless told it is missing;
+    the mark must not outlive paramiko's import."""
+    code = (
+        "import sys, service_backup_scp.destination, paramiko.config\n"
+        "assert 'invoke' not in sys.modules, 'invoke was imported with paramiko'\n"
+        "assert paramiko.config.invoke is None, 'paramiko.config holds invoke'\n"
+        "import invoke\n"
+        "assert invoke.__file__, 'invoke is not importable after paramiko'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr.strip().splitlines()[-1:]
+
+
 def test_the_plugin_brings_its_upload_hook() -> None:
     registry = PluginRegistry(load_hook_plugins=False)
     registry.destination_type("scp")  # loads the plugin through its entry point
@@ -871,6 +886,25 @@ def test_batch_after_a_reply_left_unread_on_the_channel(sshd: SshServer) -> None
     assert (base / "a.txt").read_bytes() == b"a"
     assert (base / "sub" / "b.txt").read_bytes() == b"bb"
     assert (base / "empty").read_bytes() == b""
+
+
+def test_long_stream_after_a_reply_left_unread_on_the_channel(sshd: SshServer) -> None:
+    # A stream reads its answers in bulk: past MAX_IN_FLIGHT writes it reads them on the way
+    # (keeping a partial answer for later), routes an answer it does not own away, and leaves
+    # the channel clean for the next user.
+    raw = raw_config(sshd)
+    data = os.urandom((MAX_IN_FLIGHT + 9) * 255 * 1024 + 5)
+    with open_destination(raw) as dest:
+        dest.ensure_location()
+        with dest.pool.session() as session:
+            session.client._async_request(type(None), CMD_STAT, raw["destination"])
+        assert dest.write("long.bin", Source.from_bytes(data)).size == len(data)
+        assert dest.write_batch([("after.txt", Source.from_bytes(b"after"))])[0].size == 5
+        assert len(dest.pool._connections) == 1  # the same channel was used throughout
+    base = Path(raw["destination"])
+    assert (base / "long.bin").read_bytes() == data, "the long stream landed garbled"
+    assert (base / "after.txt").read_bytes() == b"after"
+    assert partials(base) == []
 
 
 def test_request_fields_are_encoded_as_sftp_expects() -> None:

@@ -27,6 +27,10 @@ The SFTP framing lives in ``_sftp.py``, connections in ``_session.py``.
 
 from __future__ import annotations
 
+# First, so that paramiko is imported without invoke (see the module).
+from . import _paramiko_import  # noqa: F401
+
+# isort: split
 import builtins
 import contextlib
 import errno
@@ -92,6 +96,12 @@ class ScpDestination(Destination):
     work hides. Eight SFTP channels over two connections (``_session``) keep the client and
     sshd busy on a two-core VM; more threads only contend for the GIL, and memory stays
     bounded (a stream holds at most its in-flight writes, a batch at most 1 MiB).
+
+    Files of a megabyte or more are bound by the client's CPU, not by round trips: about
+    3 ms of CPU per MiB, most of it paramiko framing, encrypting and sending one SSH packet
+    per 32 KiB (the server's maximum) in Python and reading the server's window adjustments
+    (one per ~96 KiB) on its transport thread; sha256 and reading the file are ~0.7 ms. 2, 3,
+    4 or 8 streams, on one connection or two, measured the same CPU for 200 files of 1 MiB.
     """
 
     file_concurrency = 8
@@ -417,7 +427,7 @@ class ScpDestination(Destination):
 
     def _rename(self, session: Session, temp: str, final: str) -> None:
         try:
-            session.client.posix_rename(temp, final)
+            _sftp.rename(session.client, temp, final)
         except OSError as exc:
             if "unsupported" not in str(exc).lower():
                 raise self._failed("rename into", self._remote(final), exc) from None
