@@ -212,3 +212,57 @@ def test_local_destination_paths_and_modes_are_validated(tmp_path: Path, config,
     data["destinations"][0]["config"] = config
     result = run_cli("validate", str(write_config(tmp_path / "l.yml", data)))
     assert_one_line_refusal(result, names=[field])
+
+
+BASE_PATHS = {
+    "s3": (
+        "bucket_path",
+        {"bucket_name": "backups", "access_key_id": "AKIA", "secret_access_key": "k"},
+    ),
+    "azure": (
+        "path",
+        {"container": "backups", "storage_account": "acct", "storage_access_key": "k"},
+    ),
+    "gcs": ("bucket_path", {"bucket_name": "backups", "project_id": "p"}),
+    "scp": ("destination", {"server": "h", "user": "u", "key": "k", "fingerprint": ""}),
+}
+
+
+@pytest.mark.parametrize("type_", sorted(BASE_PATHS))
+def test_base_paths_of_every_destination_refuse_parent_segments(
+    tmp_path: Path, type_: str, registry: PluginRegistry
+) -> None:
+    field, rest = BASE_PATHS[type_]
+    data = local_config(tmp_path)
+    data["destinations"] = [{"type": type_, "config": {**rest, field: "backups/../../etc"}}]
+    with pytest.raises(ConfigError) as info:
+        load_config(write_config(tmp_path / f"{type_}.yml", data), registry)
+    expected = f"destinations[0].config.{field}: must not contain a '..' segment"
+    assert expected in str(info.value), f"{type_}: {info.value}"
+
+
+def test_every_problem_within_one_destination_at_once(tmp_path: Path) -> None:
+    """A misspelled key must not hide a bucket name that can never work, nor a '..' path."""
+    data = local_config(tmp_path)
+    data["destinations"] = [
+        {
+            "type": "s3",
+            "config": {
+                "bucket_name": "Bad_Bucket",
+                "bucket_path": "../up",
+                "access_key_id": "AKIA",
+                "secret_access_key": "not-shown-secret",
+                "regoin": "eu-west-1",
+            },
+        }
+    ]
+    result = run_cli("validate", str(write_config(tmp_path / "s3.yml", data)))
+    assert_one_line_refusal(
+        result,
+        names=[
+            "destinations[0].config.regoin: unknown key",
+            "destinations[0].config.bucket_name: 'Bad_Bucket' can never name a bucket",
+            "destinations[0].config.bucket_path: must not contain a '..' segment",
+        ],
+    )
+    assert "not-shown-secret" not in result.stderr + result.stdout

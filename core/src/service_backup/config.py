@@ -370,17 +370,43 @@ def _missing_required(obj: Any, path: str) -> list[str]:
 def structure_destination_config(
     raw: Mapping[str, Any], config_class: type, path: str = "config"
 ) -> Any:
-    """Build one destination's config object, or raise ConfigError listing every problem."""
+    """Build one destination's config object, or raise ConfigError listing every problem.
+
+    Every problem means every one: unknown keys, values of the wrong type, and each field
+    validator's complaint. The class is therefore built with its validators off, and then
+    each validator runs on its own against the built object (cross-field validators see the
+    whole object, as they would in ``__init__``), so a misspelled key does not hide a bucket
+    name that can never work.
+    """
+    known = {field.name for field in attrs.fields(config_class)}
+    problems = [f"{path}.{key}: unknown key" for key in sorted(map(str, raw)) if key not in known]
     try:
-        obj: Any = CONVERTER.structure(dict(raw), config_class)
+        with attrs.validators.disabled():
+            obj: Any = CONVERTER.structure(
+                {k: v for k, v in raw.items() if k in known}, config_class
+            )
     except cattrs.BaseValidationError as exc:
-        raise ConfigError("; ".join(_cattrs_messages(exc, "$." + path))) from None
+        raise ConfigError("; ".join([*problems, *_cattrs_messages(exc, "$." + path)])) from None
     except (ValueError, TypeError) as exc:
-        raise ConfigError(_at_field(path, str(exc))) from None
-    problems = _missing_required(obj, path)
+        raise ConfigError("; ".join([*problems, _at_field(path, str(exc))])) from None
+    problems += _validator_problems(obj, path)
+    problems += _missing_required(obj, path)
     if problems:
         raise ConfigError("; ".join(problems))
     return obj
+
+
+def _validator_problems(obj: Any, path: str) -> list[str]:
+    """Each field validator's complaint about the built ``obj``, in field order."""
+    problems = []
+    for field in attrs.fields(type(obj)):
+        if field.validator is None:
+            continue
+        try:
+            field.validator(obj, field, getattr(obj, field.name))
+        except (ValueError, TypeError) as exc:
+            problems.append(_at_field(path, str(exc)))
+    return problems
 
 
 _ALERT_FIELDS: Final = {

@@ -39,7 +39,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import attrs
 
-from service_backup.config import NO_SECRET, required
+from service_backup.config import NO_SECRET, no_parent_segments, required
 from service_backup.secret import Secret
 from service_backup.stall import (
     DEFAULT_STALL_MIN_BYTES_PER_SECOND,
@@ -134,7 +134,7 @@ class AzureConfig:
 
     storage_account: str = required(validator=_check_account)
     container: str = required(validator=_check_container)
-    path: str = required()
+    path: str = required(validator=no_parent_segments)
     #: How to authenticate: at most one of the two; with neither, DefaultAzureCredential.
     storage_access_key: Secret = attrs.field(default=NO_SECRET, validator=_check_key)
     sas_token: Secret = attrs.field(default=NO_SECRET, validator=_check_sas)

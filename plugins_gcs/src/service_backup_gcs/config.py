@@ -19,7 +19,7 @@ from typing import Any, Final
 
 import attrs
 
-from service_backup.config import NO_SECRET, required
+from service_backup.config import NO_SECRET, no_parent_segments, required
 from service_backup.errors import one_line
 from service_backup.secret import Secret, scrub
 from service_backup.stall import DEFAULT_STALL_MIN_BYTES_PER_SECOND, DEFAULT_STALL_SECONDS
@@ -238,7 +238,7 @@ class GCSConfig:
     bucket_name: str = required()
     #: Empty: Application Default Credentials.
     service_account_json: Secret = attrs.field(default=NO_SECRET)
-    bucket_path: str = attrs.field(default="", converter=_bucket_path)
+    bucket_path: str = attrs.field(default="", converter=_bucket_path, validator=no_parent_segments)
     location: str = attrs.field(default=DEFAULT_LOCATION, converter=_location)
     storage_class: str = attrs.field(
         default=DEFAULT_STORAGE_CLASS, converter=_storage_class, validator=_check_storage_class

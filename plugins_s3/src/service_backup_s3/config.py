@@ -17,7 +17,7 @@ from typing import Literal
 
 import attrs
 
-from service_backup.config import NO_SECRET, required
+from service_backup.config import NO_SECRET, no_parent_segments, required
 from service_backup.secret import Secret
 from service_backup.stall import (
     DEFAULT_STALL_MIN_BYTES_PER_SECOND,
@@ -145,7 +145,7 @@ def _at_least(name: str, value: float, floor: float, strict: bool) -> None:
 @attrs.frozen
 class S3Config:
     bucket_name: str = required(validator=_check_bucket_name)
-    bucket_path: str = required()
+    bucket_path: str = required(validator=no_parent_segments)
     #: Both or neither; neither: boto3's default credential chain.
     access_key_id: Secret = NO_SECRET
     secret_access_key: Secret = NO_SECRET

@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from service_backup.config import required
+from service_backup.config import no_parent_segments, required
 from service_backup.secret import Secret
 from service_backup.stall import DEFAULT_STALL_MIN_BYTES_PER_SECOND, DEFAULT_STALL_SECONDS
 
@@ -85,7 +85,7 @@ class ScpConfig:
 
     user: str = required()
     server: str = required()
-    destination: str = required()
+    destination: str = required(validator=no_parent_segments)
     key: Secret = required()  # noqa: RUF009 - an attrs field, not a shared default
     port: int = attrs.field(default=22, validator=_check_port)
     fingerprint: str = attrs.field(default="", validator=_check_fingerprint)
