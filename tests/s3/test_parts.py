@@ -110,3 +110,33 @@ def test_sha256_is_right_when_parts_finish_out_of_order(
     )
     bucket = s3_config["bucket_name"]
     assert stored(s3_admin, bucket, "backups/redis/2026/12/01/dump.rdb") == data
+
+
+def test_parts_are_signed_without_a_second_payload_hash(
+    s3_config: dict[str, Any], s3_admin: Any
+) -> None:
+    """Over plain HTTP too, a part is signed as over HTTPS: its signed Content-MD5 covers it.
+
+    moto here checks signatures (``auth=True``): the upload going through shows the store
+    accepts ``UNSIGNED-PAYLOAD`` with the MD5; the other requests keep their payload hash.
+    """
+    data = os.urandom(PART_SIZE + MiB)
+    seen: list[tuple[str, dict[str, Any]]] = []
+    with open_destination(s3_config) as dest:
+        dest.ensure_location()
+        dest.client.meta.events.register(
+            "before-send.s3",
+            lambda request, **_: seen.append((request.url, dict(request.headers))),
+        )
+        dest.write("2026/12/01/dump.rdb", Source.from_bytes(data))
+    parts = [h for url, h in seen if "partNumber=" in url]
+    others = [h for url, h in seen if "partNumber=" not in url]
+    assert len(parts) == 2, f"expected two part requests, saw {[u for u, _ in seen]}"
+    for headers in parts:
+        assert headers.get("Content-MD5"), "a part was sent without its Content-MD5"
+        assert headers["X-Amz-Content-SHA256"] == b"UNSIGNED-PAYLOAD", headers
+    assert all(h["X-Amz-Content-SHA256"] != b"UNSIGNED-PAYLOAD" for h in others), (
+        "a request other than a part lost its payload hash"
+    )
+    bucket = s3_config["bucket_name"]
+    assert stored(s3_admin, bucket, "backups/redis/2026/12/01/dump.rdb") == data
