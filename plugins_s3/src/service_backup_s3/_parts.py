@@ -1,21 +1,25 @@
-"""How s3transfer reads a core ``Source``: a name standing for it, and range readers over it.
+"""How s3transfer reads a core ``Source``: a name standing for it, and part readers over it.
 
 Given a file *object*, s3transfer copies every part into memory before sending it (it cannot
-share one position between threads). Given a file *name*, it opens the name once per part
-and reads that part while sending it, so memory stays at a few socket buffers per part.
+share one position between threads). Given a file *name*, it opens the name once per part.
 ``SourceNames`` is s3transfer's ``osutil`` hook: ``register`` hands out a name standing for a
-``Source``, and "opening" that name gives a reader of byte ranges through ``Source.read_at``.
-Every byte thus goes through the core's ``Source`` (which checks the file and hashes it in the
-same pass); nothing here opens the file by path.
+``Source``, and "opening" that name gives a ``_PartReader`` over it. Every byte thus goes
+through the core's ``Source`` (which checks the file and hashes it); nothing here opens the
+file by path.
 
-Parts are sent in parallel, but each part is first read whole by ``part_md5`` (its
-``Content-MD5``, which S3 verifies) before its request is built, and ``ReadAhead`` makes those
-first reads go in file order: a read that starts past the first unread byte waits until it
-ends within ``window`` bytes of it. The ``Source`` then hashes as it reads instead of holding
-out-of-order parts in memory (its out-of-order window is at most ``window``), and the lowest
-unfinished part never waits, so the upload always progresses. Sending re-reads the part (from
-the page cache), in parallel with the other parts, as do botocore's own checksum and signature
-passes over HTTP; the ``Source`` hashes bytes it handed out before only once.
+A part is read from the file once, whole, by one ``Source.read_at``, and kept in memory until
+it was sent (one part size per part in flight: 8 x 8 MiB). Everything that needs its bytes then
+reads that buffer: ``part_md5`` (its ``Content-MD5``, which S3 verifies, and the ETag check),
+botocore's payload signature over plain HTTP or its checksum, the socket, and a retry. Reading
+the file by range for each of these passes cost a pread and a copy per pass, and under
+``ReadAhead`` it serialised the parts' MD5s behind one another; now a part's first and only
+read is one system call, the MD5s of the parts in flight run side by side (hashlib releases
+the GIL), and the Source's sha256 runs on its own thread.
+
+``ReadAhead`` makes those reads go roughly in file order: a read that starts past the first
+unread byte waits until it ends within ``window`` bytes of it. The Source then hashes as it
+reads instead of holding out-of-order parts (at most ``window`` bytes wait there), and the
+lowest unread part never waits, so the upload always progresses.
 """
 
 from __future__ import annotations
@@ -30,16 +34,11 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from s3transfer.utils import OSUtils
+from botocore.config import Config as BotoConfig
+from s3transfer.utils import ChunksizeAdjuster, OSUtils
 
 from service_backup.errors import DestinationError
 from service_backup.source import Source
-
-#: Largest read handed out at once (a shorter read is what file objects may return, and every
-#: reader in botocore and s3transfer loops until it has what it asked for): botocore asks for
-#: 1 MiB at a time, and eight threads holding 1 MiB buffers cost RSS for no speed.
-CHUNK = 256 * 1024
-
 
 _MD5_KEY = "service_backup_part_md5"
 _PLAIN_MD5 = re.compile(r"^[0-9a-f]{32}$")
@@ -82,29 +81,46 @@ class ReadAhead:
             self._changed.notify_all()
 
 
-class _RangeReader:
+class _PartReader:
     """A private position over a ``Source``: what s3transfer gets when it opens the name.
 
-    s3transfer seeks it to its part's first byte and reads at most the part's length; botocore
-    may rewind it to checksum, sign or retry a part, which the ``Source`` hashes only once.
+    s3transfer seeks it to its part's first byte and reads at most the part's length. The
+    first read loads the whole part (``part_size`` bytes from there, fewer at the end of the
+    file) with one ``Source.read_at``; every read after it, including botocore's rewinds to
+    sign, checksum or retry the part, is a zero-copy slice of that buffer. A read outside the
+    buffer (never done by s3transfer) loads the part size from there. ``close`` (s3transfer
+    closes the part's body once its request is done) drops the buffer.
     """
 
-    def __init__(self, source: Source, ahead: ReadAhead) -> None:
+    def __init__(self, source: Source, ahead: ReadAhead, part_size: int) -> None:
         self._source = source
         self._ahead = ahead
+        self._part_size = part_size
         self._position = 0
+        self._start = 0
+        self._part = memoryview(b"")
 
-    def read(self, size: int | None = -1) -> bytes:
-        remaining = max(0, self._source.size - self._position)
+    def read(self, size: int | None = -1) -> bytes | memoryview:
+        remaining = self._source.size - self._position
         size = remaining if size is None or size < 0 else min(size, remaining)
-        size = min(size, CHUNK)
         if size <= 0:
             return b""
-        self._ahead.wait(self._position, size)
-        data = self._source.read_at(self._position, size)
-        self._ahead.done(self._position, size)
-        self._position += size
+        offset = self._position - self._start
+        if not 0 <= offset < len(self._part):
+            self._load()
+            offset = 0
+        data = self._part[offset : offset + size]
+        self._position += len(data)
         return data
+
+    def _load(self) -> None:
+        start = self._position
+        length = min(self._part_size, self._source.size - start)
+        self._part = memoryview(b"")  # the old part goes before the new one is read
+        self._ahead.wait(start, length)
+        data = self._source.read_at(start, length)
+        self._ahead.done(start, length)
+        self._start, self._part = start, memoryview(data)
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._source.size}
@@ -121,24 +137,32 @@ class _RangeReader:
         return True
 
     def close(self) -> None:
-        pass  # the core owns the Source and closes it
+        self._part = memoryview(b"")  # the core owns the Source and closes it
 
 
 class SourceNames(OSUtils):
-    """s3transfer's file access, where file names stand for registered ``Source`` objects."""
+    """s3transfer's file access, where file names stand for registered ``Source`` objects.
 
-    def __init__(self, window: int) -> None:
-        self.window = window
-        self._sources: dict[str, tuple[Source, ReadAhead]] = {}
+    ``part_size`` is the configured part size; for each file it is adjusted as s3transfer
+    adjusts it (files of more than 10,000 parts get bigger ones), so that a part reader
+    loads exactly its part. Reads of a file may run ``parts_ahead`` parts ahead of its first
+    unread byte (``ReadAhead``).
+    """
+
+    def __init__(self, part_size: int, parts_ahead: int) -> None:
+        self.part_size = part_size
+        self.parts_ahead = parts_ahead
+        self._sources: dict[str, tuple[Source, ReadAhead, int]] = {}
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
 
     @contextlib.contextmanager
     def register(self, source: Source) -> Iterator[tuple[str, ReadAhead]]:
         name = f"<service-backup source {next(self._ids)}>"
-        ahead = ReadAhead(self.window)
+        part_size = ChunksizeAdjuster().adjust_chunksize(self.part_size, source.size)
+        ahead = ReadAhead(self.parts_ahead * part_size)
         with self._lock:
-            self._sources[name] = (source, ahead)
+            self._sources[name] = (source, ahead, part_size)
         try:
             yield name, ahead
         finally:
@@ -149,16 +173,16 @@ class SourceNames(OSUtils):
         with self._lock:
             return self._sources[filename][0].size
 
-    def open(self, filename: str, mode: str) -> _RangeReader:  # type: ignore[override]
+    def open(self, filename: str, mode: str) -> _PartReader:  # type: ignore[override]
         with self._lock:
-            return _RangeReader(*self._sources[filename])
+            return _PartReader(*self._sources[filename])
 
 
 def part_md5(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
     """botocore ``before-parameter-build.s3.UploadPart``: the part's ``Content-MD5``.
 
-    Reads the part once, in order (the first read of its bytes, see above), and rewinds it.
-    s3transfer's progress callbacks are paused meanwhile: this is not bytes on the wire.
+    The first read of the part (``_PartReader`` loads it whole), then a rewind. s3transfer's
+    progress callbacks are paused meanwhile: this is not bytes on the wire.
     """
     body = params.get("Body")
     if body is None or params.get("ContentMD5") or not hasattr(body, "seek"):
@@ -169,7 +193,7 @@ def part_md5(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
     try:
         start = body.tell()
         md5 = hashlib.md5(usedforsecurity=False)
-        while chunk := body.read(1024 * 1024):
+        while chunk := body.read():
             md5.update(chunk)
         body.seek(start)
     finally:
@@ -178,6 +202,25 @@ def part_md5(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
             resume()
     params["ContentMD5"] = base64.b64encode(md5.digest()).decode()
     context[_MD5_KEY] = md5.hexdigest()
+    _sign_without_payload_hash(context)
+
+
+def _sign_without_payload_hash(context: dict[str, Any]) -> None:
+    """Sign this part's request with ``UNSIGNED-PAYLOAD``, as botocore does over HTTPS.
+
+    Over plain HTTP botocore's SigV4 hashes every part's body with sha256 for the signature
+    (0.7 s of CPU per GiB, on top of the MD5 and the Source's sha256); over HTTPS it does not
+    when the request carries ``Content-MD5``. This part always does: ``Content-MD5`` is itself
+    a signed header, the store rejects a body that does not match it, and the ETag is checked
+    against it (``PartChecked``). The payload hash would add nothing for a backup's integrity.
+    An explicit ``payload_signing_enabled`` in the client's config is left as it is.
+    """
+    config = context.get("client_config")
+    s3 = dict(getattr(config, "s3", None) or {})
+    if config is None or "payload_signing_enabled" in s3:
+        return
+    s3["payload_signing_enabled"] = False
+    context["client_config"] = config.merge(BotoConfig(s3=s3))
 
 
 class PartChecked:

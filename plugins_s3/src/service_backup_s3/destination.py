@@ -9,12 +9,12 @@ Two upload paths, chosen by size:
   an extra HEAD halves small-file throughput, and the seed's IAM policy does not grant
   ``s3:GetObject`` anyway;
 * from the threshold up, s3transfer's managed multipart upload (``PART_CONCURRENCY`` parts in
-  flight, shared by all threads of the destination). Parts are read by range through the
-  Source while they are sent rather than copied into memory first (``_parts``), each with its
-  ``Content-MD5`` (and the SDK's CRC32 when checksums are on), which S3 verifies; the first
-  read of every byte goes in file order so that the Source hashes it without holding parts
-  back, and a 2 GiB file costs no more memory than a small one. A failed transfer aborts its
-  multipart upload, so nothing complete-looking is left behind.
+  flight, shared by all threads of the destination). Each part is read from the file once,
+  whole, through the Source, and sent from that buffer (``_parts``) with its ``Content-MD5``
+  (and the SDK's CRC32 when checksums are on), which S3 verifies: memory is one part per part
+  in flight whatever the file size. Parts are read roughly in file order, so that the Source
+  hashes them without holding many back. A failed transfer aborts its multipart upload, so
+  nothing complete-looking is left behind.
 
 Either way every byte is read once through the core's ``Source``, which raises
 ``SourceError`` before the last bytes when the file is short, grew or changed: the PUT is then
@@ -77,10 +77,10 @@ FILE_CONCURRENCY = 8
 MULTIPART_THRESHOLD = 8 * MiB
 #: Part size: s3transfer's default; it grows it for files that would need over 10,000 parts.
 PART_SIZE = 8 * MiB
-#: How far first reads of parts may run ahead of the first unread byte of a file
-#: (``_parts.ReadAhead``): what the Source may hold in memory to hash in order. Unbounded,
-#: eight parts read at once grew RSS by 56 MiB for an 80 MiB upload.
-READ_AHEAD = 1 * MiB
+#: How many parts the reads of a file may run ahead of its first unread byte
+#: (``_parts.ReadAhead``): parts the Source may hold to hash in order, beside the parts in
+#: flight. Two let the next part be read while the one before it waits for a thread.
+READ_AHEAD_PARTS = 2
 #: Parts uploaded at once, across all big files of the destination. On loopback moto 4 and 8
 #: are equally fast (the server is the bottleneck); over a real network each connection is
 #: latency-bound, so 8 (aws-cli uses 10).
@@ -125,7 +125,7 @@ class S3Destination(Destination):
         self.orphan_age = ORPHAN_AGE
         self._transfer: Any = None
         self._transfer_lock = threading.Lock()
-        self._names = SourceNames(READ_AHEAD)
+        self._names = SourceNames(PART_SIZE, READ_AHEAD_PARTS)
         #: Set once a stall or shutdown broke the connections: every later request fails
         #: with it before it is sent (botocore would otherwise retry into the same hole).
         self._broken: DestinationError | None = None

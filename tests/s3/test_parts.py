@@ -1,0 +1,142 @@
+"""The multipart path against moto: each byte read from the file once, hashed right in any order.
+
+A part is read whole through the Source and sent, signed and checked from that one buffer
+(``service_backup_s3._parts``). These tests count what goes through the Source and make parts
+finish out of order with botocore's own event hooks on the real client (nothing is mocked).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from service_backup.layout import MiB
+from service_backup.source import Source, SourceFile
+from service_backup.upload import upload_one
+from service_backup_s3.destination import PART_SIZE
+
+from .test_s3 import open_destination
+
+#: Three parts, the last one short.
+SIZE = 2 * PART_SIZE + 3 * MiB
+
+
+class CountingSource(Source):
+    """A file's Source that counts the bytes it reads for the destination, by offset."""
+
+    def __init__(self, file: SourceFile) -> None:
+        super().__init__(file.display, file.size, path=file.path, mtime_ns=file.mtime_ns)
+        self.reads: list[tuple[int, int]] = []
+        self._count_lock = threading.Lock()
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        data = super().read_at(offset, length)
+        with self._count_lock:
+            self.reads.append((offset, len(data)))
+        return data
+
+
+def source_file(tmp_path: Path, size: int) -> tuple[SourceFile, bytes]:
+    data = os.urandom(size)
+    path = tmp_path / "dump.rdb"
+    path.write_bytes(data)
+    st = path.stat()
+    return SourceFile(path=path, relative="dump.rdb", size=size, mtime_ns=st.st_mtime_ns), data
+
+
+def stored(admin: Any, bucket: str, key: str) -> bytes:
+    return bytes(admin.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def test_multipart_upload_reads_each_byte_once(
+    s3_config: dict[str, Any], s3_admin: Any, tmp_path: Path
+) -> None:
+    file, data = source_file(tmp_path, SIZE)
+    source = CountingSource(file)
+    with open_destination(s3_config) as dest:
+        dest.ensure_location()
+        dest.write("2026/12/01/dump.rdb", source)
+    read = sorted(source.reads)
+    assert sum(length for _, length in read) == SIZE, (
+        f"the upload read {sum(n for _, n in read)} bytes through the Source for a {SIZE}-byte "
+        f"file (reads by offset: {read}): a part was read more than once"
+    )
+    assert read == [(0, PART_SIZE), (PART_SIZE, PART_SIZE), (2 * PART_SIZE, 3 * MiB)], (
+        f"each part should be read whole, once: {read}"
+    )
+    assert source.sha256 == hashlib.sha256(data).hexdigest(), "sha256 differs from the file's"
+    bucket = s3_config["bucket_name"]
+    assert stored(s3_admin, bucket, "backups/redis/2026/12/01/dump.rdb") == data
+
+
+def test_sha256_is_right_when_parts_finish_out_of_order(
+    s3_config: dict[str, Any], s3_admin: Any, tmp_path: Path
+) -> None:
+    """Part 1 is held back until part 2 is stored: the file's hash still comes out in order.
+
+    Part 2 is read (and handed to the Source) before part 1; part 3, two parts ahead of the
+    first unread byte, waits for part 1's read (``READ_AHEAD_PARTS``).
+    """
+    file, data = source_file(tmp_path, SIZE)
+    part_2_stored = threading.Event()
+    finished: list[int] = []
+    lock = threading.Lock()
+
+    def hold_first_part(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        context["test_part_number"] = params["PartNumber"]
+        if params["PartNumber"] == 1 and not part_2_stored.wait(30):
+            raise AssertionError("part 2 was never stored while part 1 waited")
+
+    def part_stored(context: dict[str, Any], **_: Any) -> None:
+        with lock:
+            finished.append(context["test_part_number"])
+            if context["test_part_number"] == 2:
+                part_2_stored.set()
+
+    with open_destination(s3_config) as dest:
+        dest.ensure_location()
+        events = dest.client.meta.events
+        # Before the plugin's own handler, which reads the part for its Content-MD5.
+        events.register_first("before-parameter-build.s3.UploadPart", hold_first_part)
+        events.register("after-call.s3.UploadPart", part_stored)
+        result = upload_one(dest, "2026/12/01/dump.rdb", file)
+    assert finished.index(2) < finished.index(1), f"parts finished as {finished}"
+    assert sorted(finished) == [1, 2, 3], f"parts finished as {finished}"
+    assert result.sha256 == hashlib.sha256(data).hexdigest(), (
+        "the sha256 recorded for the manifest is not the file's when parts finish out of order"
+    )
+    bucket = s3_config["bucket_name"]
+    assert stored(s3_admin, bucket, "backups/redis/2026/12/01/dump.rdb") == data
+
+
+def test_parts_are_signed_without_a_second_payload_hash(
+    s3_config: dict[str, Any], s3_admin: Any
+) -> None:
+    """Over plain HTTP too, a part is signed as over HTTPS: its signed Content-MD5 covers it.
+
+    moto here checks signatures (``auth=True``): the upload going through shows the store
+    accepts ``UNSIGNED-PAYLOAD`` with the MD5; the other requests keep their payload hash.
+    """
+    data = os.urandom(PART_SIZE + MiB)
+    seen: list[tuple[str, dict[str, Any]]] = []
+    with open_destination(s3_config) as dest:
+        dest.ensure_location()
+        dest.client.meta.events.register(
+            "before-send.s3",
+            lambda request, **_: seen.append((request.url, dict(request.headers))),
+        )
+        dest.write("2026/12/01/dump.rdb", Source.from_bytes(data))
+    parts = [h for url, h in seen if "partNumber=" in url]
+    others = [h for url, h in seen if "partNumber=" not in url]
+    assert len(parts) == 2, f"expected two part requests, saw {[u for u, _ in seen]}"
+    for headers in parts:
+        assert headers.get("Content-MD5"), "a part was sent without its Content-MD5"
+        assert headers["X-Amz-Content-SHA256"] == b"UNSIGNED-PAYLOAD", headers
+    assert all(h["X-Amz-Content-SHA256"] != b"UNSIGNED-PAYLOAD" for h in others), (
+        "a request other than a part lost its payload hash"
+    )
+    bucket = s3_config["bucket_name"]
+    assert stored(s3_admin, bucket, "backups/redis/2026/12/01/dump.rdb") == data
