@@ -65,7 +65,11 @@ class LocalDestination(Destination):
         umask = _umask()
         self._open_mode = self.file_mode & 0o600 if umask is None else self.file_mode
         self._chmod = umask is None or bool(self.file_mode & umask)
-        self._written: list[str] = []  # for the fallback when syncfs is unavailable
+        #: Where libc has ``syncfs``, ``sync`` needs only to know that something was written;
+        #: elsewhere it fsyncs every file written, listed here.
+        self._syncfs = _has_syncfs()
+        self._dirty = False
+        self._written: list[str] = []
         self._lock = threading.Lock()
 
     def _path(self, key: str) -> Path:
@@ -150,9 +154,16 @@ class LocalDestination(Destination):
         except BaseException:
             _unlink(created)
             raise
-        with self._lock:
-            self._written.append(final)
+        self._wrote(final)
         return ObjectInfo(key=key, size=size)
+
+    def _wrote(self, path: str) -> None:
+        """Note ``path`` for ``sync``: a flag with ``syncfs``, the path itself without."""
+        if self._syncfs:
+            self._dirty = True
+        else:
+            with self._lock:
+                self._written.append(path)
 
     def sync(self) -> None:
         """Everything written so far, durable: one ``syncfs`` of the destination file system.
@@ -160,17 +171,28 @@ class LocalDestination(Destination):
         Without ``syncfs`` (not Linux), every file written and its folder are fsynced from a
         pool instead: the same guarantee, paid per file.
         """
+        if self._syncfs:
+            if not self._dirty:
+                return
+            self._dirty = False  # before the call: a write that ends during it sets it again
+            try:
+                _syncfs(self.base)
+            except OSError as exc:
+                self._dirty = True
+                raise DestinationError(
+                    f"cannot flush {self.base} to disk: {exc.strerror}"
+                ) from None
+            return
         with self._lock:
             written, self._written = self._written, []
         if not written:
             return
-        try:
-            if not _syncfs(self.base):
-                from concurrent.futures import ThreadPoolExecutor
+        from concurrent.futures import ThreadPoolExecutor
 
-                with ThreadPoolExecutor(8, thread_name_prefix="fsync") as pool:
-                    list(pool.map(_fsync_path, written))
-                    list(pool.map(_fsync_dir, {os.path.dirname(p) for p in written}))
+        try:
+            with ThreadPoolExecutor(8, thread_name_prefix="fsync") as pool:
+                list(pool.map(_fsync_path, written))
+                list(pool.map(_fsync_dir, {os.path.dirname(p) for p in written}))
         except OSError as exc:
             raise DestinationError(f"cannot flush {self.base} to disk: {exc.strerror}") from None
 
@@ -218,8 +240,7 @@ class LocalDestination(Destination):
                     target.parent.mkdir(parents=True, exist_ok=True)
                     made.add(target.parent)
                 os.replace(source, target)
-                with self._lock:
-                    self._written.append(str(target))
+                self._wrote(str(target))
             except FileNotFoundError:
                 if not source.exists():
                     raise ObjectNotFound(f"{old} not found in {self.base}") from None
@@ -313,19 +334,20 @@ def _libc() -> ctypes.CDLL:
     return _LIBC
 
 
-def _syncfs(path: Path) -> bool:
-    """``syncfs(2)`` on the file system holding ``path``; False where libc has no syncfs."""
-    call = getattr(_libc(), "syncfs", None)
-    if call is None:
-        return False
+def _has_syncfs() -> bool:
+    """Whether libc has ``syncfs`` (Linux): then ``sync`` is one call for everything written."""
+    return getattr(_libc(), "syncfs", None) is not None
+
+
+def _syncfs(path: Path) -> None:
+    """``syncfs(2)`` on the file system holding ``path`` (only where ``_has_syncfs``)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        if call(fd) != 0:
+        if _libc().syncfs(fd) != 0:
             errno = ctypes.get_errno()
             raise OSError(errno, os.strerror(errno), str(path))
     finally:
         os.close(fd)
-    return True
 
 
 def _fsync_path(path: str) -> None:
