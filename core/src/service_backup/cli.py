@@ -23,7 +23,13 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
 
-def _parser(prog: str = "service-backup") -> argparse.ArgumentParser:
+def _parser(prog: str = "service-backup", command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with ``command``, only that one of the modular commands.
+
+    Each module of ``COMMAND_MODULES``/``STANDALONE_MODULES`` is imported to declare its
+    flags. When the command line names the command first, the others are left out: a
+    ``manual-backup`` need not import ``restore`` or ``status`` to parse ``backup CONFIG``.
+    """
     parser = argparse.ArgumentParser(prog=prog, description="Backups for BOSH-deployed services.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -55,11 +61,13 @@ def _parser(prog: str = "service-backup") -> argparse.ArgumentParser:
     new.add_argument("name", metavar="NAME", help="the destination type, e.g. dropbox")
     new.add_argument("--dir", default=".", help="where to create the package (default: here)")
     for name, module in COMMAND_MODULES.items():
-        command = importlib.import_module(module)
-        command.configure(with_config(name, command.HELP))
+        if command in (None, name):
+            found = importlib.import_module(module)
+            found.configure(with_config(name, found.HELP))
     for name, module in STANDALONE_MODULES.items():
-        command = importlib.import_module(module)
-        command.configure(sub.add_parser(name, help=command.HELP, description=command.HELP))
+        if command in (None, name):
+            found = importlib.import_module(module)
+            found.configure(sub.add_parser(name, help=found.HELP, description=found.HELP))
     return parser
 
 
@@ -76,6 +84,8 @@ COMMAND_MODULES: dict[str, str] = {
 STANDALONE_MODULES: dict[str, str] = {
     "schema": "service_backup.commands.schema",
 }
+_BUILT_IN = ("daemon", "backup", "validate", "check", "plugins", "new-plugin")
+_COMMANDS = frozenset((*_BUILT_IN, *COMMAND_MODULES, *STANDALONE_MODULES))
 
 
 def _load(path: str, registry: object) -> object:
@@ -234,7 +244,11 @@ def cmd_daemon(path: str) -> int:
 
 
 def main(argv: list[str] | None = None, prog: str = "service-backup") -> int:
-    args = _parser(prog).parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    # A known command named first (not after ``-h``, whose help lists them all, and not a
+    # misspelt one, whose error lists them all too).
+    first = words[0] if words and words[0] in _COMMANDS else None
+    args = _parser(prog, command=first).parse_args(argv)
     if args.command in ("daemon", "backup"):
         from . import logs
 

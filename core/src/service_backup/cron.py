@@ -5,21 +5,25 @@ descriptors such as ``@daily`` and ``@every 1h30m``). APScheduler differs in way
 silently move backups: it numbers weekdays from Monday, and it ANDs day-of-month with
 day-of-week where cron ORs them when both are restricted. So the schedule is parsed here with
 robfig's rules and error messages, and each field is handed to APScheduler as an explicit list.
+
+Parsing (every ``validate`` and every config load, ``manual-backup`` included) needs no
+APScheduler: its trigger is built, and APScheduler imported, only when ``Schedule.trigger`` is
+first read, by the daemon or by something asking for fire times.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-from apscheduler.triggers.base import BaseTrigger
-from apscheduler.triggers.combining import OrTrigger
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from apscheduler.triggers.base import BaseTrigger
 
 
 class ScheduleError(ConfigError):
@@ -142,10 +146,41 @@ def parse_go_duration(text: str) -> datetime.timedelta:
 
 @attrs.frozen
 class Schedule:
-    """A parsed schedule: the APScheduler trigger, and what the operator wrote."""
+    """A parsed schedule: what the operator wrote, and the APScheduler trigger it stands for.
+
+    ``every`` (seconds) for ``@every``; otherwise ``fields``, the APScheduler ``CronTrigger``
+    arguments shared by both day rules, with ``day``/``day_of_week``, and ``either_day``
+    when both day fields are restricted (cron's OR).
+    """
 
     text: str
-    trigger: BaseTrigger
+    timezone: Any = None
+    every: int | None = None
+    fields: dict[str, str] = attrs.field(factory=dict, eq=False)
+    day: str = "*"
+    day_of_week: str = "*"
+    either_day: bool = False
+
+    @functools.cached_property
+    def trigger(self) -> BaseTrigger:
+        """The APScheduler trigger (APScheduler is imported here, on first use)."""
+        from apscheduler.triggers.combining import OrTrigger
+        from apscheduler.triggers.cron import CronTrigger
+        from apscheduler.triggers.interval import IntervalTrigger
+
+        if self.every is not None:
+            return IntervalTrigger(seconds=self.every, timezone=self.timezone)
+        common = {**self.fields, "timezone": self.timezone}
+        if not self.either_day:
+            # robfig: when either day field is unrestricted, both must match (an AND).
+            return CronTrigger(day=self.day, day_of_week=self.day_of_week, **common)
+        # Both restricted: a day matches when either does (an OR), as in every cron.
+        return OrTrigger(
+            [
+                CronTrigger(day=self.day, day_of_week="*", **common),
+                CronTrigger(day="*", day_of_week=self.day_of_week, **common),
+            ]
+        )
 
     def next_fire_time(self, after: datetime.datetime) -> datetime.datetime | None:
         """The first fire time strictly after ``after`` (robfig's ``Next``)."""
@@ -190,7 +225,7 @@ def parse_schedule(text: str, timezone: Any = None) -> Schedule:
                 f"@every {spec.removeprefix('@every').strip()}: the interval must be at least 1s"
             )
         seconds = int(interval.total_seconds())  # robfig drops fractions of a second
-        return Schedule(text, IntervalTrigger(seconds=seconds, timezone=timezone))
+        return Schedule(text, timezone, every=seconds)
     if spec.startswith("@"):
         if spec not in _DESCRIPTORS:
             raise ScheduleError(f"unrecognized descriptor: {spec}")
@@ -205,24 +240,17 @@ def parse_schedule(text: str, timezone: Any = None) -> Schedule:
     )
     if dow.star and not dom.star and not _day_exists(dom.values, month.values):
         raise ScheduleError(f"the schedule never fires (no such day in the months named): {spec}")
-    common: dict[str, Any] = {
+    common = {
         "second": _csv(second.values),
         "minute": _csv(minute.values),
         "hour": _csv(hour.values),
         "month": _csv(month.values),
-        "timezone": timezone,
     }
-    if dom.star or dow.star:
-        # robfig: when either day field is unrestricted, both must match (an AND).
-        trigger: BaseTrigger = CronTrigger(
-            day=_csv(dom.values), day_of_week=_csv(dow.values, _APS_DOW), **common
-        )
-    else:
-        # Both restricted: a day matches when either does (an OR), as in every cron.
-        trigger = OrTrigger(
-            [
-                CronTrigger(day=_csv(dom.values), day_of_week="*", **common),
-                CronTrigger(day="*", day_of_week=_csv(dow.values, _APS_DOW), **common),
-            ]
-        )
-    return Schedule(text, trigger)
+    return Schedule(
+        text,
+        timezone,
+        fields=common,
+        day=_csv(dom.values),
+        day_of_week=_csv(dow.values, _APS_DOW),
+        either_day=not (dom.star or dow.star),
+    )

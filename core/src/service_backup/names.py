@@ -27,8 +27,12 @@ _ESCAPE = re.compile(r"%([0-9A-F]{2})")
 
 
 def needs_escaping(name: str) -> bool:
-    """Whether ``name`` (as ``os`` functions return it) holds bytes that are not UTF-8."""
-    return any(_FIRST_ESCAPED <= ord(ch) <= _LAST_ESCAPED for ch in name)
+    """Whether ``name`` (as ``os`` functions return it) holds bytes that are not UTF-8.
+
+    ASCII (nearly every name) is answered without looking at each character: this runs for
+    every file of every run.
+    """
+    return not name.isascii() and any(_FIRST_ESCAPED <= ord(ch) <= _LAST_ESCAPED for ch in name)
 
 
 def escape(name: str) -> tuple[str, bool]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from loguru import logger
@@ -26,7 +25,6 @@ from .manifest import MANIFEST_NAME
 from .plugins import PluginRegistry
 from .processes import ProcessManager
 from .progress import NULL_PROGRESS, ProgressReporter
-from .prune import prune
 from .results import DestinationFailure, RunResult, UploadResult
 from .secret import scrub, secret_field_values
 from .source import SourceFile, scan_source
@@ -140,9 +138,14 @@ def _upload_everywhere(
     def one(spec: DestinationSpec) -> UploadResult | DestinationFailure:
         return _upload_to(spec, files, config, run, registry)
 
-    workers = max(1, min(MAX_PARALLEL_DESTINATIONS, len(config.destinations)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="destination") as pool:
-        outcomes = list(pool.map(one, config.destinations))
+    if len(config.destinations) == 1:  # the usual case: no pool (nor its import) for one
+        outcomes = [one(config.destinations[0])]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        workers = min(MAX_PARALLEL_DESTINATIONS, len(config.destinations))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="destination") as pool:
+            outcomes = list(pool.map(one, config.destinations))
     uploads = tuple(o for o in outcomes if isinstance(o, UploadResult))
     failures = tuple(o for o in outcomes if isinstance(o, DestinationFailure))
     return uploads, failures
@@ -188,6 +191,8 @@ def _retain(
     spec: DestinationSpec, config: BackupConfig, run: RunContext, registry: PluginRegistry
 ) -> None:
     """Retention after a successful upload; a failure is logged and the run still succeeds."""
+    from .prune import prune  # only configs with a retention policy get here
+
     assert spec.retention is not None
     log = _dest_log(run, spec)
     log.bind(policy=spec.retention.describe()).info("Retention started")

@@ -487,41 +487,48 @@ def scan_source(folder: str | Path, log: Any = None) -> list[SourceFile]:
         log.bind(path=printable(str(path)), reason=reason, **data).warning(message)
 
     found: list[SourceFile] = []
-    stack = [root]
+    # Paths as strings below ``root``: pathlib's parsing, ``relative_to`` and ``as_posix``
+    # per file cost more than listing and stat-ing it (20,000 files: ~0.5 s of 2 s).
+    top = str(root)
+    cut = len(top) if top.endswith("/") else len(top) + 1
+    stack = [top]
     while stack:
         directory = stack.pop()
         try:
             with os.scandir(directory) as listing:
                 entries = list(listing)
         except FileNotFoundError:
-            if directory == root:
+            if directory == top:
                 raise SourceError(f"source_folder {root} vanished during the run") from None
             continue  # removed while the run listed it: not part of this backup
         except OSError as exc:
-            where = printable(str(directory))
+            where = printable(directory)
             raise SourceError(f"cannot list {where}: {exc.strerror or exc}") from None
         for entry in entries:
-            path = Path(entry.path)
+            name = entry.path
             try:
                 if entry.is_symlink():
-                    file = _through_link(path, root, real_root, skipped)
+                    file = _through_link(Path(name), root, real_root, skipped)
                     if file is not None:
                         found.append(file)
                     continue
                 if entry.is_dir(follow_symlinks=False):
-                    stack.append(path)
+                    stack.append(name)
                     continue
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
                 continue  # vanished between listing and stat: not part of this backup
             except OSError as exc:
-                where = printable(str(path))
-                raise SourceError(f"cannot read source file {where}: {exc.strerror}") from None
+                raise SourceError(
+                    f"cannot read source file {printable(name)}: {exc.strerror}"
+                ) from None
             if stat.S_ISREG(st.st_mode):
-                relative, escaped = escape(path.relative_to(root).as_posix())
+                relative, escaped = name[cut:], False
+                if not relative.isascii():  # ASCII has no byte that is not UTF-8
+                    relative, escaped = escape(relative)
                 found.append(
                     SourceFile(
-                        path=path,
+                        path=Path(name),
                         relative=relative,
                         size=st.st_size,
                         mtime_ns=st.st_mtime_ns,
@@ -530,7 +537,7 @@ def scan_source(folder: str | Path, log: Any = None) -> list[SourceFile]:
                 )
             else:
                 kind = _KINDS.get(stat.S_IFMT(st.st_mode), "special file")
-                skipped("Skipped a source file that is not a regular file", path, kind)
+                skipped("Skipped a source file that is not a regular file", Path(name), kind)
     if not found:
         log.bind(source_folder=str(root)).warning(
             "source_folder is empty: nothing to back up (did the prepare command produce nothing?)"

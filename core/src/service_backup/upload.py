@@ -20,7 +20,7 @@ from .context import RunContext
 from .destination import Destination
 from .errors import BackupError, DestinationError
 from .hookspecs import hookimpl
-from .progress import TaskProgress
+from .progress import NULL_PROGRESS, TaskProgress
 from .results import StoredFile, UploadResult
 from .source import Source, SourceFile
 
@@ -62,7 +62,12 @@ def upload_one(
         source.close()
 
 
-def run_jobs(jobs: Sequence[Callable[[], T]], workers: int, run: RunContext) -> list[T]:
+def run_jobs(
+    jobs: Sequence[Callable[[], T]],
+    workers: int,
+    run: RunContext,
+    inline: Sequence[Callable[[], T]] = (),
+) -> list[T]:
     """Run upload jobs ``workers`` at a time and return their results in job order.
 
     The first failure stops jobs that have not started and is raised once the running ones
@@ -70,12 +75,15 @@ def run_jobs(jobs: Sequence[Callable[[], T]], workers: int, run: RunContext) -> 
     ``upload`` hook use this too, so every upload stops and fails the same way.
 
     ``workers`` threads take the next job from a shared counter: one future per file (and a
-    wait on 20,000 of them) cost more than the copy of a small file.
+    wait on 20,000 of them) cost more than the copy of a small file. ``inline`` jobs run one
+    after another in the calling thread meanwhile (their results follow those of ``jobs``):
+    a job of a few short system calls is slower handed between threads than run in one.
     """
-    results: list[T | None] = [None] * len(jobs)
+    results: list[T | None] = [None] * (len(jobs) + len(inline))
     errors: list[BaseException] = []
     lock = threading.Lock()
     upcoming = iter(range(len(jobs)))
+    processes = run.processes
 
     def work() -> None:
         while True:
@@ -84,7 +92,7 @@ def run_jobs(jobs: Sequence[Callable[[], T]], workers: int, run: RunContext) -> 
             if index is None:
                 return
             try:
-                if run.processes.closing:
+                if processes.closing:
                     raise BackupError("upload interrupted: service-backup is shutting down")
                 results[index] = jobs[index]()
             except BaseException as exc:  # raised below, in the caller's thread
@@ -92,12 +100,25 @@ def run_jobs(jobs: Sequence[Callable[[], T]], workers: int, run: RunContext) -> 
                     errors.append(exc)
                 return
 
-    workers = max(1, min(workers, len(jobs) or 1))
+    workers = max(1, min(workers, len(jobs))) if jobs else 0
     threads = [threading.Thread(target=work, name=f"upload_{n}") for n in range(workers)]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        index = len(jobs)
+        for job in inline:
+            if errors:  # a worker failed: start nothing more (read without the lock: a list)
+                break
+            if processes.closing:
+                raise BackupError("upload interrupted: service-backup is shutting down")
+            results[index] = job()
+            index += 1
+    except BaseException as exc:
+        with lock:
+            errors.append(exc)
+    finally:
+        for thread in threads:
+            thread.join()
     if errors:
         raise errors[0]
     return results  # type: ignore[return-value]
@@ -142,12 +163,27 @@ def upload(
     files: list[SourceFile],
     run: RunContext,
 ) -> UploadResult:
+    """Every file through ``upload_one``; small ones in this thread where the destination asks.
+
+    A destination whose ``serial_file_size`` is set (the local one) gets the files up to that
+    size one after another from the calling thread, while larger ones go
+    ``file_concurrency`` at a time.
+    """
     started = time.monotonic()
     prefix = run.remote_prefix
+    serial = getattr(destination, "serial_file_size", 0) or 0
     with progress_task(run, spec, files) as progress:
-        jobs = [
-            functools.partial(upload_one, destination, f"{prefix}/{f.relative}", f, progress)
-            for f in files
-        ]
-        stored = run_jobs(jobs, destination.file_concurrency, run)
+        shown = None if progress.reporter is NULL_PROGRESS else progress
+
+        def job(file: SourceFile) -> Callable[[], StoredFile]:
+            return functools.partial(
+                upload_one, destination, f"{prefix}/{file.relative}", file, shown
+            )
+
+        if serial:
+            small = [job(f) for f in files if f.size <= serial]
+            large = [job(f) for f in files if f.size > serial]
+            stored = run_jobs(large, destination.file_concurrency, run, inline=small)
+        else:
+            stored = run_jobs([job(f) for f in files], destination.file_concurrency, run)
     return upload_result(spec, stored, started)

@@ -1,0 +1,187 @@
+"""The local destination's fast path for many small files, and what it must still guarantee.
+
+Small files are copied one after another in the uploading thread (no hand-off between threads
+per file), larger ones side by side; durability is one ``syncfs`` per ``sync``; a failure on
+either side stops the other.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from loguru import logger
+
+from service_backup.config import DestinationSpec
+from service_backup.context import RunContext
+from service_backup.destination import DestinationContext
+from service_backup.errors import BackupError, SourceError
+from service_backup.processes import ProcessManager
+from service_backup.source import scan_source
+from service_backup.upload import run_jobs, upload
+from service_backup_plugins.local import destination as local
+from service_backup_plugins.local.config import LocalConfig
+
+
+class Recording(local.LocalDestination):
+    """The real destination, noting which thread wrote each key."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.threads: dict[str, str] = {}
+
+    def write(self, key, source):  # type: ignore[no-untyped-def]
+        self.threads[key] = threading.current_thread().name
+        return super().write(key, source)
+
+
+def _destination(root: Path, cls: type = local.LocalDestination) -> local.LocalDestination:
+    return cls(LocalConfig(path=str(root)), DestinationContext("here", threading.Event()))  # type: ignore[no-any-return]
+
+
+def _run() -> RunContext:
+    return RunContext(
+        config=None,  # type: ignore[arg-type]
+        backup_guid="guid",
+        started_at=datetime.datetime.now().astimezone(),
+        processes=ProcessManager(),
+        log=logger,
+        upload_prefix="run",
+    )
+
+
+def _source_tree(root: Path) -> dict[str, bytes]:
+    contents = {
+        "a/one.bin": os.urandom(4096),
+        "a/two.bin": b"",
+        "b/big.bin": os.urandom(local.SMALL_FILE + 1),
+        "b/c/three.bin": os.urandom(local.SMALL_FILE),
+        "top.bin": os.urandom(10),
+    }
+    for name, data in contents.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return contents
+
+
+def test_small_files_are_copied_in_the_calling_thread_large_ones_by_workers(
+    tmp_path: Path,
+) -> None:
+    contents = _source_tree(tmp_path / "src")
+    dest = _destination(tmp_path / "dest", Recording)
+    files = scan_source(tmp_path / "src")
+    result = upload(DestinationSpec("local", None, "here"), dest, files, _run())
+
+    caller = threading.current_thread().name
+    assert dest.threads.pop("run/b/big.bin") != caller, "a large file was copied inline"
+    assert set(dest.threads.values()) == {caller}, f"small files left the thread: {dest.threads}"
+    stored = {s.path: s for s in result.stored}
+    for name, data in contents.items():
+        copy = tmp_path / "dest" / "run" / name
+        assert copy.read_bytes() == data, f"{name}: stored bytes differ"
+        assert copy.stat().st_mode & 0o777 == 0o600, f"{name}: mode {oct(copy.stat().st_mode)}"
+        assert stored[name].sha256 == hashlib.sha256(data).hexdigest(), f"{name}: wrong sha256"
+    folder = tmp_path / "dest" / "run" / "b" / "c"
+    assert folder.stat().st_mode & 0o777 == 0o700, f"folder mode {oct(folder.stat().st_mode)}"
+
+
+def test_a_small_file_that_grew_fails_inline_and_leaves_no_copy(tmp_path: Path) -> None:
+    _source_tree(tmp_path / "src")
+    files = scan_source(tmp_path / "src")
+    with open(tmp_path / "src" / "a" / "one.bin", "ab") as grow:
+        grow.write(b"more")
+    dest = _destination(tmp_path / "dest")
+    with pytest.raises(SourceError, match=r"one\.bin changed size"):
+        upload(DestinationSpec("local", None, "here"), dest, files, _run())
+    assert not (tmp_path / "dest" / "run" / "a" / "one.bin").exists(), "a partial copy was left"
+
+
+def test_a_worker_failure_stops_the_inline_jobs_that_have_not_started() -> None:
+    done: list[str] = []
+
+    def worker_fails() -> None:
+        raise BackupError("worker failed")
+
+    def inline_waits_for_the_worker() -> str:
+        (worker,) = [t for t in threading.enumerate() if t.name == "upload_0"] or [None]
+        if worker is not None:
+            worker.join(30)  # it records its error, then ends
+        return "first"
+
+    inline_later = [lambda: done.append("inline ran after the failure")] * 5
+    with pytest.raises(BackupError, match="worker failed"):
+        run_jobs([worker_fails], 1, _run(), inline=[inline_waits_for_the_worker, *inline_later])
+    assert not done, f"inline jobs started after a worker failed: {done}"
+
+
+def test_an_inline_failure_is_raised_after_the_running_workers_end() -> None:
+    finished: list[str] = []
+
+    def worker() -> str:
+        finished.append("worker")
+        return "w"
+
+    def inline_fails() -> None:
+        raise BackupError("inline failed")
+
+    with pytest.raises(BackupError, match="inline failed"):
+        run_jobs([worker], 1, _run(), inline=[inline_fails])
+    assert not [t for t in threading.enumerate() if t.name.startswith("upload_")], "left running"
+
+
+def test_results_keep_job_order_then_inline_order() -> None:
+    results = run_jobs([lambda: 1, lambda: 2], 2, _run(), inline=[lambda: 3, lambda: 4])
+    assert results == [1, 2, 3, 4], results
+
+
+@pytest.mark.skipif(not local._has_syncfs(), reason="libc without syncfs")
+def test_sync_is_one_syncfs_when_something_was_written_and_none_otherwise(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[Path] = []
+    real = local._syncfs
+    monkeypatch.setattr(local, "_syncfs", lambda path: calls.append(path) or real(path))
+    _source_tree(tmp_path / "src")
+    dest = _destination(tmp_path / "dest")
+    dest.sync()
+    assert calls == [], "syncfs with nothing written"
+    upload(DestinationSpec("local", None, "here"), dest, scan_source(tmp_path / "src"), _run())
+    dest.sync()
+    dest.sync()
+    assert calls == [tmp_path / "dest"], f"expected one syncfs of the destination, got {calls}"
+
+
+def test_without_syncfs_every_file_and_folder_written_is_fsynced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local, "_has_syncfs", lambda: False)
+    files_synced: list[str] = []
+    folders_synced: list[str] = []
+    monkeypatch.setattr(local, "_fsync_path", files_synced.append)
+    monkeypatch.setattr(local, "_fsync_dir", folders_synced.append)
+    contents = _source_tree(tmp_path / "src")
+    dest = _destination(tmp_path / "dest")
+    upload(DestinationSpec("local", None, "here"), dest, scan_source(tmp_path / "src"), _run())
+    dest.sync()
+    base = str(tmp_path / "dest" / "run")
+    assert sorted(files_synced) == sorted(f"{base}/{name}" for name in contents), files_synced
+    expected = {os.path.dirname(f"{base}/{name}") for name in contents}
+    assert set(folders_synced) == expected, folders_synced
+
+
+def test_scan_keeps_paths_keys_and_escapes_only_names_that_are_not_utf8(tmp_path: Path) -> None:
+    root = tmp_path / "src"
+    (root / "d").mkdir(parents=True)
+    (root / "d" / "plain.txt").write_bytes(b"p")
+    (root / "d" / "café.txt").write_bytes(b"c")
+    os.close(os.open(os.fsencode(root / "d") + b"/raw\xff.txt", os.O_CREAT | os.O_WRONLY))
+    found = {f.relative: f for f in scan_source(str(root) + "/")}
+    assert set(found) == {"d/plain.txt", "d/café.txt", "d/raw%FF.txt"}, sorted(found)
+    assert [k for k, f in found.items() if f.escaped] == ["d/raw%FF.txt"]
+    plain = found["d/plain.txt"]
+    assert isinstance(plain.path, Path) and plain.path == root / "d" / "plain.txt", plain.path
+    assert plain.size == 1 and plain.mtime_ns == (root / "d" / "plain.txt").stat().st_mtime_ns
