@@ -43,6 +43,11 @@ class Destination(abc.ABC):
 
     #: How many files the run uploads to this destination at once.
     file_concurrency: ClassVar[int] = 4
+    #: Files up to this size are written one after another from the calling thread, the
+    #: larger ones by ``file_concurrency`` worker threads. For a store whose small writes are a
+    #: few fast system calls (``local``), threads only hand the GIL back and forth; 0 (the
+    #: default) sends every file to the workers.
+    serial_file_size: ClassVar[int] = 0
 
     @property
     def can_rename(self) -> bool:

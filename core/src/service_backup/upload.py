@@ -171,7 +171,7 @@ def upload(
     """
     started = time.monotonic()
     prefix = run.remote_prefix
-    serial = getattr(destination, "serial_file_size", 0) or 0
+    serial = destination.serial_file_size
     with progress_task(run, spec, files) as progress:
         shown = None if progress.reporter is NULL_PROGRESS else progress
 
