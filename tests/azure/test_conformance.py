@@ -43,3 +43,8 @@ class TestAzureConformance(DestinationSuite):
             **destination_config,
             "endpoint": f"http://127.0.0.1:{free_port()}/devstoreaccount1",
         }
+
+    @pytest.fixture
+    def promote_config(self, destination_config: dict[str, Any]) -> dict[str, Any]:
+        """Promotion by server-side copy is opt-in: the rename tests run with it on."""
+        return {**destination_config, "promote_by_copy": True}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 PLUGIN_AND_SUITE = """
+import shutil
 import uuid
 from typing import IO
 
@@ -14,7 +15,7 @@ from loguru import logger
 
 from service_backup.config import required
 from service_backup.destination import DestinationType, ObjectInfo
-from service_backup.errors import DestinationError
+from service_backup.errors import DestinationError, ObjectNotFound
 from service_backup.plugins import PluginRegistry
 from service_backup.hookspecs import hookimpl
 from service_backup.secret import Secret
@@ -63,6 +64,22 @@ class Broken(LocalDestination):
             return super().write(key, Source.from_bytes(source.read_all()))
         return super().write(key, source)
 
+    @property
+    def can_rename(self):
+        return "{flaw}" != "no-rename"
+
+    def rename(self, moves):
+        if "{flaw}" == "rename-leaves-staged":  # copies, never removes the staged object
+            for old, new in moves:
+                if not self._path(old).exists():
+                    raise ObjectNotFound(f"{{old}} not found")
+                self._path(new).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(self._path(old), self._path(new))
+            return
+        if "{flaw}" == "rename-ignores-missing":  # skips a missing source without a word
+            moves = [(old, new) for old, new in moves if self._path(old).exists()]
+        super().rename(moves)
+
 
 class Plugin:
     @staticmethod
@@ -98,15 +115,33 @@ SELECTED = (
     "test_wrong_credentials_fail_clearly_without_secrets or test_write_read_back_identical or "
     "test_sizes_around_the_chunk_size or test_failed_write_keeps_the_stored_object"
 )
+RENAME_TESTS = (
+    "test_rename_promotes_staged_objects",
+    "test_rename_replaces_an_existing_object",
+    "test_rename_of_a_missing_source_raises_object_not_found",
+    "test_same_day_rerun_is_staged_and_promoted",
+)
 
 
-def run_suite(pytester: pytest.Pytester, flaw: str) -> pytest.RunResult:
+def run_suite(pytester: pytest.Pytester, flaw: str, selected: str = SELECTED) -> pytest.RunResult:
     pytester.makepyfile(test_broken=PLUGIN_AND_SUITE.format(flaw=flaw))
-    return pytester.runpytest_subprocess("-k", SELECTED, "-p", "no:cacheprovider", "-rfE")
+    return pytester.runpytest_subprocess("-k", selected, "-p", "no:cacheprovider", "-rfEs")
 
 
 def test_a_sound_plugin_passes(pytester: pytest.Pytester) -> None:
     run_suite(pytester, "none").assert_outcomes(passed=11)
+
+
+def test_a_sound_renaming_plugin_passes_the_promotion_tests(pytester: pytest.Pytester) -> None:
+    run_suite(pytester, "none", " or ".join(RENAME_TESTS)).assert_outcomes(passed=4)
+
+
+def test_the_promotion_tests_skip_where_the_destination_cannot_rename(
+    pytester: pytest.Pytester,
+) -> None:
+    result = run_suite(pytester, "no-rename", " or ".join(RENAME_TESTS))
+    result.assert_outcomes(skipped=4)
+    result.stdout.fnmatch_lines(["SKIPPED*can_rename is False with promote_config*"])
 
 
 @pytest.mark.parametrize(
@@ -126,3 +161,23 @@ def test_a_broken_plugin_fails_the_suite(
     result = run_suite(pytester, flaw)
     assert result.ret != 0, f"the suite passed a plugin that {flaw}"
     result.stdout.fnmatch_lines([f"[FE]*{failing_test}*"])  # a FAILED or ERROR summary line
+
+
+@pytest.mark.parametrize(
+    ("flaw", "failing_tests"),
+    [
+        # The staged objects left behind: the direct test, and the re-run through the pipeline
+        # (which must leave nothing under .service-backup-staging/), both catch it.
+        (
+            "rename-leaves-staged",
+            ("test_rename_promotes_staged_objects", "test_same_day_rerun_is_staged_and_promoted"),
+        ),
+        ("rename-ignores-missing", ("test_rename_of_a_missing_source_raises_object_not_found",)),
+    ],
+)
+def test_a_broken_rename_fails_exactly_its_promotion_test(
+    pytester: pytest.Pytester, flaw: str, failing_tests: tuple[str, ...]
+) -> None:
+    result = run_suite(pytester, flaw, " or ".join(RENAME_TESTS))
+    result.assert_outcomes(passed=len(RENAME_TESTS) - len(failing_tests), failed=len(failing_tests))
+    result.stdout.fnmatch_lines([f"FAILED*{name}*" for name in failing_tests], consecutive=False)

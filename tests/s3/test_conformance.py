@@ -33,3 +33,8 @@ class TestS3Conformance(DestinationSuite):
     @pytest.fixture
     def unreachable_config(self, destination_config: dict[str, Any]) -> dict[str, Any]:
         return {**destination_config, "endpoint_url": f"http://127.0.0.1:{free_port()}"}
+
+    @pytest.fixture
+    def promote_config(self, destination_config: dict[str, Any]) -> dict[str, Any]:
+        """Promotion by server-side copy is opt-in: the rename tests run with it on."""
+        return {**destination_config, "promote_by_copy": True}

@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,6 +24,7 @@ import pytest
 from loguru import logger
 
 from ..catalog import read_manifest, run_folders
+from ..commit import STAGING_FOLDER
 from ..config import BackupConfig, parse_config, structure_destination_config
 from ..destination import Destination, DestinationContext, DestinationType, ObjectInfo
 from ..errors import BackupError, ConfigError, ObjectNotFound, SourceError
@@ -187,6 +189,16 @@ class DestinationSuite:
         """The same config pointed at an endpoint nothing listens on; None skips that test."""
         return None
 
+    @pytest.fixture
+    def promote_config(self, destination_config: dict[str, Any]) -> dict[str, Any]:
+        """The config the promotion (``rename``) tests run with.
+
+        They run only where the destination opened with it says ``can_rename``; a plugin
+        that promotes only when the operator opts in (the object stores' ``promote_by_copy``)
+        returns ``{**destination_config, "promote_by_copy": True}`` here.
+        """
+        return destination_config
+
     # ------------------------------------------------------------------------------- helpers
     def make_registry(self) -> PluginRegistry:
         """How the suite finds the plugin: through its entry point, as the daemon does."""
@@ -215,6 +227,20 @@ class DestinationSuite:
             yield dest
 
     @pytest.fixture
+    def promoting(
+        self, dtype: DestinationType, promote_config: dict[str, Any]
+    ) -> Iterator[Destination]:
+        """The destination opened with ``promote_config``; skips where it cannot rename."""
+        with self.open_destination(dtype, promote_config) as dest:
+            if not dest.can_rename:
+                pytest.skip(
+                    f"{self.destination_type}: can_rename is False with promote_config, so "
+                    "same-day re-runs are never staged and promoted (rename is never called)"
+                )
+            dest.ensure_location()
+            yield dest
+
+    @pytest.fixture
     def logs(self) -> Iterator[CapturedLogs]:
         captured = CapturedLogs()
         sink_id = logger.add(lambda m: captured.lines.append(str(m)), format="{message} {extra}")
@@ -235,7 +261,12 @@ class DestinationSuite:
             yield
         configs = [
             request.node.funcargs.get(name)
-            for name in ("destination_config", "wrong_credentials_config", "unreachable_config")
+            for name in (
+                "destination_config",
+                "wrong_credentials_config",
+                "unreachable_config",
+                "promote_config",
+            )
         ]
         pieces = [
             piece
@@ -604,6 +635,121 @@ class DestinationSuite:
         assert [o.key for o in destination.list("partial/")] == [], (
             "a write whose source ended early left an object behind"
         )
+
+    # ---------------------------------------------------------- promotion of staged re-runs
+    # A same-day re-run on a ``can_rename`` destination stages its files and promotes them
+    # with ``rename`` once all arrived (``commit.py``): the earlier complete run is safe only
+    # if every move replaces its target whole and removes its source.
+    def _stage(self, destination: Destination, tmp_path: Path, staging: str) -> dict[str, str]:
+        """Stage a few awkward objects (and one above ``chunk_size``); relative path -> sha256."""
+        small = {
+            "dump.rdb": os.urandom(3000),
+            "empty.dat": b"",
+            "sub dir/nested/deep.aof": b"SET k v\n" * 50,
+            f"awk/{AWKWARD_NAMES[1]}": b"unicode",
+            f"awk/{AWKWARD_NAMES[4]}": b"percent",
+            f"awk/{AWKWARD_NAMES[7]}": b"shell",
+        }
+        digests = {}
+        for relative, data in small.items():
+            destination.write(f"{staging}/{relative}", Source.from_bytes(data, relative))
+            digests[relative] = hashlib.sha256(data).hexdigest()
+        if self.chunk_size is not None:
+            path = tmp_path / "above-chunk.bin"
+            _write_random_file(path, self.chunk_size + 1, seed=3)
+            file = SourceFile(path=path, relative="above-chunk.bin", size=self.chunk_size + 1)
+            digests["above-chunk.bin"] = upload_one(destination, f"{staging}/big.bin", file).sha256
+        return {("big.bin" if r == "above-chunk.bin" else r): d for r, d in digests.items()}
+
+    def test_rename_promotes_staged_objects(self, promoting: Destination, tmp_path: Path) -> None:
+        staging = f"{STAGING_FOLDER}/{uuid.uuid4()}"
+        final = "promoted/2026/11/30"
+        digests = self._stage(promoting, tmp_path, staging)
+        promoting.rename([(f"{staging}/{r}", f"{final}/{r}") for r in digests])
+        for relative, expected in digests.items():
+            with promoting.open_read(f"{final}/{relative}") as stream:
+                digest, _ = _sha256_stream(stream)
+            assert digest == expected, f"{relative}: the promoted object differs from the staged"
+            with pytest.raises(ObjectNotFound):
+                promoting.stat(f"{staging}/{relative}")
+                pytest.fail(f"{relative}: the staged object is still there after its rename")
+        listed = sorted(o.key.removeprefix(f"{final}/") for o in promoting.list(f"{final}/"))
+        assert listed == sorted(digests), "the promoted folder does not list exactly the moves"
+        left = [o.key for o in promoting.list(f"{STAGING_FOLDER}/")]
+        assert left == [], f"rename left staged objects behind: {left[:3]}"
+
+    def test_rename_replaces_an_existing_object(self, promoting: Destination) -> None:
+        staged, final = f"{STAGING_FOLDER}/{uuid.uuid4()}/dump.rdb", "replace/2026/11/30/dump.rdb"
+        promoting.write(final, Source.from_bytes(b"the earlier run's longer dump\n" * 40))
+        promoting.write(staged, Source.from_bytes(b"re-run"))
+        promoting.rename([(staged, final)])
+        assert promoting.stat(final).size == len(b"re-run"), "the earlier object was kept"
+        with promoting.open_read(final) as stream:
+            assert stream.read() == b"re-run", "rename did not replace the object under its key"
+        assert [o.key for o in promoting.list("replace/")] == [final]
+
+    def test_rename_of_a_missing_source_raises_object_not_found(
+        self, promoting: Destination
+    ) -> None:
+        staged = f"{STAGING_FOLDER}/{uuid.uuid4()}/never-staged.rdb"
+        final = "missing/2026/11/30/never-staged.rdb"
+        with pytest.raises(ObjectNotFound):
+            promoting.rename([(staged, final)])
+            pytest.fail("rename of a key that is not stored returned without an error")
+        assert list(promoting.list("missing/")) == [], "rename of a missing source stored something"
+
+    def test_same_day_rerun_is_staged_and_promoted(
+        self,
+        registry: PluginRegistry,
+        dtype: DestinationType,
+        promoting: Destination,
+        promote_config: dict[str, Any],
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        source = tmp_path / "source"
+        first = {"dump.rdb": b"first run, longer\n" * 300, "sub dir/x y.aof": b"SET a 1\n"}
+        second = {"dump.rdb": os.urandom(5000), "sub dir/x y.aof": b"", "new.txt": b"new\n"}
+        _write_tree(source, first)
+        config = self.backup_config(
+            registry, promote_config, source,
+            deployment_name="conformance-deploy", add_deployment_name_to_backup_path=True,
+        )  # fmt: skip
+        one = self.run(registry, config)
+        assert one.ok, one.error
+        assert [f.state for f in run_folders(promoting, "conformance-deploy")] == ["complete"]
+        moves: list[tuple[str, str]] = []
+        cls = type(promoting)
+        original = cls.rename
+
+        def spy(self: Destination, pairs: Any) -> None:
+            pairs = list(pairs)
+            moves.extend(pairs)
+            original(self, pairs)
+
+        monkeypatch.setattr(cls, "rename", spy)
+        _write_tree(source, second)
+        two = self.run(registry, config)
+        assert two.ok, two.error
+        staged = f"conformance-deploy/{STAGING_FOLDER}/{two.backup_guid}/"
+        prefix = f"conformance-deploy/{time.strftime('%Y/%m/%d')}/"
+        assert sorted(moves) == sorted((staged + p, prefix + p) for p in second), (
+            "the same-day re-run was not staged and promoted with one rename of its files"
+        )
+        with self.open_destination(dtype, promote_config) as later:
+            (folder,) = run_folders(later, "conformance-deploy")
+            assert folder.complete, "the promoted re-run left no manifest"
+            assert folder.manifest is not None and folder.manifest.backup_guid == two.backup_guid
+            expected = {p: (len(d), hashlib.sha256(d).hexdigest()) for p, d in second.items()}
+            assert {f.path: (f.size, f.sha256) for f in folder.manifest.files} == expected
+            for entry in folder.manifest.files:
+                with later.open_read(prefix + entry.path) as stream:
+                    digest, size = _sha256_stream(stream)
+                assert (size, digest) == (entry.size, entry.sha256), (
+                    f"{entry.path}: the promoted object is not the re-run's bytes"
+                )
+            left = [o.key for o in later.list(f"conformance-deploy/{STAGING_FOLDER}/")]
+            assert left == [], f"the promoted re-run left staged objects: {left[:3]}"
 
     # ------------------------------------------------------ manifests, list, verify, restore
     # ``list``, ``verify``, ``restore``, ``status`` and retention use only ``list``,
