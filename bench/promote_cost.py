@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from service_backup.config import parse_config
-from service_backup.plugins import PluginRegistry
+from service_backup.plugins import load_registry
 from service_backup.processes import ProcessManager
 from service_backup.run import run_backup
 
@@ -113,7 +113,7 @@ def write_set(root: Path, files: list[tuple[str, int]]) -> None:
 
 
 def one_run(store: str, raw: dict[str, Any], source: Path, pid: int) -> dict[str, float]:
-    registry = PluginRegistry(load_hook_plugins=False)
+    registry = load_registry(hook_plugins=False)
     document = {
         "destinations": [{"type": store, "name": "bench", "config": raw}],
         "source_folder": str(source),

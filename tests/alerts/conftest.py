@@ -14,7 +14,7 @@ from loguru import logger
 from service_backup.config import BackupConfig, parse_config
 from service_backup.context import RunContext
 from service_backup.logs import format_line
-from service_backup.plugins import PluginRegistry
+from service_backup.plugins import load_registry
 from service_backup.processes import ProcessManager
 from tests.clock import VirtualClock
 
@@ -70,7 +70,7 @@ def alerts_section(server: CfServer, **config: Any) -> dict[str, Any]:
 def backup_config(alerts: dict[str, Any] | None) -> BackupConfig:
     """Through the core's real config parsing, so the tests see what the daemon sees."""
     data: dict[str, Any] = {} if alerts is None else {"alerts": alerts}
-    return parse_config(data, PluginRegistry(load_hook_plugins=False))
+    return parse_config(data, load_registry(hook_plugins=False))
 
 
 def make_run(config: BackupConfig, identifier: str | None = "instance-42") -> RunContext:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from service_backup.errors import ConfigError
-from service_backup.plugins import PluginRegistry
+from service_backup.plugins import load_registry
 from service_backup.run import _alert
 from service_backup_plugins.cf_client import AlertError, send_service_alert
 
@@ -42,7 +42,7 @@ RFC3339 = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
 
 def fire(config: Any, identifier: str | None = "instance-42", error: str = ERROR) -> None:
     """What the core does for a failed run: call every alerter, log a failure once."""
-    _alert(config, make_run(config, identifier), PluginRegistry(), error)
+    _alert(config, make_run(config, identifier), load_registry(), error)
 
 
 def send(server: CfServer, clock: VirtualClock, **config: Any) -> None:
@@ -427,7 +427,7 @@ def test_self_signed_server_is_accepted_when_skipping_validation(
 
 
 def test_registered_as_a_hook_plugin() -> None:
-    registry = PluginRegistry()
+    registry = load_registry()
     plugin = registry.pm.get_plugin("service_backup.hooks:cf_notifications")
     assert plugin is not None and plugin.__name__ == "service_backup_plugins.cf_alerts"
     assert plugin in [impl.plugin for impl in registry.hook.alert.get_hookimpls()]

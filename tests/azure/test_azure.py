@@ -26,7 +26,7 @@ from service_backup.config import parse_config, structure_destination_config
 from service_backup.destination import DestinationContext
 from service_backup.errors import ConfigError, DestinationError, ObjectNotFound, SourceError
 from service_backup.layout import MiB
-from service_backup.plugins import PluginRegistry
+from service_backup.plugins import load_registry
 from service_backup.source import Source
 from service_backup_azure.destination import (
     LIST_PAGE_SIZE,
@@ -47,7 +47,7 @@ WRONG_KEY = base64.b64encode(b"a well-formed key that is not the account's").dec
 
 # ------------------------------------------------------------------------------ helpers
 def open_destination(raw: dict[str, Any], name: str = "azure-test") -> AzureDestination:
-    dtype = PluginRegistry(load_hook_plugins=False).destination_type("azure")
+    dtype = load_registry(hook_plugins=False).destination_type("azure")
     config = structure_destination_config(raw, dtype.config_class)
     destination = dtype.factory(config, DestinationContext(name))
     assert isinstance(destination, AzureDestination)
@@ -248,7 +248,7 @@ def test_invalid_values_are_refused_before_any_run(field: str, value: str, expec
                 "source_folder": "/tmp",
                 "cron_schedule": "@daily",
             },
-            PluginRegistry(load_hook_plugins=False),
+            load_registry(hook_plugins=False),
         )
     message = str(info.value)
     assert "destinations[0].config" in message and field in message
@@ -267,7 +267,7 @@ def test_malformed_key_is_refused_without_quoting_it() -> None:
 
 
 def open_destination_type():  # type: ignore[no-untyped-def]
-    return PluginRegistry(load_hook_plugins=False).destination_type("azure")
+    return load_registry(hook_plugins=False).destination_type("azure")
 
 
 def test_registered_label_and_defaults() -> None:

@@ -34,7 +34,7 @@ from azure.storage.blob import (
 from service_backup.config import parse_config, structure_destination_config
 from service_backup.destination import DestinationContext
 from service_backup.errors import ConfigError, DestinationError
-from service_backup.plugins import PluginRegistry
+from service_backup.plugins import load_registry
 from service_backup.source import Source
 from service_backup_azure.destination import AzureDestination
 from tests.azure.identity import ManagedIdentityEndpoint, self_signed_certificate
@@ -48,7 +48,7 @@ SAS_LIKE = "sv=2024-08-04&ss=b&srt=sco&sp=rwdlac&se=2030-01-01T00:00:00Z&sig=c2V
 
 
 def open_destination(raw: dict[str, Any]) -> AzureDestination:
-    dtype = PluginRegistry(load_hook_plugins=False).destination_type("azure")
+    dtype = load_registry(hook_plugins=False).destination_type("azure")
     config = structure_destination_config(raw, dtype.config_class)
     destination = dtype.factory(config, DestinationContext("cred-test", stop=threading.Event()))
     assert isinstance(destination, AzureDestination)
@@ -74,7 +74,7 @@ def config_problem(raw: dict[str, Any]) -> str:
                 "source_folder": "/tmp",
                 "cron_schedule": "@daily",
             },
-            PluginRegistry(load_hook_plugins=False),
+            load_registry(hook_plugins=False),
         )
     return str(info.value)
 
@@ -124,7 +124,7 @@ def test_token_credentials_need_https() -> None:
 
 
 def test_each_way_to_authenticate_validates_alone() -> None:
-    dtype = PluginRegistry(load_hook_plugins=False).destination_type("azure")
+    dtype = load_registry(hook_plugins=False).destination_type("azure")
     base = {"storage_account": "examplestorage", "container": "backups", "path": "p"}
     kinds = {
         "key": {**base, "storage_access_key": KEY},

@@ -19,7 +19,7 @@ import pytest
 from service_backup.config import parse_config, structure_destination_config
 from service_backup.destination import DestinationContext
 from service_backup.errors import ConfigError, DestinationError, ObjectNotFound
-from service_backup.plugins import PluginRegistry
+from service_backup.plugins import load_registry
 from service_backup.source import Source
 from service_backup_azure.destination import MAX_BLOCK_SIZE, MAX_SINGLE_PUT_SIZE, AzureDestination
 from tests.azure.server import AzuriteServer
@@ -33,7 +33,7 @@ SIZES = {"single put": 64 * 1024, "blocks": MAX_SINGLE_PUT_SIZE + 2 * MAX_BLOCK_
 
 
 def open_destination(raw: dict[str, Any], stop: threading.Event | None = None) -> AzureDestination:
-    dtype = PluginRegistry(load_hook_plugins=False).destination_type("azure")
+    dtype = load_registry(hook_plugins=False).destination_type("azure")
     config = structure_destination_config(raw, dtype.config_class)
     context = DestinationContext(NAME, stop=stop or threading.Event())
     destination = dtype.factory(config, context)
@@ -144,11 +144,11 @@ def test_stall_settings_are_validated() -> None:
                     "source_folder": "/tmp",
                     "cron_schedule": "@daily",
                 },
-                PluginRegistry(load_hook_plugins=False),
+                load_registry(hook_plugins=False),
             )
         assert f"destinations[0].config.{field}" in str(info.value)
         assert "above 0" in str(info.value)
-    dtype = PluginRegistry(load_hook_plugins=False).destination_type("azure")
+    dtype = load_registry(hook_plugins=False).destination_type("azure")
     config = structure_destination_config(base, dtype.config_class)
     assert (config.stall_timeout_seconds, config.stall_min_bytes_per_second) == (60, 1024)
 

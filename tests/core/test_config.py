@@ -15,14 +15,14 @@ from service_backup.config import (
     structure_destination_config,
 )
 from service_backup.errors import ConfigError
-from service_backup.plugins import PluginRegistry
+from service_backup.plugins import PluginRegistry, load_registry
 
 SEED_EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "local.yml"
 
 
 @pytest.fixture
 def registry() -> PluginRegistry:
-    return PluginRegistry(load_hook_plugins=False)
+    return load_registry(hook_plugins=False)
 
 
 def base(**extra):

@@ -14,7 +14,7 @@ from service_backup import logs
 from service_backup.config import parse_config
 from service_backup.errors import CommandError
 from service_backup.hookspecs import hookimpl
-from service_backup.plugins import PluginRegistry
+from service_backup.plugins import load_registry
 from service_backup.processes import ProcessManager
 from service_backup.run import run_backup
 
@@ -69,7 +69,7 @@ def lines(stream: io.StringIO) -> list[dict]:
 
 
 def setup(tmp_path: Path, recorder: object, *extra_plugins: object, dests=None):
-    registry = PluginRegistry(load_hook_plugins=False)
+    registry = load_registry(hook_plugins=False)
     registry.register(recorder, name="recorder")
     for i, plugin in enumerate(extra_plugins):
         registry.register(plugin, name=f"extra-{i}")
@@ -158,7 +158,7 @@ def test_secrets_scrubbed_from_errors(tmp_path):
     """Even if an SDK's error quotes a secret, the run's one-line error does not carry it."""
     from service_backup.run import _reason
 
-    registry = PluginRegistry(load_hook_plugins=False)
+    registry = load_registry(hook_plugins=False)
     config = parse_config(
         {
             "destinations": [{"type": "local", "config": {"path": str(tmp_path)}}],

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from service_backup import upload
-from service_backup.plugins import BUILTIN_PLUGINS, PluginRegistry
+from service_backup.plugins import BUILTIN_PLUGINS, PluginRegistry, load_registry
 from tests.core.cli import run_cli
 
 
@@ -28,11 +28,11 @@ def test_config_alone_imports_no_plugin_loader() -> None:
 
 
 def test_builtin_upload_is_registered_by_the_loader_like_a_plugin() -> None:
-    bare = PluginRegistry(load=False)
+    bare = PluginRegistry()
     assert bare.pm.get_plugins() == set(), "an unloaded registry must hold no plugin at all"
     assert bare.pm.hook.upload.get_hookimpls() == [], "the default upload came without the loader"
 
-    loaded = PluginRegistry(load_hook_plugins=False)
+    loaded = load_registry(hook_plugins=False)
     assert "service_backup.upload" in BUILTIN_PLUGINS
     assert loaded.pm.get_plugin("service_backup.upload") is upload, (
         "the loader did not register the built-in upload module under its module name"

@@ -12,7 +12,7 @@ from service_backup.cli import main
 from service_backup.commands.schema import build_schema, render_json
 from service_backup.config import ConfigSection, required
 from service_backup.hookspecs import hookimpl
-from service_backup.plugins import PluginRegistry
+from service_backup.plugins import load_registry
 from service_backup.secret import Secret
 
 
@@ -68,7 +68,7 @@ def test_a_plugin_section_is_in_the_schema() -> None:
         def config_sections(self) -> list[ConfigSection]:
             return [ConfigSection("gauges", Gauges)]
 
-    registry = PluginRegistry()
+    registry = load_registry()
     registry.register(Plugin(), name="test-gauges")
     node = build_schema(registry)["config"]["fields"]["gauges"]
     assert node == {

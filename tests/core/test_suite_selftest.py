@@ -16,7 +16,7 @@ from loguru import logger
 from service_backup.config import required
 from service_backup.destination import DestinationType, ObjectInfo
 from service_backup.errors import DestinationError, ObjectNotFound
-from service_backup.plugins import PluginRegistry
+from service_backup.plugins import PluginRegistry, load_registry
 from service_backup.hookspecs import hookimpl
 from service_backup.secret import Secret
 from service_backup.source import Source
@@ -97,7 +97,7 @@ class TestBroken(DestinationSuite):
     failing_upload_size = 2 * MiB
 
     def make_registry(self):
-        registry = PluginRegistry(load_hook_plugins=False)
+        registry = load_registry(hook_plugins=False)
         registry.register(Plugin(), name="broken")
         return registry
 

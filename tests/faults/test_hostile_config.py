@@ -9,7 +9,7 @@ import pytest
 
 from service_backup.config import load_config
 from service_backup.errors import ConfigError
-from service_backup.plugins import PluginRegistry
+from service_backup.plugins import PluginRegistry, load_registry
 
 from .helpers import local_config, run_cli, timed_cli, write_config
 
@@ -31,7 +31,7 @@ def assert_one_line_refusal(result, *, names: list[str]) -> None:
 
 @pytest.fixture
 def registry() -> PluginRegistry:
-    return PluginRegistry(load_hook_plugins=False)
+    return load_registry(hook_plugins=False)
 
 
 def test_alias_bomb_is_refused_at_once(tmp_path: Path, registry: PluginRegistry) -> None:

@@ -27,7 +27,7 @@ import pytest
 from service_backup.config import parse_config, structure_destination_config
 from service_backup.destination import DestinationContext
 from service_backup.errors import ConfigError, DestinationError, ObjectNotFound, SourceError
-from service_backup.plugins import PluginRegistry
+from service_backup.plugins import load_registry
 from service_backup.source import Source
 from service_backup_gcs.destination import SINGLE_REQUEST_LIMIT, GCSDestination
 from tests.core.cli import run_cli, write_config
@@ -40,7 +40,7 @@ TODAY = time.strftime("%Y/%m/%d")
 
 # ------------------------------------------------------------------------------ helpers
 def open_destination(raw: dict[str, Any], name: str = "gcs-test") -> GCSDestination:
-    dtype = PluginRegistry(load_hook_plugins=False).destination_type("gcs")
+    dtype = load_registry(hook_plugins=False).destination_type("gcs")
     config = structure_destination_config(raw, dtype.config_class)
     destination = dtype.factory(config, DestinationContext(name))
     assert isinstance(destination, GCSDestination)
@@ -68,7 +68,7 @@ def crc32c_b64(data: bytes) -> str:
 
 
 def config_error(raw: dict[str, Any]) -> str:
-    registry = PluginRegistry(load_hook_plugins=False)
+    registry = load_registry(hook_plugins=False)
     document = {
         "destinations": [{"type": "gcs", "config": raw}],
         "source_folder": "/tmp",
@@ -173,7 +173,7 @@ def bucket_resource(name: str) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- configuration
 def test_config_defaults_and_normalisation(gcs_server: GCSServer) -> None:
-    dtype = PluginRegistry(load_hook_plugins=False).destination_type("gcs")
+    dtype = load_registry(hook_plugins=False).destination_type("gcs")
     minimal = {k: v for k, v in gcs_server.config("b").items() if k != "endpoint"}
     config = structure_destination_config(minimal, dtype.config_class)
     assert (config.location, config.storage_class, config.bucket_path, config.endpoint) == (
@@ -222,7 +222,7 @@ def test_google_auth_judges_other_credential_types(gcs_server: GCSServer, tmp_pa
     """authorized_user and external_account load; what google-auth misses is named."""
     subject_token = tmp_path / "token"
     subject_token.write_text("eyJ.subject.token")
-    dtype = PluginRegistry(load_hook_plugins=False).destination_type("gcs")
+    dtype = load_registry(hook_plugins=False).destination_type("gcs")
     user = {"type": "authorized_user", "client_id": "id.apps.googleusercontent.com",
             "client_secret": "c-secret-value-1", "refresh_token": "r-token-value-123"}  # fmt: skip
     federation = {
@@ -270,7 +270,7 @@ def test_unparseable_private_key_fails_when_the_destination_opens_without_quotin
         "-----BEGIN PRIVATE KEY-----\nTm90QUtleUF0QWxs\n-----END PRIVATE KEY-----\n"
     )
     raw = gcs_server.config("b", service_account_json=json.dumps(info))
-    registry = PluginRegistry(load_hook_plugins=False)
+    registry = load_registry(hook_plugins=False)
     dtype = registry.destination_type("gcs")
     config = structure_destination_config(raw, dtype.config_class)  # validates
     with (

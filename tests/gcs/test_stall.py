@@ -18,7 +18,7 @@ import pytest
 from service_backup.config import structure_destination_config
 from service_backup.destination import DestinationContext
 from service_backup.errors import DestinationError
-from service_backup.plugins import PluginRegistry
+from service_backup.plugins import load_registry
 from service_backup.source import Source
 from service_backup_gcs.destination import SINGLE_REQUEST_LIMIT, GCSDestination
 from tests.core.cli import run_cli
@@ -37,7 +37,7 @@ NAME = "gcs-stall"
 
 
 def open_destination(raw: dict[str, Any], stop: threading.Event | None = None) -> GCSDestination:
-    dtype = PluginRegistry(load_hook_plugins=False).destination_type("gcs")
+    dtype = load_registry(hook_plugins=False).destination_type("gcs")
     config = structure_destination_config(raw, dtype.config_class)
     context = DestinationContext(NAME, stop or threading.Event())
     destination = dtype.factory(config, context)
@@ -70,7 +70,7 @@ def assert_stalled(failure: pytest.ExceptionInfo[DestinationError], started: flo
 
 
 def test_stall_settings_default_and_are_checked(gcs_server: GCSServer) -> None:
-    dtype = PluginRegistry(load_hook_plugins=False).destination_type("gcs")
+    dtype = load_registry(hook_plugins=False).destination_type("gcs")
     config = structure_destination_config(gcs_server.config("b"), dtype.config_class)
     assert (config.stall_timeout_seconds, config.stall_min_bytes_per_second) == (60, 1024)
     message = config_error(gcs_server.config("b", stall_timeout_seconds=0))

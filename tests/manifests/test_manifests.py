@@ -24,7 +24,7 @@ from service_backup.destination import Destination, DestinationContext
 from service_backup.errors import DestinationError
 from service_backup.hookspecs import hookimpl
 from service_backup.manifest import FORMAT, MANIFEST_NAME, Manifest
-from service_backup.plugins import PluginRegistry
+from service_backup.plugins import load_registry
 from service_backup.processes import ProcessManager
 from service_backup.results import RunResult
 from service_backup.run import run_backup
@@ -77,7 +77,7 @@ class World:
         self.source = tmp_path / "source"
         self.source.mkdir(exist_ok=True)
         self.tmp = tmp_path
-        self.registry = PluginRegistry(load_hook_plugins=False)
+        self.registry = load_registry(hook_plugins=False)
         self.config_path = tmp_path / "backup.yml"
         self.document = {
             "destinations": [{"type": backend.type, "name": NAME, "config": self.raw}],
@@ -94,7 +94,7 @@ class World:
         return parse_config(json.loads(json.dumps(self.document)), self.registry)
 
     def backup(self, *plugins: object) -> RunResult:
-        registry = PluginRegistry(load_hook_plugins=False)
+        registry = load_registry(hook_plugins=False)
         for plugin in plugins:
             registry.register(plugin)
         config = parse_config(json.loads(json.dumps(self.document)), registry)

@@ -12,7 +12,7 @@ from loguru import logger
 
 from service_backup.config import BackupConfig, parse_config
 from service_backup.logs import format_line
-from service_backup.plugins import PluginRegistry
+from service_backup.plugins import PluginRegistry, load_registry
 from service_backup.processes import ProcessManager
 from service_backup.results import RunResult
 from service_backup.run import run_backup
@@ -72,7 +72,7 @@ def backup_data(tmp_path: Path, succeed: bool = True, **sections: Any) -> dict[s
 
 def load(data: dict[str, Any]) -> tuple[BackupConfig, PluginRegistry]:
     """Through the core's real loader, with every installed hook plugin, as the daemon does."""
-    registry = PluginRegistry()
+    registry = load_registry()
     return parse_config(data, registry), registry
 
 

@@ -227,7 +227,7 @@ def test_urls_are_secret_in_repr(tmp_path: Path, server: HttpServer) -> None:
 def test_apprise_is_imported_only_when_a_notification_goes_out() -> None:
     code = (
         "import sys, service_backup_apprise;"
-        "from service_backup.plugins import PluginRegistry; PluginRegistry();"
+        "from service_backup.plugins import load_registry; load_registry();"
         "print('apprise' in sys.modules)"
     )
     out = subprocess.run(

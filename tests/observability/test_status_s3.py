@@ -10,7 +10,7 @@ from typing import Any
 from service_backup.config import structure_destination_config
 from service_backup.destination import DestinationContext
 from service_backup.manifest import MANIFEST_NAME
-from service_backup.plugins import PluginRegistry
+from service_backup.plugins import load_registry
 from service_backup.source import Source
 from tests.core.cli import run_cli, write_config
 
@@ -19,7 +19,7 @@ from .helpers import manifest_bytes
 
 def store_run(s3_config: dict[str, Any], finished: datetime.datetime) -> None:
     """A complete run written through the s3 plugin itself, as a run would leave it."""
-    registry = PluginRegistry(load_hook_plugins=False)
+    registry = load_registry(hook_plugins=False)
     dtype = registry.destination_type("s3")
     config = structure_destination_config(s3_config, dtype.config_class)
     prefix = finished.astimezone().strftime("%Y/%m/%d")

@@ -21,7 +21,7 @@ from service_backup.destination import Destination, DestinationContext
 from service_backup.errors import DestinationError
 from service_backup.hookspecs import hookimpl
 from service_backup.manifest import MANIFEST_NAME, Manifest
-from service_backup.plugins import PluginRegistry
+from service_backup.plugins import PluginRegistry, load_registry
 from service_backup.processes import ProcessManager
 from service_backup.results import StoredFile
 from service_backup.run import run_backup
@@ -83,7 +83,7 @@ def test_backup_applies_retention_on_every_destination_type(
     source = tmp_path / "src"
     source.mkdir()
     (source / "dump.rdb").write_bytes(b"today's dump")
-    registry = PluginRegistry(load_hook_plugins=False)
+    registry = load_registry(hook_plugins=False)
     config = make_config(destination_entry, source, {"keep_last": 3}, registry)
     with open_destination(config, registry) as dest:
         dest.ensure_location()
@@ -124,7 +124,7 @@ def local_entry(tmp_path: Path) -> dict[str, Any]:
 
 
 def test_failed_run_prunes_nothing(tmp_path: Path, captured: io.StringIO) -> None:
-    registry = PluginRegistry(load_hook_plugins=False)
+    registry = load_registry(hook_plugins=False)
     config = make_config(local_entry(tmp_path), tmp_path / "missing", {"keep_last": 1}, registry)
     with open_destination(config, registry) as dest:
         dest.ensure_location()
@@ -159,7 +159,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_prune_dry_run_deletes_nothing_and_names_each_run(tmp_path: Path) -> None:
     path = write_config(tmp_path, {"keep_last": 2, "keep_weekly": 1})
-    registry = PluginRegistry(load_hook_plugins=False)
+    registry = load_registry(hook_plugins=False)
     config = make_config(local_entry(tmp_path), tmp_path / "src", {}, registry)
     with open_destination(config, registry) as dest:
         dest.ensure_location()
@@ -225,7 +225,7 @@ class FailingDelete:
 def test_a_failed_deletion_is_logged_and_the_run_succeeds(
     tmp_path: Path, captured: io.StringIO
 ) -> None:
-    registry = PluginRegistry(load_hook_plugins=False)
+    registry = load_registry(hook_plugins=False)
     registry.register(FailingDelete(), name="readonly")
     entry = {"type": "readonly", "name": "ro", "config": {"path": str(tmp_path / "store")}}
     (tmp_path / "src").mkdir()

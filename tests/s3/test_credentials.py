@@ -23,7 +23,7 @@ import pytest
 from service_backup.config import structure_destination_config
 from service_backup.destination import DestinationContext
 from service_backup.errors import ConfigError, DestinationError
-from service_backup.plugins import PluginRegistry
+from service_backup.plugins import load_registry
 from service_backup.source import Source
 from service_backup_s3.config import S3Config
 from service_backup_s3.destination import MULTIPART_THRESHOLD, S3Destination
@@ -34,7 +34,7 @@ ACCOUNT = "123456789012"  # moto's default account
 
 
 def open_destination(raw: dict[str, Any]) -> S3Destination:
-    dtype = PluginRegistry(load_hook_plugins=False).destination_type("s3")
+    dtype = load_registry(hook_plugins=False).destination_type("s3")
     config = structure_destination_config(raw, dtype.config_class)
     destination = dtype.factory(config, DestinationContext("s3-creds"))
     assert isinstance(destination, S3Destination)

@@ -21,7 +21,7 @@ from service_backup.config import structure_destination_config
 from service_backup.destination import DestinationContext
 from service_backup.errors import DestinationError, SourceError
 from service_backup.layout import MiB
-from service_backup.plugins import PluginRegistry
+from service_backup.plugins import load_registry
 from service_backup.source import Source, SourceFile
 from service_backup.upload import upload_one
 from service_backup_s3.destination import MULTIPART_THRESHOLD, S3Destination
@@ -34,7 +34,7 @@ SIZES = pytest.mark.parametrize("size", [1000, BIG], ids=["single-put", "multipa
 
 
 def open_destination(raw: dict[str, Any], stop: threading.Event | None = None) -> S3Destination:
-    dtype = PluginRegistry(load_hook_plugins=False).destination_type("s3")
+    dtype = load_registry(hook_plugins=False).destination_type("s3")
     config = structure_destination_config(raw, dtype.config_class)
     context = DestinationContext("s3-faults", stop=stop or threading.Event())
     destination = dtype.factory(config, context)

@@ -22,7 +22,7 @@ from service_backup.config import structure_destination_config
 from service_backup.destination import DestinationContext
 from service_backup.errors import ConfigError, DestinationError, ObjectNotFound, SourceError
 from service_backup.layout import MiB
-from service_backup.plugins import PluginRegistry
+from service_backup.plugins import load_registry
 from service_backup.source import Source, SourceFile
 from service_backup.upload import upload_one
 from service_backup_s3._tls import CaBundle, system_ca_bundle
@@ -38,7 +38,7 @@ BIG = MULTIPART_THRESHOLD + 1 * MiB  # goes up in parts
 
 def open_destination(raw: dict[str, Any]) -> S3Destination:
     """Built the way a run builds it: the entry point's type, the core's config converter."""
-    dtype = PluginRegistry(load_hook_plugins=False).destination_type("s3")
+    dtype = load_registry(hook_plugins=False).destination_type("s3")
     config = structure_destination_config(raw, dtype.config_class)
     destination = dtype.factory(config, DestinationContext("s3-test"))
     assert isinstance(destination, S3Destination)

@@ -29,7 +29,7 @@ import service_backup_scp
 from service_backup.config import parse_config, structure_destination_config
 from service_backup.destination import DestinationContext
 from service_backup.errors import ConfigError, DestinationError, ObjectNotFound, SourceError
-from service_backup.plugins import PluginRegistry
+from service_backup.plugins import load_registry
 from service_backup.processes import ProcessManager
 from service_backup.results import RunResult
 from service_backup.run import run_backup
@@ -765,7 +765,7 @@ def test_describe_and_stat_and_delete(sshd: SshServer) -> None:
 # ---------------------------------------------------------------------------- batched runs
 def run_to(raw: dict[str, Any], source: Path) -> RunResult:
     """A whole run through the core, so the plugin's batching upload hook is what runs."""
-    registry = PluginRegistry(load_hook_plugins=False)
+    registry = load_registry(hook_plugins=False)
     config = parse_config(
         {
             "destinations": [{"type": "scp", "name": "onprem", "config": raw}],
@@ -792,7 +792,7 @@ def test_opening_the_destination_module_does_not_import_invoke() -> None:
 
 
 def test_the_plugin_brings_its_upload_hook() -> None:
-    registry = PluginRegistry(load_hook_plugins=False)
+    registry = load_registry(hook_plugins=False)
     registry.destination_type("scp")  # loads the plugin through its entry point
     plugins = [impl.plugin for impl in registry.hook.upload.get_hookimpls()]
     assert service_backup_scp in plugins

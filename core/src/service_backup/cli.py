@@ -110,13 +110,13 @@ def _invalid(path: str, exc: ConfigError, as_log: bool) -> int:
 def cmd_validate(path: str) -> int:
     from .config import load_config
     from .cron import ScheduleError, parse_schedule
-    from .plugins import PluginRegistry
+    from .plugins import load_registry
 
     started = time.monotonic()
     try:
         # Hook plugins too: they declare top-level sections (``healthchecks``, ``apprise``)
         # that must be validated here, not first at 3 a.m. Their modules import nothing heavy.
-        config = load_config(path, PluginRegistry())
+        config = load_config(path, load_registry())
     except ConfigError as exc:
         return _invalid(path, exc, as_log=False)
     if config.destinations:
@@ -169,9 +169,9 @@ def cmd_new_plugin(name: str, folder: str) -> int:
 
 def cmd_check(path: str) -> int:
     from .check import check_all
-    from .plugins import PluginRegistry
+    from .plugins import load_registry
 
-    registry = PluginRegistry()  # hook plugins declare config sections; no hook is called
+    registry = load_registry()  # hook plugins declare config sections; no hook is called
     try:
         config = _load(path, registry)
     except ConfigError as exc:
@@ -186,14 +186,14 @@ def cmd_check(path: str) -> int:
 
 
 def cmd_backup(path: str, progress: bool = True) -> int:
-    from .plugins import PluginRegistry
+    from .plugins import load_registry
     from .processes import ProcessManager
     from .progress import progress_display
     from .results import RunResult
     from .run import run_backup
 
     try:
-        registry = PluginRegistry()
+        registry = load_registry()
         config = _load(path, registry)
     except ConfigError as exc:
         return _invalid(path, exc, as_log=True)
@@ -231,10 +231,10 @@ def _record_metrics(config: BackupConfig, result: RunResult, started: float) -> 
 
 def cmd_daemon(path: str) -> int:
     from .daemon import Daemon
-    from .plugins import PluginRegistry
+    from .plugins import load_registry
 
     try:
-        registry = PluginRegistry()
+        registry = load_registry()
         config = _load(path, registry)
     except ConfigError as exc:
         return _invalid(path, exc, as_log=True)

@@ -397,15 +397,25 @@ def structure_destination_config(
 
 
 def _validator_problems(obj: Any, path: str) -> list[str]:
-    """Each field validator's complaint about the built ``obj``, in field order."""
+    """Each field validator's complaint about the built ``obj`` and the config objects in it.
+
+    Nested config classes (a list of services, say) were built with their validators off
+    too, so they are walked here, each problem at its own path (``services[1].url``).
+    """
     problems = []
     for field in attrs.fields(type(obj)):
-        if field.validator is None:
-            continue
-        try:
-            field.validator(obj, field, getattr(obj, field.name))
-        except (ValueError, TypeError) as exc:
-            problems.append(_at_field(path, str(exc)))
+        value = getattr(obj, field.name)
+        if field.validator is not None:
+            try:
+                field.validator(obj, field, value)
+            except (ValueError, TypeError) as exc:
+                problems.append(_at_field(path, str(exc)))
+        if attrs.has(type(value)):
+            problems += _validator_problems(value, f"{path}.{field.name}")
+        elif isinstance(value, list | tuple):
+            for index, item in enumerate(value):
+                if attrs.has(type(item)):
+                    problems += _validator_problems(item, f"{path}.{field.name}[{index}]")
     return problems
 
 

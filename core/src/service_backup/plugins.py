@@ -58,17 +58,15 @@ def _dist_of(ep: importlib.metadata.EntryPoint) -> tuple[str, str]:
 class PluginRegistry:
     """The pluggy manager plus lazy lookup of destination types by name.
 
-    ``PluginRegistry()`` is the loaded registry every command uses: ``load_plugins`` registers
-    the built-ins and (``load_hook_plugins``) the hook plugins. ``load=False`` gives an empty
-    manager, to register plugins one by one (``inspect_plugins``, tests).
+    It only manages: a new one is empty. ``load_registry()`` gives the loaded registry every
+    command uses (the built-ins, then the hook plugins); an empty one takes plugins one by one
+    (``inspect_plugins``, tests).
     """
 
-    def __init__(self, load_hook_plugins: bool = True, *, load: bool = True) -> None:
+    def __init__(self) -> None:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self._types: dict[str, DestinationType] = {}
-        if load:
-            load_plugins(self, hook_plugins=load_hook_plugins)
 
     @property
     def hook(self) -> Any:
@@ -121,6 +119,13 @@ class PluginRegistry:
                 f"unknown destination type '{name}' (installed: {', '.join(known) or 'none'})"
             )
         return self._types[name]
+
+
+def load_registry(*, hook_plugins: bool = True) -> PluginRegistry:
+    """A registry with the built-ins and (``hook_plugins``) every hook plugin registered."""
+    registry = PluginRegistry()
+    load_plugins(registry, hook_plugins=hook_plugins)
+    return registry
 
 
 def load_plugins(registry: PluginRegistry, *, hook_plugins: bool = True) -> None:
@@ -180,7 +185,7 @@ def inspect_plugins() -> list[PluginReport]:
     """
     reports = []
     for info in installed_plugins():
-        registry = PluginRegistry(load=False)
+        registry = PluginRegistry()
         try:
             if info.group == BUILTIN_GROUP:
                 plugin: object = _import_builtin(info.module)

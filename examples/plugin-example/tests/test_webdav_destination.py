@@ -20,7 +20,7 @@ from webdav_server import WebDAVServer, webdav_server
 from service_backup.config import parse_config, structure_destination_config
 from service_backup.destination import DestinationContext
 from service_backup.errors import ConfigError, DestinationError, ObjectNotFound, SourceError
-from service_backup.plugins import PluginRegistry
+from service_backup.plugins import load_registry
 from service_backup.source import Source
 
 
@@ -66,7 +66,7 @@ def test_bad_urls_are_refused_naming_the_field(url: str, complaint: str) -> None
                 "source_folder": "/var/vcap/store",
                 "cron_schedule": "@daily",
             },
-            PluginRegistry(load_hook_plugins=False),
+            load_registry(hook_plugins=False),
         )
     message = str(info.value)
     assert "destinations[0].config" in message and "url" in message

@@ -38,9 +38,9 @@ def load(path: str) -> tuple[BackupConfig, PluginRegistry]:
     Hook plugins are loaded too: they may declare top-level sections the config uses.
     """
     from ..config import load_config
-    from ..plugins import PluginRegistry
+    from ..plugins import load_registry
 
-    registry = PluginRegistry()
+    registry = load_registry()
     return load_config(path, registry), registry
 
 

@@ -76,9 +76,9 @@ def render_json(schema: Mapping[str, Any]) -> str:
 def build_schema(registry: PluginRegistry | None = None) -> dict[str, Any]:
     """The whole config file: top-level keys, destination entries, each installed type."""
     from ..config import _ALERT_FIELDS, _RawConfig, _RawDestination
-    from ..plugins import DESTINATION_GROUP, PluginRegistry, _dist_of, _entry_points
+    from ..plugins import DESTINATION_GROUP, _dist_of, _entry_points, load_registry
 
-    registry = registry or PluginRegistry()
+    registry = registry or load_registry()
     top = _object_node(_RawConfig)
     for key, config_class in sorted(registry.config_sections().items()):
         top["fields"][key] = _object_node(config_class)

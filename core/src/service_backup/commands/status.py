@@ -161,7 +161,7 @@ def table(rows: list[DestinationStatus]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..config import load_config
-    from ..plugins import PluginRegistry
+    from ..plugins import load_registry
 
     try:
         max_age = parse_duration(args.max_age)
@@ -170,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     _quiet_logs()
     try:
-        registry = PluginRegistry()
+        registry = load_registry()
         config = load_config(args.config, registry)
     except ConfigError as exc:
         print(f"service-backup: invalid config {args.config}: {exc}", file=sys.stderr)

@@ -29,7 +29,7 @@ from ..config import BackupConfig, parse_config, structure_destination_config
 from ..destination import Destination, DestinationContext, DestinationType, ObjectInfo
 from ..errors import BackupError, ConfigError, ObjectNotFound, SourceError
 from ..manifest import MANIFEST_NAME, Manifest, manifest_key
-from ..plugins import DESTINATION_GROUP, PluginRegistry
+from ..plugins import DESTINATION_GROUP, PluginRegistry, load_registry
 from ..processes import ProcessManager
 from ..results import RunResult, StoredFile
 from ..run import run_backup
@@ -202,7 +202,7 @@ class DestinationSuite:
     # ------------------------------------------------------------------------------- helpers
     def make_registry(self) -> PluginRegistry:
         """How the suite finds the plugin: through its entry point, as the daemon does."""
-        return PluginRegistry(load_hook_plugins=False)
+        return load_registry(hook_plugins=False)
 
     @pytest.fixture
     def registry(self) -> PluginRegistry:
