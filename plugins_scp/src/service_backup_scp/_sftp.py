@@ -33,17 +33,22 @@ import paramiko
 from paramiko.sftp import (
     CMD_ATTRS,
     CMD_CLOSE,
+    CMD_DATA,
     CMD_EXTENDED,
     CMD_FSETSTAT,
     CMD_FSTAT,
     CMD_HANDLE,
     CMD_MKDIR,
     CMD_OPEN,
+    CMD_READ,
     CMD_REMOVE,
     CMD_SETSTAT,
+    CMD_STAT,
     CMD_STATUS,
     CMD_WRITE,
+    SFTP_EOF,
     SFTP_FLAG_CREATE,
+    SFTP_FLAG_READ,
     SFTP_FLAG_TRUNC,
     SFTP_FLAG_WRITE,
     SFTPError,
@@ -59,6 +64,11 @@ BULK_READ = 256 * 1024
 MAX_REPLY = 16 * 1024 * 1024
 #: Outstanding write requests per stream; with 255 KiB chunks this covers several windows.
 MAX_IN_FLIGHT = 32
+#: Outstanding read requests per stream: 16 x 255 KiB is the 4 MiB receive window of a
+#: channel (``_session.WINDOW_SIZE``); more would only wait in the server's queue.
+READ_IN_FLIGHT = 16
+#: One channel read when reading a file: several answers of 255 KiB per wake-up.
+BULK_READ_DATA = 1024 * 1024
 
 #: The private parts of paramiko this module relies on: (owner, name, parameters or None for
 #: an attribute). ``tests/scp`` checks each against the installed paramiko.
@@ -300,15 +310,16 @@ class _Replies:
     this channel) are routed to the owner paramiko registered, as paramiko would route them.
     """
 
-    def __init__(self, client: paramiko.SFTPClient) -> None:
+    def __init__(self, client: paramiko.SFTPClient, bulk: int = BULK_READ) -> None:
         self.client = client
+        self.bulk = bulk
         self.buffer = bytearray()
 
     def read(self, done: Callable[[], bool], route: Callable[[int, int, bytes], bool]) -> None:
         """Read and route answers (``route`` says whether it took one) until ``done()``."""
         self._split(route)
         while not done():
-            data = self.client.sock.recv(BULK_READ)
+            data = self.client.sock.recv(self.bulk)
             if not data:
                 raise EOFError("the server closed the SFTP channel")
             self.buffer += data
@@ -354,6 +365,194 @@ def open_for_write(
     if error is not None:
         raise error
     return Stream(client, _handle(reply[1]))
+
+
+# ------------------------------------------------------------------------------ reads
+def open_for_read(client: paramiko.SFTPClient, path: str) -> tuple[bytes, int | None]:
+    """Open ``path`` for reading and stat it in one exchange: (handle, size or None).
+
+    The size only plans the reads (see ``ReadStream``); the server's answers decide where
+    the file ends.
+    """
+    opened, attrs = exchange(
+        client, [(CMD_OPEN, (path, SFTP_FLAG_READ, paramiko.SFTPAttributes())), (CMD_STAT, (path,))]
+    )
+    if opened[0] not in (CMD_HANDLE, CMD_STATUS):
+        raise SFTPError(f"unexpected reply type {opened[0]} to open")
+    error = reply_error(client, opened, CMD_HANDLE)
+    if error is not None:
+        raise error
+    size = _stored_size(attrs[1]) if attrs[0] == CMD_ATTRS else -1
+    return _handle(opened[1]), size if size >= 0 else None
+
+
+class ReadStream:
+    """One remote file read with up to ``READ_IN_FLIGHT`` read requests outstanding.
+
+    paramiko's ``SFTPFile.read`` keeps one request in flight (a round trip per 255 KiB), and
+    its ``prefetch`` keeps every answer until it is read (a whole 1 GiB file when the reader
+    is slower than the link) in a thread of its own per file. Here requests go out as the
+    reader takes data, so at most ``READ_IN_FLIGHT`` requests (the channel's 4 MiB window)
+    are outstanding and at most a few answers wait in memory, whatever the file size; the
+    answers are read in bulk and split here (``_Replies``), like the write side's.
+
+    The size found at open plans the requests: the last one ends exactly at that size, then a
+    one-byte request past it (the probe) and the close leave with it, so a small file costs
+    two exchanges (open + stat, then reads + probe + close). The server decides where the file
+    ends: the probe's end-of-file answer confirms the planned end. A short answer (a server
+    that returns less than asked, or a file that shrank) has its rest asked again; an
+    end-of-file answer earlier than planned ends the stream there (the caller compares sizes);
+    data after the planned end (a file that grew) is read on through a fresh handle, as is a
+    rest that could not be asked before the close went out.
+    """
+
+    def __init__(self, client: paramiko.SFTPClient, path: str, handle: bytes, size: int | None,
+                 chunk: int) -> None:  # fmt: skip
+        self.client = client
+        self.path = path
+        self.chunk = chunk
+        self.replies = _Replies(client, BULK_READ_DATA)
+        self._open(handle, size)
+        #: Where the next piece handed out starts, and answers received ahead of it.
+        self.position = 0
+        self.ready: dict[int, bytes] = {}
+        #: Where the server said the file ends (an end-of-file answer), once known.
+        self.end: int | None = None
+        self.error: OSError | None = None
+        self.finished = False
+        self._heard = False
+
+    def _open(self, handle: bytes, size: int | None) -> None:
+        self.handle = handle
+        self.encoded = _field(handle)
+        self.planned = size
+        self.asked: dict[int, tuple[int, int]] = {}
+        self.next_offset = 0
+        self.close_number: int | None = None
+        self.close_answered = False
+        self.pending = bytearray()
+
+    # ---------------------------------------------------------------------- requests
+    def _ask(self, offset: int, length: int) -> None:
+        num = _number(self.client)
+        self.asked[num] = (offset, length)
+        body = struct.pack(">I", num) + self.encoded + struct.pack(">QI", offset, length)
+        self.pending += struct.pack(">IB", len(body) + 1, CMD_READ) + body
+
+    def _ask_close(self) -> None:
+        num = _number(self.client)
+        self.close_number = num
+        body = struct.pack(">I", num) + self.encoded
+        self.pending += struct.pack(">IB", len(body) + 1, CMD_CLOSE) + body
+
+    def _flush(self) -> None:
+        if self.pending:
+            _send(self.client, self.pending)
+            self.pending = bytearray()
+
+    def _top_up(self) -> None:
+        """Ask for more while fewer than ``READ_IN_FLIGHT`` requests are outstanding."""
+        while len(self.asked) < READ_IN_FLIGHT and self.close_number is None and self.end is None:
+            offset, planned = self.next_offset, self.planned
+            if planned is None:
+                length = self.chunk
+            elif offset < planned:
+                length = min(self.chunk, planned - offset)
+            else:  # the probe past the planned end, and the close with it
+                self._ask(offset, 1)
+                self.next_offset += 1
+                self._ask_close()
+                break
+            self._ask(offset, length)
+            self.next_offset += length
+        self._flush()
+
+    # ----------------------------------------------------------------------- answers
+    def _route(self, num: int, kind: int, payload: bytes) -> bool:
+        if num == self.close_number:
+            self.close_answered = True  # a failed close of a read handle loses nothing
+            self._heard = True
+            return True
+        asked = self.asked.pop(num, None)
+        if asked is None:
+            return False
+        self._heard = True
+        offset, length = asked
+        if kind == CMD_DATA:
+            size = int.from_bytes(payload[:4], "big")
+            data = payload[4 : 4 + size]
+            if len(data) != size or size > length:
+                self.error = self.error or SFTPError("garbled SFTP data reply")
+                return True
+            if data:
+                self.ready[offset] = data
+            if size < length and self.close_number is None and self.end is None:
+                self._ask(offset + size, length - size)  # the rest of a short answer
+            return True
+        if kind == CMD_STATUS and payload[:4] == struct.pack(">I", SFTP_EOF):
+            self.end = offset if self.end is None else min(self.end, offset)
+            return True
+        error = reply_error(self.client, (kind, payload), CMD_DATA)
+        self.error = self.error or error or SFTPError(f"unexpected reply type {kind} to a read")
+        return True
+
+    def _receive(self) -> None:
+        """Read from the channel until at least one of this stream's answers has come."""
+        self._heard = False
+        self.replies.read(lambda: self._heard, self._route)
+        self._flush()  # rests of short answers asked while routing
+
+    def read(self) -> bytes:
+        """The next piece of the file (up to ``chunk`` bytes), in order; ``b""`` at its end."""
+        while True:
+            data = self.ready.pop(self.position, None)
+            if data is not None:
+                if self.end is not None and self.position + len(data) > self.end:
+                    data = data[: self.end - self.position]
+                self.position += len(data)
+                self._top_up()
+                return data
+            if self.error is not None:
+                raise self.error
+            if self.end is not None and self.position >= self.end:
+                self._finish()
+                return b""
+            if self.asked or (self.close_number is not None and not self.close_answered):
+                self._receive()
+                continue
+            if self.finished:
+                return b""
+            if self.close_number is not None:  # data past the plan, or a rest asked too late
+                handle, _ = open_for_read(self.client, self.path)
+                self._open(handle, None)
+                self.ready, self.end, self.next_offset = {}, None, self.position
+            elif self.end is not None:  # a gap below an end-of-file answer: ask for it
+                self._ask(self.position, min(self.chunk, self.end - self.position))
+            self._top_up()
+
+    def put_back(self, data: bytes) -> None:
+        """The tail of the last piece, handed out again by the next ``read``."""
+        self.position -= len(data)
+        self.ready[self.position] = data
+
+    def _finish(self) -> None:
+        """Every answer read and the handle closed: the channel is clean for its next user."""
+        if self.finished:
+            return
+        if self.close_number is None:
+            self._ask_close()
+            self._flush()
+        while self.asked or not self.close_answered:
+            self._receive()
+        self.replies.check_empty()
+        self.finished = True
+        self.ready.clear()
+
+    def abandon(self) -> None:
+        """Stop early (an error, a reader that gave up): read what is owed, close the handle."""
+        self.end = self.position if self.end is None else self.end
+        self.ready.clear()
+        self._finish()
 
 
 def close(client: paramiko.SFTPClient, handle: bytes) -> None:
