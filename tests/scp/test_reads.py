@@ -84,6 +84,10 @@ def test_small_reads_and_read_all_and_empty_files(sshd: SshServer) -> None:
         assert b"".join(parts) == data, "reading in small pieces lost or reordered bytes"
         with dest.open_read("f/odd.bin") as stream:
             assert stream.read() == data
+        with dest.open_read("f/odd.bin") as stream:  # the manifest reader takes one read(n)
+            first = stream.read(290_000)
+            assert len(first) == 290_000, f"read(290000) of a longer file gave {len(first)} bytes"
+            assert first + stream.read(64 * MiB) == data
         with dest.open_read("f/empty") as stream:
             assert stream.read() == b""
         buffer = bytearray(1000)

@@ -705,8 +705,8 @@ class _InOrder:
 class _RemoteReader(io.RawIOBase):
     """A remote file as a binary stream; closing it returns its SFTP channel to the pool.
 
-    ``read`` hands out the stream's pieces as they come (up to 255 KiB each, fewer copies
-    than filling the caller's buffer); every piece counts as progress for the stall rule.
+    ``read(n)`` joins the stream's pieces (up to 255 KiB each) into ``n`` bytes; what is read
+    counts as progress for the stall rule.
     """
 
     def __init__(self, stream: _sftp.ReadStream, leases: contextlib.ExitStack, session: Session,
@@ -719,12 +719,25 @@ class _RemoteReader(io.RawIOBase):
         return True
 
     def read(self, size: int | None = -1) -> bytes:
+        """Up to ``size`` bytes, fewer only at the end of the file, as a buffered file reads
+        (callers such as the manifest reader take one ``read(n)`` as the whole object)."""
         if size is None or size < 0:
             return self.readall()
-        if size == 0:
-            return b""
+        parts: list[bytes] = []
+        wanted = size
+        while wanted > 0 and (piece := self._piece()):
+            if len(piece) > wanted:  # keep the rest for the next read
+                self._stream.put_back(piece[wanted:])
+                piece = piece[:wanted]
+            parts.append(piece)
+            wanted -= len(piece)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._guard.progress(len(data))
+        return data
+
+    def _piece(self) -> bytes:
         try:
-            data = self._stream.read()
+            return self._stream.read()
         except LINK_ERRORS as exc:
             raise self._broken(exc) from None
         except OSError as exc:
@@ -732,15 +745,11 @@ class _RemoteReader(io.RawIOBase):
                 raise self._broken(exc) from None
             where = self._destination._remote(self._path)
             raise DestinationError(f"cannot read {where}: {_sftp_text(exc)}") from None
-        if len(data) > size:  # a caller asking for less than a piece: keep the rest
-            data, rest = data[:size], data[size:]
-            self._stream.put_back(rest)
-        self._guard.progress(len(data))
-        return data
 
     def readall(self) -> bytes:
         parts = []
-        while data := self.read(_sftp.OPENSSH_CHUNK):
+        while data := self._piece():
+            self._guard.progress(len(data))
             parts.append(data)
         return b"".join(parts)
 
