@@ -310,10 +310,15 @@ class _Replies:
     this channel) are routed to the owner paramiko registered, as paramiko would route them.
     """
 
-    def __init__(self, client: paramiko.SFTPClient, bulk: int = BULK_READ) -> None:
+    def __init__(
+        self, client: paramiko.SFTPClient, bulk: int = BULK_READ, data_only: bool = False
+    ) -> None:
         self.client = client
         self.bulk = bulk
-        self.buffer = bytearray()
+        #: A DATA answer is routed as its data alone (its length checked here): one copy of
+        #: the bytes from the channel's to the caller's, not three.
+        self.data_only = data_only
+        self.buffer: bytes | bytearray = b""
 
     def read(self, done: Callable[[], bool], route: Callable[[int, int, bytes], bool]) -> None:
         """Read and route answers (``route`` says whether it took one) until ``done()``."""
@@ -322,29 +327,43 @@ class _Replies:
             data = self.client.sock.recv(self.bulk)
             if not data:
                 raise EOFError("the server closed the SFTP channel")
-            self.buffer += data
+            if self.buffer:  # a partial answer, kept as a bytearray: grows in place
+                cast(bytearray, self.buffer).extend(data)
+            else:
+                self.buffer = data  # split where it lies; only a partial answer is kept
             self._split(route)
 
     def _split(self, route: Callable[[int, int, bytes], bool]) -> None:
         buffer, start = self.buffer, 0
-        while len(buffer) - start >= 9:
-            size = int.from_bytes(buffer[start : start + 4], "big")
-            if size > MAX_REPLY or size < 5:
-                raise SFTPError(f"garbled SFTP reply ({size} bytes announced)")
-            end = start + 4 + size
-            if len(buffer) < end:
-                break
-            kind = buffer[start + 4]
-            num = int.from_bytes(buffer[start + 5 : start + 9], "big")
-            payload = bytes(buffer[start + 9 : end])
-            start = end
-            if route(num, kind, payload):
-                continue
-            with self.client._lock:
-                owner = self.client._expecting.pop(num, None)
-            if owner is not None and owner is not type(None):
-                owner._async_response(kind, paramiko.Message(payload), num)
-        del buffer[:start]
+        with memoryview(buffer) as view:
+            while len(buffer) - start >= 9:
+                size = int.from_bytes(view[start : start + 4], "big")
+                if size > MAX_REPLY or size < 5:
+                    raise SFTPError(f"garbled SFTP reply ({size} bytes announced)")
+                end = start + 4 + size
+                if len(buffer) < end:
+                    break
+                kind = buffer[start + 4]
+                num = int.from_bytes(view[start + 5 : start + 9], "big")
+                if kind == CMD_DATA and self.data_only:
+                    if size < 9 or int.from_bytes(view[start + 9 : start + 13], "big") != size - 9:
+                        raise SFTPError("garbled SFTP data reply")
+                    payload = bytes(view[start + 13 : end])
+                else:
+                    payload = bytes(view[start + 9 : end])
+                start = end
+                if route(num, kind, payload):
+                    continue
+                if kind == CMD_DATA and self.data_only:  # paramiko's owner expects the length
+                    payload = struct.pack(">I", len(payload)) + payload
+                with self.client._lock:
+                    owner = self.client._expecting.pop(num, None)
+                if owner is not None and owner is not type(None):
+                    owner._async_response(kind, paramiko.Message(payload), num)
+            if start == len(buffer):
+                self.buffer = b""
+            elif start or not isinstance(buffer, bytearray):
+                self.buffer = bytearray(view[start:])
 
     def check_empty(self) -> None:
         """Nothing may follow the last answer awaited: nothing else was asked."""
@@ -411,7 +430,7 @@ class ReadStream:
         self.client = client
         self.path = path
         self.chunk = chunk
-        self.replies = _Replies(client, BULK_READ_DATA)
+        self.replies = _Replies(client, BULK_READ_DATA, data_only=True)
         self._open(handle, size)
         #: Where the next piece handed out starts, and answers received ahead of it.
         self.position = 0
@@ -478,11 +497,10 @@ class ReadStream:
             return False
         self._heard = True
         offset, length = asked
-        if kind == CMD_DATA:
-            size = int.from_bytes(payload[:4], "big")
-            data = payload[4 : 4 + size]
-            if len(data) != size or size > length:
-                self.error = self.error or SFTPError("garbled SFTP data reply")
+        if kind == CMD_DATA:  # the data alone (``_Replies.data_only``)
+            data, size = payload, len(payload)
+            if size > length:
+                self.error = self.error or SFTPError("a read answered more than was asked")
                 return True
             if data:
                 self.ready[offset] = data
