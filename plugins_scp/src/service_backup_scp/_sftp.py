@@ -18,7 +18,12 @@ it was tested with, and a test fails loudly when any of these names or signature
 Nothing outside this module frames SFTP requests or knows a ``CMD_*`` number.
 
 Memory stays bounded: a stream keeps at most ``MAX_IN_FLIGHT`` write requests outstanding
-and sending blocks on the server's channel window (2 MiB for OpenSSH), whatever the file size.
+and sending blocks on the server's channel window (2 MiB for OpenSSH), whatever the file size;
+a ``ReadStream`` keeps at most ``READ_IN_FLIGHT`` read requests outstanding, asks for more only
+as its reader takes data, and our 4 MiB receive window bounds what the server sends ahead.
+Measured in-process on loopback (loaded 2-core machine, CPU including sha256): one 256 MiB
+file 1.0 s through ``SFTPFile.read`` (one request in flight), 0.5-0.6 s here; 2,000 files of
+16 KiB on 8 threads 1.6-3.0 s, 0.7-1.1 s here.
 """
 
 from __future__ import annotations

@@ -23,6 +23,10 @@ Three ways up, same guarantees: ``write`` streams a file with pipelined 255 KiB 
 files of ``SPLIT_THRESHOLD`` and more go as two streams on two channels; ``write_batch``
 (used by this plugin's upload hook, ``upload.py``) sends many small files in three exchanges.
 The SFTP framing lives in ``_sftp.py``, connections in ``_session.py``.
+
+Reads (``open_read``, what ``verify`` and ``restore`` use) keep up to 16 requests of 255 KiB
+in flight on a channel of their own (``_sftp.ReadStream``): two exchanges for a small file,
+bounded memory for any size, under a stall rule of their own ("download from ...").
 """
 
 from __future__ import annotations
