@@ -101,6 +101,8 @@ def test_a_missing_object_or_a_folder_is_not_found(sshd: SshServer) -> None:
     with open_destination(raw) as dest:
         with pytest.raises(ObjectNotFound, match="absent/x not found"):
             dest.open_read("absent/x")
+        with pytest.raises(ObjectNotFound, match=r"present not found .*\(not a file\)"):
+            dest.open_read("present")  # a folder opens for reading on OpenSSH: not an object
         # the channel that answered "no such file" is still good for the next read
         with dest.open_read("present/x") as stream:
             assert stream.read() == b"x"

@@ -392,8 +392,10 @@ def open_for_write(
 
 
 # ------------------------------------------------------------------------------ reads
-def open_for_read(client: paramiko.SFTPClient, path: str) -> tuple[bytes, int | None]:
-    """Open ``path`` for reading and stat it in one exchange: (handle, size or None).
+def open_for_read(
+    client: paramiko.SFTPClient, path: str
+) -> tuple[bytes, paramiko.SFTPAttributes | None]:
+    """Open ``path`` for reading and stat it in one exchange: (handle, attributes or None).
 
     The size only plans the reads (see ``ReadStream``); the server's answers decide where
     the file ends.
@@ -406,8 +408,10 @@ def open_for_read(client: paramiko.SFTPClient, path: str) -> tuple[bytes, int | 
     error = reply_error(client, opened, CMD_HANDLE)
     if error is not None:
         raise error
-    size = _stored_size(attrs[1]) if attrs[0] == CMD_ATTRS else -1
-    return _handle(opened[1]), size if size >= 0 else None
+    found = None
+    if attrs[0] == CMD_ATTRS:
+        found = paramiko.SFTPAttributes._from_msg(paramiko.Message(attrs[1]))
+    return _handle(opened[1]), found
 
 
 class ReadStream:
@@ -531,7 +535,7 @@ class ReadStream:
             data = self.ready.pop(self.position, None)
             if data is not None:
                 if self.end is not None and self.position + len(data) > self.end:
-                    data = data[: self.end - self.position]
+                    data = data[: max(0, self.end - self.position)]
                 self.position += len(data)
                 self._top_up()
                 return data

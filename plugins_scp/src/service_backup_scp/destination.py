@@ -611,13 +611,17 @@ class ScpDestination(Destination):
             guard = stack.enter_context(self._watched(self._read_guard))
             session = stack.enter_context(self.pool.session())
             try:
-                handle, size = _sftp.open_for_read(session.client, path)
+                handle, attrs = _sftp.open_for_read(session.client, path)
+                if attrs is not None and not stat_mode.S_ISREG(attrs.st_mode or stat_mode.S_IFREG):
+                    _sftp.close_many(session.client, [handle])
+                    raise ObjectNotFound(f"{key} not found in {self.describe('')} (not a file)")
             except LINK_ERRORS as exc:
                 raise self._link_failed(session, exc) from None
             except OSError as exc:
                 if not session.alive():
                     raise self._link_failed(session, exc) from None
                 raise self._failed("read", self._remote(path), exc, key) from None
+            size = attrs.st_size if attrs is not None else None
             chunk = _sftp.chunk_size(session.connection.transport)
             stream = _sftp.ReadStream(session.client, path, handle, size, chunk)
             reader = _RemoteReader(stream, stack.pop_all(), session, guard, self, path)
