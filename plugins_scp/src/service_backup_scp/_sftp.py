@@ -18,7 +18,12 @@ it was tested with, and a test fails loudly when any of these names or signature
 Nothing outside this module frames SFTP requests or knows a ``CMD_*`` number.
 
 Memory stays bounded: a stream keeps at most ``MAX_IN_FLIGHT`` write requests outstanding
-and sending blocks on the server's channel window (2 MiB for OpenSSH), whatever the file size.
+and sending blocks on the server's channel window (2 MiB for OpenSSH), whatever the file size;
+a ``ReadStream`` keeps at most ``READ_IN_FLIGHT`` read requests outstanding, asks for more only
+as its reader takes data, and our 4 MiB receive window bounds what the server sends ahead.
+Measured in-process on loopback (loaded 2-core machine, CPU including sha256): one 256 MiB
+file 1.0 s through ``SFTPFile.read`` (one request in flight), 0.5-0.6 s here; 2,000 files of
+16 KiB on 8 threads 1.6-3.0 s, 0.7-1.1 s here.
 """
 
 from __future__ import annotations
@@ -33,17 +38,22 @@ import paramiko
 from paramiko.sftp import (
     CMD_ATTRS,
     CMD_CLOSE,
+    CMD_DATA,
     CMD_EXTENDED,
     CMD_FSETSTAT,
     CMD_FSTAT,
     CMD_HANDLE,
     CMD_MKDIR,
     CMD_OPEN,
+    CMD_READ,
     CMD_REMOVE,
     CMD_SETSTAT,
+    CMD_STAT,
     CMD_STATUS,
     CMD_WRITE,
+    SFTP_EOF,
     SFTP_FLAG_CREATE,
+    SFTP_FLAG_READ,
     SFTP_FLAG_TRUNC,
     SFTP_FLAG_WRITE,
     SFTPError,
@@ -59,6 +69,11 @@ BULK_READ = 256 * 1024
 MAX_REPLY = 16 * 1024 * 1024
 #: Outstanding write requests per stream; with 255 KiB chunks this covers several windows.
 MAX_IN_FLIGHT = 32
+#: Outstanding read requests per stream: 16 x 255 KiB is the 4 MiB receive window of a
+#: channel (``_session.WINDOW_SIZE``); more would only wait in the server's queue.
+READ_IN_FLIGHT = 16
+#: One channel read when reading a file: several answers of 255 KiB per wake-up.
+BULK_READ_DATA = 1024 * 1024
 
 #: The private parts of paramiko this module relies on: (owner, name, parameters or None for
 #: an attribute). ``tests/scp`` checks each against the installed paramiko.
@@ -300,40 +315,60 @@ class _Replies:
     this channel) are routed to the owner paramiko registered, as paramiko would route them.
     """
 
-    def __init__(self, client: paramiko.SFTPClient) -> None:
+    def __init__(
+        self, client: paramiko.SFTPClient, bulk: int = BULK_READ, data_only: bool = False
+    ) -> None:
         self.client = client
-        self.buffer = bytearray()
+        self.bulk = bulk
+        #: A DATA answer is routed as its data alone (its length checked here): one copy of
+        #: the bytes from the channel's to the caller's, not three.
+        self.data_only = data_only
+        self.buffer: bytes | bytearray = b""
 
     def read(self, done: Callable[[], bool], route: Callable[[int, int, bytes], bool]) -> None:
         """Read and route answers (``route`` says whether it took one) until ``done()``."""
         self._split(route)
         while not done():
-            data = self.client.sock.recv(BULK_READ)
+            data = self.client.sock.recv(self.bulk)
             if not data:
                 raise EOFError("the server closed the SFTP channel")
-            self.buffer += data
+            if self.buffer:  # a partial answer, kept as a bytearray: grows in place
+                cast(bytearray, self.buffer).extend(data)
+            else:
+                self.buffer = data  # split where it lies; only a partial answer is kept
             self._split(route)
 
     def _split(self, route: Callable[[int, int, bytes], bool]) -> None:
         buffer, start = self.buffer, 0
-        while len(buffer) - start >= 9:
-            size = int.from_bytes(buffer[start : start + 4], "big")
-            if size > MAX_REPLY or size < 5:
-                raise SFTPError(f"garbled SFTP reply ({size} bytes announced)")
-            end = start + 4 + size
-            if len(buffer) < end:
-                break
-            kind = buffer[start + 4]
-            num = int.from_bytes(buffer[start + 5 : start + 9], "big")
-            payload = bytes(buffer[start + 9 : end])
-            start = end
-            if route(num, kind, payload):
-                continue
-            with self.client._lock:
-                owner = self.client._expecting.pop(num, None)
-            if owner is not None and owner is not type(None):
-                owner._async_response(kind, paramiko.Message(payload), num)
-        del buffer[:start]
+        with memoryview(buffer) as view:
+            while len(buffer) - start >= 9:
+                size = int.from_bytes(view[start : start + 4], "big")
+                if size > MAX_REPLY or size < 5:
+                    raise SFTPError(f"garbled SFTP reply ({size} bytes announced)")
+                end = start + 4 + size
+                if len(buffer) < end:
+                    break
+                kind = buffer[start + 4]
+                num = int.from_bytes(view[start + 5 : start + 9], "big")
+                if kind == CMD_DATA and self.data_only:
+                    if size < 9 or int.from_bytes(view[start + 9 : start + 13], "big") != size - 9:
+                        raise SFTPError("garbled SFTP data reply")
+                    payload = bytes(view[start + 13 : end])
+                else:
+                    payload = bytes(view[start + 9 : end])
+                start = end
+                if route(num, kind, payload):
+                    continue
+                if kind == CMD_DATA and self.data_only:  # paramiko's owner expects the length
+                    payload = struct.pack(">I", len(payload)) + payload
+                with self.client._lock:
+                    owner = self.client._expecting.pop(num, None)
+                if owner is not None and owner is not type(None):
+                    owner._async_response(kind, paramiko.Message(payload), num)
+            if start == len(buffer):
+                self.buffer = b""
+            elif start or not isinstance(buffer, bytearray):
+                self.buffer = bytearray(view[start:])
 
     def check_empty(self) -> None:
         """Nothing may follow the last answer awaited: nothing else was asked."""
@@ -354,6 +389,197 @@ def open_for_write(
     if error is not None:
         raise error
     return Stream(client, _handle(reply[1]))
+
+
+# ------------------------------------------------------------------------------ reads
+def open_for_read(
+    client: paramiko.SFTPClient, path: str
+) -> tuple[bytes, paramiko.SFTPAttributes | None]:
+    """Open ``path`` for reading and stat it in one exchange: (handle, attributes or None).
+
+    The size only plans the reads (see ``ReadStream``); the server's answers decide where
+    the file ends.
+    """
+    opened, attrs = exchange(
+        client, [(CMD_OPEN, (path, SFTP_FLAG_READ, paramiko.SFTPAttributes())), (CMD_STAT, (path,))]
+    )
+    if opened[0] not in (CMD_HANDLE, CMD_STATUS):
+        raise SFTPError(f"unexpected reply type {opened[0]} to open")
+    error = reply_error(client, opened, CMD_HANDLE)
+    if error is not None:
+        raise error
+    found = None
+    if attrs[0] == CMD_ATTRS:
+        found = paramiko.SFTPAttributes._from_msg(paramiko.Message(attrs[1]))
+    return _handle(opened[1]), found
+
+
+class ReadStream:
+    """One remote file read with up to ``READ_IN_FLIGHT`` read requests outstanding.
+
+    paramiko's ``SFTPFile.read`` keeps one request in flight (a round trip per 255 KiB), and
+    its ``prefetch`` keeps every answer until it is read (a whole 1 GiB file when the reader
+    is slower than the link) in a thread of its own per file. Here requests go out as the
+    reader takes data, so at most ``READ_IN_FLIGHT`` requests (the channel's 4 MiB window)
+    are outstanding and at most a few answers wait in memory, whatever the file size; the
+    answers are read in bulk and split here (``_Replies``), like the write side's.
+
+    The size found at open plans the requests: the last one ends exactly at that size, then a
+    one-byte request past it (the probe) and the close leave with it, so a small file costs
+    two exchanges (open + stat, then reads + probe + close). The server decides where the file
+    ends: the probe's end-of-file answer confirms the planned end. A short answer (a server
+    that returns less than asked, or a file that shrank) has its rest asked again; an
+    end-of-file answer earlier than planned ends the stream there (the caller compares sizes);
+    data after the planned end (a file that grew) is read on through a fresh handle, as is a
+    rest that could not be asked before the close went out.
+    """
+
+    def __init__(self, client: paramiko.SFTPClient, path: str, handle: bytes, size: int | None,
+                 chunk: int) -> None:  # fmt: skip
+        self.client = client
+        self.path = path
+        self.chunk = chunk
+        self.replies = _Replies(client, BULK_READ_DATA, data_only=True)
+        self._open(handle, size)
+        #: Where the next piece handed out starts, and answers received ahead of it.
+        self.position = 0
+        self.ready: dict[int, bytes] = {}
+        #: Where the server said the file ends (an end-of-file answer), once known.
+        self.end: int | None = None
+        self.error: OSError | None = None
+        self.finished = False
+        self._heard = False
+
+    def _open(self, handle: bytes, size: int | None) -> None:
+        self.handle = handle
+        self.encoded = _field(handle)
+        self.planned = size
+        self.asked: dict[int, tuple[int, int]] = {}
+        self.next_offset = 0
+        self.close_number: int | None = None
+        self.close_answered = False
+        self.pending = bytearray()
+
+    # ---------------------------------------------------------------------- requests
+    def _ask(self, offset: int, length: int) -> None:
+        num = _number(self.client)
+        self.asked[num] = (offset, length)
+        body = struct.pack(">I", num) + self.encoded + struct.pack(">QI", offset, length)
+        self.pending += struct.pack(">IB", len(body) + 1, CMD_READ) + body
+
+    def _ask_close(self) -> None:
+        num = _number(self.client)
+        self.close_number = num
+        body = struct.pack(">I", num) + self.encoded
+        self.pending += struct.pack(">IB", len(body) + 1, CMD_CLOSE) + body
+
+    def _flush(self) -> None:
+        if self.pending:
+            _send(self.client, self.pending)
+            self.pending = bytearray()
+
+    def _top_up(self) -> None:
+        """Ask for more while fewer than ``READ_IN_FLIGHT`` requests are outstanding."""
+        while len(self.asked) < READ_IN_FLIGHT and self.close_number is None and self.end is None:
+            offset, planned = self.next_offset, self.planned
+            if planned is None:
+                length = self.chunk
+            elif offset < planned:
+                length = min(self.chunk, planned - offset)
+            else:  # the probe past the planned end, and the close with it
+                self._ask(offset, 1)
+                self.next_offset += 1
+                self._ask_close()
+                break
+            self._ask(offset, length)
+            self.next_offset += length
+        self._flush()
+
+    # ----------------------------------------------------------------------- answers
+    def _route(self, num: int, kind: int, payload: bytes) -> bool:
+        if num == self.close_number:
+            self.close_answered = True  # a failed close of a read handle loses nothing
+            self._heard = True
+            return True
+        asked = self.asked.pop(num, None)
+        if asked is None:
+            return False
+        self._heard = True
+        offset, length = asked
+        if kind == CMD_DATA:  # the data alone (``_Replies.data_only``)
+            data, size = payload, len(payload)
+            if size > length:
+                self.error = self.error or SFTPError("a read answered more than was asked")
+                return True
+            if data:
+                self.ready[offset] = data
+            if size < length and self.close_number is None and self.end is None:
+                self._ask(offset + size, length - size)  # the rest of a short answer
+            return True
+        if kind == CMD_STATUS and payload[:4] == struct.pack(">I", SFTP_EOF):
+            self.end = offset if self.end is None else min(self.end, offset)
+            return True
+        error = reply_error(self.client, (kind, payload), CMD_DATA)
+        self.error = self.error or error or SFTPError(f"unexpected reply type {kind} to a read")
+        return True
+
+    def _receive(self) -> None:
+        """Read from the channel until at least one of this stream's answers has come."""
+        self._heard = False
+        self.replies.read(lambda: self._heard, self._route)
+        self._flush()  # rests of short answers asked while routing
+
+    def read(self) -> bytes:
+        """The next piece of the file (up to ``chunk`` bytes), in order; ``b""`` at its end."""
+        while True:
+            data = self.ready.pop(self.position, None)
+            if data is not None:
+                if self.end is not None and self.position + len(data) > self.end:
+                    data = data[: max(0, self.end - self.position)]
+                self.position += len(data)
+                self._top_up()
+                return data
+            if self.error is not None:
+                raise self.error
+            if self.end is not None and self.position >= self.end:
+                self._finish()
+                return b""
+            if self.asked or (self.close_number is not None and not self.close_answered):
+                self._receive()
+                continue
+            if self.finished:
+                return b""
+            if self.close_number is not None:  # data past the plan, or a rest asked too late
+                handle, _ = open_for_read(self.client, self.path)
+                self._open(handle, None)
+                self.ready, self.end, self.next_offset = {}, None, self.position
+            elif self.end is not None:  # a gap below an end-of-file answer: ask for it
+                self._ask(self.position, min(self.chunk, self.end - self.position))
+            self._top_up()
+
+    def put_back(self, data: bytes) -> None:
+        """The tail of the last piece, handed out again by the next ``read``."""
+        self.position -= len(data)
+        self.ready[self.position] = data
+
+    def _finish(self) -> None:
+        """Every answer read and the handle closed: the channel is clean for its next user."""
+        if self.finished:
+            return
+        if self.close_number is None:
+            self._ask_close()
+            self._flush()
+        while self.asked or not self.close_answered:
+            self._receive()
+        self.replies.check_empty()
+        self.finished = True
+        self.ready.clear()
+
+    def abandon(self) -> None:
+        """Stop early (an error, a reader that gave up): read what is owed, close the handle."""
+        self.end = self.position if self.end is None else self.end
+        self.ready.clear()
+        self._finish()
 
 
 def close(client: paramiko.SFTPClient, handle: bytes) -> None:

@@ -23,6 +23,10 @@ Three ways up, same guarantees: ``write`` streams a file with pipelined 255 KiB 
 files of ``SPLIT_THRESHOLD`` and more go as two streams on two channels; ``write_batch``
 (used by this plugin's upload hook, ``upload.py``) sends many small files in three exchanges.
 The SFTP framing lives in ``_sftp.py``, connections in ``_session.py``.
+
+Reads (``open_read``, what ``verify`` and ``restore`` use) keep up to 16 requests of 255 KiB
+in flight on a channel of their own (``_sftp.ReadStream``): two exchanges for a small file,
+bounded memory for any size, under a stall rule of their own ("download from ...").
 """
 
 from __future__ import annotations
@@ -124,9 +128,14 @@ class ScpDestination(Destination):
         self.stop = context.stop
         rule = StallRule(config.stall_timeout_seconds, config.stall_min_bytes_per_second)
         self._guard = StallGuard(f"upload to {config.server}:{config.port}", rule, self.stop)
-        self._watch: contextlib.AbstractContextManager[StallGuard] | None = None
+        self._read_guard = StallGuard(
+            f"download from {config.server}:{config.port}", rule, self.stop
+        )
+        #: Per guard: its running watch and how many transfers it watches.
+        self._watches: dict[
+            StallGuard, tuple[contextlib.AbstractContextManager[StallGuard], int]
+        ] = {}
         self._watch_lock = threading.Lock()
-        self._active = 0
         #: Temporary names: a random prefix per destination and a counter (``uuid4`` per file
         #: costs a system call); 32 hex digits, the shape ``PARTIAL_NAME`` sweeps.
         self._temp_prefix = uuid.uuid4().hex[:16]
@@ -294,7 +303,7 @@ class ScpDestination(Destination):
 
     # ------------------------------------------------------------------------------ write
     @contextlib.contextmanager
-    def _watched(self) -> Iterator[StallGuard]:
+    def _watched(self, guard: StallGuard | None = None) -> Iterator[StallGuard]:
         """A transfer under the stall rule; when it trips, every connection is closed.
 
         One guard watches all of this destination's transfers together (one timer thread
@@ -304,7 +313,7 @@ class ScpDestination(Destination):
         every write that fails because of it, or starts later, reports the stall (or the
         shutdown) rather than a dropped link.
         """
-        guard = self._guard
+        guard = guard or self._guard
         if guard.tripped:
             raise guard.error()
         if self.stop.is_set():
@@ -312,10 +321,11 @@ class ScpDestination(Destination):
         if self.pool.aborted:
             raise DestinationError(self.pool.aborted)
         with self._watch_lock:
-            if self._active == 0:
-                self._watch = guard.watch(lambda: self.pool.abort(str(guard.error())))
-                self._watch.__enter__()
-            self._active += 1
+            watch, active = self._watches.get(guard, (None, 0))
+            if watch is None:
+                watch = guard.watch(lambda: self.pool.abort(str(guard.error())))
+                watch.__enter__()
+            self._watches[guard] = (watch, active + 1)
         try:
             yield guard
         except BaseException:
@@ -324,9 +334,10 @@ class ScpDestination(Destination):
             raise
         finally:
             with self._watch_lock:
-                self._active -= 1
-                if self._active == 0 and self._watch is not None:
-                    watch, self._watch = self._watch, None
+                watch, active = self._watches.pop(guard)
+                if active > 1:
+                    self._watches[guard] = (watch, active - 1)
+                else:
                     watch.__exit__(None, None, None)
 
     def write(self, key: str, source: Source) -> ObjectInfo:
@@ -589,23 +600,31 @@ class ScpDestination(Destination):
         return sorted(entries, key=lambda e: e.filename)
 
     def open_read(self, key: str) -> IO[bytes]:
+        """The object as a stream of pipelined reads (``_sftp.ReadStream``) on a channel of
+        its own, under the stall rule like a write; closing it gives the channel back.
+
+        Each open stream holds one channel, so the readers a restore runs at once spread
+        over the pool's connections and never wait on one another's answers.
+        """
         path = self._path(key)
-        lease = self.pool.session()
-        session = lease.__enter__()
-        try:
-            handle = session.client.open(path, "rb")
-            handle.MAX_REQUEST_SIZE = _sftp.chunk_size(session.connection.transport)
-        except BaseException as exc:
-            error = self._link_failed(session, exc) if isinstance(exc, LINK_ERRORS) else None
-            lease.__exit__(None, None, None)  # after _link_failed marked a dead channel
-            if error is not None:
-                raise error from None
-            if isinstance(exc, OSError):
+        with contextlib.ExitStack() as stack:
+            guard = stack.enter_context(self._watched(self._read_guard))
+            session = stack.enter_context(self.pool.session())
+            try:
+                handle, attrs = _sftp.open_for_read(session.client, path)
+                if attrs is not None and not stat_mode.S_ISREG(attrs.st_mode or stat_mode.S_IFREG):
+                    _sftp.close_many(session.client, [handle])
+                    raise ObjectNotFound(f"{key} not found in {self.describe('')} (not a file)")
+            except LINK_ERRORS as exc:
+                raise self._link_failed(session, exc) from None
+            except OSError as exc:
+                if not session.alive():
+                    raise self._link_failed(session, exc) from None
                 raise self._failed("read", self._remote(path), exc, key) from None
-            raise
-        reader = _RemoteReader(
-            handle, lease, session, self._remote(path), self.endpoint.idle_timeout
-        )
+            size = attrs.st_size if attrs is not None else None
+            chunk = _sftp.chunk_size(session.connection.transport)
+            stream = _sftp.ReadStream(session.client, path, handle, size, chunk)
+            reader = _RemoteReader(stream, stack.pop_all(), session, guard, self, path)
         return cast(IO[bytes], reader)
 
     def stat(self, key: str) -> ObjectInfo:
@@ -692,33 +711,79 @@ class _InOrder:
 
 
 class _RemoteReader(io.RawIOBase):
-    """A remote file as a binary stream; closing it returns its SFTP channel to the pool."""
+    """A remote file as a binary stream; closing it returns its SFTP channel to the pool.
 
-    def __init__(self, handle: paramiko.SFTPFile, lease: contextlib.AbstractContextManager,
-                 session: Session, where: str, timeout: float) -> None:  # fmt: skip
+    ``read(n)`` joins the stream's pieces (up to 255 KiB each) into ``n`` bytes; what is read
+    counts as progress for the stall rule.
+    """
+
+    def __init__(self, stream: _sftp.ReadStream, leases: contextlib.ExitStack, session: Session,
+                 guard: StallGuard, destination: ScpDestination, path: str) -> None:  # fmt: skip
         super().__init__()
-        self._handle, self._lease, self._session = handle, lease, session
-        self._where, self._timeout = where, timeout
+        self._stream, self._leases, self._session = stream, leases, session
+        self._guard, self._destination, self._path = guard, destination, path
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to ``size`` bytes, fewer only at the end of the file, as a buffered file reads
+        (callers such as the manifest reader take one ``read(n)`` as the whole object)."""
+        if size is None or size < 0:
+            return self.readall()
+        parts: list[bytes] = []
+        wanted = size
+        while wanted > 0 and (piece := self._piece()):
+            if len(piece) > wanted:  # keep the rest for the next read
+                self._stream.put_back(piece[wanted:])
+                piece = piece[:wanted]
+            parts.append(piece)
+            wanted -= len(piece)
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._guard.progress(len(data))
+        return data
+
+    def _piece(self) -> bytes:
         try:
-            data = self._handle.read(len(buffer))
-        except (OSError, *LINK_ERRORS) as exc:
-            if isinstance(exc, LINK_ERRORS):
-                self._session.broken = True
-            reason = describe_error(exc, self._timeout)
-            raise DestinationError(f"cannot read {self._where}: {reason}") from None
+            return self._stream.read()
+        except LINK_ERRORS as exc:
+            raise self._broken(exc) from None
+        except OSError as exc:
+            if not self._session.alive():
+                raise self._broken(exc) from None
+            where = self._destination._remote(self._path)
+            raise DestinationError(f"cannot read {where}: {_sftp_text(exc)}") from None
+
+    def readall(self) -> bytes:
+        parts = []
+        while data := self._piece():
+            self._guard.progress(len(data))
+            parts.append(data)
+        return b"".join(parts)
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
         buffer[: len(data)] = data
         return len(data)
 
+    def _broken(self, exc: BaseException) -> DestinationError:
+        if self._guard.tripped:
+            self._session.broken = True
+            return self._guard.error()
+        error = self._destination._link_failed(self._session, exc)
+        where = self._destination._remote(self._path)
+        return DestinationError(f"cannot read {where}: {error}")
+
     def close(self) -> None:
         if not self.closed:
-            with contextlib.suppress(OSError, *LINK_ERRORS):
-                self._handle.close()
-            self._lease.__exit__(None, None, None)
+            try:
+                if not self._session.broken:
+                    try:
+                        self._stream.abandon()
+                    except Exception:
+                        self._session.broken = True
+            finally:
+                self._leases.close()
         super().close()
 
 
