@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import re
 from collections.abc import Iterable
+from typing import IO
 
 import attrs
 
@@ -80,8 +81,28 @@ def read_manifest(destination: Destination, prefix: str) -> Manifest:
     """The manifest of ``prefix``; ``ObjectNotFound`` or ``ManifestError`` when there is none."""
     key = f"{prefix}/{MANIFEST_NAME}"
     with destination.open_read(key) as stream:
-        data = stream.read(64 * 1024 * 1024)
+        data = read_bounded(stream, MANIFEST_LIMIT, key)
     return Manifest.parse(data, key)
+
+
+#: Far above any real manifest (about 150 bytes a file): a bound, not a format limit.
+MANIFEST_LIMIT = 256 * 1024 * 1024
+
+
+def read_bounded(stream: IO[bytes], limit: int, where: str) -> bytes:
+    """Every byte of ``stream`` up to ``limit``, whatever each ``read`` returns.
+
+    ``open_read`` may hand back a raw stream whose ``read(n)`` returns less than ``n`` before
+    the end (a socket, an SFTP answer): one read would take a prefix for the whole object.
+    """
+    chunks = []
+    size = 0
+    while chunk := stream.read(min(limit + 1 - size, 8 * 1024 * 1024)):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise ManifestError(f"{where}: larger than {limit} bytes: not a manifest")
+    return b"".join(chunks)
 
 
 def run_folders(destination: Destination, root: str) -> list[RunFolder]:
