@@ -10,8 +10,6 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from service_backup.destination import Destination
-from service_backup.errors import DestinationError
 from service_backup.testing import DestinationSuite, MiB
 from tests.servers import free_port
 
@@ -58,14 +56,3 @@ class TestScpConformance(DestinationSuite):
     @pytest.fixture
     def unreachable_config(self, destination_config: dict[str, Any]) -> dict[str, Any]:
         return {**destination_config, "port": free_port()}
-
-    @pytest.mark.xfail(
-        strict=True,
-        raises=DestinationError,
-        reason="known plugin bug: rename of a missing staged file raises DestinationError "
-        "('cannot rename into ...: No such file'), not ObjectNotFound as the contract says",
-    )
-    def test_rename_of_a_missing_source_raises_object_not_found(
-        self, promoting: Destination
-    ) -> None:
-        super().test_rename_of_a_missing_source_raises_object_not_found(promoting)

@@ -46,7 +46,7 @@ import stat as stat_mode
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import IO, cast
 
@@ -515,8 +515,14 @@ class ScpDestination(Destination):
             raise failure
 
     def _batch_rename(
-        self, session: Session, finals: builtins.list[str], temps: builtins.list[str]
+        self,
+        session: Session,
+        finals: builtins.list[str],
+        temps: builtins.list[str],
+        keys: Mapping[str, str] | None = None,
     ) -> None:
+        """Rename each of ``temps`` to its final path; ``keys`` (the interface's ``rename``)
+        names the key of each source path, so that a missing one is ``ObjectNotFound``."""
         moves = list(zip(temps, finals, strict=True))
         failure: DestinationError | None = None
         leftovers = []
@@ -528,7 +534,8 @@ class ScpDestination(Destination):
             if "unsupported" in str(error).lower():
                 self._rename_portably(session, temp, final)
                 continue
-            failure = failure or self._failed("rename into", self._remote(final), error)
+            key = keys.get(temp) if keys is not None else None
+            failure = failure or self._failed("rename into", self._remote(final), error, key=key)
             leftovers.append(temp)
         if failure is not None:
             self._batch_remove(session, leftovers)
@@ -544,16 +551,23 @@ class ScpDestination(Destination):
         if not moves:
             return
         pairs = [(self._path(old), self._path(new)) for old, new in moves]
+        keys = {self._path(old): old for old, _ in moves}
+        targets = list(dict.fromkeys(posixpath.dirname(new) for _, new in pairs))
         with self.pool.session() as session:
-            for folder in dict.fromkeys(posixpath.dirname(new) for _, new in pairs):
+            for folder in targets:
                 self._make_folders(session, folder)
             try:
                 for start in range(0, len(pairs), RENAME_BATCH):
                     batch = pairs[start : start + RENAME_BATCH]
-                    self._batch_rename(session, [n for _, n in batch], [o for o, _ in batch])
+                    self._batch_rename(session, [n for _, n in batch], [o for o, _ in batch], keys)
                 emptied = {posixpath.dirname(old) for old, _ in pairs}
                 for folder in sorted(emptied, key=lambda f: f.count("/"), reverse=True):
                     self._prune(session, folder)
+            except DestinationError:
+                # A source that was missing (or refused) leaves no empty target folder behind.
+                for folder in sorted(targets, key=lambda f: f.count("/"), reverse=True):
+                    self._prune(session, folder)
+                raise
             except LINK_ERRORS as exc:
                 raise self._link_failed(session, exc) from None
 
