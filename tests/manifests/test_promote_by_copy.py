@@ -124,15 +124,23 @@ def test_failed_rerun_leaves_the_earlier_run_intact_then_a_good_one_replaces_it(
     assert tree_of(tmp_path / "r2")["a.rdb"] == b"second run a, different"
 
 
+@pytest.fixture(params=[*OBJECT_STORES, "local"])
+def stager(request: pytest.FixtureRequest, tmp_path: Path) -> World:
+    """A destination that stages same-day re-runs: an object store opted in, or local."""
+    backend = _MAKERS[request.param](request, tmp_path)
+    extra = {} if request.param == "local" else {"promote_by_copy": True}
+    return world_with(backend, tmp_path, **extra)
+
+
 def test_stale_staged_objects_of_a_killed_run_are_swept(
-    store: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    stager: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What a killed run left under the staging folder goes when a later re-run stages.
 
     The stores' modification times cannot be set back, so the age bound is set to zero: the
     sweep itself (listing, times, deletes through the real server) is what is tested.
     """
-    world = world_with(store, tmp_path, promote_by_copy=True)
+    world = stager
     leftover = f"redis-7/{STAGING}/0b6a-killed-run/dump.rdb"
     outside = "redis-7/not-staging/keep.me"
     with world.destination() as dest:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import datetime
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -197,9 +198,12 @@ class LocalDestination(Destination):
             raise DestinationError(f"cannot flush {self.base} to disk: {exc.strerror}") from None
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        if not self.base.is_dir():
+        """Walk only the folder the prefix names (a run's folder, not every run ever made)."""
+        folder = prefix.rpartition("/")[0]
+        start = self._path(folder) if folder else self.base
+        if not start.is_dir():
             return
-        for dirpath, dirnames, filenames in os.walk(self.base):
+        for dirpath, dirnames, filenames in os.walk(start):
             dirnames.sort()
             for name in sorted(filenames):
                 if name.startswith(PARTIAL_MARK):
@@ -207,8 +211,7 @@ class LocalDestination(Destination):
                 full = Path(dirpath) / name
                 key = full.relative_to(self.base).as_posix()
                 if key.startswith(prefix):
-                    st = full.stat()
-                    yield ObjectInfo(key=key, size=st.st_size)
+                    yield _info(key, full.stat())
 
     def open_read(self, key: str) -> IO[bytes]:
         try:
@@ -221,7 +224,7 @@ class LocalDestination(Destination):
             st = self._path(key).stat()
         except FileNotFoundError:
             raise ObjectNotFound(f"{key} not found in {self.base}") from None
-        return ObjectInfo(key=key, size=st.st_size)
+        return _info(key, st)
 
     def delete(self, key: str) -> None:
         try:
@@ -367,3 +370,8 @@ def _fsync_dir(path: str | Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _info(key: str, st: os.stat_result) -> ObjectInfo:
+    """``modified`` too: the sweep of stale staged runs goes by it."""
+    return ObjectInfo(key, st.st_size, datetime.datetime.fromtimestamp(st.st_mtime, datetime.UTC))
