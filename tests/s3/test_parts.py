@@ -30,12 +30,14 @@ class CountingSource(Source):
     def __init__(self, file: SourceFile) -> None:
         super().__init__(file.display, file.size, path=file.path, mtime_ns=file.mtime_ns)
         self.reads: list[tuple[int, int]] = []
+        self.threads: set[str] = set()
         self._count_lock = threading.Lock()
 
     def read_at(self, offset: int, length: int) -> bytes:
         data = super().read_at(offset, length)
         with self._count_lock:
             self.reads.append((offset, len(data)))
+            self.threads.add(threading.current_thread().name)
         return data
 
 
@@ -66,6 +68,10 @@ def test_multipart_upload_reads_each_byte_once(
     )
     assert read == [(0, PART_SIZE), (PART_SIZE, PART_SIZE), (2 * PART_SIZE, 3 * MiB)], (
         f"each part should be read whole, once: {read}"
+    )
+    assert len(source.threads) == 1, (
+        f"parts were read on threads {sorted(source.threads)}: every part buffer should be "
+        "allocated by the one part-reading thread (one malloc arena, freed parts reused)"
     )
     assert source.sha256 == hashlib.sha256(data).hexdigest(), "sha256 differs from the file's"
     bucket = s3_config["bucket_name"]
