@@ -92,6 +92,32 @@ def round_orders(tools: list[Tool], rounds: int, last: Tool | None = None) -> li
     return orders
 
 
+def _record(
+    target: Target,
+    dataset: DataSet,
+    tool: Tool,
+    m: Measurement,
+    measured: bool,
+    status: str,
+    measurements: dict[str, list[Measurement]],
+    failures: dict[str, str],
+    progress: Callable[[str], None],
+) -> None:
+    """One timed run of a cell (upload or restore): its first failure kept, a progress line,
+    and the figures when the run counts."""
+    if not m.ok:
+        phase = "run" if measured else "warm-up"
+        detail = _first_line(m.stderr_tail) or f"exit status {m.exit_status}"
+        failures.setdefault(tool.name, f"{phase} failed: {detail}")
+    progress(
+        f"{target.name:<6} {dataset.name:<11} {tool.name:<22} "
+        f"{'run' if measured else 'warm-up':<7} {m.wall:7.2f}s "
+        f"cpu {m.cpu:6.2f}s rss {m.peak_rss_kib / 1024:7.1f} MiB  {status}"
+    )
+    if measured:
+        measurements[tool.name].append(m)
+
+
 def run_cell(
     target: Target,
     dataset: DataSet,
@@ -152,17 +178,7 @@ def run_cell(
                     m, exit_status=-1, stderr_tail=f"stored {stored} of {expected} files"
                 )
                 status = m.stderr_tail
-        if not m.ok:
-            phase = "run" if measured else "warm-up"
-            detail = _first_line(m.stderr_tail) or f"exit status {m.exit_status}"
-            failures.setdefault(tool.name, f"{phase} failed: {detail}")
-        progress(
-            f"{target.name:<6} {dataset.name:<11} {tool.name:<22} "
-            f"{'run' if measured else 'warm-up':<7} {m.wall:7.2f}s "
-            f"cpu {m.cpu:6.2f}s rss {m.peak_rss_kib / 1024:7.1f} MiB  {status}"
-        )
-        if measured:
-            measurements[tool.name].append(m)
+        _record(target, dataset, tool, m, measured, status, measurements, failures, progress)
         if target.remove_right_away:
             target.remove(location)
         else:
@@ -347,17 +363,7 @@ def run_restore_cell(
                     status = problem
                 elif full:
                     status = "ok, same bytes as the source"
-            if not m.ok:
-                phase = "run" if measured else "warm-up"
-                detail = _first_line(m.stderr_tail) or f"exit status {m.exit_status}"
-                failures.setdefault(tool.name, f"{phase} failed: {detail}")
-            progress(
-                f"{target.name:<6} {dataset.name:<11} {tool.name:<22} "
-                f"{'run' if measured else 'warm-up':<7} {m.wall:7.2f}s "
-                f"cpu {m.cpu:6.2f}s rss {m.peak_rss_kib / 1024:7.1f} MiB  {status}"
-            )
-            if measured:
-                measurements[tool.name].append(m)
+            _record(target, dataset, tool, m, measured, status, measurements, failures, progress)
             if dataset.files < DEFER_REMOVAL_FILES:
                 shutil.rmtree(into, ignore_errors=True)
 
