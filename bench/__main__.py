@@ -204,22 +204,15 @@ def main(argv: list[str] | None = None) -> int:
                 stack.enter_context(target.serving())
                 versions.update(target.versions())
                 try:
-                    for dataset in [d for d in sets if d.runs_on(name)]:
-                        if UPLOAD not in phases:
-                            continue
-                        rows += run_cell(
-                            target,
-                            dataset,
-                            sources[dataset.name],
-                            runs,
-                            warmup,
-                            stamp,
-                            args.timeout,
-                        )
-                    for dataset in [d for d in sets if d.runs_on(name) and d.restore]:
-                        if RESTORE not in phases:
-                            continue
-                        rows += run_restore_cell(
+                    cells = []
+                    if UPLOAD in phases:
+                        cells += [(run_cell, d) for d in sets if d.runs_on(name)]
+                    if RESTORE in phases:
+                        cells += [
+                            (run_restore_cell, d) for d in sets if d.runs_on(name) and d.restore
+                        ]
+                    for cell, dataset in cells:
+                        rows += cell(
                             target,
                             dataset,
                             sources[dataset.name],

@@ -57,13 +57,14 @@ class AzureTarget(Target):
             "endpoint": self.server.account_url,
         }
 
+    def _rclone_env(self, container: str) -> dict[str, str]:
+        """rclone reaches Azurite on its port only through a container SAS URL."""
+        sas = {"type": "azureblob", "sas_url": self.server.container_sas_url(container)}
+        return rclone_env(dict(os.environ), "benchaz", sas)
+
     def peer(self, tool: Tool, source: Path, location: Location) -> Invocation:
         container = location.data["container"]
-        env = rclone_env(
-            dict(os.environ),
-            "benchaz",
-            {"type": "azureblob", "sas_url": self.server.container_sas_url(container)},
-        )
+        env = self._rclone_env(container)
         return Invocation(
             [str(self.ctx.rclone), "copy", str(source), f"benchaz:{container}/{BASE}"], env
         )
@@ -78,11 +79,7 @@ class AzureTarget(Target):
 
     def download(self, tool: Tool, location: Location, prefix: str, into: Path) -> Invocation:
         container = location.data["container"]
-        env = rclone_env(
-            dict(os.environ),
-            "benchaz",
-            {"type": "azureblob", "sas_url": self.server.container_sas_url(container)},
-        )
+        env = self._rclone_env(container)
         return Invocation(
             [str(self.ctx.rclone), "copy", f"benchaz:{container}/{BASE}/{prefix}", str(into)],
             env,

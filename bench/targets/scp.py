@@ -85,12 +85,15 @@ class ScpTarget(Target):
             batch.parent.mkdir(parents=True, exist_ok=True)
             batch.write_text(f'put -r "{source}" "{dest}"\n')
             return Invocation(["sftp", "-q", "-b", str(batch), "-P", port, *options, login])
-        env = rclone_env(dict(os.environ), "benchssh", {
-            "type": "sftp", "host": self.server.host, "port": port, "user": self.server.user,
-            "key_file": str(self.server.client_key_path),
+        env = self._rclone_env()
+        return Invocation([str(self.ctx.rclone), "copy", str(source), f"benchssh:{dest}"], env)
+
+    def _rclone_env(self) -> dict[str, str]:
+        return rclone_env(dict(os.environ), "benchssh", {
+            "type": "sftp", "host": self.server.host, "port": str(self.server.port),
+            "user": self.server.user, "key_file": str(self.server.client_key_path),
             "known_hosts_file": str(self.server.known_hosts_path),
         })  # fmt: skip
-        return Invocation([str(self.ctx.rclone), "copy", str(source), f"benchssh:{dest}"], env)
 
     def download_peers(self) -> list[Tool]:
         rclone = None if self.ctx.rclone else "rclone not installed"
@@ -122,11 +125,7 @@ class ScpTarget(Target):
             batch.parent.mkdir(parents=True, exist_ok=True)
             batch.write_text(f'get -r "{run}" "{into}"\n')
             return Invocation(["sftp", "-q", "-b", str(batch), "-P", port, *options, login])
-        env = rclone_env(dict(os.environ), "benchssh", {
-            "type": "sftp", "host": self.server.host, "port": port, "user": self.server.user,
-            "key_file": str(self.server.client_key_path),
-            "known_hosts_file": str(self.server.known_hosts_path),
-        })  # fmt: skip
+        env = self._rclone_env()
         return Invocation([str(self.ctx.rclone), "copy", f"benchssh:{run}", str(into)], env)
 
     def count(self, location: Location) -> int:
