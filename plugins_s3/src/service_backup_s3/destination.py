@@ -65,7 +65,7 @@ from service_backup.source import Source
 from service_backup.stall import StallGuard
 
 from . import _errors
-from ._parts import PartChecked, ReadAhead, SourceNames, part_md5
+from ._parts import PartChecked, PartIntegrity, ReadAhead, SourceNames
 from ._sockets import Sockets
 from ._tls import CaBundle
 from .config import S3Config
@@ -153,7 +153,9 @@ class S3Destination(Destination):
         events = self.client.meta.events
         events.register("before-send.s3", self._refuse_when_broken)
         events.register("after-call.s3.CreateMultipartUpload", self._remember_upload)
-        events.register("before-parameter-build.s3.UploadPart", part_md5)
+        events.register(
+            "before-parameter-build.s3.UploadPart", PartIntegrity(config.effective_part_checksum)
+        )
         kms = config.server_side_encryption.startswith("aws:kms")
         events.register("after-call.s3.UploadPart", PartChecked(kms))
 
@@ -371,8 +373,13 @@ class S3Destination(Destination):
         On failure s3transfer aborts the multipart upload itself; when it could not (the
         client was broken by the stall rule, the request failed), the cleanup client tries.
         """
+        extra = self._extra_args()
+        if self.config.effective_part_checksum == "crc32c":
+            # Declared at CreateMultipartUpload (S3 refuses parts with another checksum);
+            # s3transfer then lists each part's CRC32C, as S3 answered it, at completion.
+            extra["ChecksumAlgorithm"] = "CRC32C"
         future = self._transfer_manager().upload(
-            name, self.bucket, full, extra_args=self._extra_args(), subscribers=[_Progress(guard)]
+            name, self.bucket, full, extra_args=extra, subscribers=[_Progress(guard)]
         )
         ahead.failed = future.done
         try:
