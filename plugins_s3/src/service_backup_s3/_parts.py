@@ -24,28 +24,23 @@ lowest unread part never waits, so the upload always progresses.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
 import io
 import itertools
-import re
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import google_crc32c
 from botocore.config import Config as BotoConfig
 from s3transfer.utils import ChunksizeAdjuster, OSUtils
 
 from service_backup.errors import DestinationError
 from service_backup.source import Source
 
-_MD5_KEY = "service_backup_part_md5"
-_CRC_KEY = "service_backup_part_crc32c"
-_PART_KEY = "service_backup_part"
-_PLAIN_MD5 = re.compile(r"^[0-9a-f]{32}$")
+from ._checksums import Sent
+
+_SENT_KEY = "service_backup_part_sent"
 
 
 class ReadAhead:
@@ -210,17 +205,12 @@ class SourceNames(OSUtils):
 
 
 class PartIntegrity:
-    """botocore ``before-parameter-build.s3.UploadPart``: what the part carries for the store.
+    """botocore ``before-parameter-build.s3.UploadPart``: the part's checksum (``_checksums``).
 
-    ``md5``: its ``Content-MD5`` (every S3-compatible store verifies it). ``crc32c``: its
-    ``x-amz-checksum-crc32c``, sent as a header (never a trailer: stores that take no
-    aws-chunked body still get a plain request); S3 verifies it and answers it back. CRC32C
-    costs 0.08 s of CPU per GiB against MD5's 1.45 s (google-crc32c uses the CPU's CRC32
-    instruction), CPU a backup on the service's own VM takes away from the service.
-
-    The part is read whole here (``_PartReader`` loads it with one read), then rewound; the
-    slices stay in the request's context for ``PartChecked``. s3transfer's progress callbacks
-    are paused meanwhile: this is not bytes on the wire.
+    The part is read whole here (``_PartReader`` loads it with one read), then rewound; what
+    was sent stays in the request's context for ``PartChecked``. s3transfer's progress
+    callbacks are paused meanwhile: this is not bytes on the wire. ``crc32c`` goes as a plain
+    header, never a trailer: stores that take no aws-chunked body still get a plain request.
     """
 
     def __init__(self, checksum: str) -> None:
@@ -243,37 +233,10 @@ class PartIntegrity:
             resume = getattr(body, "signal_transferring", None)
             if resume is not None:
                 resume()
-        context[_PART_KEY] = chunks
-        if self.checksum == "crc32c":
-            crc = 0
-            for chunk in chunks:
-                crc = google_crc32c.extend(crc, _readonly(chunk))
-            value = base64.b64encode(crc.to_bytes(4, "big")).decode()
-            params["ChecksumCRC32C"] = value
-            context[_CRC_KEY] = value
-        else:
-            md5 = _md5(chunks)
-            params["ContentMD5"] = base64.b64encode(md5.digest()).decode()
-            context[_MD5_KEY] = md5.hexdigest()
+        sent = Sent.for_body(chunks, self.checksum)
+        params.update(sent.params())
+        context[_SENT_KEY] = sent
         _sign_without_payload_hash(context)
-
-
-def _readonly(chunk: bytes | memoryview) -> bytes:
-    """The bytes google-crc32c takes (it refuses memoryviews): the part's own buffer if the
-    slice is all of it (the usual case: one read returns the whole part), else a copy."""
-    if isinstance(chunk, memoryview):
-        whole = chunk.obj
-        if isinstance(whole, bytes) and chunk.nbytes == len(whole):
-            return whole
-        return chunk.tobytes()
-    return bytes(chunk)
-
-
-def _md5(chunks: list[Any]) -> Any:
-    md5 = hashlib.md5(usedforsecurity=False)
-    for chunk in chunks:
-        md5.update(chunk)
-    return md5
 
 
 def _sign_without_payload_hash(context: dict[str, Any]) -> None:
@@ -298,36 +261,16 @@ def _sign_without_payload_hash(context: dict[str, Any]) -> None:
 class PartChecked:
     """botocore ``after-call.s3.UploadPart``: the store must show it kept the part as sent.
 
-    ``crc32c``: a store that verifies the checksum answers it back (S3 rejects a part whose
-    bytes do not match it, before storing anything); an answer with another value fails the
-    part. A store that answers none ignored the header, and then, as with ``md5``, the ETag
-    must be the MD5 of the part (computed only then, from the part still in memory): that
-    catches a store that verifies nothing (moto, some S3-compatible stores), as the single
-    PUT compares its ETag. The ETag is not compared with SSE-KMS (its ETags are not MD5s) or
-    when it is not a plain MD5.
+    See ``_checksums.Sent.problem``: a store that verifies the part refuses an altered one
+    itself; this also catches one that does not (moto, some S3-compatible stores), as the
+    single PUT does.
     """
 
     def __init__(self, kms: bool) -> None:
         self.kms = kms
 
     def __call__(self, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
-        crc = context.get(_CRC_KEY)
-        if crc is not None:
-            answered = parsed.get("ChecksumCRC32C")
-            if answered == crc:
-                return
-            if answered:
-                raise DestinationError(
-                    f"integrity check failed: the store reports CRC32C {answered} for a part "
-                    f"whose data has CRC32C {crc}"
-                )
-        sent = context.get(_MD5_KEY)
-        if sent is None and _PART_KEY in context:
-            sent = _md5(context[_PART_KEY]).hexdigest()
-        etag = str(parsed.get("ETag", "")).strip('"').lower()
-        if self.kms or not sent or not _PLAIN_MD5.match(etag) or etag == sent:
-            return
-        raise DestinationError(
-            f"integrity check failed: the store reports MD5 {etag} for a part whose data has "
-            f"MD5 {sent}"
-        )
+        sent = context.get(_SENT_KEY)
+        problem = sent.problem(parsed, self.kms) if sent is not None else None
+        if problem:
+            raise DestinationError(f"integrity check failed: {problem} (a part)")
