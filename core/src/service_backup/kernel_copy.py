@@ -90,7 +90,7 @@ def copy_hashing(
     length: int,
     *,
     progress: Callable[[int], None] | None = None,
-    chunk: int = CHUNK,
+    chunk: int | None = None,
 ) -> Copied:
     """Copy ``length`` bytes from offset 0 of ``src`` to offset 0 of ``dst`` and hash them.
 
@@ -102,6 +102,7 @@ def copy_hashing(
     """
     if not available():
         raise Unsupported("copy_file_range is not available")
+    chunk = chunk or CHUNK
     hasher = _RangeHasher(dst, background=length >= BACKGROUND_HASH_MIN)
     done = 0
     try:
