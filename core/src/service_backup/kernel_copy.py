@@ -20,6 +20,9 @@ sound:
   faithfully. Catching the change is the caller's job, as it is for a read: ``Source`` compares
   size and mtime with the listing once the copy is done, *before* reporting it complete, and
   the file is removed; ``restore`` compares the hash with the manifest before renaming.
+- On a file system that shares extents instead of copying (XFS, Btrfs: a reflink), the
+  destination's pages are not in the page cache and the hash reads them from disk: slower
+  than hashing the cached source, but still the stored bytes, which is the point.
 - A source shorter than asked ends the copy early: the result says how many bytes came over and
   the caller decides (a source that shrank, a stored object of the wrong size).
 
@@ -47,7 +50,6 @@ the page cache).
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import hashlib
 import os
@@ -155,6 +157,8 @@ def _start_writeback(fd: int, offset: int, length: int) -> None:
     """Start writing ``fd``'s range to disk; failures are ignored (the final flush reports)."""
     global _SYNC_FILE_RANGE, _LOOKED_UP
     if not _LOOKED_UP:
+        import ctypes  # here: a run that copies nothing this way does not pay for it
+
         function = getattr(ctypes.CDLL(None, use_errno=True), "sync_file_range", None)
         if function is not None:
             function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
