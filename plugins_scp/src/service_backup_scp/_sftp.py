@@ -741,6 +741,51 @@ def write_many(
     return outcome
 
 
+def read_small_many(
+    client: paramiko.SFTPClient, paths: Sequence[str], sizes: Sequence[int]
+) -> list[bytes | OSError | None]:
+    """Read whole small files in two exchanges: each one's bytes, its open error, or None.
+
+    Opens leave in one send; then, for each file opened, a read of its expected size (at most
+    one request: ``chunk_size``), a one-byte read at that size (the probe) and the close. A
+    file's bytes are returned only when the server sent exactly ``size`` bytes and answered
+    the probe with end-of-file: a file that grew, shrank or answered short gives None, and
+    the caller reads it the ordinary way (``ReadStream``), which decides what it holds.
+    """
+    flags = struct.pack(">I", SFTP_FLAG_READ) + _field(paramiko.SFTPAttributes())
+    opens = Batch(client)
+    for path in paths:
+        opens.add(CMD_OPEN, _field(path) + flags)
+    handles = [
+        _handle(reply[1]) if error is None else error
+        for reply in opens.replies()
+        for error in [reply_error(client, reply, CMD_HANDLE)]
+    ]
+    reads = Batch(client)
+    for handle, size in zip(handles, sizes, strict=True):
+        if isinstance(handle, bytes):
+            encoded = _field(handle)
+            if size:
+                reads.add(CMD_READ, encoded + struct.pack(">QI", 0, size))
+            reads.add(CMD_READ, encoded + struct.pack(">QI", size, 1))
+            reads.add(CMD_CLOSE, encoded)
+    replies = iter(reads.replies())
+    outcome: list[bytes | OSError | None] = []
+    for handle, size in zip(handles, sizes, strict=True):
+        if isinstance(handle, OSError):
+            outcome.append(handle)
+            continue
+        data: bytes | None = b""
+        if size:
+            kind, payload = next(replies)
+            exact = kind == CMD_DATA and len(payload) == 4 + size
+            data = payload[4:] if exact and int.from_bytes(payload[:4], "big") == size else None
+        probe, _closed = next(replies), next(replies)  # a failed close of a read loses nothing
+        at_end = probe[0] == CMD_STATUS and probe[1][:4] == struct.pack(">I", SFTP_EOF)
+        outcome.append(data if at_end else None)
+    return outcome
+
+
 def close_many(client: paramiko.SFTPClient, handles: Sequence[bytes]) -> None:
     exchange(client, [(CMD_CLOSE, (handle,)) for handle in handles])
 
