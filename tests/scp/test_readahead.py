@@ -202,3 +202,22 @@ def test_a_batch_frozen_by_the_server_fails_each_read_with_the_stall(sshd: SshSe
             proxy.mode = "blackhole"
             with pytest.raises(DestinationError, match=r"download from .*: stalled"):
                 dest.open_read("s/1")
+
+
+@pytest.mark.parametrize("limit", ["REMEMBER", "MAX_AGE"])
+def test_past_its_limits_nothing_is_handed_out_from_memory(
+    sshd: SshServer, monkeypatch: pytest.MonkeyPatch, limit: str
+) -> None:
+    """A folder beyond the names remembered, or bytes older than MAX_AGE: each file is read
+    the ordinary way, with the same bytes."""
+    monkeypatch.setattr(_readahead, limit, 0)
+    raw = raw_config(sshd)
+    files = {f"l/{n}": os.urandom(500 + n) for n in range(6)}
+    for key, data in files.items():
+        stored(raw, key, data)
+    with open_destination(raw) as dest:
+        listed(dest, "l")
+        for key, data in files.items():
+            got, from_batch = read(dest, key)
+            assert got == data, f"{key}: read {len(got)} bytes, not the {len(data)} stored"
+            assert not from_batch, f"{key} was handed out from memory past {limit}"

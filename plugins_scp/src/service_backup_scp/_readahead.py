@@ -28,8 +28,10 @@ which reports the failure as usual.
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
+from array import array
 from collections.abc import Callable, Iterable, Sequence
 
 import attrs
@@ -45,8 +47,11 @@ BATCH_BYTES = 2 * MiB
 CACHE_BYTES = 16 * MiB
 #: Bytes fetched longer ago than this are not handed out (read again the ordinary way).
 MAX_AGE = 10.0
-#: Listed names remembered at most (beyond that, the memory starts over).
-REMEMBER = 1_000_000
+#: Listed names remembered at most (about 70 bytes each). ``list`` walks a destination newest
+#: run first, so when a long history fills this, the folders left out are the oldest runs'.
+REMEMBER = 200_000
+#: A listed folder no reader has used for this long is forgotten (a daemon lists every run).
+REMEMBER_SECONDS = 300.0
 
 #: Reads ``keys`` expecting ``sizes``: each file's bytes, or None to read it the ordinary way.
 Fetch = Callable[[list[str], list[int]], Sequence[bytes | None]]
@@ -72,8 +77,8 @@ class _Folder:
     """A listed folder: its regular files in name order, and how far batches are planned."""
 
     names: list[str]
-    sizes: list[int]
-    index: dict[str, int]
+    sizes: array[int]
+    used: float
     asked: int = 0
     #: Files below this index were planned into a batch (or passed over).
     frontier: int = 0
@@ -94,16 +99,16 @@ class ReadAhead:
     def remember(self, folder: str, files: Iterable[tuple[str, int]]) -> None:
         """What ``list`` found in ``folder`` (a key prefix, "" for the base): (name, size)."""
         listed = sorted(files)
+        now = time.monotonic()
         with self._lock:
+            for old in [f for f, r in self._folders.items() if now - r.used > REMEMBER_SECONDS]:
+                self._remembered -= len(self._folders.pop(old).names)
+            replaced = self._folders.pop(folder, None)
+            self._remembered -= len(replaced.names) if replaced is not None else 0
             if self._remembered + len(listed) > REMEMBER:
-                self._folders.clear()
-                self._remembered = 0
-            old = self._folders.pop(folder, None)
-            self._remembered -= len(old.names) if old is not None else 0
+                return
             names = [name for name, _ in listed]
-            self._folders[folder] = _Folder(
-                names, [size for _, size in listed], {name: i for i, name in enumerate(names)}
-            )
+            self._folders[folder] = _Folder(names, array("q", [size for _, size in listed]), now)
             self._remembered += len(names)
 
     def forget(self, folder: str) -> None:
@@ -124,10 +129,13 @@ class ReadAhead:
         plan: list[tuple[str, _Entry]] = []
         with self._lock:
             record = self._folders.get(folder)
-            index = record.index.get(name) if record is not None else None
-            if record is None or index is None:
+            if record is None:
+                return None
+            index = bisect.bisect_left(record.names, name)
+            if index == len(record.names) or record.names[index] != name:
                 return None
             record.asked += 1
+            record.used = time.monotonic()
             own = self._pop(key)
             if own is not None:
                 if record.frontier - index <= BATCH_FILES // 2:
