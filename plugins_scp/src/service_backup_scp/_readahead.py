@@ -123,6 +123,13 @@ class ReadAhead:
             ]:
                 self._bytes -= self._entries.pop(key).size
 
+    def clear(self) -> None:
+        """Everything forgotten (the destination is closing)."""
+        with self._lock:
+            self._folders.clear()
+            self._entries.clear()
+            self._remembered = self._bytes = 0
+
     def take(self, key: str) -> bytes | None:
         """The bytes of ``key`` from a batch, or None: read it the ordinary way."""
         folder, _, name = key.rpartition("/")

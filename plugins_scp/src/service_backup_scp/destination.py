@@ -698,6 +698,7 @@ class ScpDestination(Destination):
                 raise self._failed("delete", self._remote(path), exc, key) from None
 
     def close(self) -> None:
+        self._ahead.clear()
         self.pool.close()
 
     # --------------------------------------------------------------------------- errors
