@@ -646,13 +646,16 @@ class Batch:
                 self.progress(len(self.pending))
             self.pending = bytearray()
 
-    def replies(self) -> list[Reply]:
-        """Send what is left and return every answer, in request order."""
+    def replies(self, data_only: bool = False) -> list[Reply]:
+        """Send what is left and return every answer, in request order (a DATA answer as its
+        data alone with ``data_only``, see ``_Replies``)."""
         self.flush()
-        return _collect(self.client, self.numbers)
+        return _collect(self.client, self.numbers, data_only)
 
 
-def _collect(client: paramiko.SFTPClient, numbers: dict[int, int]) -> list[Reply]:
+def _collect(
+    client: paramiko.SFTPClient, numbers: dict[int, int], data_only: bool = False
+) -> list[Reply]:
     """Read answers in bulk (``_Replies``) until every request in ``numbers`` has one.
 
     Only requests made on this channel are outstanding and the server answers in order, so
@@ -669,7 +672,7 @@ def _collect(client: paramiko.SFTPClient, numbers: dict[int, int]) -> list[Reply
         missing[0] -= 1
         return True
 
-    reader = _Replies(client)
+    reader = _Replies(client, data_only=data_only)
     reader.read(lambda: missing[0] == 0, route)
     reader.check_empty()
     return cast(list[Reply], replies)
@@ -769,7 +772,7 @@ def read_small_many(
                 reads.add(CMD_READ, encoded + struct.pack(">QI", 0, size))
             reads.add(CMD_READ, encoded + struct.pack(">QI", size, 1))
             reads.add(CMD_CLOSE, encoded)
-    replies = iter(reads.replies())
+    replies = iter(reads.replies(data_only=True))
     outcome: list[bytes | OSError | None] = []
     for handle, size in zip(handles, sizes, strict=True):
         if isinstance(handle, OSError):
@@ -778,8 +781,7 @@ def read_small_many(
         data: bytes | None = b""
         if size:
             kind, payload = next(replies)
-            exact = kind == CMD_DATA and len(payload) == 4 + size
-            data = payload[4:] if exact and int.from_bytes(payload[:4], "big") == size else None
+            data = payload if kind == CMD_DATA and len(payload) == size else None
         probe, _closed = next(replies), next(replies)  # a failed close of a read loses nothing
         at_end = probe[0] == CMD_STATUS and probe[1][:4] == struct.pack(">I", SFTP_EOF)
         outcome.append(data if at_end else None)
