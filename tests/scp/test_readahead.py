@@ -253,3 +253,20 @@ def test_restore_through_batches_reports_a_file_cut_or_changed_since_listing(
     assert set(restored) == set(files) - {"f070", "f120"}, "a damaged file was put in place"
     wrong = [name for name, data in restored.items() if data != files[name]]
     assert not wrong, f"restored with wrong bytes: {wrong[:5]}"
+
+
+def test_a_reader_going_on_into_the_next_folder_is_batched_from_its_first_file(
+    sshd: SshServer,
+) -> None:
+    raw = raw_config(sshd)
+    files = {f"n/{folder}/{n}": os.urandom(300 + n) for folder in "ab" for n in range(4)}
+    for key, data in files.items():
+        stored(raw, key, data)
+    with open_destination(raw) as dest:
+        listed(dest, "n/a")
+        listed(dest, "n/b")
+        came = {key: read(dest, key) for key in files}
+    wrong = [key for key, (data, _) in came.items() if data != files[key]]
+    assert not wrong, f"read back wrong: {wrong}"
+    batched = [key for key, (_, from_batch) in came.items() if from_batch]
+    assert batched == [key for key in files if key != "n/a/0"], f"from batches: {batched}"

@@ -9,8 +9,9 @@ through ``open_read`` on 8 threads took 2.4-2.5 s of client CPU (4.2 s on one th
 same files fetched 64 per exchange pair 0.5 s.
 
 When: only for files a ``list`` of their folder has shown (it tells names and sizes), from
-the second ``open_read`` in that folder on: a reader going through a folder, as restore and
-verify do (both read a run's files sorted by path, the listing's order). Reading one
+the second ``open_read`` in that folder on (from the first, while a reader is taking files
+from batches: it goes on into the next folder): a reader going through a folder, as restore
+and verify do (both read a run's files sorted by path, the listing's order). Reading one
 manifest per run folder (``list``, ``status``) never reads ahead. The asking thread then
 fetches its file and the next listed small ones (up to ``BATCH_FILES`` and ``BATCH_BYTES``)
 in one batch (``_sftp.read_small_many``); a thread asking for a file of a batch in flight
@@ -52,6 +53,9 @@ MAX_AGE = 10.0
 REMEMBER = 200_000
 #: A listed folder no reader has used for this long is forgotten (a daemon lists every run).
 REMEMBER_SECONDS = 300.0
+#: For this long after a file was handed out from a batch, a reader is going through the
+#: listed files in order: the first read in another listed folder starts a batch at once.
+IN_ORDER_SECONDS = 2.0
 
 #: Reads ``keys`` expecting ``sizes``: each file's bytes, or None to read it the ordinary way.
 Fetch = Callable[[list[str], list[int]], Sequence[bytes | None]]
@@ -95,6 +99,8 @@ class ReadAhead:
         self._remembered = 0
         self._entries: dict[str, _Entry] = {}
         self._bytes = 0
+        #: Until when a reader counts as going through listed folders in order.
+        self._in_order_until = 0.0
 
     def remember(self, folder: str, files: Iterable[tuple[str, int]]) -> None:
         """What ``list`` found in ``folder`` (a key prefix, "" for the base): (name, size)."""
@@ -142,13 +148,16 @@ class ReadAhead:
             if index == len(record.names) or record.names[index] != name:
                 return None
             record.asked += 1
-            record.used = time.monotonic()
+            now = record.used = time.monotonic()
             own = self._pop(key)
             if own is not None:
+                self._in_order_until = now + IN_ORDER_SECONDS
                 if record.frontier - index <= BATCH_FILES // 2:
                     plan = self._plan(folder, record, record.frontier)
             elif (
-                record.asked >= 2 and index >= record.frontier and record.sizes[index] <= SMALL_FILE
+                (record.asked >= 2 or now < self._in_order_until)
+                and index >= record.frontier
+                and record.sizes[index] <= SMALL_FILE
             ):
                 plan = self._plan(folder, record, index)
                 own = self._pop(key)
