@@ -43,6 +43,7 @@ import io
 import logging
 import re
 import threading
+import urllib.parse
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -71,6 +72,7 @@ from service_backup.source import Source
 from service_backup.stall import StallGuard
 
 from ._credential import CHECK, credential
+from ._download import BlobRead
 from ._transport import (
     AbortableRetry,
     AbortableTransport,
@@ -88,6 +90,8 @@ MAX_CONCURRENCY: Final = 4
 MAX_BLOCKS: Final = 50_000
 #: Range size for reads; 4 MiB is the most the service will return a range MD5 for.
 READ_CHUNK_SIZE: Final = 4 * MiB
+#: What a reader buffers for small reads; large reads are served straight from a range.
+READ_BUFFER: Final = 256 * 1024
 
 CONNECT_TIMEOUT: Final = 10
 READ_TIMEOUT: Final = 60
@@ -459,13 +463,27 @@ class AzureDestination(Destination):
             raise self._error(exc, f"listing {self.container_name}/{start}") from None
 
     def open_read(self, key: str) -> IO[bytes]:
-        where = self._where(key)
-        try:
-            downloader = self._blob(key).download_blob(validate_content=True, max_concurrency=1)
-        except AzureError as exc:
-            raise self._error(exc, f"reading {where}", key) from None
-        reader = _ChunkReader(downloader.chunks(), lambda exc: self._error(exc, f"reading {where}"))
-        return io.BufferedReader(reader, buffer_size=READ_CHUNK_SIZE)
+        """Ranges of ``READ_CHUNK_SIZE``, each one checked GET (``_download``)."""
+        return io.BufferedReader(BlobRead(self, key, READ_CHUNK_SIZE), READ_BUFFER)  # type: ignore[return-value]
+
+    # -- what _download needs from the container client ------------------------------------
+
+    def blob_url(self, name: str) -> str:
+        """A blob's URL, as ``get_blob_client(name).url`` spells it, without building one."""
+        base, sep, query = self.container_url.partition("?")
+        return f"{base}/{urllib.parse.quote(name, safe='~/')}" + (f"?{query}" if sep else "")
+
+    @property
+    def api_version(self) -> str:
+        return str(self._container.api_version)
+
+    def pipeline_run(self, request: Any) -> Any:
+        """``request`` through the container client's pipeline (credential, retries, transport).
+
+        ``stream=True``: the body is read by the caller (the SDK's content decoding would try
+        to read blob bytes as text).
+        """
+        return self._container._pipeline.run(request, stream=True).http_response
 
     def stat(self, key: str) -> ObjectInfo:
         try:
@@ -569,30 +587,3 @@ def _reason(exc: AzureError) -> str:
     if "reset" in lowered:
         return "connection reset"
     return type(exc).__name__
-
-
-class _ChunkReader(io.RawIOBase):
-    """A readable stream over the downloader's chunk iterator: one range in memory at a time."""
-
-    def __init__(self, chunks: Iterator[bytes], translate) -> None:  # type: ignore[no-untyped-def]
-        super().__init__()
-        self._chunks = chunks
-        self._translate = translate
-        self._current = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        while not self._current:
-            try:
-                chunk = next(self._chunks)
-            except StopIteration:
-                return 0
-            except AzureError as exc:
-                raise self._translate(exc) from None
-            self._current = memoryview(chunk)
-        n = min(len(buffer), len(self._current))
-        buffer[:n] = self._current[:n]
-        self._current = self._current[n:]
-        return n
