@@ -844,3 +844,20 @@ def test_cli_backup_with_refused_token_fails_clearly(
     assert "Traceback" not in result.stdout + result.stderr
     assert_no_key_material(result.stdout + result.stderr, gcs_server)
     assert bucket_name not in [b.name for b in inspector.list_buckets()]
+
+
+def test_the_proxy_environment_is_read_once_at_open(
+    gcs_server: GCSServer, bucket_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("http_proxy", "no_proxy", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)  # lower case would win over upper case
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "")
+    with open_destination(gcs_server.config(bucket_name)) as destination:
+        assert destination.session.proxies.get("http") == "http://proxy.invalid:3128", (
+            "HTTP_PROXY was not honoured for the storage endpoint"
+        )
+        assert destination.session.trust_env is False, "the environment is re-read per request"
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with open_destination(gcs_server.config(bucket_name)) as destination:
+        assert "http" not in destination.session.proxies, "NO_PROXY was not honoured"
