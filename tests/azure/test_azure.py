@@ -29,6 +29,7 @@ from service_backup.errors import ConfigError, DestinationError, ObjectNotFound,
 from service_backup.layout import MiB
 from service_backup.plugins import load_registry
 from service_backup.source import Source
+from service_backup_azure._listing import parse_page
 from service_backup_azure.destination import (
     LIST_PAGE_SIZE,
     MAX_BLOCK_SIZE,
@@ -689,3 +690,31 @@ def test_cli_backup_with_wrong_key_fails_without_leaking_it(
     assert "access denied by storage account devstoreaccount1" in error
     assert WRONG_KEY not in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_listing_follows_pages_and_keeps_awkward_names(destination: AzureDestination) -> None:
+    keys = ["a b.txt", "ü/ñ.rdb", "x#y?z%20.bin", ".hidden", "deep/er/empty"]
+    for index, key in enumerate(keys):
+        destination.write(f"2026/12/01/{key}", Source.from_bytes(b"k" * index))
+    destination.write("2026/12/02/other", Source.from_bytes(b"other"))
+    destination.list_page_size = 2  # three pages for five blobs
+    listed = {o.key: o.size for o in destination.list("2026/12/01/")}
+    assert listed == {f"2026/12/01/{key}": index for index, key in enumerate(keys)}, listed
+    assert all(o.modified is not None for o in destination.list("2026/12/02/"))
+
+
+def test_listing_decodes_names_the_service_had_to_encode() -> None:
+    page = parse_page(
+        b'<?xml version="1.0" encoding="utf-8"?><EnumerationResults><Blobs>'
+        b"<Blob><Name>plain/a b</Name><Properties><Content-Length>3</Content-Length>"
+        b"<Last-Modified>Tue, 01 Dec 2026 15:32:49 GMT</Last-Modified></Properties></Blob>"
+        b'<Blob><Name Encoded="true">odd/%EF%BF%BE%01.bin</Name><Properties>'
+        b"<Content-Length>0</Content-Length></Properties></Blob>"
+        b"</Blobs><NextMarker>m2</NextMarker></EnumerationResults>"
+    )
+    assert [(b.name, b.size) for b in page.blobs] == [
+        ("plain/a b", 3),
+        ("odd/\ufffe\x01.bin", 0),
+    ]
+    assert page.blobs[0].modified is not None and page.blobs[0].modified.year == 2026
+    assert page.next_marker == "m2"

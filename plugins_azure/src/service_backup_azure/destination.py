@@ -45,6 +45,7 @@ import re
 import threading
 import urllib.parse
 import uuid
+import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any, Final
@@ -57,6 +58,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
+from azure.core.rest import HttpRequest
 from azure.storage.blob import BlobBlock, BlobClient, ContainerClient
 
 from service_backup import tls
@@ -73,6 +75,7 @@ from service_backup.stall import StallGuard
 
 from ._credential import CHECK, credential
 from ._download import BlobRead
+from ._listing import list_url, parse_page
 from ._transport import (
     AbortableRetry,
     AbortableTransport,
@@ -445,22 +448,38 @@ class AzureDestination(Destination):
         }
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """List Blobs pages parsed for the three fields needed (``_listing``)."""
         start = self.layout.full_prefix(prefix)
-        try:
-            for props in self._container.list_blobs(
-                name_starts_with=start or None, results_per_page=self.list_page_size
-            ):
-                yield ObjectInfo(
-                    key=self.layout.key_of(props.name),
-                    size=props.size,
-                    modified=props.last_modified,
+        what = f"listing {self.container_name}/{start}"
+        marker = ""
+        while True:
+            url = list_url(self.container_url, start, self.list_page_size, marker)
+            try:
+                response = self.pipeline_run(
+                    HttpRequest("GET", url, headers={"x-ms-version": self.api_version})
                 )
-        except HttpResponseError as exc:
-            if exc.status_code == 404 and _code(exc) == "ContainerNotFound":
+                body = response.read()
+                if response.status_code == 404 and (
+                    response.headers.get("x-ms-error-code") == "ContainerNotFound"
+                ):
+                    return
+                if response.status_code != 200:
+                    raise HttpResponseError(response=response)
+            except AzureError as exc:
+                raise self._error(exc, what) from None
+            try:
+                page = parse_page(body)
+            except (ElementTree.ParseError, ValueError) as exc:
+                raise DestinationError(
+                    f"Azure Storage answered {what} with an unreadable page: {one_line(exc, 200)}"
+                ) from None
+            for blob in page.blobs:
+                yield ObjectInfo(
+                    key=self.layout.key_of(blob.name), size=blob.size, modified=blob.modified
+                )
+            if not page.next_marker:
                 return
-            raise self._error(exc, f"listing {self.container_name}/{start}") from None
-        except AzureError as exc:
-            raise self._error(exc, f"listing {self.container_name}/{start}") from None
+            marker = page.next_marker
 
     def open_read(self, key: str) -> IO[bytes]:
         """Ranges of ``READ_CHUNK_SIZE``, each one checked GET (``_download``)."""
