@@ -500,7 +500,10 @@ class AzureDestination(Destination):
         """``request`` through the container client's pipeline (credential, retries, transport).
 
         ``stream=True``: the body is read by the caller (the SDK's content decoding would try
-        to read blob bytes as text).
+        to read blob bytes as text). ``_pipeline`` is private (the storage clients have no
+        public ``send_request``): this is the one place it is used, azure-storage-blob is
+        pinned to the minor version tested, and tests/azure/test_sdk_private_api.py fails
+        first when it moves.
         """
         return self._container._pipeline.run(request, stream=True).http_response
 
