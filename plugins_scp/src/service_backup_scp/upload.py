@@ -93,6 +93,9 @@ def upload(
     def send_large(file: SourceFile) -> list[StoredFile]:
         return [upload_one(destination, f"{prefix}/{file.relative}", file)]
 
-    jobs = [partial(send_large, f) for f in large] + [partial(send_group, g) for g in groups]
-    results = run_jobs(jobs, destination.file_concurrency, run)
+    # Streams first, fewer at once (they are bound by the client's CPU, see
+    # ``ScpDestination.stream_concurrency``), then the batches with every worker; a failure
+    # among the streams stops the run before any batch starts.
+    results = run_jobs([partial(send_large, f) for f in large], destination.stream_concurrency, run)
+    results += run_jobs([partial(send_group, g) for g in groups], destination.file_concurrency, run)
     return upload_result(spec, [s for part in results for s in part], started)
