@@ -438,9 +438,9 @@ class SessionPool:
                 if aborted:
                     transport.close()
 
-            connection = None
+            opened: list[_Connection] = []
             try:
-                connection = _Connection(self._connect(register), channels=1)
+                opened.append(_Connection(self._connect(register), channels=1))
             except DestinationError:
                 if self.aborted:
                     raise DestinationError(self.aborted) from None
@@ -451,9 +451,9 @@ class SessionPool:
                 with self._changed:
                     self._pending.difference_update(registered)
                     self._connecting -= 1
-                    if connection is not None:
-                        self._connections.append(connection)
+                    self._connections += opened
                     self._changed.notify_all()
+            connection = opened[0]
         try:
             client = open_sftp(connection.transport, self._where, self._timeout)
         except BaseException:
