@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import threading
 import uuid
+from pathlib import Path
 
 from service_backup.config import structure_destination_config
 from service_backup.destination import DestinationContext
+from service_backup.results import StoredFile
+from service_backup.source import SourceFile
 from service_backup_scp._session import Session
 from service_backup_scp.config import ScpConfig
 from service_backup_scp.destination import ScpDestination
+from service_backup_scp.upload import _Picker
 
 from .server import SshServer
 
@@ -81,3 +85,47 @@ def test_a_full_connection_makes_a_stream_open_the_second(sshd: SshServer) -> No
             sum(1 for s in sessions if s.connection is c) for c in {s.connection for s in sessions}
         )
         assert sizes == [1, count - 1], f"{count} streams should fill one connection first: {sizes}"
+
+
+def test_the_upload_hook_streams_at_most_the_limit_while_batches_go_on(tmp_path: Path) -> None:
+    """Streams beyond ``stream_concurrency`` wait; batches run beside the held streams."""
+    large = [SourceFile(tmp_path / f"l{i}", f"l{i}", 1 << 20) for i in range(6)]
+    groups = [[SourceFile(tmp_path / f"s{i}", f"s{i}", 10)] for i in range(3)]
+    picker = _Picker(large, groups, limit=2)
+    release, two_streaming, groups_done = threading.Event(), threading.Event(), threading.Event()
+    lock = threading.Lock()
+    streaming, most, done = [0], [0], []
+
+    def send_large(file: SourceFile) -> list[StoredFile]:
+        with lock:
+            streaming[0] += 1
+            most[0] = max(most[0], streaming[0])
+            if streaming[0] == 2:
+                two_streaming.set()
+        assert release.wait(30), "the test never released the streams"
+        with lock:
+            streaming[0] -= 1
+            done.append(file.relative)
+        return []
+
+    def send_group(group: list[SourceFile]) -> list[StoredFile]:
+        with lock:
+            done.extend(f.relative for f in group)
+            if sum(name.startswith("s") for name in done) == len(groups):
+                groups_done.set()
+        return []
+
+    workers = [
+        threading.Thread(target=picker.run, args=(send_large, send_group))
+        for _ in range(len(large) + len(groups))
+    ]
+    for worker in workers:
+        worker.start()
+    assert two_streaming.wait(30), "two streams never started"
+    assert groups_done.wait(30), "batches did not go up while the streams were held"
+    assert streaming[0] == 2, f"{streaming[0]} streams ran at once with a limit of 2"
+    release.set()
+    for worker in workers:
+        worker.join(30)
+    assert most[0] == 2, f"at most {most[0]} streams at once, the limit is 2"
+    assert sorted(done) == sorted(f.relative for f in large + [g[0] for g in groups])
