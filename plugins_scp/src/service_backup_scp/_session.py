@@ -13,10 +13,12 @@ opened) whenever one has room, a second connection only when every channel is bu
 is bound by the client's CPU, not by round trips, and every connection adds a transport thread
 that wakes for each packet the server sends (window adjustments, answers) and competes for the
 GIL with the senders. Measured in-process on loopback (OpenSSH 9.2, 2 cores, loaded machine,
-median of 5-6 interleaved runs), 200 files of 1 MiB: 0.87-0.96 s CPU with 8 streams over two
-connections, 0.77 s with 4 streams on one; batches of small files keep two connections (one
-sshd process decrypting all eight channels made 2,000 files of 16 KiB take 0.9 s instead of
-0.7 s for the same CPU).
+medians of 5-6 interleaved runs, noisy), 200 files of 1 MiB: 8 streams over two connections
+0.84-0.96 s CPU, 8 on one connection 0.84, 4 on one 0.77; the whole change (this and
+``ScpDestination.stream_concurrency``) 0.71 -> 0.67 s and 0.96 -> 0.84 s in two A/B rounds
+against the previous code. Batches of small files keep two connections (one sshd process
+decrypting all eight channels made 2,000 files of 16 KiB take 0.9 s instead of 0.7 s for
+the same CPU).
 """
 
 from __future__ import annotations

@@ -111,10 +111,10 @@ class ScpDestination(Destination):
     per 32 KiB (the server's maximum) in Python and reading the server's window adjustments
     (one per ~96 KiB) on its transport thread; sha256 and reading the file are ~0.7 ms. 2, 3,
     4 or 8 streams, on one connection or two, measured the same CPU for 200 files of 1 MiB
-    in an earlier round; measured again in-process with interleaved runs (median of 5-6), 4
-    streams on one connection took 0.77 s of CPU where 8 over two took 0.87-0.96 s, so the
-    ``upload`` hook streams ``stream_concurrency`` files at once, on channels of one
-    connection where they fit (``SessionPool.session(together=True)``).
+    in an earlier round; measured again in-process with interleaved runs (median of 6, same
+    process, streams on one connection), 4 streams at once took 0.70 s of CPU, 2 took 0.71
+    and 8 took 0.77, so the ``upload`` hook streams ``stream_concurrency`` files at once, on
+    channels of one connection where they fit (``SessionPool.session(together=True)``).
     """
 
     file_concurrency = 8
