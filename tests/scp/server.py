@@ -20,7 +20,7 @@ import signal
 import socket
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,8 +144,11 @@ def _drain(stream, log_path: Path) -> None:  # type: ignore[no-untyped-def]
 
 
 @contextlib.contextmanager
-def sshd_server(folder: Path) -> Iterator[SshServer]:
-    """Start sshd in ``folder`` (created if needed); stop it and its session processes after."""
+def sshd_server(folder: Path, options: Sequence[str] = ()) -> Iterator[SshServer]:
+    """Start sshd in ``folder`` (created if needed); stop it and its session processes after.
+
+    ``options`` are extra ``sshd_config`` lines given as ``-o`` (e.g. ``Ciphers=aes256-ctr``
+    for a server that offers fewer algorithms)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if not os.path.exists(SSHD):
@@ -178,7 +181,7 @@ def sshd_server(folder: Path) -> Iterator[SshServer]:
     config_path.write_text(_config(folder, port, read_only_port, host_keys), encoding="utf-8")
 
     process = subprocess.Popen(
-        [SSHD, "-D", "-e", "-f", str(config_path)],
+        [SSHD, "-D", "-e", "-f", str(config_path), *(f"-o{o}" for o in options)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -16,7 +16,10 @@ failure stops new work and is raised, shutdown interrupts the upload.
 from __future__ import annotations
 
 import sys
+import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from functools import partial
 
 from service_backup.config import DestinationSpec
@@ -93,6 +96,48 @@ def upload(
     def send_large(file: SourceFile) -> list[StoredFile]:
         return [upload_one(destination, f"{prefix}/{file.relative}", file)]
 
-    jobs = [partial(send_large, f) for f in large] + [partial(send_group, g) for g in groups]
-    results = run_jobs(jobs, destination.file_concurrency, run)
+    picker = _Picker(large, groups, destination.stream_concurrency)
+    work = [partial(picker.run, send_large, send_group)] * (len(large) + len(groups))
+    results = run_jobs(work, destination.file_concurrency, run)
     return upload_result(spec, [s for part in results for s in part], started)
+
+
+class _Picker:
+    """Hands each worker its next file or batch: at most ``limit`` streams at once.
+
+    Streams (biggest first) are bound by the client's CPU, not by round trips: more than
+    ``ScpDestination.stream_concurrency`` at once only cost CPU (see there). The other workers
+    take batches meanwhile, so a big dump and many small files still go up side by side; a
+    worker with neither a batch nor a free stream slot waits for a stream to end. Every job
+    takes exactly one item, so one is always left for it.
+    """
+
+    def __init__(self, large: list[SourceFile], groups: list[list[SourceFile]], limit: int) -> None:
+        self.large = deque(large)
+        self.groups = deque(groups)
+        self.limit = max(1, limit)
+        self.streaming = 0
+        self.changed = threading.Condition()
+
+    def run(
+        self,
+        send_large: Callable[[SourceFile], list[StoredFile]],
+        send_group: Callable[[list[SourceFile]], list[StoredFile]],
+    ) -> list[StoredFile]:
+        with self.changed:
+            while not (self.large and self.streaming < self.limit) and not self.groups:
+                self.changed.wait()
+            if not (self.large and self.streaming < self.limit):
+                group = self.groups.popleft()
+                file = None
+            else:
+                file = self.large.popleft()
+                self.streaming += 1
+        if file is None:
+            return send_group(group)
+        try:
+            return send_large(file)
+        finally:
+            with self.changed:
+                self.streaming -= 1
+                self.changed.notify()
