@@ -1,7 +1,8 @@
 """``s3``: moto's standalone server (``tests/s3/server.py``); peers aws-cli and rclone.
 
 Every run gets a new bucket, created beforehand by the harness so that no tool pays for it,
-and everything goes under ``backups/`` in it. rclone 1.60 refuses to start for S3 while
+and everything goes under ``backups/`` in it. Ours runs with ``upload_checksum: crc32c``, its
+default on AWS, which moto stands in for. rclone 1.60 refuses to start for S3 while
 ``AWS_CA_BUNDLE`` is set (some environments set it globally), so it is removed for rclone.
 """
 
@@ -39,7 +40,8 @@ class S3Target(Target):
 
     def tools(self) -> list[Tool]:
         return [
-            Tool(OURS, ours=True, knobs=our_knobs("s3")),
+            Tool(OURS, ours=True,
+                 knobs=our_knobs("s3") + "; upload_checksum crc32c (its default on AWS)"),
             Tool("aws s3 cp --recursive",
                  knobs="defaults: max_concurrent_requests 10, multipart_threshold 8 MiB, "
                  "multipart_chunksize 8 MiB",
@@ -63,6 +65,10 @@ class S3Target(Target):
             "secret_access_key": self.server.secret_access_key,
             "endpoint_url": self.server.endpoint,
             "region": "",
+            # moto stands in for AWS S3 here, so the parts carry what they carry on AWS (an
+            # endpoint_url alone would choose Content-MD5, for S3-compatible stores), as
+            # aws-cli's parts carry its default CRC.
+            "upload_checksum": "crc32c",
         }
 
     def _clean_env(self) -> dict[str, str]:

@@ -8,6 +8,7 @@ it that forwards real requests and misbehaves on cue. The SDK is never patched.
 from __future__ import annotations
 
 import base64
+import hashlib
 import http.client
 import logging
 import os
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.blob import BlobServiceClient, ContainerClient, ContentSettings
 
 from service_backup.config import parse_config, structure_destination_config
 from service_backup.destination import DestinationContext
@@ -28,11 +29,13 @@ from service_backup.errors import ConfigError, DestinationError, ObjectNotFound,
 from service_backup.layout import MiB
 from service_backup.plugins import load_registry
 from service_backup.source import Source
+from service_backup_azure._listing import parse_page
 from service_backup_azure.destination import (
     LIST_PAGE_SIZE,
     MAX_BLOCK_SIZE,
     MAX_BLOCKS,
     MAX_SINGLE_PUT_SIZE,
+    READ_CHUNK_SIZE,
     RETRY_TOTAL,
     AzureDestination,
     block_size_for,
@@ -95,6 +98,7 @@ class FaultyProxy:
     ``throttle_puts``: answer that many PUTs with 503 ServerBusy (Azure's throttling reply)
     before forwarding again. ``corrupt_puts``: flip one byte in the body of that many PUTs.
     ``corrupt_gets``: flip one byte in the response body of that many GETs.
+    ``truncate_gets``: send only half the body of that many GETs, then drop the connection.
     ``requests`` records (method, path) of every request received.
     """
 
@@ -103,6 +107,7 @@ class FaultyProxy:
         self.throttle_puts = 0
         self.corrupt_puts = 0
         self.corrupt_gets = 0
+        self.truncate_gets = 0
         self.requests: list[tuple[str, str]] = []
         self.on_request: Callable[[str, str], None] | None = None
         self._lock = threading.Lock()
@@ -142,10 +147,13 @@ class FaultyProxy:
                     upstream.request(self.command, self.path, body=body, headers=headers)
                     response = upstream.getresponse()
                     payload = response.read()
+                    cut = False
                     if self.command == "GET" and payload:
                         with proxy._lock:
                             spoil = proxy.corrupt_gets > 0
                             proxy.corrupt_gets -= spoil
+                            cut = proxy.truncate_gets > 0
+                            proxy.truncate_gets -= cut
                         if spoil:
                             payload = _flip_middle_byte(payload)
                     self.send_response(response.status, response.reason)
@@ -159,7 +167,10 @@ class FaultyProxy:
                         declared if self.command == "HEAD" else str(len(payload)),
                     )
                     self.end_headers()
-                    if self.command != "HEAD":
+                    if cut:
+                        self.wfile.write(payload[: len(payload) // 2])
+                        self.close_connection = True
+                    elif self.command != "HEAD":
                         self.wfile.write(payload)
                 finally:
                     upstream.close()
@@ -498,8 +509,72 @@ def test_corrupted_download_is_detected_and_fetched_again(
         proxy.corrupt_gets = 1
         with dest.open_read("read-back.bin") as stream:
             assert stream.read() == data
-        # The range's MD5 did not match: the SDK refused the spoiled body and asked again.
+        # The range's MD5 did not match: the spoiled body was refused and asked for again.
         assert proxy.count("GET", "read-back.bin") == 2
+
+
+def test_a_missing_blob_is_named_by_open_read(destination: AzureDestination, raw) -> None:
+    with pytest.raises(ObjectNotFound) as failure:
+        destination.open_read("2026/12/01/nothing here.bin")
+    message = str(failure.value)
+    assert "2026/12/01/nothing here.bin" in message, f"the key is not named: {message}"
+    assert raw["container"] in message, f"the container is not named: {message}"
+
+
+def _set_stored_md5(service: BlobServiceClient, raw: dict[str, str], name: str, md5: bytes) -> None:
+    blob = service.get_blob_client(raw["container"], f"service/redis/{name}")
+    blob.set_http_headers(ContentSettings(content_md5=bytearray(md5)))
+
+
+@pytest.mark.parametrize("size", [64 * 1024, READ_CHUNK_SIZE + 12345], ids=["one-range", "ranges"])
+def test_bytes_that_do_not_match_the_stored_content_md5_fail_the_read(
+    destination: AzureDestination, raw, service, size: int
+) -> None:
+    data = os.urandom(size)
+    destination.write("rot.bin", Source.from_bytes(data))
+    _set_stored_md5(service, raw, "rot.bin", hashlib.md5(data).digest())
+    with destination.open_read("rot.bin") as stream:
+        assert stream.read() == data, "a blob whose stored Content-MD5 matches did not read back"
+    _set_stored_md5(service, raw, "rot.bin", hashlib.md5(data + b"x").digest())
+    # (Azurite answers the stored MD5 for a range that is the whole blob: the first GET fails.)
+    with pytest.raises(DestinationError) as failure, destination.open_read("rot.bin") as stream:
+        stream.read()
+    message = str(failure.value)
+    assert "checksum mismatch" in message, f"a stored MD5 mismatch was not caught: {message}"
+    assert f"{raw['container']}/service/redis/rot.bin" in message, f"blob not named: {message}"
+
+
+def test_a_blob_replaced_while_read_is_never_mixed_in(destination: AzureDestination) -> None:
+    old = os.urandom(READ_CHUNK_SIZE + 1000)
+    destination.write("moving.bin", Source.from_bytes(old))
+    with destination.open_read("moving.bin") as stream:
+        assert stream.read(1000) == old[:1000]  # the first range is in
+        destination.write("moving.bin", Source.from_bytes(os.urandom(len(old))))
+        with pytest.raises(DestinationError, match="replaced while it was read") as failure:
+            stream.read()
+    assert "moving.bin" in str(failure.value)
+
+
+def test_a_range_cut_mid_way_is_fetched_again(
+    raw: dict[str, str], proxy: FaultyProxy, azurite_server: AzuriteServer
+) -> None:
+    raw = {**raw, "endpoint": f"http://127.0.0.1:{proxy.port}/{azurite_server.account_name}"}
+    data = os.urandom(READ_CHUNK_SIZE + 5000)
+    with open_destination(raw) as dest:
+        dest.ensure_location()
+        dest.write("cut.bin", Source.from_bytes(data))
+        with dest.open_read("cut.bin") as stream:
+            head = stream.read(1000)
+            proxy.truncate_gets = 1  # the second range breaks off half-way
+            rest = stream.read()
+    assert head + rest == data, "the read returned other bytes than were stored"
+    assert proxy.count("GET", "cut.bin") == 3, "two ranges, the cut one asked for twice"
+
+
+def test_an_empty_blob_reads_back_empty(destination: AzureDestination) -> None:
+    destination.write("empty", Source.from_bytes(b""))
+    with destination.open_read("empty") as stream:
+        assert stream.read() == b""
 
 
 def test_throttling_is_retried(
@@ -615,3 +690,31 @@ def test_cli_backup_with_wrong_key_fails_without_leaking_it(
     assert "access denied by storage account devstoreaccount1" in error
     assert WRONG_KEY not in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_listing_follows_pages_and_keeps_awkward_names(destination: AzureDestination) -> None:
+    keys = ["a b.txt", "ü/ñ.rdb", "x#y?z%20.bin", ".hidden", "deep/er/empty"]
+    for index, key in enumerate(keys):
+        destination.write(f"2026/12/01/{key}", Source.from_bytes(b"k" * index))
+    destination.write("2026/12/02/other", Source.from_bytes(b"other"))
+    destination.list_page_size = 2  # three pages for five blobs
+    listed = {o.key: o.size for o in destination.list("2026/12/01/")}
+    assert listed == {f"2026/12/01/{key}": index for index, key in enumerate(keys)}, listed
+    assert all(o.modified is not None for o in destination.list("2026/12/02/"))
+
+
+def test_listing_decodes_names_the_service_had_to_encode() -> None:
+    page = parse_page(
+        b'<?xml version="1.0" encoding="utf-8"?><EnumerationResults><Blobs>'
+        b"<Blob><Name>plain/a b</Name><Properties><Content-Length>3</Content-Length>"
+        b"<Last-Modified>Tue, 01 Dec 2026 15:32:49 GMT</Last-Modified></Properties></Blob>"
+        b'<Blob><Name Encoded="true">odd/%EF%BF%BE%01.bin</Name><Properties>'
+        b"<Content-Length>0</Content-Length></Properties></Blob>"
+        b"</Blobs><NextMarker>m2</NextMarker></EnumerationResults>"
+    )
+    assert [(b.name, b.size) for b in page.blobs] == [
+        ("plain/a b", 3),
+        ("odd/\ufffe\x01.bin", 0),
+    ]
+    assert page.blobs[0].modified is not None and page.blobs[0].modified.year == 2026
+    assert page.next_marker == "m2"

@@ -185,3 +185,32 @@ def test_scan_keeps_paths_keys_and_escapes_only_names_that_are_not_utf8(tmp_path
     plain = found["d/plain.txt"]
     assert isinstance(plain.path, Path) and plain.path == root / "d" / "plain.txt", plain.path
     assert plain.size == 1 and plain.mtime_ns == (root / "d" / "plain.txt").stat().st_mtime_ns
+
+
+def test_list_walks_the_prefix_folder_in_walk_order_without_links_or_partials(
+    tmp_path: Path,
+) -> None:
+    """``list`` builds keys from folder entries: same keys and order as ``os.walk`` gave."""
+    root = tmp_path / "dest"
+    for key in ("2026/12/01/b.rdb", "2026/12/01/a.rdb", "2026/12/01/sub/c.rdb", "2026/12/02/d"):
+        (root / key).parent.mkdir(parents=True, exist_ok=True)
+        (root / key).write_bytes(key.encode())
+    (root / "2026/12/01" / f"{local.PARTIAL_MARK}x").write_bytes(b"half")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"not a backup")
+    (root / "2026/12/01/linked").symlink_to(outside, target_is_directory=True)
+    dest = _destination(root)
+    keys = [(o.key, o.size) for o in dest.list("2026/12/01/")]
+    assert keys == [
+        ("2026/12/01/a.rdb", 16),
+        ("2026/12/01/b.rdb", 16),
+        ("2026/12/01/sub/c.rdb", 20),
+    ], f"listing gave {keys}: a link was followed, a partial file shown, or the order changed"
+    assert [o.key for o in dest.list("2026/12/0")] == [
+        "2026/12/01/a.rdb",
+        "2026/12/01/b.rdb",
+        "2026/12/01/sub/c.rdb",
+        "2026/12/02/d",
+    ], "a prefix that ends inside a folder name must list every folder it matches"
+    assert list(dest.list("2027/")) == [], "a folder that does not exist lists nothing"

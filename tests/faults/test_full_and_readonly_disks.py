@@ -14,6 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from service_backup.destination import DestinationContext
+from service_backup.errors import DestinationError
+from service_backup.source import Source, SourceFile
+from service_backup_plugins.local.config import LocalConfig
+from service_backup_plugins.local.destination import LocalDestination
 from tests.alerts import cf_server
 from tests.alerts.cf_server import CfServer
 from tests.alerts.conftest import alerts_section
@@ -78,3 +83,38 @@ def test_read_only_lock_folder(tmp_path: Path, read_only_disk: Path, cf: CfServe
     assert "Traceback" not in result.stderr
     assert len(cf.notifications()) == 1
     assert not (tmp_path / "dest").exists(), "no upload without the lock"
+
+
+@pytest.fixture
+def shared_small_disk(tmp_path: Path) -> Iterator[Path]:
+    yield from _mount(tmp_path, "size=4m,mode=0700")
+
+
+def test_disk_filling_up_during_a_kernel_copy(
+    shared_small_disk: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Source and destination on one small tmpfs: ``copy_file_range`` itself hits ENOSPC."""
+    disk = shared_small_disk
+    source_path = disk / "dump.rdb"
+    source_path.write_bytes(os.urandom(3 * 1024 * 1024))
+    st = source_path.stat()
+    file = SourceFile(source_path, "dump.rdb", st.st_size, st.st_mtime_ns)
+    calls: list[int] = []
+    real = os.copy_file_range
+
+    def counting(*args: int) -> int:
+        calls.append(args[2])
+        return real(*args)
+
+    monkeypatch.setattr(os, "copy_file_range", counting)
+    destination = LocalDestination(
+        LocalConfig(path=str(disk / "backups")), DestinationContext("local")
+    )
+    source = Source.from_file(file)
+    with pytest.raises(DestinationError, match="No space left on device") as failure:
+        destination.write("run/dump.rdb", source)
+    source.close()
+    assert calls, "the copy did not go through copy_file_range"
+    assert "dump.rdb" in str(failure.value), f"the file is not named: {failure.value}"
+    left = [p.name for p in (disk / "backups").rglob("*") if p.is_file()]
+    assert left == [], f"a failed kernel copy left {left}"

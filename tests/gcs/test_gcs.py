@@ -617,51 +617,115 @@ def test_short_source_leaves_no_object(
     assert list(inspector.list_blobs(bucket_name)) == [], "a short source left an object"
 
 
-def test_read_back_verifies_crc32c(gcs_server: GCSServer, fake_gcs, bucket_name: str) -> None:
+def test_read_is_one_request_and_verifies_crc32c(
+    gcs_server: GCSServer, fake_gcs, bucket_name: str
+) -> None:
     data = b"stored bytes"
 
     def respond(seen: Seen) -> Reply:
-        if seen.path.startswith("/download/"):
-            return 206, data, {"Content-Range": f"bytes 0-{len(data) - 1}/{len(data)}"}
-        return 200, {"name": "k.txt", "bucket": bucket_name, "size": str(len(data)),
-                     "generation": "7", "crc32c": crc32c_b64(b"other bytes!")}  # fmt: skip
+        stored = crc32c_b64(b"other bytes!")
+        return 200, data, {"X-Goog-Generation": "7", "X-Goog-Stored-Content-Length": "12",
+                           "X-Goog-Hash": f"crc32c={stored},md5=x=="}  # fmt: skip
 
     fake = fake_gcs(respond)
     with open_destination(gcs_server.config(bucket_name, endpoint=fake.url)) as destination:
         stream = destination.open_read("k.txt")
-        with pytest.raises(DestinationError, match="checksum mismatch"):
+        with pytest.raises(DestinationError, match="checksum mismatch") as failure:
             stream.read()
         stream.close()
-    (download,) = [s for s in fake.seen if s.path.startswith("/download/")]
-    assert download.query["generation"] == ["7"]  # the read is pinned to what stat saw
+    assert f"{bucket_name}/k.txt" in str(failure.value), "the error does not name the object"
+    assert [s.path for s in fake.seen] == [f"/download/storage/v1/b/{bucket_name}/o/k.txt"], (
+        "reading an object must cost one media GET, no metadata GET first"
+    )
 
 
-def test_interrupted_download_resumes_with_a_range(
+def test_a_missing_object_is_reported_by_open_read(
+    gcs_server: GCSServer, fake_gcs, bucket_name: str
+) -> None:
+    fake = fake_gcs(lambda seen: (404, gcs_error(404, "notFound", "No such object")))
+    with (
+        open_destination(gcs_server.config(bucket_name, endpoint=fake.url)) as destination,
+        pytest.raises(ObjectNotFound, match=rf"gone\.bin not found in bucket {bucket_name}"),
+    ):
+        destination.open_read("gone.bin")
+    assert len(fake.seen) == 1, "a 404 is an answer, not something to retry"
+
+
+def _versions(
+    data: dict[str, bytes], cut: int, replace_with: str | None = None
+) -> Callable[[Seen], Reply]:
+    """A fake media endpoint serving generation "3" first, cut after ``cut`` bytes.
+
+    With ``replace_with``, the object is replaced (that generation becomes current) as the
+    first answer goes out; a GET pinned to a generation that is gone gets a 404, as from GCS.
+    """
+    current = ["3"]
+
+    def respond(seen: Seen) -> Reply:
+        asked = seen.headers.get("range")
+        pinned = seen.query.get("generation", [None])[0]
+        if asked is None:
+            body = data[current[0]]
+            if replace_with is not None:
+                current[0] = replace_with
+            return 200, body, {"X-Fake-Truncate": str(cut), "X-Goog-Generation": "3",
+                               "X-Goog-Hash": f"crc32c={crc32c_b64(body)}"}  # fmt: skip
+        generation = pinned or current[0]
+        if generation not in data or (pinned is not None and pinned != current[0]):
+            return 404, gcs_error(404, "notFound", "No such object")
+        match = re.fullmatch(r"bytes=(\d+)-", asked)
+        assert match, asked
+        start, body = int(match.group(1)), data[generation]
+        return 206, body[start:], {"Content-Range": f"bytes {start}-{len(body) - 1}/{len(body)}",
+                                   "X-Goog-Generation": generation}  # fmt: skip
+
+    return respond
+
+
+def test_interrupted_download_resumes_with_a_range_of_the_same_generation(
     gcs_server: GCSServer, fake_gcs, bucket_name: str
 ) -> None:
     data = bytes((i * 13) % 256 for i in range(3 * MiB))
     cut = MiB + 123
-
-    def respond(seen: Seen) -> Reply:
-        if not seen.path.startswith("/download/"):
-            return 200, {"name": "k.bin", "bucket": bucket_name, "size": str(len(data)),
-                         "generation": "3", "crc32c": crc32c_b64(data)}  # fmt: skip
-        asked = seen.headers.get("range")
-        if asked is None:
-            return 200, data, {"X-Fake-Truncate": str(cut)}
-        match = re.fullmatch(r"bytes=(\d+)-", asked)
-        assert match, asked
-        start = int(match.group(1))
-        return 206, data[start:], {"Content-Range": f"bytes {start}-{len(data) - 1}/{len(data)}"}
-
-    fake = fake_gcs(respond)
+    fake = fake_gcs(_versions({"3": data}, cut))
     with (
         open_destination(gcs_server.config(bucket_name, endpoint=fake.url)) as destination,
         destination.open_read("k.bin") as stream,
     ):
-        assert stream.read() == data
-    downloads = [s for s in fake.seen if s.path.startswith("/download/")]
-    assert [d.headers.get("range") for d in downloads] == [None, f"bytes={cut}-"]
+        assert stream.read() == data, "the resumed read returned other bytes"
+    downloads = [(s.headers.get("range"), s.query.get("generation")) for s in fake.seen]
+    assert downloads == [(None, None), (f"bytes={cut}-", ["3"])], (
+        "the resume must ask for the rest of the generation the first answer named"
+    )
+
+
+def test_an_object_replaced_during_a_read_is_never_mixed_in(
+    gcs_server: GCSServer, fake_gcs, bucket_name: str
+) -> None:
+    old = bytes((i * 13) % 256 for i in range(3 * MiB))
+    new = bytes((i * 17) % 256 for i in range(3 * MiB))  # same size, other bytes
+    fake = fake_gcs(_versions({"3": old, "4": new}, MiB + 123, replace_with="4"))
+    with open_destination(gcs_server.config(bucket_name, endpoint=fake.url)) as destination:
+        stream = destination.open_read("k.bin")
+        with pytest.raises(ObjectNotFound, match="replaced or deleted while read") as failure:
+            stream.read()
+        stream.close()
+    assert f"k.bin not found in bucket {bucket_name}" in str(failure.value)
+    assert fake.seen[-1].query.get("generation") == ["3"], "the resume was not pinned"
+
+
+def test_a_cut_read_without_generation_or_checksum_is_not_resumed(
+    gcs_server: GCSServer, fake_gcs, bucket_name: str
+) -> None:
+    data = b"z" * (2 * MiB)
+    fake = fake_gcs(lambda seen: (200, data, {"X-Fake-Truncate": str(MiB)}))
+    with open_destination(gcs_server.config(bucket_name, endpoint=fake.url)) as destination:
+        stream = destination.open_read("k.bin")
+        with pytest.raises(DestinationError, match="cannot be read safely") as failure:
+            stream.read()
+        stream.close()
+    assert f"{bucket_name}/k.bin" in str(failure.value)
+    assert len(fake.seen) == 1, "resumed although nothing could tell a newer object apart"
 
 
 def test_object_names_and_describe(gcs_server: GCSServer, inspector, bucket_name) -> None:
@@ -780,3 +844,20 @@ def test_cli_backup_with_refused_token_fails_clearly(
     assert "Traceback" not in result.stdout + result.stderr
     assert_no_key_material(result.stdout + result.stderr, gcs_server)
     assert bucket_name not in [b.name for b in inspector.list_buckets()]
+
+
+def test_the_proxy_environment_is_read_once_at_open(
+    gcs_server: GCSServer, bucket_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("http_proxy", "no_proxy", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)  # lower case would win over upper case
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "")
+    with open_destination(gcs_server.config(bucket_name)) as destination:
+        assert destination.session.proxies.get("http") == "http://proxy.invalid:3128", (
+            "HTTP_PROXY was not honoured for the storage endpoint"
+        )
+        assert destination.session.trust_env is False, "the environment is re-read per request"
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with open_destination(gcs_server.config(bucket_name)) as destination:
+        assert "http" not in destination.session.proxies, "NO_PROXY was not honoured"

@@ -7,8 +7,11 @@ same-day re-run, and a destination that cannot be listed beside one that can.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from service_backup.results import StoredFile
 from service_backup.testing import MiB, rss_peak
 from service_backup.testing.suite import _write_random_file
 from service_backup.upload import upload_one, upload_result
+from service_backup_plugins.local.destination import LocalDestination
 from tests.s3.conftest import new_bucket_name
 from tests.s3.test_s3 import seed_policy, user_config
 
@@ -61,6 +65,53 @@ def test_restore_of_a_large_file_keeps_memory_bounded(
         f"RSS grew by {peak.growth / MiB:.1f} MiB restoring a {RESTORE_SIZE // MiB} MiB file "
         f"(allowed {MAX_RESTORE_GROWTH // MiB} MiB)"
     )
+
+
+@pytest.mark.parametrize("how", ["unsupported", "no-fileno"])
+def test_restore_from_local_without_the_kernel_copy(
+    local: World,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    how: str,
+) -> None:
+    """Where ``copy_file_range`` cannot copy, or the stream is not a file, restore reads it."""
+    data = os.urandom(9 * MiB + 3)  # above the size restore hashes beside the copy
+    (local.source / "dump.rdb").write_bytes(data)
+    assert local.backup().ok
+    if how == "unsupported":
+        monkeypatch.setattr(os, "copy_file_range", refuse_copy)
+    else:
+        real_open = LocalDestination.open_read
+        monkeypatch.setattr(
+            LocalDestination, "open_read", lambda self, key: NoFileno(real_open(self, key))
+        )
+    target = tmp_path / "restored"
+    code, out, err = cli(capsys, "restore", str(local.config_path), "--to", str(target))
+    assert code == 0, out + err
+    assert (target / "dump.rdb").read_bytes() == data, f"{how}: restored bytes differ"
+
+
+def refuse_copy(*args: int) -> int:
+    raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+
+class NoFileno(io.RawIOBase):
+    """A plugin's own stream over a file: readable, but no ``fileno`` to copy from."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        return self._inner.readinto(buffer)
+
+    def close(self) -> None:
+        self._inner.close()
+        super().close()
 
 
 class LosesAFile:

@@ -311,11 +311,17 @@ def test_ca_bundle_keeps_the_system_trust_store(moto_tls: MotoServer) -> None:
 
 
 class CorruptingRelay:
-    """A TCP relay to moto that alters one marker in what the client sends."""
+    """A TCP relay to moto that alters one marker in what the client sends.
 
-    def __init__(self, port: int, find: bytes, replace: bytes) -> None:
+    ``answer``: a (find, replace) pair of equal length also applied to what moto answers.
+    """
+
+    def __init__(
+        self, port: int, find: bytes, replace: bytes, answer: tuple[bytes, bytes] | None = None
+    ) -> None:
         assert len(find) == len(replace)
-        self.port, self.find, self.replace = port, find, replace
+        assert answer is None or len(answer[0]) == len(answer[1])
+        self.port, self.find, self.replace, self.answer = port, find, replace, answer
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.endpoint = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self.corrupted = threading.Event()
@@ -337,6 +343,8 @@ class CorruptingRelay:
                 if outbound and self.find in data:
                     data = data.replace(self.find, self.replace)
                     self.corrupted.set()
+                if not outbound and self.answer and self.answer[0] in data:
+                    data = data.replace(*self.answer)
                 dst.sendall(data)
         except OSError:
             pass

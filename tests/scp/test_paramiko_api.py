@@ -8,8 +8,10 @@ paramiko is upgraded, these tests fail first and name what moved, before any upl
 from __future__ import annotations
 
 import importlib.metadata
+import re
 import uuid
 from collections.abc import MutableMapping
+from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.version import Version
@@ -60,3 +62,21 @@ def test_installed_paramiko_is_within_the_pin() -> None:
         bounds[0].major,
         bounds[0].minor + 1,
     ), f"paramiko must be pinned to one tested minor version, not {pin.specifier}"
+
+
+def test_only_sftp_module_frames_requests_or_touches_private_names() -> None:
+    """The private names (and SFTP's CMD_* numbers) stay in _sftp.py, where the checks above
+    cover them; the read-ahead and the destination only call its functions."""
+    package = Path(_sftp.__file__).parent
+    methods = [name for _, name, _ in _sftp.PRIVATE_API] + ["_read_response", "_async_request"]
+    patterns = [r"\bCMD_[A-Z]+", *(rf"\.{name}\b" for name in methods)]
+    patterns += [rf"client\.{name}\b" for name in _sftp.PRIVATE_CLIENT_ATTRIBUTES]
+    found = [
+        f"{path.name}: {match.group(0)}"
+        for path in sorted(package.glob("*.py"))
+        if path.name != "_sftp.py"
+        for pattern in patterns
+        for match in [re.search(pattern, path.read_text(encoding="utf-8"))]
+        if match is not None
+    ]
+    assert found == [], f"private paramiko API used outside _sftp.py: {', '.join(found)}"

@@ -4,12 +4,15 @@ The core owns reading the source. A destination's ``write`` receives a ``Source`
 an exact-length reader, and the path for plugins that read by offset. Whatever way a plugin
 reads, the ``Source`` blames the source (``SourceError`` naming the file) when it ends early,
 grows or changes, and computes the sha256 of the bytes it handed out in the same pass, which
-is what the run manifest records. No plugin re-implements any of this.
+is what the run manifest records. No plugin re-implements any of this. A destination that
+stores into a local file hands the ``Source`` its file descriptor instead (``copy_into``): the
+core copies, through the kernel for big files (``kernel_copy``), with the same checks.
 """
 
 from __future__ import annotations
 
 import collections
+import fcntl
 import hashlib
 import io
 import os
@@ -22,6 +25,7 @@ from typing import Any, NoReturn
 
 import attrs
 
+from . import kernel_copy
 from .errors import SourceError
 from .layout import MiB
 from .names import escape, printable
@@ -38,6 +42,8 @@ HASH_QUEUE_BYTES = 16 * MiB
 #: Reads smaller than this are handed to the background hasher in batches of about this size:
 #: one hand-over (a lock and a wake-up) per 8 KiB read would cost more than hashing it.
 HASH_BATCH = MiB
+#: ``Source.copy_into`` without the kernel: bytes per read and write.
+COPY_PIECE = MiB
 
 
 def _fspath(path: str | os.PathLike[str]) -> str:
@@ -170,6 +176,7 @@ class _Digest:
         self._hasher = _Hasher(self._sha) if background else None
         self._batch: list[bytes | memoryview] = []
         self._batched = 0
+        self._settled: str | None = None
 
     def feed(self, offset: int, data: bytes) -> int:
         with self._lock:
@@ -211,7 +218,18 @@ class _Digest:
         length, self._batched = self._batched, 0
         self._hasher.put(batch, length)
 
+    def settle(self, hexdigest: str) -> None:
+        """Every byte is accounted for by a copy that hashed them itself (``copy_into``)."""
+        with self._lock:
+            self.done = self.size
+            self._pending.clear()
+            self._batch, self._batched = [], 0
+            self._settled = hexdigest
+        self.stop()
+
     def hexdigest(self) -> str:
+        if self._settled is not None:
+            return self._settled
         if self._hasher is not None:
             with self._lock:
                 if self._batch:
@@ -229,7 +247,8 @@ class Source:
     """One source file as one destination reads it (a fresh ``Source`` per destination).
 
     Read it one of three ways: ``open()`` (a sequential, exact-length stream), ``read_all()``
-    (small files, one call), or ``read_at()`` (by offset, from several threads). Each raises
+    (small files, one call), or ``read_at()`` (by offset, from several threads) — or have it
+    copied into a local file with ``copy_into(fd)``. Each raises
     ``SourceError`` naming the file when it is shorter than ``size``, longer, or modified since
     it was listed, and it does so *before* handing out the last bytes, so a plugin that only
     commits after its final read never commits a wrong object. ``sha256`` is the hash of the
@@ -308,6 +327,84 @@ class Source:
             )
         self._account(offset, data)
         return data
+
+    def copy_into(self, fd: int) -> int:
+        """Copy the whole file into ``fd``, a new empty regular file; the bytes written.
+
+        For destinations that store into a local file (``local``): the core reads the source
+        here, so the checks and the hash are the same as for any other way of reading. A file
+        of at least ``kernel_copy.KERNEL_COPY_MIN`` bytes is copied by the kernel
+        (``copy_file_range``) when ``fd`` is open for reading and writing, and ``sha256`` is
+        then that of the bytes as written to ``fd``, read back on a helper thread — exactly
+        the stored bytes (``kernel_copy`` says why that is sound). The file being shorter or
+        longer than listed, or modified since, raises ``SourceError`` naming it once the copy
+        is done and before this returns, so the caller removes ``fd``'s file and never reports
+        it stored. Smaller files, in-memory sources, an ``fd`` open for writing only and file
+        systems the kernel cannot copy between go through ``read_at`` and ``write`` (hashed
+        as handed out). Another failure writing ``fd`` raises ``OSError``.
+        """
+        if (
+            self._data is None
+            and self.size >= kernel_copy.KERNEL_COPY_MIN
+            and _read_write(fd)
+            and kernel_copy.available()
+        ):
+            try:
+                copied = kernel_copy.copy_hashing(
+                    self._descriptor(), fd, self.size, progress=self._copied()
+                )
+            except kernel_copy.Unsupported:
+                pass
+            else:
+                if copied.size != self.size:
+                    raise SourceError(
+                        f"source file {self.name} ended early: {copied.size} bytes, "
+                        f"{self.size} when listed"
+                    )
+                self._final_check()
+                self._digest.settle(copied.sha256)
+                return copied.size
+        return self._copy_reading(fd)
+
+    def _copied(self) -> Callable[[int], None] | None:
+        """``on_read``'s view of a kernel copy: each piece copied counts as handed out."""
+        on_read = self.on_read
+        if on_read is None:
+            return None
+        position = 0
+
+        def copied(n: int) -> None:
+            nonlocal position
+            position += n
+            with self._reported_lock:
+                delta, self._reported = position - self._reported, max(position, self._reported)
+            if delta > 0:
+                on_read(delta)
+
+        return copied
+
+    def _copy_reading(self, fd: int) -> int:
+        """``copy_into`` through ``read_at`` and ``write``, in ``COPY_PIECE`` pieces.
+
+        A small file is one ``read_at`` and, nearly always, one ``write``.
+        """
+        size = self.size
+        if size == 0:
+            self.read_at(0, 0)  # still checks the file did not grow or change
+            return 0
+        offset = written = 0
+        while offset < size:
+            data = self.read_at(offset, min(COPY_PIECE, size - offset))
+            n = os.write(fd, data)
+            written += n
+            if n < len(data):  # a short write (a full disk reports itself on the next one)
+                view = memoryview(data)[n:]
+                while view:
+                    n = os.write(fd, view)
+                    written += n
+                    view = view[n:]
+            offset += len(data)
+        return written
 
     @property
     def sha256(self) -> str:
@@ -470,6 +567,14 @@ class SourceStream(io.RawIOBase):
         if not self.closed:
             self.source.close()
         super().close()
+
+
+def _read_write(fd: int) -> bool:
+    """Whether ``fd`` is open for reading too: a kernel copy reads its bytes back to hash."""
+    try:
+        return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDWR
+    except OSError:
+        return False
 
 
 _KINDS = {

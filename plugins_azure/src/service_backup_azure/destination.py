@@ -43,7 +43,9 @@ import io
 import logging
 import re
 import threading
+import urllib.parse
 import uuid
+import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any, Final
@@ -56,6 +58,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
+from azure.core.rest import HttpRequest
 from azure.storage.blob import BlobBlock, BlobClient, ContainerClient
 
 from service_backup import tls
@@ -71,6 +74,8 @@ from service_backup.source import Source
 from service_backup.stall import StallGuard
 
 from ._credential import CHECK, credential
+from ._download import BlobRead
+from ._listing import list_url, parse_page
 from ._transport import (
     AbortableRetry,
     AbortableTransport,
@@ -88,6 +93,8 @@ MAX_CONCURRENCY: Final = 4
 MAX_BLOCKS: Final = 50_000
 #: Range size for reads; 4 MiB is the most the service will return a range MD5 for.
 READ_CHUNK_SIZE: Final = 4 * MiB
+#: What a reader buffers for small reads; large reads are served straight from a range.
+READ_BUFFER: Final = 256 * 1024
 
 CONNECT_TIMEOUT: Final = 10
 READ_TIMEOUT: Final = 60
@@ -441,31 +448,61 @@ class AzureDestination(Destination):
         }
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """List Blobs pages parsed for the three fields needed (``_listing``)."""
         start = self.layout.full_prefix(prefix)
-        try:
-            for props in self._container.list_blobs(
-                name_starts_with=start or None, results_per_page=self.list_page_size
-            ):
-                yield ObjectInfo(
-                    key=self.layout.key_of(props.name),
-                    size=props.size,
-                    modified=props.last_modified,
+        what = f"listing {self.container_name}/{start}"
+        marker = ""
+        while True:
+            url = list_url(self.container_url, start, self.list_page_size, marker)
+            try:
+                response = self.pipeline_run(
+                    HttpRequest("GET", url, headers={"x-ms-version": self.api_version})
                 )
-        except HttpResponseError as exc:
-            if exc.status_code == 404 and _code(exc) == "ContainerNotFound":
+                body = response.read()
+                if response.status_code == 404 and (
+                    response.headers.get("x-ms-error-code") == "ContainerNotFound"
+                ):
+                    return
+                if response.status_code != 200:
+                    raise HttpResponseError(response=response)
+            except AzureError as exc:
+                raise self._error(exc, what) from None
+            try:
+                page = parse_page(body)
+            except (ElementTree.ParseError, ValueError) as exc:
+                raise DestinationError(
+                    f"Azure Storage answered {what} with an unreadable page: {one_line(exc, 200)}"
+                ) from None
+            for blob in page.blobs:
+                yield ObjectInfo(
+                    key=self.layout.key_of(blob.name), size=blob.size, modified=blob.modified
+                )
+            if not page.next_marker:
                 return
-            raise self._error(exc, f"listing {self.container_name}/{start}") from None
-        except AzureError as exc:
-            raise self._error(exc, f"listing {self.container_name}/{start}") from None
+            marker = page.next_marker
 
     def open_read(self, key: str) -> IO[bytes]:
-        where = self._where(key)
-        try:
-            downloader = self._blob(key).download_blob(validate_content=True, max_concurrency=1)
-        except AzureError as exc:
-            raise self._error(exc, f"reading {where}", key) from None
-        reader = _ChunkReader(downloader.chunks(), lambda exc: self._error(exc, f"reading {where}"))
-        return io.BufferedReader(reader, buffer_size=READ_CHUNK_SIZE)
+        """Ranges of ``READ_CHUNK_SIZE``, each one checked GET (``_download``)."""
+        return io.BufferedReader(BlobRead(self, key, READ_CHUNK_SIZE), READ_BUFFER)  # type: ignore[return-value]
+
+    # -- what _download needs from the container client ------------------------------------
+
+    def blob_url(self, name: str) -> str:
+        """A blob's URL, as ``get_blob_client(name).url`` spells it, without building one."""
+        base, sep, query = self.container_url.partition("?")
+        return f"{base}/{urllib.parse.quote(name, safe='~/')}" + (f"?{query}" if sep else "")
+
+    @property
+    def api_version(self) -> str:
+        return str(self._container.api_version)
+
+    def pipeline_run(self, request: Any) -> Any:
+        """``request`` through the container client's pipeline (credential, retries, transport).
+
+        ``stream=True``: the body is read by the caller (the SDK's content decoding would try
+        to read blob bytes as text).
+        """
+        return self._container._pipeline.run(request, stream=True).http_response
 
     def stat(self, key: str) -> ObjectInfo:
         try:
@@ -569,30 +606,3 @@ def _reason(exc: AzureError) -> str:
     if "reset" in lowered:
         return "connection reset"
     return type(exc).__name__
-
-
-class _ChunkReader(io.RawIOBase):
-    """A readable stream over the downloader's chunk iterator: one range in memory at a time."""
-
-    def __init__(self, chunks: Iterator[bytes], translate) -> None:  # type: ignore[no-untyped-def]
-        super().__init__()
-        self._chunks = chunks
-        self._translate = translate
-        self._current = memoryview(b"")
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        while not self._current:
-            try:
-                chunk = next(self._chunks)
-            except StopIteration:
-                return 0
-            except AzureError as exc:
-                raise self._translate(exc) from None
-            self._current = memoryview(chunk)
-        n = min(len(buffer), len(self._current))
-        buffer[:n] = self._current[:n]
-        self._current = self._current[n:]
-        return n

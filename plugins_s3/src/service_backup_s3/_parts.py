@@ -9,12 +9,12 @@ file by path.
 
 A part is read from the file once, whole, by one ``Source.read_at``, and kept in memory until
 it was sent (one part size per part in flight: ``PART_CONCURRENCY`` x 8 MiB). Everything that
-needs its bytes then reads that buffer: ``part_md5`` (its ``Content-MD5``, which S3 verifies,
-and the ETag check), botocore's payload signature over plain HTTP or its checksum, the socket,
-and a retry. Reading the file by range for each of these passes cost a pread and a copy per
-pass, and under ``ReadAhead`` it serialised the parts' MD5s behind one another; now a part's
-first and only read is one system call, the MD5s of the parts in flight run side by side
-(hashlib releases the GIL), and the Source's sha256 runs on its own thread.
+needs its bytes then reads that buffer: ``PartIntegrity`` (its ``Content-MD5`` or CRC32C, which
+S3 verifies, and the ETag check), botocore's payload signature over plain HTTP or its checksum,
+the socket, and a retry. Reading the file by range for each of these passes cost a pread and a
+copy per pass, and under ``ReadAhead`` it serialised the parts' MD5s behind one another; now a
+part's first and only read is one system call, the checksums of the parts in flight run side by
+side (hashlib and google-crc32c release the GIL), and the Source's sha256 runs on its own thread.
 
 ``ReadAhead`` makes those reads go roughly in file order: a read that starts past the first
 unread byte waits until it ends within ``window`` bytes of it. The Source then hashes as it
@@ -24,12 +24,9 @@ lowest unread part never waits, so the upload always progresses.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
 import io
 import itertools
-import re
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -41,8 +38,9 @@ from s3transfer.utils import ChunksizeAdjuster, OSUtils
 from service_backup.errors import DestinationError
 from service_backup.source import Source
 
-_MD5_KEY = "service_backup_part_md5"
-_PLAIN_MD5 = re.compile(r"^[0-9a-f]{32}$")
+from ._checksums import Sent
+
+_SENT_KEY = "service_backup_part_sent"
 
 
 class ReadAhead:
@@ -206,41 +204,50 @@ class SourceNames(OSUtils):
             return _PartReader(*self._sources[filename], self._read)
 
 
-def part_md5(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
-    """botocore ``before-parameter-build.s3.UploadPart``: the part's ``Content-MD5``.
+class PartIntegrity:
+    """botocore ``before-parameter-build.s3.UploadPart``: the part's checksum (``_checksums``).
 
-    The first read of the part (``_PartReader`` loads it whole), then a rewind. s3transfer's
-    progress callbacks are paused meanwhile: this is not bytes on the wire.
+    The part is read whole here (``_PartReader`` loads it with one read), then rewound; what
+    was sent stays in the request's context for ``PartChecked``. s3transfer's progress
+    callbacks are paused meanwhile: this is not bytes on the wire. ``crc32c`` goes as a plain
+    header, never a trailer: stores that take no aws-chunked body still get a plain request.
     """
-    body = params.get("Body")
-    if body is None or params.get("ContentMD5") or not hasattr(body, "seek"):
-        return
-    pause = getattr(body, "signal_not_transferring", None)
-    if pause is not None:
-        pause()
-    try:
-        start = body.tell()
-        md5 = hashlib.md5(usedforsecurity=False)
-        while chunk := body.read():
-            md5.update(chunk)
-        body.seek(start)
-    finally:
-        resume = getattr(body, "signal_transferring", None)
-        if resume is not None:
-            resume()
-    params["ContentMD5"] = base64.b64encode(md5.digest()).decode()
-    context[_MD5_KEY] = md5.hexdigest()
-    _sign_without_payload_hash(context)
+
+    def __init__(self, checksum: str) -> None:
+        self.checksum = checksum
+
+    def __call__(self, params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        body = params.get("Body")
+        if body is None or params.get("ContentMD5") or not hasattr(body, "seek"):
+            return
+        pause = getattr(body, "signal_not_transferring", None)
+        if pause is not None:
+            pause()
+        try:
+            start = body.tell()
+            chunks = []
+            while chunk := body.read():
+                chunks.append(chunk)
+            body.seek(start)
+        finally:
+            resume = getattr(body, "signal_transferring", None)
+            if resume is not None:
+                resume()
+        sent = Sent.for_body(chunks, self.checksum)
+        params.update(sent.params())
+        context[_SENT_KEY] = sent
+        _sign_without_payload_hash(context)
 
 
 def _sign_without_payload_hash(context: dict[str, Any]) -> None:
     """Sign this part's request with ``UNSIGNED-PAYLOAD``, as botocore does over HTTPS.
 
     Over plain HTTP botocore's SigV4 hashes every part's body with sha256 for the signature
-    (0.7 s of CPU per GiB, on top of the MD5 and the Source's sha256); over HTTPS it does not
-    when the request carries ``Content-MD5``. This part always does: ``Content-MD5`` is itself
-    a signed header, the store rejects a body that does not match it, and the ETag is checked
-    against it (``PartChecked``). The payload hash would add nothing for a backup's integrity.
+    (0.7 s of CPU per GiB, on top of the part's checksum and the Source's sha256); over HTTPS
+    it does not when the request carries a checksum. This part always does (``Content-MD5`` or
+    ``x-amz-checksum-crc32c``, a signed header either way): the store rejects a body that does
+    not match it, and ``PartChecked`` checks what the store answers. The payload hash would add
+    nothing for a backup's integrity.
     An explicit ``payload_signing_enabled`` in the client's config is left as it is.
     """
     config = context.get("client_config")
@@ -252,22 +259,18 @@ def _sign_without_payload_hash(context: dict[str, Any]) -> None:
 
 
 class PartChecked:
-    """botocore ``after-call.s3.UploadPart``: the ETag the store answers must be the part's MD5.
+    """botocore ``after-call.s3.UploadPart``: the store must show it kept the part as sent.
 
-    A store that verifies ``Content-MD5`` refuses an altered part itself; this catches one that
-    does not (moto, some S3-compatible stores), as the single PUT compares its ETag. Skipped
-    with SSE-KMS (its ETags are not MD5s) and for ETags that are not plain MD5s.
+    See ``_checksums.Sent.problem``: a store that verifies the part refuses an altered one
+    itself; this also catches one that does not (moto, some S3-compatible stores), as the
+    single PUT does.
     """
 
     def __init__(self, kms: bool) -> None:
         self.kms = kms
 
     def __call__(self, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
-        sent = context.get(_MD5_KEY)
-        etag = str(parsed.get("ETag", "")).strip('"').lower()
-        if self.kms or not sent or not _PLAIN_MD5.match(etag) or etag == sent:
-            return
-        raise DestinationError(
-            f"integrity check failed: the store reports MD5 {etag} for a part whose data has "
-            f"MD5 {sent}"
-        )
+        sent = context.get(_SENT_KEY)
+        problem = sent.problem(parsed, self.kms) if sent is not None else None
+        if problem:
+            raise DestinationError(f"integrity check failed: {problem} (a part)")

@@ -34,6 +34,11 @@ AddressingStyle = Literal["", "path", "virtual", "auto"]
 #: bodies), botocore's own default (``when_supported``) on AWS.
 ChecksumSetting = Literal["", "when_supported", "when_required"]
 
+#: What each upload request (a PutObject, each part) carries for the store to verify. ``""``:
+#: ``crc32c`` on AWS (verified and answered back by S3), ``md5`` with ``endpoint_url``
+#: (``Content-MD5`` is what every S3-compatible store verifies; some reject newer checksums).
+UploadChecksum = Literal["", "md5", "crc32c"]
+
 #: What S3 accepts in ``x-amz-server-side-encryption``; ``""`` sends no header (the bucket's
 #: default encryption applies, which on AWS is SSE-S3 for every new bucket).
 ServerSideEncryption = Literal["", "AES256", "aws:kms", "aws:kms:dsse"]
@@ -175,6 +180,7 @@ class S3Config:
     )
     request_checksum_calculation: ChecksumSetting = ""
     response_checksum_validation: ChecksumSetting = ""
+    upload_checksum: UploadChecksum = ""
     #: Stage a same-day re-run and promote it by server-side copy once complete, so that a
     #: failed re-run leaves the day's earlier complete run intact (costs a copy of every
     #: byte on the server, and s3:GetObject/s3:DeleteObject; see docs/s3.md).
@@ -202,6 +208,13 @@ class S3Config:
         if value:
             return value
         return "when_required" if self.endpoint_url.strip() else None
+
+    @property
+    def effective_upload_checksum(self) -> str:
+        """``md5`` or ``crc32c``: ``upload_checksum``, or what ``""`` stands for here."""
+        if self.upload_checksum:
+            return self.upload_checksum
+        return "md5" if self.endpoint_url.strip() else "crc32c"
 
     @property
     def stall_rule(self) -> StallRule:

@@ -3,15 +3,15 @@
 Two upload paths, chosen by size:
 
 * below ``MULTIPART_THRESHOLD`` one ``PutObject`` from the calling thread, the body read into
-  memory (bounded by the threshold) so that its MD5 goes along as ``Content-MD5`` (the server
-  rejects a body that does not match) and the returned ETag is compared with it (catching a
-  store that does not check). No HEAD follows: on a server that spends milliseconds per request
+  memory (bounded by the threshold) so that its checksum goes along (``_checksums``: MD5 or
+  CRC32C, which the server verifies) and what the store answers is checked (catching a store
+  that does not verify). No HEAD follows: on a server that spends milliseconds per request
   an extra HEAD halves small-file throughput, and the seed's IAM policy does not grant
   ``s3:GetObject`` anyway;
 * from the threshold up, s3transfer's managed multipart upload (``PART_CONCURRENCY`` parts in
   flight, shared by all threads of the destination). Each part is read from the file once,
-  whole, through the Source, and sent from that buffer (``_parts``) with its ``Content-MD5``
-  (and the SDK's CRC32 when checksums are on), which S3 verifies: memory is one part per part
+  whole, through the Source, and sent from that buffer (``_parts``) with its checksum, which
+  S3 verifies and the answer to which is checked as for the PUT: memory is one part per part
   in flight whatever the file size. Parts are read roughly in file order, so that the Source
   hashes them without holding many back. A failed transfer aborts its multipart upload, so
   nothing complete-looking is left behind.
@@ -29,12 +29,10 @@ Credentials: static keys, else boto3's default chain, optionally a role assumed 
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime
 import email.utils
 import functools
-import hashlib
 import io
 import re
 import threading
@@ -65,7 +63,8 @@ from service_backup.source import Source
 from service_backup.stall import StallGuard
 
 from . import _errors
-from ._parts import PartChecked, ReadAhead, SourceNames, part_md5
+from ._checksums import Sent
+from ._parts import PartChecked, PartIntegrity, ReadAhead, SourceNames
 from ._sockets import Sockets
 from ._tls import CaBundle
 from .config import S3Config
@@ -153,7 +152,9 @@ class S3Destination(Destination):
         events = self.client.meta.events
         events.register("before-send.s3", self._refuse_when_broken)
         events.register("after-call.s3.CreateMultipartUpload", self._remember_upload)
-        events.register("before-parameter-build.s3.UploadPart", part_md5)
+        events.register(
+            "before-parameter-build.s3.UploadPart", PartIntegrity(config.effective_upload_checksum)
+        )
         kms = config.server_side_encryption.startswith("aws:kms")
         events.register("after-call.s3.UploadPart", PartChecked(kms))
 
@@ -345,25 +346,22 @@ class S3Destination(Destination):
         return ObjectInfo(key=key, size=source.size)
 
     def _put(self, full: str, body: bytes, guard: StallGuard) -> None:
-        md5 = hashlib.md5(body, usedforsecurity=False)
+        sent = Sent.for_body([body], self.config.effective_upload_checksum)
         response = self.client.put_object(
             Bucket=self.bucket,
             Key=full,
             Body=_Counted(body, guard),
-            ContentMD5=base64.b64encode(md5.digest()).decode(),
+            **sent.params(),
             **self._extra_args(),
         )
-        etag = str(response.get("ETag", "")).strip('"').lower()
         kms = self.config.server_side_encryption.startswith("aws:kms")
-        if not kms and _PLAIN_MD5.match(etag) and etag != md5.hexdigest():
+        problem = sent.problem(response, kms)
+        if problem:
             # The store kept something else than what was sent: do not leave it looking
             # like a good backup.
             with contextlib.suppress(ClientError, BotoCoreError):
                 self.client.delete_object(Bucket=self.bucket, Key=full)
-            raise DestinationError(
-                f"integrity check failed: the store reports MD5 {etag}, the data sent has MD5 "
-                f"{md5.hexdigest()}; the object was removed"
-            )
+            raise DestinationError(f"integrity check failed: {problem}; the object was removed")
 
     def _upload(self, name: str, full: str, ahead: ReadAhead, guard: StallGuard) -> None:
         """s3transfer's managed multipart upload of a registered ``Source``.
@@ -371,8 +369,13 @@ class S3Destination(Destination):
         On failure s3transfer aborts the multipart upload itself; when it could not (the
         client was broken by the stall rule, the request failed), the cleanup client tries.
         """
+        extra = self._extra_args()
+        if self.config.effective_upload_checksum == "crc32c":
+            # Declared at CreateMultipartUpload (S3 refuses parts with another checksum);
+            # s3transfer then lists each part's CRC32C, as S3 answered it, at completion.
+            extra["ChecksumAlgorithm"] = "CRC32C"
         future = self._transfer_manager().upload(
-            name, self.bucket, full, extra_args=self._extra_args(), subscribers=[_Progress(guard)]
+            name, self.bucket, full, extra_args=extra, subscribers=[_Progress(guard)]
         )
         ahead.failed = future.done
         try:

@@ -646,13 +646,16 @@ class Batch:
                 self.progress(len(self.pending))
             self.pending = bytearray()
 
-    def replies(self) -> list[Reply]:
-        """Send what is left and return every answer, in request order."""
+    def replies(self, data_only: bool = False) -> list[Reply]:
+        """Send what is left and return every answer, in request order (a DATA answer as its
+        data alone with ``data_only``, see ``_Replies``)."""
         self.flush()
-        return _collect(self.client, self.numbers)
+        return _collect(self.client, self.numbers, data_only)
 
 
-def _collect(client: paramiko.SFTPClient, numbers: dict[int, int]) -> list[Reply]:
+def _collect(
+    client: paramiko.SFTPClient, numbers: dict[int, int], data_only: bool = False
+) -> list[Reply]:
     """Read answers in bulk (``_Replies``) until every request in ``numbers`` has one.
 
     Only requests made on this channel are outstanding and the server answers in order, so
@@ -669,7 +672,7 @@ def _collect(client: paramiko.SFTPClient, numbers: dict[int, int]) -> list[Reply
         missing[0] -= 1
         return True
 
-    reader = _Replies(client)
+    reader = _Replies(client, data_only=data_only)
     reader.read(lambda: missing[0] == 0, route)
     reader.check_empty()
     return cast(list[Reply], replies)
@@ -738,6 +741,50 @@ def write_many(
         error = error or reply_error(client, fstat, CMD_ATTRS)
         error = error or reply_error(client, closed, CMD_STATUS)
         outcome.append(error if error is not None else _stored_size(fstat[1]))
+    return outcome
+
+
+def read_small_many(
+    client: paramiko.SFTPClient, paths: Sequence[str], sizes: Sequence[int]
+) -> list[bytes | OSError | None]:
+    """Read whole small files in two exchanges: each one's bytes, its open error, or None.
+
+    Opens leave in one send; then, for each file opened, a read of its expected size (at most
+    one request: ``chunk_size``), a one-byte read at that size (the probe) and the close. A
+    file's bytes are returned only when the server sent exactly ``size`` bytes and answered
+    the probe with end-of-file: a file that grew, shrank or answered short gives None, and
+    the caller reads it the ordinary way (``ReadStream``), which decides what it holds.
+    """
+    flags = struct.pack(">I", SFTP_FLAG_READ) + _field(paramiko.SFTPAttributes())
+    opens = Batch(client)
+    for path in paths:
+        opens.add(CMD_OPEN, _field(path) + flags)
+    handles = [
+        _handle(reply[1]) if error is None else error
+        for reply in opens.replies()
+        for error in [reply_error(client, reply, CMD_HANDLE)]
+    ]
+    reads = Batch(client)
+    for handle, size in zip(handles, sizes, strict=True):
+        if isinstance(handle, bytes):
+            encoded = _field(handle)
+            if size:
+                reads.add(CMD_READ, encoded + struct.pack(">QI", 0, size))
+            reads.add(CMD_READ, encoded + struct.pack(">QI", size, 1))
+            reads.add(CMD_CLOSE, encoded)
+    replies = iter(reads.replies(data_only=True))
+    outcome: list[bytes | OSError | None] = []
+    for handle, size in zip(handles, sizes, strict=True):
+        if isinstance(handle, OSError):
+            outcome.append(handle)
+            continue
+        data: bytes | None = b""
+        if size:
+            kind, payload = next(replies)
+            data = payload if kind == CMD_DATA and len(payload) == size else None
+        probe, _closed = next(replies), next(replies)  # a failed close of a read loses nothing
+        at_end = probe[0] == CMD_STATUS and probe[1][:4] == struct.pack(">I", SFTP_EOF)
+        outcome.append(data if at_end else None)
     return outcome
 
 

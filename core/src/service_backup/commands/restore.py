@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import io
 import itertools
 import os
 import queue
@@ -31,6 +32,7 @@ from typing import IO, TYPE_CHECKING
 
 import attrs
 
+from .. import kernel_copy
 from ..destination import Destination
 from ..errors import ObjectNotFound
 from ..manifest import unsafe_path
@@ -218,7 +220,9 @@ class Restorer:
     of small files the executor's bookkeeping cost as much as the files). A file larger than
     ``PIPELINE_MIN`` is hashed by a helper thread while the worker goes on reading and
     writing, so that sha256 (about 0.6 s per GiB) overlaps the copy instead of adding to it;
-    at most ``PIPELINE_DEPTH`` chunks wait for the hash, so memory stays bounded.
+    at most ``PIPELINE_DEPTH`` chunks wait for the hash, so memory stays bounded. From a
+    destination that hands out real files (``local``) the kernel copies instead
+    (``kernel_copy``) and the helper thread hashes the restored bytes as written.
     """
 
     def __init__(self, destination: Destination, prefix: str, target: Path, config: object):
@@ -316,16 +320,51 @@ class Restorer:
                     os.unlink(temp)
 
     def _download(self, key: str, temp: str, expected: int) -> tuple[str, int]:
-        """Stream ``key`` into the new file ``temp``: (sha256 hex, bytes) of what was read."""
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+        """Stream ``key`` into the new file ``temp``: (sha256 hex, bytes) of what was read.
+
+        When the destination hands out a real file (``local``), the kernel copies it
+        (``_copy_kernel``); otherwise the stream is read and written.
+        """
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
         with self.destination.open_read(key) as stream:
             fd = os.open(temp, flags, 0o600)
             try:
+                if expected >= kernel_copy.KERNEL_COPY_MIN:
+                    copied = self._copy_kernel(stream, fd, expected)
+                    if copied is not None:
+                        return copied
                 if expected >= PIPELINE_MIN:
                     return self._copy_hashing_aside(stream, fd)
                 return self._copy(stream, fd)
             finally:
                 os.close(fd)
+
+    def _copy_kernel(self, stream: IO[bytes], fd: int, expected: int) -> tuple[str, int] | None:
+        """Copy a stream that is a regular file with ``copy_file_range``; None if it is not.
+
+        The hash is of the bytes written to ``temp``, read back (``kernel_copy``): the very
+        bytes that are renamed into place if it matches the manifest, which is the check that
+        matters. Only an untouched stream (position 0) of a file of exactly the manifest's
+        size is copied this way; anything else (a pipe, a socket, a plugin's own stream, a
+        size that does not match) takes the reading path, which reports what it finds.
+        """
+        source = _file_descriptor(stream, expected)
+        if source is None:
+            return None
+
+        def progress(n: int) -> None:
+            if self.stop.is_set():
+                raise RestoreAborted()
+            self.progress.add(n)
+
+        try:
+            copied = kernel_copy.copy_hashing(source, fd, expected, progress=progress)
+        except kernel_copy.Unsupported:
+            return None
+        size = copied.size
+        if size == expected and os.pread(source, 1, expected):
+            size = max(os.fstat(source).st_size, expected + 1)  # grew since: not this object
+        return copied.sha256, size
 
     def _copy(self, stream: IO[bytes], fd: int) -> tuple[str, int]:
         digest = hashlib.sha256()
@@ -392,6 +431,20 @@ class Restorer:
                 raise _common.UsageError(f"{printable(current)} exists and is not a folder")
             self._dirs[relative] = current
         return current
+
+
+def _file_descriptor(stream: IO[bytes], size: int) -> int | None:
+    """The descriptor of ``stream`` if it is an unread regular file of ``size`` bytes."""
+    try:
+        fd = stream.fileno()
+        if stream.tell() != 0 or os.lseek(fd, 0, os.SEEK_CUR) != 0:
+            return None
+        info = os.fstat(fd)
+    except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+        return None
+    if not stat.S_ISREG(info.st_mode) or info.st_size != size:
+        return None
+    return fd
 
 
 def _write_all(fd: int, data: bytes) -> None:
