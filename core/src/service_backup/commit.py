@@ -209,8 +209,13 @@ def build_manifest(
                 f"the upload reported {entry.size} bytes stored for {file.relative}, "
                 f"expected {file.size}: no manifest written"
             )
-    # Whether a path is escaped is the core's knowledge (scan_source), not the hook's.
-    listed = [attrs.evolve(stored[file.relative], escaped=file.escaped) for file in files]
+    # Whether a path is escaped is the core's knowledge (scan_source), not the hook's; the
+    # hook's own entry is kept where it already says the same (nearly always: no copy).
+    listed = [
+        entry if entry.escaped is file.escaped else attrs.evolve(entry, escaped=file.escaped)
+        for file in files
+        for entry in (stored[file.relative],)
+    ]
     return Manifest(
         backup_guid=run.backup_guid,
         identifier=run.identifier,

@@ -48,6 +48,20 @@ def _entry_points(group: str) -> list[importlib.metadata.EntryPoint]:
     return sorted(importlib.metadata.entry_points(group=group), key=lambda ep: ep.name)
 
 
+def _plugin_entry_points() -> dict[str, list[importlib.metadata.EntryPoint]]:
+    """Both plugin groups from one scan of the installed distributions.
+
+    Each ``entry_points()`` call reads the entry points of every installed distribution (a
+    file per distribution: about 240 in the release's virtualenv), whatever group it asks
+    for. A run needs the hook plugins and then its destination's plugin: one scan for both.
+    """
+    found = importlib.metadata.entry_points()
+    return {
+        group: sorted(found.select(group=group), key=lambda ep: ep.name)
+        for group in (DESTINATION_GROUP, HOOKS_GROUP)
+    }
+
+
 def _dist_of(ep: importlib.metadata.EntryPoint) -> tuple[str, str]:
     dist = ep.dist
     if dist is None:
@@ -67,6 +81,14 @@ class PluginRegistry:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self._types: dict[str, DestinationType] = {}
+        #: The plugin groups' entry points, scanned once on first need (``entry_points``).
+        self._found: dict[str, list[importlib.metadata.EntryPoint]] | None = None
+
+    def entry_points(self, group: str) -> list[importlib.metadata.EntryPoint]:
+        """The entry points of a plugin group, sorted by name; all groups scanned at once."""
+        if self._found is None:
+            self._found = _plugin_entry_points()
+        return self._found[group]
 
     @property
     def hook(self) -> Any:
@@ -109,12 +131,14 @@ class PluginRegistry:
         """The registered type called ``name``, importing its plugin on first use."""
         if name in self._types:
             return self._types[name]
-        for ep in _entry_points(DESTINATION_GROUP):
+        for ep in self.entry_points(DESTINATION_GROUP):
             if ep.name == name:
                 self.register(self._load(ep), name=f"{DESTINATION_GROUP}:{ep.name}")
                 break
         if name not in self._types:
-            known = sorted({ep.name for ep in _entry_points(DESTINATION_GROUP)} | set(self._types))
+            known = sorted(
+                {ep.name for ep in self.entry_points(DESTINATION_GROUP)} | set(self._types)
+            )
             raise ConfigError(
                 f"unknown destination type '{name}' (installed: {', '.join(known) or 'none'})"
             )
@@ -137,7 +161,7 @@ def load_plugins(registry: PluginRegistry, *, hook_plugins: bool = True) -> None
     for module in BUILTIN_PLUGINS:
         registry.register(_import_builtin(module), name=module)
     if hook_plugins:
-        for ep in _entry_points(HOOKS_GROUP):
+        for ep in registry.entry_points(HOOKS_GROUP):
             registry.register(PluginRegistry._load(ep), name=f"{HOOKS_GROUP}:{ep.name}")
 
 
