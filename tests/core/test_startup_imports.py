@@ -90,30 +90,3 @@ def test_local_manual_backup_imports_no_sdk_scheduler_or_display(
     assert len(stored) == 1, f"the probe's run stored {stored}, expected one a.bin"
     assert "service_backup_plugins.local.destination" in modules, "not a local run?"
     assert not _unused_in(modules), f"a local manual-backup imported {_unused_in(modules)}"
-    # loguru's asyncio helpers are a stand-in until a coroutine sink needs them (logs.py).
-    loop = sorted(m for m in modules if m.split(".")[0] in ("asyncio", "ssl", "_ssl"))
-    assert not loop, f"a local manual-backup imported {loop}"
-
-
-def test_logging_without_asyncio_still_serves_coroutine_sinks() -> None:
-    """The stand-in for loguru's ``_asyncio_loop`` imports asyncio when a sink needs it."""
-    code = (
-        "import sys\n"
-        "from service_backup import logs\n"
-        "assert 'asyncio' not in sys.modules, 'importing the logs imported asyncio'\n"
-        "import asyncio\n"
-        "from loguru import logger\n"
-        "logger.remove()\n"
-        "got = []\n"
-        "async def sink(message):\n"
-        "    got.append(message.record['message'])\n"
-        "async def main():\n"
-        "    logger.add(sink)\n"
-        "    logger.info('through a coroutine sink')\n"
-        "    await logger.complete()\n"
-        "asyncio.run(main())\n"
-        "print(got)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, f"logging with the stand-in failed: {proc.stderr[-2000:]}"
-    assert "through a coroutine sink" in proc.stdout, f"the sink got nothing: {proc.stdout}"

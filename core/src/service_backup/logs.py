@@ -18,51 +18,11 @@ import os
 import socket
 import sys
 import threading
-import types
 from typing import IO, Any, ClassVar
 
+from loguru import logger
+
 from .secret import LOG_SCRUBBER
-
-_LOOP_MODULE = "loguru._asyncio_loop"
-
-
-def _get_running_loop() -> Any:
-    import asyncio
-
-    return asyncio.get_running_loop()
-
-
-def _get_task_loop(task: Any) -> Any:
-    return task.get_loop()
-
-
-def _import_loguru_without_asyncio() -> None:
-    """Import loguru with a stand-in for its ``_asyncio_loop`` module: no asyncio until used.
-
-    loguru's ``_asyncio_loop`` imports asyncio (and with it ssl) as loguru is imported, for
-    two functions it calls only for a coroutine-function sink or an awaited
-    ``logger.complete()``, neither of which service-backup uses: a tenth of the start-up of
-    a ``manual-backup``. The stand-in holds the same two functions, which import asyncio
-    when called. A loguru that asks its module for anything else is imported again as it
-    is, with its own module.
-    """
-    if "loguru" in sys.modules or _LOOP_MODULE in sys.modules:
-        return
-    stand_in = types.ModuleType(_LOOP_MODULE, "loguru's _asyncio_loop, asyncio on first use")
-    stand_in.get_running_loop = _get_running_loop  # type: ignore[attr-defined]
-    stand_in.get_task_loop = _get_task_loop  # type: ignore[attr-defined]
-    sys.modules[_LOOP_MODULE] = stand_in
-    try:
-        import loguru
-    except ImportError:
-        for name in [m for m in sys.modules if m == "loguru" or m.startswith("loguru.")]:
-            del sys.modules[name]
-        import loguru  # noqa: F401
-
-
-_import_loguru_without_asyncio()
-
-from loguru import logger  # noqa: E402
 
 SOURCE = "ServiceBackup"
 _LEVELS = {"TRACE": "debug", "DEBUG": "debug", "INFO": "info", "SUCCESS": "info",
