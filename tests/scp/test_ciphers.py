@@ -9,37 +9,26 @@ from __future__ import annotations
 
 import hashlib
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from service_backup.config import structure_destination_config
-from service_backup.destination import DestinationContext
 from service_backup.errors import DestinationError
 from service_backup.source import Source
 from service_backup_scp import _session
-from service_backup_scp.config import ScpConfig
 from service_backup_scp.destination import ScpDestination
-from tests.servers import unavailable
 
-from .server import SshServer, sshd_server
+from .conftest import serve_sshd
+from .server import SshServer
+from .test_scp import open_destination as open_raw
+from .test_scp import raw_config
 
 WEAK = ("cbc", "3des", "arcfour", "hmac-sha1", "hmac-md5", "none")
 
 
 def open_destination(server: SshServer) -> ScpDestination:
-    raw = {
-        "user": server.user,
-        "server": server.host,
-        "port": server.port,
-        "destination": str(server.root / f"c-{uuid.uuid4().hex}"),
-        "fingerprint": server.keyscan,
-        "key": server.client_key,
-    }
-    config = structure_destination_config(raw, ScpConfig)
-    return ScpDestination(config, DestinationContext("scp-ciphers"))
+    return open_raw(raw_config(server))
 
 
 @pytest.fixture(scope="module")
@@ -47,16 +36,7 @@ def ctr_only_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServe
     """An sshd offering neither GCM nor chacha20: AES-CTR, and one encrypt-then-MAC MAC."""
     folder: Path = tmp_path_factory.mktemp("sshd-ctr")
     options = ("Ciphers=aes256-ctr,aes128-cbc", "MACs=hmac-sha2-256-etm@openssh.com,hmac-sha1")
-    try:
-        manager = sshd_server(folder, options)
-        server = manager.__enter__()
-    except Exception as exc:
-        unavailable(f"OpenSSH sshd could not start: {exc}")
-        raise
-    try:
-        yield server
-    finally:
-        manager.__exit__(None, None, None)
+    yield from serve_sshd(folder, options)
 
 
 def negotiated(dest: ScpDestination) -> tuple[str, str, str, str]:

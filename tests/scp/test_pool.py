@@ -7,31 +7,21 @@ one transport thread; other borrowers spread over up to two connections.
 from __future__ import annotations
 
 import threading
-import uuid
 from pathlib import Path
 
-from service_backup.config import structure_destination_config
-from service_backup.destination import DestinationContext
 from service_backup.results import StoredFile
 from service_backup.source import SourceFile
 from service_backup_scp._session import Session
-from service_backup_scp.config import ScpConfig
 from service_backup_scp.destination import ScpDestination
 from service_backup_scp.upload import _Picker
 
 from .server import SshServer
+from .test_scp import open_destination as open_raw
+from .test_scp import raw_config
 
 
 def open_destination(sshd: SshServer) -> ScpDestination:
-    raw = {
-        "user": sshd.user,
-        "server": sshd.host,
-        "port": sshd.port,
-        "destination": str(sshd.root / f"p-{uuid.uuid4().hex}"),
-        "fingerprint": sshd.keyscan,
-        "key": sshd.client_key,
-    }
-    return ScpDestination(structure_destination_config(raw, ScpConfig), DestinationContext("p"))
+    return open_raw(raw_config(sshd))
 
 
 def borrow_at_once(dest: ScpDestination, count: int, together: bool) -> list[Session]:

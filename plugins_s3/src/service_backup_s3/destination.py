@@ -113,8 +113,6 @@ LIST_PAGE_SIZE = 1000
 #: Keys per DeleteObjects request when staged objects are removed (S3's maximum).
 DELETE_BATCH = 1000
 
-_PLAIN_MD5 = re.compile(r"^[0-9a-f]{32}$")
-
 
 class S3Destination(Destination):
     """A bucket and a path in it; keys become ``<bucket_path>/<key>``."""
