@@ -18,7 +18,7 @@ import pytest
 from service_backup.errors import DestinationError, ObjectNotFound
 from service_backup.layout import MiB
 from service_backup_scp import _sftp
-from service_backup_scp._session import CHANNELS_PER_CONNECTION, CONNECTIONS
+from service_backup_scp._session import CHANNELS_PER_CONNECTION, CONNECTIONS, WINDOW_SIZE
 from service_backup_scp.destination import ScpDestination
 from tests.faultproxy import FaultProxy, fault_proxy
 
@@ -68,6 +68,37 @@ def test_a_large_file_reads_back_exactly_with_bounded_requests(sshd: SshServer) 
             f"{most_ready} bytes of answers waited in memory ahead of the reader"
         )
         assert reads.finished, "the handle was not closed and every answer read at the end"
+
+
+@pytest.mark.parametrize("bulk", [3, 1000, 255 * 1024 + 13])
+def test_answers_cut_anywhere_by_channel_reads_are_joined_exactly(
+    sshd: SshServer, monkeypatch: pytest.MonkeyPatch, bulk: int
+) -> None:
+    """Channel reads of a few bytes (answer headers cut in two), of 1000 bytes, and of exactly
+    one answer: each answer that straddles two channel reads is completed from the next read
+    and the rest of that read split where it lies (views, no copy); the bytes come back exact."""
+    monkeypatch.setattr(_sftp, "BULK_READ_DATA", bulk)
+    raw = raw_config(sshd)
+    data = os.urandom(3 * MiB + 777 if bulk > 3 else 300_001)
+    stored(raw, "cut/file.bin", data)
+    with open_destination(raw) as dest:
+        with dest.open_read("cut/file.bin") as stream:
+            assert _sftp_stream(stream).replies.bulk == bulk, "the channel read size was not used"
+            first = stream.read(100_000)
+            rest = stream.read()
+        assert isinstance(first, bytes) and isinstance(rest, bytes), (
+            "open_read handed out something other than bytes"
+        )
+        assert first + rest == data, f"reads of {bulk} bytes from the channel garbled the file"
+
+
+def test_one_channel_read_takes_the_whole_receive_window() -> None:
+    """paramiko's buffer moves what is left to its front after each partial read: reading
+    less than the window at a time copied each byte several times more (perf)."""
+    assert _sftp.BULK_READ_DATA >= WINDOW_SIZE, (
+        f"a channel read of {_sftp.BULK_READ_DATA} bytes is less than the {WINDOW_SIZE}-byte "
+        "receive window"
+    )
 
 
 def test_small_reads_and_read_all_and_empty_files(sshd: SshServer) -> None:

@@ -789,19 +789,20 @@ class _RemoteReader(io.RawIOBase):
         (callers such as the manifest reader take one ``read(n)`` as the whole object)."""
         if size is None or size < 0:
             return self.readall()
-        parts: list[bytes] = []
+        parts: list[bytes | memoryview] = []
         wanted = size
         while wanted > 0 and (piece := self._piece()):
-            if len(piece) > wanted:  # keep the rest for the next read
+            if len(piece) > wanted:  # keep the rest for the next read (views: no copy)
                 self._stream.put_back(piece[wanted:])
                 piece = piece[:wanted]
             parts.append(piece)
             wanted -= len(piece)
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        # The one copy of the bytes on our side: from paramiko's hand-over into what we return.
+        data = bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
         self._guard.progress(len(data))
         return data
 
-    def _piece(self) -> bytes:
+    def _piece(self) -> bytes | memoryview:
         try:
             return self._stream.read()
         except LINK_ERRORS as exc:
