@@ -57,7 +57,10 @@ WINDOW_SIZE = 4 * 1024 * 1024
 #: OpenSSL in one call per packet (7,268 packets of 32 KiB, 200 MiB: 0.03 s of CPU), where
 #: CTR plus a separate HMAC costs twice the Python work. AES-CTR (with a SHA-2 MAC, below) is
 #: the fallback for servers without GCM (OpenSSH before 6.2). paramiko's CBC modes and 3DES
-#: are never offered.
+#: are never offered. OpenSSH clients negotiate chacha20-poly1305 with OpenSSH 9.2, which
+#: paramiko lacks. Client CPU for reading 1 GiB (interleaved, same sshd, 2 runs each):
+#: aes128-gcm 3.55/3.62 s, aes256-gcm 3.82/3.35, aes128-ctr + hmac-sha2-256-etm 5.14/4.92,
+#: aes128-ctr + hmac-sha2-512-etm 6.53/5.90; decryption itself is ~2 % of the GCM profile.
 CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr",
            "aes192-ctr")  # fmt: skip
 #: The only MACs offered (used with CTR only; GCM authenticates itself): encrypt-then-MAC
