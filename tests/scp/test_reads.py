@@ -83,7 +83,11 @@ def test_answers_cut_anywhere_by_channel_reads_are_joined_exactly(
     stored(raw, "cut/file.bin", data)
     with open_destination(raw) as dest:
         with dest.open_read("cut/file.bin") as stream:
-            assert _sftp_stream(stream).replies.bulk == bulk, "the channel read size was not used"
+            reads = _sftp_stream(stream)
+            assert reads.replies.bulk == bulk, "the channel read size was not used"
+            piece = reads.read()
+            assert isinstance(piece, memoryview), "an answer's data was copied, not handed out"
+            reads.put_back(piece)
             first = stream.read(100_000)
             rest = stream.read()
         assert isinstance(first, bytes) and isinstance(rest, bytes), (
