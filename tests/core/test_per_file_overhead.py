@@ -39,6 +39,7 @@ ENTRIES = [
     StoredFile("bool-size", True, SHA),  # type: ignore[arg-type]
     StoredFile("float-size", 1.5, SHA),  # type: ignore[arg-type]
     StoredFile("upper", 9, SHA.upper()),
+    StoredFile("odd-sha", 9, 'quote"back\\slash\u00e9'),  # not a digest: escaped as json does
 ]
 
 
