@@ -212,7 +212,7 @@ def test_a_failed_early_write_back_fails_the_next_sync(
     dest = _destination(tmp_path / "dest")
     upload(DestinationSpec("local", None, "here"), dest, scan_source(root), _run())
     assert failed.wait(10), "no write-back was started"
-    with pytest.raises(BackupError, match="cannot flush .*dest to disk: Input/output error"):
+    with pytest.raises(BackupError, match=r"cannot flush .*dest to disk: Input/output error"):
         dest.sync()
     dest.sync()  # the error was reported once; the retry flushes for real
     dest.close()
