@@ -3,7 +3,11 @@
 Durability is paid once per run, like ``cp -r`` + ``sync``, not once per file: ``write`` does
 not fsync; ``sync`` (which the core calls before and after the run manifest) flushes the whole
 destination file system with one ``syncfs``. The manifest is the run's commit point: a crash
-before it is durable leaves an incomplete folder, never a complete-looking one.
+before it is durable leaves an incomplete folder, never a complete-looking one. So that this
+final ``syncfs`` does not wait for a whole run's bytes to reach the disk, every
+``WRITEBACK_EVERY`` bytes of small files a ``syncfs`` runs on a thread while the next files are
+written (big files start their own write-back, ``kernel_copy``); it makes nothing durable
+that the final one would not, it only starts the disk's work earlier.
 
 A new file is created under its final name (``O_EXCL``: never through a planted link, never
 over anything) and removed again if the copy fails, so a failed write leaves nothing behind.
