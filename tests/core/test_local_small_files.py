@@ -11,6 +11,7 @@ import datetime
 import hashlib
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -143,8 +144,8 @@ def test_sync_is_one_syncfs_when_something_was_written_and_none_otherwise(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[Path] = []
-    real = local._syncfs
-    monkeypatch.setattr(local, "_syncfs", lambda path: calls.append(path) or real(path))
+    real = local._syncfs_fd
+    monkeypatch.setattr(local, "_syncfs_fd", lambda fd, path: calls.append(path) or real(fd, path))
     _source_tree(tmp_path / "src")
     dest = _destination(tmp_path / "dest")
     dest.sync()
@@ -153,6 +154,68 @@ def test_sync_is_one_syncfs_when_something_was_written_and_none_otherwise(
     dest.sync()
     dest.sync()
     assert calls == [tmp_path / "dest"], f"expected one syncfs of the destination, got {calls}"
+    dest.close()
+
+
+@pytest.mark.skipif(not local._has_syncfs(), reason="libc without syncfs")
+def test_write_back_starts_while_files_are_written_through_one_descriptor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every ``WRITEBACK_EVERY`` bytes a ``syncfs`` runs beside the upload (so the final one is
+    short), all through the descriptor opened before the first file: a write-back error
+    since then is reported to one of them."""
+    monkeypatch.setattr(local, "WRITEBACK_EVERY", 8192)
+    fds: list[int] = []
+    finished = threading.Event()
+    real = local._syncfs_fd
+
+    def syncfs(fd: int, path: Path) -> None:
+        fds.append(fd)
+        real(fd, path)
+        finished.set()
+
+    monkeypatch.setattr(local, "_syncfs_fd", syncfs)
+    root = tmp_path / "src"
+    root.mkdir()
+    for n in range(8):
+        (root / f"f{n}.bin").write_bytes(os.urandom(4096))
+    dest = _destination(tmp_path / "dest")
+    upload(DestinationSpec("local", None, "here"), dest, scan_source(root), _run())
+    assert finished.wait(10), "no write-back was started while the files were written"
+    dest.sync()
+    assert len(fds) >= 2, f"expected early write-backs and the final syncfs, got {len(fds)} calls"
+    assert len(set(fds)) == 1, f"syncfs went through several descriptors: {fds}"
+    dest.close()
+    assert dest._writeback is None, "close left the write-back thread running"
+
+
+@pytest.mark.skipif(not local._has_syncfs(), reason="libc without syncfs")
+def test_a_failed_early_write_back_fails_the_next_sync(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The error of a background write-back is the run's: ``sync`` (before the manifest)
+    raises it naming the destination, even though the final ``syncfs`` itself succeeds."""
+    monkeypatch.setattr(local, "WRITEBACK_EVERY", 4096)
+    failed = threading.Event()
+    real = local._syncfs_fd
+
+    def syncfs(fd: int, path: Path) -> None:
+        if threading.current_thread().name == "local-writeback":
+            failed.set()
+            raise OSError(5, "Input/output error", str(path))
+        real(fd, path)
+
+    monkeypatch.setattr(local, "_syncfs_fd", syncfs)
+    root = tmp_path / "src"
+    root.mkdir()
+    (root / "one.bin").write_bytes(os.urandom(4096))
+    dest = _destination(tmp_path / "dest")
+    upload(DestinationSpec("local", None, "here"), dest, scan_source(root), _run())
+    assert failed.wait(10), "no write-back was started"
+    with pytest.raises(BackupError, match=r"cannot flush .*dest to disk: Input/output error"):
+        dest.sync()
+    dest.sync()  # the error was reported once; the retry flushes for real
+    dest.close()
 
 
 def test_without_syncfs_every_file_and_folder_written_is_fsynced(
@@ -214,3 +277,69 @@ def test_list_walks_the_prefix_folder_in_walk_order_without_links_or_partials(
         "2026/12/02/d",
     ], "a prefix that ends inside a folder name must list every folder it matches"
     assert list(dest.list("2027/")) == [], "a folder that does not exist lists nothing"
+
+
+def _grown(path: Path) -> None:
+    with open(path, "ab") as f:
+        f.write(b"more")
+
+
+def _shrunk(path: Path) -> None:
+    os.truncate(path, 100)
+
+
+def _modified(path: Path) -> None:
+    with open(path, "r+b") as f:
+        f.write(b"\0")
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))  # coarse clocks
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [(_grown, "changed size"), (_shrunk, "ended early"), (_modified, "modified during the run")],
+    ids=["grown", "shrunk", "modified"],
+)
+@pytest.mark.parametrize("existing", [False, True], ids=["new", "over-existing"])
+def test_a_small_file_changed_since_listed_fails_and_leaves_nothing(
+    tmp_path: Path, change: Callable[[Path], None], message: str, existing: bool
+) -> None:
+    """The one-``pread`` copy of a small file checks size and mtime before writing a byte."""
+    root = tmp_path / "src"
+    root.mkdir()
+    path = root / "small.bin"
+    path.write_bytes(os.urandom(16 * 1024))
+    (file,) = scan_source(root)
+    change(path)
+    dest = _destination(tmp_path / "dest")
+    final = tmp_path / "dest" / "run" / "small.bin"
+    if existing:
+        final.parent.mkdir(parents=True)
+        final.write_bytes(b"the earlier run's file")
+    with pytest.raises(SourceError) as failure:
+        upload(DestinationSpec("local", None, "here"), dest, [file], _run())
+    assert str(path) in str(failure.value) and message in str(failure.value), (
+        f"the error does not name the file and what happened: {failure.value}"
+    )
+    left = sorted(p.name for p in final.parent.iterdir()) if final.parent.exists() else []
+    if existing:
+        assert left == ["small.bin"], f"a partial file was left beside the old one: {left}"
+        assert final.read_bytes() == b"the earlier run's file", "the old file was replaced"
+    else:
+        assert left == [], f"a failed copy left files under the run folder: {left}"
+    dest.close()
+
+
+def test_a_small_file_copy_hashes_exactly_the_bytes_stored(tmp_path: Path) -> None:
+    root = tmp_path / "src"
+    contents = {f"f{n}.bin": os.urandom(n * 1000) for n in (0, 1, 7, 255)}
+    for name, data in contents.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    dest = _destination(tmp_path / "dest")
+    result = upload(DestinationSpec("local", None, "here"), dest, scan_source(root), _run())
+    for entry in result.stored:
+        stored = (tmp_path / "dest" / "run" / entry.path).read_bytes()
+        assert stored == contents[entry.path], f"{entry.path}: stored bytes differ from source"
+        assert entry.sha256 == hashlib.sha256(stored).hexdigest(), f"{entry.path}: wrong sha256"
+    dest.close()

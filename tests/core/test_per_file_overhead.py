@@ -39,6 +39,7 @@ ENTRIES = [
     StoredFile("bool-size", True, SHA),  # type: ignore[arg-type]
     StoredFile("float-size", 1.5, SHA),  # type: ignore[arg-type]
     StoredFile("upper", 9, SHA.upper()),
+    StoredFile("odd-sha", 9, 'quote"back\\slash\u00e9'),  # not a digest: escaped as json does
 ]
 
 
@@ -103,22 +104,38 @@ def test_source_files_keep_their_path_as_a_string_and_a_path(tmp_path: Path) -> 
 
 
 def test_a_run_scans_the_installed_distributions_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[dict[str, Any]] = []
-    real = importlib.metadata.entry_points
+    """One pass over the distributions, parsing only the entry points of plugin packages; what
+    it finds is exactly what ``importlib.metadata.entry_points`` reports for both groups."""
+    calls: list[int] = []
+    parsed: list[str] = []
+    real = importlib.metadata.distributions
+    real_entry_points = importlib.metadata.Distribution.entry_points
 
     def counting(**params: Any) -> Any:
-        calls.append(params)
+        calls.append(1)
         return real(**params)
 
-    monkeypatch.setattr(importlib.metadata, "entry_points", counting)
+    def parsing(self: importlib.metadata.Distribution) -> Any:
+        parsed.append(self.read_text("entry_points.txt") or "")
+        return real_entry_points.fget(self)  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(importlib.metadata, "distributions", counting)
+    monkeypatch.setattr(importlib.metadata.Distribution, "entry_points", property(parsing))
     registry = load_registry()
     assert registry.destination_type("local").name == "local"
-    assert len(calls) == 1, f"expected one scan of the entry points for a run, got {calls}"
-    expected = sorted(ep.name for ep in real(group=DESTINATION_GROUP))
-    assert [ep.name for ep in registry.entry_points(DESTINATION_GROUP)] == expected
-    assert {ep.name for ep in registry.entry_points(HOOKS_GROUP)} == {
-        ep.name for ep in real(group=HOOKS_GROUP)
-    }
+    assert len(calls) == 1, f"expected one scan of the distributions for a run, got {calls}"
+    headers = (f"[{DESTINATION_GROUP}]", f"[{HOOKS_GROUP}]")
+    assert parsed and all(any(h in text for h in headers) for text in parsed), (
+        "entry points of a distribution that is no plugin were parsed"
+    )
+
+    def everywhere(group: str) -> list[tuple[str, str]]:
+        return sorted((ep.name, ep.value) for ep in importlib.metadata.entry_points(group=group))
+
+    for group in (DESTINATION_GROUP, HOOKS_GROUP):
+        got = [(ep.name, ep.value) for ep in registry.entry_points(group)]
+        assert got == everywhere(group), f"{group}: {got} != {everywhere(group)}"
+        assert all(ep.dist is not None for ep in registry.entry_points(group)), group
 
 
 def test_backup_in_process_leaves_the_collector_as_it_found_it(

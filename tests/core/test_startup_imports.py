@@ -90,3 +90,39 @@ def test_local_manual_backup_imports_no_sdk_scheduler_or_display(
     assert len(stored) == 1, f"the probe's run stored {stored}, expected one a.bin"
     assert "service_backup_plugins.local.destination" in modules, "not a local run?"
     assert not _unused_in(modules), f"a local manual-backup imported {_unused_in(modules)}"
+
+
+AUTOINIT_PROBE = """
+import json, os, sys
+from service_backup.cli import _import_logs
+_import_logs()
+from loguru import logger
+json.dump(
+    {"handlers": len(logger._core.handlers), "env": os.environ.get("LOGURU_AUTOINIT")},
+    sys.stdout,
+)
+"""
+
+
+@pytest.mark.parametrize("preset", [None, "1"], ids=["unset", "set"])
+def test_loguru_is_imported_without_its_stderr_handler_and_the_environment_kept(
+    preset: str | None,
+) -> None:
+    """``backup`` and ``daemon`` replace loguru's own handler at once, so it is never built;
+    the commands a run starts must still see ``LOGURU_AUTOINIT`` as it was."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "LOGURU_AUTOINIT"}
+    if preset is not None:
+        env["LOGURU_AUTOINIT"] = preset
+    proc = subprocess.run(
+        [sys.executable, "-c", AUTOINIT_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    seen = json.loads(proc.stdout)
+    assert seen["handlers"] == 0, f"loguru built its stderr handler: {seen}"
+    assert seen["env"] == preset, f"LOGURU_AUTOINIT left changed: {seen['env']!r}"

@@ -12,7 +12,7 @@ import importlib
 import signal
 import sys
 import time
-from types import FrameType
+from types import FrameType, ModuleType
 from typing import TYPE_CHECKING
 
 from .errors import ConfigError
@@ -283,8 +283,7 @@ def main(
 
 def _dispatch(args: argparse.Namespace, collect: bool = True) -> int:
     if args.command in ("daemon", "backup"):
-        from . import logs
-
+        logs = _import_logs()
         stream = None
         if args.command == "backup":  # a progress display on the terminal may take stdout
             from .progress import CurrentStdout
@@ -322,6 +321,32 @@ def _dispatch(args: argparse.Namespace, collect: bool = True) -> int:
         logger.bind(error=text).critical("Error running")
         print(f"service-backup: unexpected error: {text}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def _import_logs() -> ModuleType:
+    """``service_backup.logs``, loguru without the stderr handler it adds when imported.
+
+    ``logs.configure`` removes that handler at once; building it (loguru's exception formatter
+    asks ``sysconfig`` for every install scheme's paths) was a few per cent of a run's start-up.
+    ``LOGURU_AUTOINIT`` (loguru's documented switch) is set only while loguru is imported:
+    the commands a run starts see the environment as it was.
+    """
+    import os
+
+    if "loguru" in sys.modules:
+        from . import logs
+
+        return logs
+    previous = os.environ.get("LOGURU_AUTOINIT")
+    os.environ["LOGURU_AUTOINIT"] = "False"
+    try:
+        from . import logs
+    finally:
+        if previous is None:
+            del os.environ["LOGURU_AUTOINIT"]
+        else:
+            os.environ["LOGURU_AUTOINIT"] = previous
+    return logs
 
 
 def manual_backup() -> int:

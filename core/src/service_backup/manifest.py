@@ -140,10 +140,9 @@ def _entry_line(file: StoredFile) -> str:
     if type(path) is not str or type(size) is not int or type(sha256) is not str:
         return json.dumps(_file_entry(file), ensure_ascii=False)
     escaped = ', "escaped": true' if file.escaped else ""
-    return (
-        f'{{"path": {_encode_string(path)}, "size": {size}, '
-        f'"sha256": {_encode_string(sha256)}{escaped}}}'
-    )
+    # A hex digest (letters and digits only, all ASCII) needs no escaping.
+    digest = f'"{sha256}"' if sha256.isascii() and sha256.isalnum() else _encode_string(sha256)
+    return f'{{"path": {_encode_string(path)}, "size": {size}, "sha256": {digest}{escaped}}}'
 
 
 def _stored_file(entry: Any) -> StoredFile:

@@ -51,15 +51,24 @@ def _entry_points(group: str) -> list[importlib.metadata.EntryPoint]:
 def _plugin_entry_points() -> dict[str, list[importlib.metadata.EntryPoint]]:
     """Both plugin groups from one scan of the installed distributions.
 
-    Each ``entry_points()`` call reads the entry points of every installed distribution (a
-    file per distribution: about 240 in the release's virtualenv), whatever group it asks
-    for. A run needs the hook plugins and then its destination's plugin: one scan for both.
+    ``importlib.metadata.entry_points()`` parses every installed distribution's entry points
+    (a file per distribution: about 240 in the release's virtualenv) into objects, whatever
+    group is wanted. Here each file is read and only one that names a plugin group is parsed:
+    a sixth of a run's start-up went to the others. The order is ``entry_points()``'s (the
+    distributions in ``sys.path`` order), and where two distributions declare the same name
+    the first one wins, as registration (by entry point name) and ``destination_type`` do.
     """
-    found = importlib.metadata.entry_points()
-    return {
-        group: sorted(found.select(group=group), key=lambda ep: ep.name)
-        for group in (DESTINATION_GROUP, HOOKS_GROUP)
-    }
+    groups = (DESTINATION_GROUP, HOOKS_GROUP)
+    headers = tuple(f"[{group}]" for group in groups)
+    found: dict[str, list[importlib.metadata.EntryPoint]] = {group: [] for group in groups}
+    for dist in importlib.metadata.distributions():
+        text = dist.read_text("entry_points.txt")
+        if not text or not any(header in text for header in headers):
+            continue
+        declared = dist.entry_points
+        for group in groups:
+            found[group].extend(declared.select(group=group))
+    return {group: sorted(eps, key=lambda ep: ep.name) for group, eps in found.items()}
 
 
 def _dist_of(ep: importlib.metadata.EntryPoint) -> tuple[str, str]:

@@ -15,6 +15,7 @@ import collections
 import fcntl
 import hashlib
 import io
+import operator
 import os
 import stat
 import threading
@@ -44,6 +45,10 @@ HASH_QUEUE_BYTES = 16 * MiB
 HASH_BATCH = MiB
 #: ``Source.copy_into`` without the kernel: bytes per read and write.
 COPY_PIECE = MiB
+#: ``Source.copy_into`` copies a file below this size with one ``pread`` (of one byte more:
+#: the growth check), one ``fstat`` and one ``write``, hashed in one call (``_copy_small``);
+#: from it on, the kernel copies.
+SMALL_COPY = kernel_copy.KERNEL_COPY_MIN
 
 
 def _fspath(path: str | os.PathLike[str]) -> str:
@@ -257,34 +262,58 @@ class Source:
 
     def __init__(
         self,
-        name: str,
+        name: str | None,
         size: int,
         *,
         path: str | os.PathLike[str] | None = None,
         data: bytes | None = None,
         mtime_ns: int | None = None,
     ) -> None:
-        self.name = name
+        #: None: the path, made printable (``names.printable``) when first asked for.
+        self._name = name
         self.size = size
         #: The path as a string, what ``os.open`` takes; ``path`` is the ``Path`` of it.
-        self._location = None if path is None else _fspath(path)
+        self._location = path if type(path) is str or path is None else _fspath(path)
         self._path = path if isinstance(path, Path) else None
         self._data = data
         self._mtime_ns = mtime_ns
-        self._digest = _Digest(size, background=size >= BACKGROUND_HASH_MIN)
+        #: Made on the first read (``_digest``): a small file copied by ``_copy_small`` never
+        #: needs one, its hash is ``_hex`` at once.
+        self._digest_made: _Digest | None = None
+        self._hex: str | None = None
         if size >= BACKGROUND_HASH_MIN:
+            self._digest_made = _Digest(size, background=True)
             # A Source dropped half-read without ``close`` still lets its hasher thread end.
-            weakref.finalize(self, self._digest.stop)
+            weakref.finalize(self, self._digest_made.stop)
         self._checked = False
         #: The read ending at ``size`` found no byte beyond it (``_pread``).
         self._ended_at_size = False
         self._fd: int | None = None
-        self._fd_lock = threading.Lock()
+        #: Guards ``_fd`` and ``_reported`` (never held while waiting for the other).
+        self._lock = threading.Lock()
         #: Called with each count of bytes newly handed out (re-reads after a rewind are not
         #: counted again): what a progress display shows. Set it before the first read.
         self.on_read: Callable[[int], None] | None = None
         self._reported = 0
-        self._reported_lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        """The file as an error message names it (escaped when its path is not UTF-8)."""
+        name = self._name
+        if name is None:
+            name = self._name = printable(self._location or "")
+        return name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self._name = value
+
+    @property
+    def _digest(self) -> _Digest:
+        digest = self._digest_made
+        if digest is None:
+            digest = self._digest_made = _Digest(self.size, background=False)
+        return digest
 
     @property
     def path(self) -> Path | None:
@@ -295,7 +324,8 @@ class Source:
 
     @classmethod
     def from_file(cls, file: SourceFile) -> Source:
-        return cls(file.display, file.size, path=file.location, mtime_ns=file.mtime_ns)
+        # The name (``file.display``) is made only if an error message needs it.
+        return cls(None, file.size, path=file.location, mtime_ns=file.mtime_ns)
 
     @classmethod
     def from_bytes(cls, data: bytes, name: str = "<memory>") -> Source:
@@ -343,6 +373,8 @@ class Source:
         systems the kernel cannot copy between go through ``read_at`` and ``write`` (hashed
         as handed out). Another failure writing ``fd`` raises ``OSError``.
         """
+        if self.size < SMALL_COPY and self._data is None and self._digest_made is None:
+            return self._copy_small(fd)
         if (
             self._data is None
             and self.size >= kernel_copy.KERNEL_COPY_MIN
@@ -376,12 +408,64 @@ class Source:
         def copied(n: int) -> None:
             nonlocal position
             position += n
-            with self._reported_lock:
+            with self._lock:
                 delta, self._reported = position - self._reported, max(position, self._reported)
             if delta > 0:
                 on_read(delta)
 
         return copied
+
+    def _copy_small(self, fd: int) -> int:
+        """``copy_into`` for a small file not read before: four system calls and one hash.
+
+        One ``pread`` asks for a byte more than ``size`` (found: the file grew), then ``fstat``
+        compares size and mtime with the listing, all *before* a byte is written to ``fd``: the
+        checks of ``read_at`` and ``_final_check``, in the order that lets nothing of a changed
+        file reach the destination. The sha256 is of exactly the bytes then written.
+        """
+        size = self.size
+        source = self._fd
+        if source is None:  # not yet open (the usual case): no other thread reads it yet
+            source = self._fd = self._open()
+        try:
+            data = os.pread(source, size + 1, 0)
+            got = len(data)
+            if 0 < got < size:  # a short read before the end (rare): read on to be sure
+                chunks = [data]
+                while got <= size:
+                    more = os.pread(source, size + 1 - got, got)
+                    if not more:
+                        break
+                    chunks.append(more)
+                    got += len(more)
+                data = b"".join(chunks)
+            st = os.fstat(source)
+        except OSError as exc:
+            raise SourceError(
+                f"cannot read source file {self.name}: {exc.strerror or exc}"
+            ) from None
+        if got > size or st.st_size > size:
+            self._size_changed(max(got, st.st_size))
+        if got < size or st.st_size < size:
+            raise SourceError(
+                f"source file {self.name} ended early: {min(got, st.st_size)} bytes, "
+                f"{size} when listed"
+            )
+        if self._mtime_ns is not None and st.st_mtime_ns != self._mtime_ns:
+            raise SourceError(f"source file {self.name} was modified during the run")
+        self._checked = True
+        self._hex = hashlib.sha256(data).hexdigest()
+        written = os.write(fd, data)
+        if written < size:  # a short write (a full disk reports itself on the next one)
+            view = memoryview(data)[written:]
+            while view:
+                n = os.write(fd, view)
+                written += n
+                view = view[n:]
+        if self.on_read is not None and size:
+            self._reported = size
+            self.on_read(size)
+        return written
 
     def _copy_reading(self, fd: int) -> int:
         """``copy_into`` through ``read_at`` and ``write``, in ``COPY_PIECE`` pieces.
@@ -412,6 +496,8 @@ class Source:
 
         For a big source it waits for the hasher thread, at most a few MiB behind the reader.
         """
+        if self._hex is not None:
+            return self._hex
         if self._digest.done < self.size:
             raise SourceError(
                 f"source file {self.name}: only {self._digest.done} of {self.size} bytes "
@@ -422,17 +508,18 @@ class Source:
 
     def close(self) -> None:
         """Close the file; reading again opens it again, and the hash carries on from there."""
-        with self._fd_lock:
+        with self._lock:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
-        self._digest.stop()
+        if self._digest_made is not None:
+            self._digest_made.stop()
 
     # ------------------------------------------------------------------ internals
     def _account(self, offset: int, data: bytes) -> None:
         done = self._digest.feed(offset, data)
         if self.on_read is not None:
-            with self._reported_lock:
+            with self._lock:
                 delta, self._reported = done - self._reported, max(done, self._reported)
             if delta > 0:
                 self.on_read(delta)
@@ -440,18 +527,21 @@ class Source:
             self._final_check()
 
     def _descriptor(self) -> int:
-        with self._fd_lock:
+        with self._lock:
             if self._fd is None:
-                assert self._location is not None
-                try:
-                    self._fd = os.open(self._location, os.O_RDONLY | os.O_CLOEXEC)
-                except FileNotFoundError:
-                    raise SourceError(f"source file {self.name} vanished during the run") from None
-                except OSError as exc:
-                    raise SourceError(
-                        f"cannot read source file {self.name}: {exc.strerror or exc}"
-                    ) from None
+                self._fd = self._open()
             return self._fd
+
+    def _open(self) -> int:
+        assert self._location is not None
+        try:
+            return os.open(self._location, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise SourceError(f"source file {self.name} vanished during the run") from None
+        except OSError as exc:
+            raise SourceError(
+                f"cannot read source file {self.name}: {exc.strerror or exc}"
+            ) from None
 
     def _pread(self, offset: int, length: int) -> bytes:
         """``length`` bytes at ``offset``; the read that ends at ``size`` asks for one more.
@@ -577,6 +667,8 @@ def _read_write(fd: int) -> bool:
         return False
 
 
+_RELATIVE = operator.attrgetter("relative")
+S_ISREG, S_ISDIR, S_ISLNK = stat.S_ISREG, stat.S_ISDIR, stat.S_ISLNK
 _KINDS = {
     stat.S_IFIFO: "FIFO",
     stat.S_IFSOCK: "socket",
@@ -634,42 +726,35 @@ def scan_source(folder: str | Path, log: Any = None) -> list[SourceFile]:
         for entry in entries:
             name = entry.path
             try:
-                if entry.is_symlink():
+                # One ``lstat`` answers what the entry is and, for a file (the usual case),
+                # its size and mtime: no ``is_symlink``/``is_dir`` calls per file.
+                st = entry.stat(follow_symlinks=False)
+                mode = st.st_mode
+                if S_ISREG(mode):
+                    relative, escaped = name[cut:], False
+                    if not relative.isascii():  # ASCII has no byte that is not UTF-8
+                        relative, escaped = escape(relative)
+                    found.append(SourceFile(name, relative, st.st_size, st.st_mtime_ns, escaped))
+                elif S_ISDIR(mode):
+                    stack.append(name)
+                elif S_ISLNK(mode):
                     file = _through_link(Path(name), root, real_root, skipped)
                     if file is not None:
                         found.append(file)
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(name)
-                    continue
-                st = entry.stat(follow_symlinks=False)
+                else:
+                    kind = _KINDS.get(stat.S_IFMT(mode), "special file")
+                    skipped("Skipped a source file that is not a regular file", Path(name), kind)
             except FileNotFoundError:
                 continue  # vanished between listing and stat: not part of this backup
             except OSError as exc:
                 raise SourceError(
                     f"cannot read source file {printable(name)}: {exc.strerror}"
                 ) from None
-            if stat.S_ISREG(st.st_mode):
-                relative, escaped = name[cut:], False
-                if not relative.isascii():  # ASCII has no byte that is not UTF-8
-                    relative, escaped = escape(relative)
-                found.append(
-                    SourceFile(
-                        path=name,
-                        relative=relative,
-                        size=st.st_size,
-                        mtime_ns=st.st_mtime_ns,
-                        escaped=escaped,
-                    )
-                )
-            else:
-                kind = _KINDS.get(stat.S_IFMT(st.st_mode), "special file")
-                skipped("Skipped a source file that is not a regular file", Path(name), kind)
     if not found:
         log.bind(source_folder=str(root)).warning(
             "source_folder is empty: nothing to back up (did the prepare command produce nothing?)"
         )
-    found.sort(key=lambda f: f.relative)
+    found.sort(key=_RELATIVE)
     _refuse_clashes(found)
     return found
 
