@@ -125,6 +125,7 @@ class BlobRead(io.RawIOBase):
         self._name = owner.layout.full(key)
         self._url = owner.blob_url(self._name)
         self._what = f"reading {owner.container_name}/{self._name}"
+        self._opened = False  # the first answer came: size, ETag and stored MD5 are known
         self._etag: str | None = None
         self._stored_md5: str | None = None
         self._size = 0
@@ -161,28 +162,34 @@ class BlobRead(io.RawIOBase):
         self._drop()
         if self._closing:
             raise _Closing()
-        headers = {"x-ms-version": self._owner.api_version}
+        asked = {"x-ms-version": self._owner.api_version}
         if start:
-            headers["x-ms-range"] = f"bytes={start}-"
-        if self._etag:
-            headers["If-Match"] = self._etag
-        response = self._owner.pipeline_run(HttpRequest("GET", self._url, headers=headers))
+            asked["x-ms-range"] = f"bytes={start}-"
+        if self._opened:
+            if not self._etag:  # nothing to pin the rest to: it could be another version
+                raise DestinationError(
+                    f"{self._what} failed: the connection broke and the blob has no ETag "
+                    "to resume it by"
+                )
+            asked["If-Match"] = self._etag
+        response = self._owner.pipeline_run(HttpRequest("GET", self._url, headers=asked))
         self._response = response
         self._check_status(response, 206 if start else 200)
-        headers = response.headers
-        length = headers.get("content-length", "")
+        answer = response.headers
+        length = answer.get("content-length", "")
         if not length.isdigit():
             raise DestinationError(f"{self._what} failed: the answer has no Content-Length")
-        if self._etag is None:
-            self._etag = headers.get("etag")
+        if not self._opened:
+            self._etag = answer.get("etag")
             self._size = int(length)
-            self._stored_md5 = headers.get("content-md5") or headers.get("x-ms-blob-content-md5")
+            self._stored_md5 = answer.get("content-md5") or answer.get("x-ms-blob-content-md5")
+            self._opened = True
         elif start + int(length) != self._size or (
-            start and not headers.get("content-range", "").startswith(f"bytes {start}-")
+            start and not answer.get("content-range", "").startswith(f"bytes {start}-")
         ):
             raise DestinationError(
                 f"{self._what} failed: Azure Storage answered bytes {start}- with "
-                f"{headers.get('content-range') or length + ' bytes'} (blob of {self._size})"
+                f"{answer.get('content-range') or length + ' bytes'} (blob of {self._size})"
             )
         self._pieces = response.iter_raw()
 
@@ -302,7 +309,7 @@ class BlobRead(io.RawIOBase):
             )
         response.read()  # an error's body is small; the SDK's error reads it
         code = response.headers.get("x-ms-error-code", "")
-        if status == 404 and self._etag is not None and code != "ContainerNotFound":
+        if status == 404 and self._opened and code != "ContainerNotFound":
             raise ObjectNotFound(
                 f"{self._key} not found in {self._owner.describe('')} (deleted while read)"
             )
