@@ -558,6 +558,18 @@ def test_a_streamed_blob_is_one_get(
     assert proxy.ranges_asked("big.bin") == [None], "a big blob must stream in one GET"
 
 
+def test_closing_a_half_read_stream_ends_its_prefetching(destination: AzureDestination) -> None:
+    data = os.urandom(6 * READ_WHOLE_MAX)
+    destination.write("half.bin", Source.from_bytes(data))
+    before = {t for t in threading.enumerate() if t.name == "azure-read"}
+    stream = destination.open_read("half.bin")
+    assert stream.read(1000) == data[:1000]
+    (helper,) = {t for t in threading.enumerate() if t.name == "azure-read"} - before
+    stream.close()
+    helper.join(10)  # it ends after the piece it is reading, not at the end of the blob
+    assert not helper.is_alive(), "the prefetching thread outlived its closed stream"
+
+
 def test_a_spoiled_stream_with_a_stored_md5_fails_its_last_read(
     raw: dict[str, str], proxy: FaultyProxy, azurite_server: AzuriteServer, service
 ) -> None:
