@@ -25,17 +25,20 @@ What is checked, and why:
   connection, resumed.
 * a resume (``x-ms-range: bytes=N-``) and a blob asked for again are pinned to the first
   answer's ETag (``If-Match``): a blob replaced meanwhile fails the read (412) instead of
-  being mixed in. One GET is one version of the blob: nothing to pin while it streams.
+  being mixed in. Within one answer the service sends the version it began with.
 
 What is not checked here any more, and why that loses nothing: earlier versions asked for
 every 4 MiB range's MD5 (``x-ms-range-get-content-md5``). The service computes that MD5 from
 its stored bytes as it sends them, so it covers only the wire, which TLS authenticates on
 Azure, and it forced 4 MiB ranges (the emulator's cost above). Blobs without a stored MD5 (the
 files this plugin uploads as block lists) are checked by what is read above this class:
-``restore`` and ``verify --full`` compare every file's size and sha256 with the manifest, so a
-spoiled file fails and is never put in place. Giving block-list blobs a stored MD5 at commit
-would cost a whole-file MD5 on every upload and again on every read (1.5 s of CPU per GiB each)
-for what the manifest's sha256 already proves.
+``restore`` and ``verify --full`` compare every file's size and sha256 with the manifest, so
+a spoiled file fails and is never put in place (the test
+``test_a_spoiled_block_list_blob_is_never_restored``). A manifest above 4 MiB (some 27,000
+files) is such a blob too: a byte spoiled in it makes it unparsable, or names a size, sha256
+or path that then fails that file's own check. Giving block-list blobs a stored MD5 at commit
+would cost a whole-file MD5 on every upload and again on every read (1.5 s of CPU per GiB
+each) for what the manifest's sha256 already proves.
 
 Memory: a blob read whole is at most ``whole_max`` bytes; a bigger one is prefetched by a
 helper thread (which also does the MD5, so network, hashing and the reader's writing overlap),
