@@ -35,7 +35,7 @@ from service_backup_azure.destination import (
     MAX_BLOCK_SIZE,
     MAX_BLOCKS,
     MAX_SINGLE_PUT_SIZE,
-    READ_CHUNK_SIZE,
+    READ_WHOLE_MAX,
     RETRY_TOTAL,
     AzureDestination,
     block_size_for,
@@ -99,7 +99,9 @@ class FaultyProxy:
     before forwarding again. ``corrupt_puts``: flip one byte in the body of that many PUTs.
     ``corrupt_gets``: flip one byte in the response body of that many GETs.
     ``truncate_gets``: send only half the body of that many GETs, then drop the connection.
-    ``requests`` records (method, path) of every request received.
+    ``gets_matching``: only GETs whose path contains it are corrupted or truncated.
+    ``requests`` records (method, path) of every request received, ``ranges`` the
+    ``x-ms-range`` header of each (None without one).
     """
 
     def __init__(self, upstream_port: int) -> None:
@@ -108,7 +110,9 @@ class FaultyProxy:
         self.corrupt_puts = 0
         self.corrupt_gets = 0
         self.truncate_gets = 0
+        self.gets_matching = ""
         self.requests: list[tuple[str, str]] = []
+        self.ranges: list[str | None] = []
         self.on_request: Callable[[str, str], None] | None = None
         self._lock = threading.Lock()
         proxy = self
@@ -124,6 +128,7 @@ class FaultyProxy:
                 body = self.rfile.read(length) if length else b""
                 with proxy._lock:
                     proxy.requests.append((self.command, self.path))
+                    proxy.ranges.append(self.headers.get("x-ms-range"))
                     hook = proxy.on_request
                     throttle = self.command == "PUT" and proxy.throttle_puts > 0
                     corrupt = not throttle and self.command == "PUT" and proxy.corrupt_puts > 0
@@ -148,7 +153,7 @@ class FaultyProxy:
                     response = upstream.getresponse()
                     payload = response.read()
                     cut = False
-                    if self.command == "GET" and payload:
+                    if self.command == "GET" and payload and proxy.gets_matching in self.path:
                         with proxy._lock:
                             spoil = proxy.corrupt_gets > 0
                             proxy.corrupt_gets -= spoil
@@ -193,6 +198,15 @@ class FaultyProxy:
     def count(self, method: str, fragment: str) -> int:
         with self._lock:
             return sum(1 for m, path in self.requests if m == method and fragment in path)
+
+    def ranges_asked(self, fragment: str) -> list[str | None]:
+        """The ``x-ms-range`` of every GET whose path contains ``fragment``, in order."""
+        with self._lock:
+            return [
+                asked
+                for (method, path), asked in zip(self.requests, self.ranges, strict=True)
+                if method == "GET" and fragment in path
+            ]
 
 
 def _flip_middle_byte(data: bytes) -> bytes:
@@ -509,8 +523,71 @@ def test_corrupted_download_is_detected_and_fetched_again(
         proxy.corrupt_gets = 1
         with dest.open_read("read-back.bin") as stream:
             assert stream.read() == data
-        # The range's MD5 did not match: the spoiled body was refused and asked for again.
+        # The bytes did not match the blob's stored MD5 (a Put Blob stores one): refused
+        # before any was handed out, and the blob asked for again, whole.
         assert proxy.count("GET", "read-back.bin") == 2
+        assert proxy.ranges_asked("read-back.bin") == [None, None]
+
+
+def test_a_small_blob_is_one_plain_get(
+    raw: dict[str, str], proxy: FaultyProxy, azurite_server: AzuriteServer
+) -> None:
+    raw = {**raw, "endpoint": f"http://127.0.0.1:{proxy.port}/{azurite_server.account_name}"}
+    with open_destination(raw) as dest:
+        dest.ensure_location()
+        dest.write("small.bin", Source.from_bytes(b"s" * 16384))
+        with dest.open_read("small.bin") as stream:
+            assert stream.read() == b"s" * 16384
+    # No range and no range MD5 for the service to compute: the stored MD5 answers.
+    assert proxy.ranges_asked("small.bin") == [None], "a small blob must be one whole GET"
+
+
+def test_a_streamed_blob_is_one_get(
+    raw: dict[str, str], proxy: FaultyProxy, azurite_server: AzuriteServer
+) -> None:
+    raw = {**raw, "endpoint": f"http://127.0.0.1:{proxy.port}/{azurite_server.account_name}"}
+    data = os.urandom(3 * READ_WHOLE_MAX + 777)
+    with open_destination(raw) as dest:
+        dest.ensure_location()
+        dest.write("big.bin", Source.from_bytes(data))
+        with dest.open_read("big.bin") as stream:
+            pieces = []
+            while piece := stream.read(1_000_003):
+                pieces.append(piece)
+    assert b"".join(pieces) == data, "the streamed read returned other bytes than were stored"
+    assert proxy.ranges_asked("big.bin") == [None], "a big blob must stream in one GET"
+
+
+def test_closing_a_half_read_stream_ends_its_prefetching(destination: AzureDestination) -> None:
+    data = os.urandom(6 * READ_WHOLE_MAX)
+    destination.write("half.bin", Source.from_bytes(data))
+    before = {t for t in threading.enumerate() if t.name == "azure-read"}
+    stream = destination.open_read("half.bin")
+    assert stream.read(1000) == data[:1000]
+    (helper,) = {t for t in threading.enumerate() if t.name == "azure-read"} - before
+    stream.close()
+    helper.join(10)  # it ends after the piece it is reading, not at the end of the blob
+    assert not helper.is_alive(), "the prefetching thread outlived its closed stream"
+
+
+def test_a_spoiled_stream_with_a_stored_md5_fails_its_last_read(
+    raw: dict[str, str], proxy: FaultyProxy, azurite_server: AzuriteServer, service
+) -> None:
+    raw = {**raw, "endpoint": f"http://127.0.0.1:{proxy.port}/{azurite_server.account_name}"}
+    data = os.urandom(READ_WHOLE_MAX + 4321)
+    with open_destination(raw) as dest:
+        dest.ensure_location()
+        dest.write("tool.bin", Source.from_bytes(data))
+        _set_stored_md5(service, raw, "tool.bin", hashlib.md5(data).digest())  # as tools do
+        proxy.corrupt_gets = 1
+        got = bytearray()
+        with pytest.raises(DestinationError) as failure, dest.open_read("tool.bin") as stream:
+            while piece := stream.read(1 << 20):
+                got += piece
+    message = str(failure.value)
+    assert "checksum mismatch" in message, f"a spoiled stream was not caught: {message}"
+    assert f"{raw['container']}/service/redis/tool.bin" in message, f"blob not named: {message}"
+    assert len(got) < len(data), "the reader was handed every byte before the failure"
 
 
 def test_a_missing_blob_is_named_by_open_read(destination: AzureDestination, raw) -> None:
@@ -526,7 +603,7 @@ def _set_stored_md5(service: BlobServiceClient, raw: dict[str, str], name: str, 
     blob.set_http_headers(ContentSettings(content_md5=bytearray(md5)))
 
 
-@pytest.mark.parametrize("size", [64 * 1024, READ_CHUNK_SIZE + 12345], ids=["one-range", "ranges"])
+@pytest.mark.parametrize("size", [64 * 1024, READ_WHOLE_MAX + 12345], ids=["whole", "streamed"])
 def test_bytes_that_do_not_match_the_stored_content_md5_fail_the_read(
     destination: AzureDestination, raw, service, size: int
 ) -> None:
@@ -536,7 +613,6 @@ def test_bytes_that_do_not_match_the_stored_content_md5_fail_the_read(
     with destination.open_read("rot.bin") as stream:
         assert stream.read() == data, "a blob whose stored Content-MD5 matches did not read back"
     _set_stored_md5(service, raw, "rot.bin", hashlib.md5(data + b"x").digest())
-    # (Azurite answers the stored MD5 for a range that is the whole blob: the first GET fails.)
     with pytest.raises(DestinationError) as failure, destination.open_read("rot.bin") as stream:
         stream.read()
     message = str(failure.value)
@@ -544,31 +620,92 @@ def test_bytes_that_do_not_match_the_stored_content_md5_fail_the_read(
     assert f"{raw['container']}/service/redis/rot.bin" in message, f"blob not named: {message}"
 
 
-def test_a_blob_replaced_while_read_is_never_mixed_in(destination: AzureDestination) -> None:
-    old = os.urandom(READ_CHUNK_SIZE + 1000)
-    destination.write("moving.bin", Source.from_bytes(old))
-    with destination.open_read("moving.bin") as stream:
-        assert stream.read(1000) == old[:1000]  # the first range is in
-        destination.write("moving.bin", Source.from_bytes(os.urandom(len(old))))
-        with pytest.raises(DestinationError, match="replaced while it was read") as failure:
+def test_a_blob_replaced_while_read_is_never_mixed_in(
+    raw: dict[str, str], proxy: FaultyProxy, azurite_server: AzuriteServer, service
+) -> None:
+    raw = {**raw, "endpoint": f"http://127.0.0.1:{proxy.port}/{azurite_server.account_name}"}
+    old = os.urandom(READ_WHOLE_MAX + 1000)
+    replaced = threading.Event()
+
+    def replace_before_the_resume(method: str, target: str) -> None:
+        if method == "GET" and "moving.bin" in target and proxy.count("GET", "moving.bin") == 2:
+            blob = service.get_blob_client(raw["container"], "service/redis/moving.bin")
+            blob.upload_blob(os.urandom(len(old)), overwrite=True)
+            replaced.set()
+
+    with open_destination(raw) as dest:
+        dest.ensure_location()
+        dest.write("moving.bin", Source.from_bytes(old))
+        proxy.truncate_gets = 1  # the GET breaks off half-way; the rest is asked for by range
+        proxy.on_request = replace_before_the_resume
+        replaced_error = pytest.raises(DestinationError, match="replaced while it was read")
+        with replaced_error as failure, dest.open_read("moving.bin") as stream:
             stream.read()
+    assert replaced.is_set(), "the test did not replace the blob before the resume"
     assert "moving.bin" in str(failure.value)
 
 
-def test_a_range_cut_mid_way_is_fetched_again(
+def test_a_stream_cut_mid_way_is_resumed_where_it_broke(
     raw: dict[str, str], proxy: FaultyProxy, azurite_server: AzuriteServer
 ) -> None:
     raw = {**raw, "endpoint": f"http://127.0.0.1:{proxy.port}/{azurite_server.account_name}"}
-    data = os.urandom(READ_CHUNK_SIZE + 5000)
+    data = os.urandom(READ_WHOLE_MAX + 5000)
     with open_destination(raw) as dest:
         dest.ensure_location()
         dest.write("cut.bin", Source.from_bytes(data))
+        proxy.truncate_gets = 1  # the proxy sends half of the body, then drops the connection
         with dest.open_read("cut.bin") as stream:
-            head = stream.read(1000)
-            proxy.truncate_gets = 1  # the second range breaks off half-way
-            rest = stream.read()
-    assert head + rest == data, "the read returned other bytes than were stored"
-    assert proxy.count("GET", "cut.bin") == 3, "two ranges, the cut one asked for twice"
+            got = stream.read()
+    assert got == data, "the read returned other bytes than were stored"
+    assert proxy.ranges_asked("cut.bin") == [None, f"bytes={len(data) // 2}-"], (
+        "one GET, then only the bytes after the cut asked for"
+    )
+
+
+def test_a_small_blob_cut_mid_way_is_asked_for_again(
+    raw: dict[str, str], proxy: FaultyProxy, azurite_server: AzuriteServer
+) -> None:
+    raw = {**raw, "endpoint": f"http://127.0.0.1:{proxy.port}/{azurite_server.account_name}"}
+    data = os.urandom(200_000)
+    with open_destination(raw) as dest:
+        dest.ensure_location()
+        dest.write("cut-small.bin", Source.from_bytes(data))
+        proxy.truncate_gets = 1
+        with dest.open_read("cut-small.bin") as stream:
+            assert stream.read() == data, "the read returned other bytes than were stored"
+    assert proxy.ranges_asked("cut-small.bin") == [None, None], "asked for again, whole"
+
+
+def test_a_spoiled_block_list_blob_is_never_restored(
+    tmp_path: Path, raw: dict[str, str], proxy: FaultyProxy, azurite_server: AzuriteServer
+) -> None:
+    """A blob without a stored MD5 (this plugin's block-list uploads) spoiled on the way:
+    no range MD5 catches it any more; ``restore``'s sha256 against the manifest does."""
+    raw = {**raw, "endpoint": f"http://127.0.0.1:{proxy.port}/{azurite_server.account_name}"}
+    source = tmp_path / "source"
+    source.mkdir()
+    files = {"big.rdb": os.urandom(MAX_SINGLE_PUT_SIZE + 3000), "small.aof": b"aof" * 100}
+    for name, data in files.items():
+        (source / name).write_bytes(data)
+    config = write_config(
+        tmp_path / "backup.yml",
+        {
+            "destinations": [{"type": "azure", "name": "dr-azure", "config": raw}],
+            "source_folder": str(source),
+            "cron_schedule": "@daily",
+        },
+    )
+    backup = run_cli("backup", str(config))
+    assert backup.returncode == 0, backup.stdout + backup.stderr
+    proxy.gets_matching = "big.rdb"
+    proxy.corrupt_gets = 1
+    target = tmp_path / "restored"
+    restore = run_cli("restore", str(config), "--to", str(target))
+    assert proxy.corrupt_gets == 0, "the proxy never spoiled the blob's GET"
+    assert restore.returncode == 1, restore.stdout + restore.stderr
+    assert "big.rdb" in restore.stdout and "sha256 mismatch" in restore.stdout, restore.stdout
+    restored = {p.name: p.read_bytes() for p in target.iterdir()}
+    assert restored == {"small.aof": files["small.aof"]}, "a spoiled file was put in place"
 
 
 def test_an_empty_blob_reads_back_empty(destination: AzureDestination) -> None:

@@ -22,7 +22,8 @@ How a file is written, and why:
   (~20 MiB per file with 4 MiB blocks), and ``file_concurrency`` files at once.
 * Integrity: every Put Blob and Put Block carries the body's MD5 (``validate_content``); the
   service recomputes it and refuses a mismatch, so a corrupted transfer fails instead of being
-  stored. Reads ask for and check the MD5 of every range the same way.
+  stored. A read is one streaming GET checked against the blob's stored MD5 when it has one
+  (every Put Blob stores one); ``_download`` says what is checked and why.
 * Retries: 5xx, 408 and throttling (503 ServerBusy, 500 OperationTimedOut) are retried with
   exponential back-off (3, 5, 9, 17 s, each +-1 s of jitter) within ``RETRY_TOTAL`` retries:
   under 40 s of waiting per request at worst. Connection failures get only ``RETRY_CONNECT``
@@ -74,7 +75,7 @@ from service_backup.source import Source
 from service_backup.stall import StallGuard
 
 from ._credential import CHECK, credential
-from ._download import BlobRead
+from ._download import READ_PIECE, BlobRead
 from ._listing import list_url, parse_page
 from ._transport import (
     AbortableRetry,
@@ -91,9 +92,10 @@ MAX_BLOCK_SIZE: Final = 4 * MiB
 MAX_CONCURRENCY: Final = 4
 #: Azure's limit of committed blocks per blob: bigger files get bigger blocks.
 MAX_BLOCKS: Final = 50_000
-#: Range size for reads; 4 MiB is the most the service will return a range MD5 for.
-READ_CHUNK_SIZE: Final = 4 * MiB
-#: What a reader buffers for small reads; large reads are served straight from a range.
+#: Blobs up to this size are read whole when opened (one GET, checked before any byte is
+#: handed out); bigger ones stream (``_download``). Also the SDK's own download sizes.
+READ_WHOLE_MAX: Final = 4 * MiB
+#: What a reader buffers for small reads; large reads are served straight from a piece.
 READ_BUFFER: Final = 256 * 1024
 
 CONNECT_TIMEOUT: Final = 10
@@ -181,12 +183,14 @@ class AzureDestination(Destination):
                 connection_verify=ca_bundle(),
                 connection_timeout=CONNECT_TIMEOUT,
                 read_timeout=READ_TIMEOUT,
+                # The pieces a response body is read in (azure-core's default is 4 KiB).
+                connection_data_block_size=READ_PIECE,
             ),
             retry_policy=self.retry_policy,
             max_single_put_size=MAX_SINGLE_PUT_SIZE,
             max_block_size=MAX_BLOCK_SIZE,
-            max_single_get_size=READ_CHUNK_SIZE,
-            max_chunk_get_size=READ_CHUNK_SIZE,
+            max_single_get_size=READ_WHOLE_MAX,
+            max_chunk_get_size=READ_WHOLE_MAX,
             logging_enable=False,
             user_agent=f"service-backup-azure/{_version()}",
         )
@@ -482,8 +486,8 @@ class AzureDestination(Destination):
             marker = page.next_marker
 
     def open_read(self, key: str) -> IO[bytes]:
-        """Ranges of ``READ_CHUNK_SIZE``, each one checked GET (``_download``)."""
-        return io.BufferedReader(BlobRead(self, key, READ_CHUNK_SIZE), READ_BUFFER)  # type: ignore[return-value]
+        """One streaming GET, checked and resumed where it broke (``_download``)."""
+        return io.BufferedReader(BlobRead(self, key, READ_WHOLE_MAX), READ_BUFFER)  # type: ignore[return-value]
 
     # -- what _download needs from the container client ------------------------------------
 
