@@ -15,6 +15,8 @@ from __future__ import annotations
 import datetime
 import functools
 import os
+import socket
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -207,3 +209,90 @@ def test_a_validated_checksum_still_reads_the_end_and_catches_damage(
     finally:
         relay.close()
     assert "checksum" in str(info.value).lower(), str(info.value)
+
+
+class KeepAliveFront:
+    """HTTP/1.1 keep-alive in front of moto, which closes every connection after one answer.
+
+    Each request that arrives on a client connection goes to moto on a connection of its
+    own; the answer comes back on the client's connection without moto's
+    ``Connection: close``. ``connections`` counts the client's connections: a client that
+    reads each answer to its end gets its connection back and needs only one.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    @staticmethod
+    def _head(stream: Any) -> tuple[bytes, int]:
+        """A request's or answer's head (start line and headers) and its Content-Length."""
+        lines = [stream.readline()]
+        while lines[-1] not in (b"\r\n", b""):
+            lines.append(stream.readline())
+        length = 0
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        return b"".join(lines), length
+
+    def _serve(self, client: socket.socket) -> None:
+        with client, client.makefile("rb") as requests:
+            while True:
+                head, length = self._head(requests)
+                if not head.strip():
+                    return
+                body = requests.read(length)
+                with socket.create_connection(("127.0.0.1", self.port)) as upstream:
+                    upstream.sendall(head + body)
+                    with upstream.makefile("rb") as answers:
+                        answer, length = self._head(answers)
+                        answer = answer.replace(b"Connection: close\r\n", b"")
+                        reply = answer + (b"" if head.startswith(b"HEAD") else answers.read(length))
+                try:
+                    client.sendall(reply)
+                except OSError:
+                    return
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_objects_read_to_their_end_give_their_connection_back(
+    moto: MotoServer, s3_config: dict[str, Any]
+) -> None:
+    """The end is not read, yet each connection goes back to the pool for the next GET.
+
+    Over TLS on AWS a connection that is not given back costs a handshake per object.
+    """
+    objects = {f"2026/12/01/{n}.bin": os.urandom(n) for n in (16 * 1024, READ_BUFFER + 5, 0)}
+    with open_destination(s3_config) as dest:
+        dest.ensure_location()
+        for key, data in objects.items():
+            dest.write(key, Source.from_bytes(data, key))
+    front = KeepAliveFront(int(moto.endpoint.rsplit(":", 1)[1]))
+    try:
+        with open_destination({**s3_config, "endpoint_url": front.endpoint}) as dest:
+            for _ in range(2):
+                for key, data in objects.items():
+                    with dest.open_read(key) as stream:
+                        assert read_as_restore_does(stream) == data, f"{key} read back differs"
+    finally:
+        front.close()
+    assert front.connections == 1, (
+        f"{2 * len(objects)} GETs one after the other took {front.connections} connections: "
+        "a body read to its end did not give its connection back"
+    )
