@@ -314,17 +314,27 @@ class CorruptingRelay:
     """A TCP relay to moto that alters one marker in what the client sends.
 
     ``answer``: a (find, replace) pair of equal length also applied to what moto answers.
+    ``cut_at``: a marker in moto's answer; the answer is relayed up to it, then the
+    connection is shut down (a body cut short of its ``Content-Length``).
     """
 
     def __init__(
-        self, port: int, find: bytes, replace: bytes, answer: tuple[bytes, bytes] | None = None
+        self,
+        port: int,
+        find: bytes,
+        replace: bytes,
+        answer: tuple[bytes, bytes] | None = None,
+        cut_at: bytes = b"",
     ) -> None:
         assert len(find) == len(replace)
         assert answer is None or len(answer[0]) == len(answer[1])
         self.port, self.find, self.replace, self.answer = port, find, replace, answer
+        self.cut_at = cut_at
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.endpoint = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self.corrupted = threading.Event()
+        #: Set when an answer was cut at ``cut_at``.
+        self.cut = threading.Event()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -338,6 +348,7 @@ class CorruptingRelay:
             threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
 
     def _pipe(self, src: socket.socket, dst: socket.socket, outbound: bool) -> None:
+        held = b""  # the answer's tail that may hold the start of ``cut_at``
         try:
             while data := src.recv(65536):
                 if outbound and self.find in data:
@@ -345,7 +356,17 @@ class CorruptingRelay:
                     self.corrupted.set()
                 if not outbound and self.answer and self.answer[0] in data:
                     data = data.replace(*self.answer)
+                if not outbound and self.cut_at:
+                    data, held = held + data, b""
+                    if self.cut_at in data:
+                        dst.sendall(data[: data.index(self.cut_at)])
+                        self.cut.set()
+                        return
+                    keep = len(self.cut_at) - 1
+                    data, held = data[: len(data) - keep], data[len(data) - keep :]
                 dst.sendall(data)
+            if held:
+                dst.sendall(held)
         except OSError:
             pass
         finally:

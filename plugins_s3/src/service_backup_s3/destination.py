@@ -47,6 +47,7 @@ from botocore.credentials import (
     DeferredRefreshableCredentials,
 )
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.response import StreamingBody
 from botocore.utils import parse_timestamp
 from loguru import logger
 from s3transfer.subscribers import BaseSubscriber
@@ -579,7 +580,9 @@ class S3Destination(Destination):
             raise self._fail(f"cannot read {where}", exc) from None
         size = int(response.get("ContentLength") or 0)
         buffer = min(READ_BUFFER, max(io.DEFAULT_BUFFER_SIZE, size + 1))
-        return io.BufferedReader(_BodyReader(response["Body"], where), buffer_size=buffer)
+        # No Content-Length (a chunked answer from some S3-compatible store): read to the end.
+        known = size if "ContentLength" in response else 0
+        return io.BufferedReader(_BodyReader(response["Body"], where, known), buffer_size=buffer)
 
     def stat(self, key: str) -> ObjectInfo:
         where = self._where(key)
@@ -786,23 +789,44 @@ def _etag(obj: dict[str, Any]) -> str:
 class _BodyReader(io.RawIOBase):
     """An object's body as a raw stream whose failures are DestinationErrors.
 
-    botocore verifies the object's CRC32 (when S3 stored one) at the end of the body and
-    raises on a mismatch; that, a reset connection or a timeout mid-read all surface here.
+    A reset connection, a timeout or a body shorter than its ``Content-Length`` mid-read all
+    surface here, and so does botocore's own check of the object's stored checksum when
+    ``response_checksum_validation`` asked for one (``StreamingChecksumBody`` checks it on
+    the read that finds the end).
+
+    The end is read once: a restore reads through ``io.BufferedReader``, which asks the raw
+    stream again after every empty read, and each such read went all the way down to
+    http.client (a third of the client's reading cost per small object). Where nothing
+    happens at the end but the length check (botocore's plain ``StreamingBody``), the end is
+    known without asking once ``Content-Length`` bytes came: HTTP framing ends the body
+    there, http.client has already released the connection, and botocore's check at the end
+    would compare the same two numbers.
     """
 
-    def __init__(self, body: Any, where: str) -> None:
+    def __init__(self, body: Any, where: str, size: int) -> None:
         self._body = body
         self._where = where
+        #: Bytes still to come when the end needs no read of its own, else None (an empty or
+        #: unsized body, or one whose end botocore checks: they read their end).
+        self._left: int | None = size if size and type(body) is StreamingBody else None
+        self._ended = False
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: Any) -> int:
+        if self._ended or self._left == 0:
+            return 0
         try:
             data = self._body.read(len(buffer))
         except (BotoCoreError, ClientError) as exc:
             raise DestinationError(f"cannot read {self._where}: {_errors.reason(exc)}") from None
         n = len(data)
+        if n == 0:
+            self._ended = True
+            return 0
+        if self._left is not None:
+            self._left -= n
         buffer[:n] = data
         return n
 
