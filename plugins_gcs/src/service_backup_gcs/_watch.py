@@ -6,8 +6,8 @@ the plugin's own work on the object. Yet a guard cannot trip before its stall pe
 passed (60 s by default); only shutdown trips it sooner. So a read needs its guard's timer
 only once it has lasted a moment, or once shutdown starts.
 
-``LateWatches`` keeps one thread per destination that looks at the reads in flight every
-``DELAY`` seconds and starts the guard's own ``watch`` for each read older than that, and
+``LateWatches`` keeps one thread per destination (while reads are in flight) that looks at
+them every ``DELAY`` seconds and starts the guard's own ``watch`` for each read older than that, and
 for every read once shutdown has begun. From then on the core guard does what it always did.
 Starting the watch late resets its window at that moment, which loses nothing: the guard
 judges the last ``period`` seconds once ``period`` has passed since the watch started, and
@@ -28,6 +28,7 @@ from service_backup.stall import StallGuard
 
 #: How long a read runs before its guard gets a timer thread of its own.
 DELAY: Final = 0.25
+WATCHER_NAME: Final = "gcs-read-watches"
 
 
 class _Read:
@@ -75,16 +76,13 @@ class LateWatches:
         """Like ``guard.watch(abort)``: ``abort`` runs when the read stalls or shutdown starts."""
         read = _Read(guard, abort)
         with self._lock:
-            if self._closed.is_set():
-                raise RuntimeError("the destination is closed")
+            closed = self._closed.is_set()
             self._reads.add(read)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="gcs-read-watches", daemon=True
-                )
+            if self._thread is None and not closed:
+                self._thread = threading.Thread(target=self._run, name=WATCHER_NAME, daemon=True)
                 self._thread.start()
-        if self._stop.is_set():
-            read.start_watch()
+        if closed or self._stop.is_set():
+            read.start_watch()  # no shared thread to rely on, or shutdown already started
         try:
             yield guard
         finally:
@@ -93,17 +91,21 @@ class LateWatches:
             read.finish()
 
     def _run(self) -> None:
+        """Every ``DELAY``: start the guards of the reads due; end when no read is left."""
         while not self._closed.wait(self._delay):
             stopping = self._stop.is_set()
             older = time.monotonic() - self._delay
             with self._lock:
+                if not self._reads:
+                    self._thread = None  # the next read starts a new one
+                    return
                 due = [r for r in self._reads if stopping or r.since <= older]
             for read in due:
                 if read.watching is None:
                     read.start_watch()
 
     def close(self) -> None:
-        """Stop the thread; a read still open gets its guard's own timer now."""
+        """Stop the thread; a read still open (or opened later) gets its guard's own timer."""
         with self._lock:
             self._closed.set()
             thread, self._thread = self._thread, None

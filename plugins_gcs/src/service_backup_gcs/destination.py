@@ -132,16 +132,19 @@ class GCSDestination(Destination):
         self.session.proxies.update(requests.utils.get_environ_proxies(self._client.api_endpoint))
         # The media URL prefix, normalised by requests once (``media_get`` appends only
         # percent-encoded names), and the headers every request of this session carries.
-        self._media_base = self.session.prepare_request(
-            requests.Request(
-                "GET",
-                f"{self._client.api_endpoint}/download/storage/v1/b/"
-                f"{urllib.parse.quote(self.bucket_name, safe='')}/o/",
-            )
-        ).url
+        self._media_base = str(
+            self.session.prepare_request(
+                requests.Request(
+                    "GET",
+                    f"{self._client.api_endpoint}/download/storage/v1/b/"
+                    f"{urllib.parse.quote(self.bucket_name, safe='')}/o/",
+                )
+            ).url
+        )
         self._media_headers: requests.structures.CaseInsensitiveDict[str | bytes] = (
             requests.structures.CaseInsensitiveDict(self.session.headers)
         )
+        self._media_adapter = self.session.get_adapter(self._media_base)
         self.reads = LateWatches(self.stop)
 
     # ---------------------------------------------------------------------------- helpers
@@ -209,14 +212,16 @@ class GCSDestination(Destination):
         return f"{self._media_base}{name}?alt=media"
 
     def media_get(self, url: str, headers: dict[str, str]) -> requests.Response:
-        """A streamed GET of ``url`` (from ``media_url``) through the authorized session.
+        """A streamed GET of ``url`` (from ``media_url``) through the session's adapter.
 
         What ``session.get`` does, minus the work that changes nothing here but costs about
-        0.2 ms per call, as much as the rest of reading a small object: merging the session's
-        headers, cookies, hooks and proxy settings into a new request and parsing and
-        re-quoting a URL that is already encoded. The request carries the session's headers
-        and the credentials' own (``before_request`` refreshes an expiring token, as
-        ``AuthorizedSession`` would); it goes out through the same session, adapter and pool.
+        0.25 ms per call, as much as the rest of reading a small object: merging the
+        session's headers, cookies, hooks and proxy settings into a new request, parsing and
+        re-quoting a URL that is already encoded, and looking for cookies and redirects in
+        the answer (a media GET has neither; a redirect would fail the read as an unexpected
+        status). The request carries the session's headers and the credentials' own
+        (``before_request`` refreshes an expiring token, as ``AuthorizedSession`` does); it
+        goes out through the session's own adapter and connection pool.
         """
         request = requests.PreparedRequest()
         request.method = "GET"
@@ -224,13 +229,13 @@ class GCSDestination(Destination):
         request.headers = self._media_headers.copy()
         request.headers.update(headers)
         self.session.credentials.before_request(self.auth_request, "GET", url, request.headers)
-        return self.session.send(
+        return self._media_adapter.send(
             request,
             stream=True,
             timeout=self.timeout,
-            proxies=self.session.proxies,
             verify=self.session.verify,
             cert=self.session.cert,
+            proxies=self.session.proxies,
         )
 
     def _get_json(self, url: str, params: dict[str, Any]) -> dict[str, Any] | None:
