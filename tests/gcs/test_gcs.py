@@ -97,12 +97,20 @@ class FakeGCS:
 
     respond: Callable[[Seen], Reply]
     seen: list[Seen] = field(default_factory=list)
+    #: TCP connections accepted (the server keeps them alive between requests).
+    connections: int = 0
 
     def __post_init__(self) -> None:
         fake = self
+        lock = threading.Lock()
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                with lock:
+                    fake.connections += 1
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

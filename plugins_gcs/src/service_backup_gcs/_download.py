@@ -11,10 +11,13 @@ an object overwritten meanwhile is never mixed in: GCS answers 404 for a generat
 gone. A server that names no generation (gcp-storage-emulator) is resumed unpinned only when
 it gave a CRC32C, which then catches a mix; without either the read fails instead.
 
-Memory is one socket buffer whatever the size. Ranged reads carry no checksum, so a running
-CRC32C is compared with the one the first answer gave once the last byte has been read. The
+Memory is what one ``read`` asks for, whatever the size: the stream is unbuffered and hands
+over the response's bytes as they come. Ranged reads carry no checksum, so a running CRC32C
+is compared with the one the first answer gave once the last byte has been read. The
 reader's lifetime is one stall-guarded transfer: a server that stops sending, or shutdown,
-cuts the connection.
+cuts the connection (the guard's timer starts only once the read has lasted a moment,
+``_watch``). The GET goes through ``GCSDestination.media_get``: the authorized session
+without its per-call request merging.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from service_backup.backoff import retry
 from service_backup.errors import DestinationError, ObjectNotFound
 
 from ._errors import transient
+from ._resumable import BLOCK
 from ._transport import Connections, tracking
 
 if TYPE_CHECKING:
@@ -76,7 +80,7 @@ class StreamedRead(io.RawIOBase):
         self._connections = Connections()
         self._since: float | None = None
         self._watch = contextlib.ExitStack()
-        self._watch.enter_context(self._guard.watch(self._connections.abort))
+        self._watch.enter_context(owner.reads.watch(self._guard, self._connections.abort))
         try:
             self._response = self._retried(self._open)
         except BaseException:
@@ -109,9 +113,7 @@ class StreamedRead(io.RawIOBase):
         url = self._resume_url() if resuming else self._url
         headers = {"Range": f"bytes={self._position}-"} if resuming else {}
         with tracking(self._connections):
-            response = self._owner.session.get(
-                url, headers=headers, stream=True, timeout=self._owner.timeout
-            )
+            response = self._owner.media_get(url, headers)
         try:
             status = response.status_code
             if status == 404:
@@ -206,25 +208,48 @@ class StreamedRead(io.RawIOBase):
         self._since = None
         return result
 
-    def readinto(self, buffer: Any) -> int:
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to ``size`` bytes as the connection hands them over (fewer near the end).
+
+        Served straight from the response, not through a buffer: no copy, and no buffer
+        allocated per object, which counts when the objects are small and many.
+        """
+        if size is None or size < 0:
+            return self.readall()
         if self.closed:
             raise ValueError("read from a closed stream")
-        if self._position >= self._size:
-            self._drop()
-            self._verify()
-            return 0
-        view = memoryview(buffer).cast("B")
-        wanted = min(len(view), self._size - self._position)
+        if self._position >= self._size or size == 0:
+            if size:
+                self._finish()
+            return b""
+        wanted = min(size, self._size - self._position)
         data = self._retried(lambda: self._read_some(wanted))
+        self._took(data)
+        return data
+
+    def readall(self) -> bytes:
+        chunks = []
+        while chunk := self.read(BLOCK):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        data = self.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def _took(self, data: bytes) -> None:
         count = len(data)
-        view[:count] = data
         self._crc = google_crc32c.extend(self._crc, data)
         self._position += count
         self._guard.progress(count)
         if self._position >= self._size:
-            self._drop()
-            self._verify()
-        return count
+            self._finish()
+
+    def _finish(self) -> None:
+        self._drop()
+        self._verify()
 
     def _verify(self) -> None:
         if self._verified:

@@ -1,0 +1,201 @@
+"""What reading many small objects costs: requests per object, connections, timer threads.
+
+A restore of thousands of small objects is bound by the client's work per object, so these
+tests pin the things that once multiplied it: one media GET per object and nothing more
+(no metadata GET, listing in full pages), a connection pool big enough for every reader
+(a pool smaller than the readers reconnects for nearly every object), and no stall-guard
+timer thread started and joined for each short read.
+"""
+
+from __future__ import annotations
+
+import datetime
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from service_backup.errors import DestinationError
+from service_backup.source import Source
+from service_backup_gcs._watch import WATCHER_NAME
+from tests.core.cli import run_cli, write_config
+from tests.faultproxy import FaultProxy, fault_proxy
+from tests.gcs.server import GCSServer
+from tests.gcs.test_gcs import Reply, Seen, open_destination
+from tests.gcs.test_gcs import fake_gcs as fake_gcs  # a fixture
+from tests.gcs.test_stall import open_destination as open_stoppable
+
+FILES = 12
+
+
+@pytest.fixture
+def proxy(gcs_server: GCSServer) -> Iterator[FaultProxy]:
+    with fault_proxy(gcs_server.port) as running:
+        yield running
+
+
+def test_a_restore_costs_one_request_per_object(
+    gcs_server: GCSServer, bucket_name: str, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    # The emulator answers HTTP/1.0 and closes every connection after one answer, so the
+    # proxy's connection count is the number of requests the restore made.
+    answer = requests.get(f"{gcs_server.endpoint}/storage/v1/b", timeout=10, stream=True)
+    with answer:
+        assert answer.raw.version == 10, "the emulator now keeps connections: count differently"
+    source = tmp_path / "source"
+    for i in range(FILES):
+        folder = source / f"d{i % 3}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"f{i}.bin").write_bytes(bytes([i]) * (1000 + i))
+    document = {
+        "destinations": [{"type": "gcs", "name": "g", "config": gcs_server.config(bucket_name)}],
+        "source_folder": str(source),
+        "cron_schedule": "@daily",
+    }
+    backup = run_cli("backup", str(write_config(tmp_path / "backup.yml", document)))
+    assert backup.returncode == 0, backup.stderr
+    endpoint = f"http://127.0.0.1:{proxy.port}"
+    document["destinations"][0]["config"]["endpoint"] = endpoint  # type: ignore[index]
+    config = write_config(tmp_path / "restore.yml", document)
+    target = tmp_path / "restored"
+    restore = run_cli("restore", str(config), "--to", str(target))
+    assert restore.returncode == 0, restore.stderr
+    for path in source.rglob("*.bin"):
+        restored = target / path.relative_to(source)
+        assert restored.read_bytes() == path.read_bytes(), f"{restored} differs"
+    # One listing page of the run folder, one GET of the manifest, one GET per file.
+    assert proxy.connections <= FILES + 2, (
+        f"restoring {FILES} files made {proxy.connections} requests: more than one per object "
+        "plus the listing and the manifest"
+    )
+
+
+def test_readers_share_pooled_connections(gcs_server: GCSServer, fake_gcs, bucket_name) -> None:
+    """Every reader thread of a restore gets a pooled keep-alive connection back."""
+
+    def respond(seen: Seen) -> Reply:
+        return 200, b"x" * 100, {"X-Goog-Generation": "1"}
+
+    fake = fake_gcs(respond)
+    with open_destination(gcs_server.config(bucket_name, endpoint=fake.url)) as destination:
+        readers = destination.file_concurrency
+        keys = iter([f"k{i}.bin" for i in range(readers * 10)])
+        lock = threading.Lock()
+        failures: list[BaseException] = []
+
+        def work() -> None:
+            while True:
+                with lock:
+                    key = next(keys, None)
+                if key is None:
+                    return
+                try:
+                    with destination.open_read(key) as stream:
+                        assert stream.read() == b"x" * 100
+                except BaseException as exc:
+                    failures.append(exc)
+
+        workers = [threading.Thread(target=work) for _ in range(readers)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    assert not failures, failures
+    assert len(fake.seen) == readers * 10, "one GET per object"
+    assert fake.connections <= readers + 1, (
+        f"{readers} readers opened {fake.connections} connections for {len(fake.seen)} "
+        "objects: the pool is too small and reconnects"
+    )
+
+
+def test_short_reads_start_no_timer_thread_each(
+    gcs_server: GCSServer, gcs_config: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[str] = []
+    original = threading.Thread.start
+
+    def start(thread: threading.Thread) -> None:
+        started.append(thread.name)
+        original(thread)
+
+    with open_destination(gcs_config) as destination:
+        destination.ensure_location()
+        for i in range(10):
+            destination.write(f"s{i}.bin", Source.from_bytes(b"s" * 100))
+        monkeypatch.setattr(threading.Thread, "start", start)
+        for i in range(10):
+            with destination.open_read(f"s{i}.bin") as stream:
+                assert stream.read() == b"s" * 100
+        monkeypatch.undo()
+    stall_timers = [name for name in started if name.startswith("stall-")]
+    assert stall_timers == [], f"short reads started a stall timer thread each: {stall_timers}"
+    # The shared watcher ends when no read is left, so a gap between reads may restart it.
+    assert set(started) <= {WATCHER_NAME}, f"reading 10 objects started threads {started}"
+    assert len(started) < 5, f"reading 10 objects started {len(started)} threads"
+
+
+def test_shutdown_aborts_a_read_in_flight(
+    gcs_server: GCSServer, bucket_name: str, proxy: FaultProxy
+) -> None:
+    stop = threading.Event()
+    raw = gcs_server.config(
+        bucket_name, endpoint=f"http://127.0.0.1:{proxy.port}", stall_timeout_seconds=600
+    )  # only shutdown can end it in time
+    outcome: list[BaseException] = []
+    with open_stoppable(raw, stop) as destination:
+        destination.ensure_location()
+        destination.write("late.bin", Source.from_bytes(b"l" * 1000))
+        proxy.mode = "blackhole"
+        before = proxy.connections
+
+        def read() -> None:
+            try:
+                with destination.open_read("late.bin") as stream:
+                    stream.read()
+            except BaseException as exc:
+                outcome.append(exc)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 10
+        while proxy.connections == before and time.monotonic() < deadline:
+            time.sleep(0.01)  # waiting for the read to reach the black hole
+        assert proxy.connections > before, "the read never connected"
+        stop.set()
+        stopped = time.monotonic()
+        reader.join(10)
+        elapsed = time.monotonic() - stopped
+    assert outcome, "the read was still running 10 s after shutdown"
+    message = str(outcome[0])
+    assert isinstance(outcome[0], DestinationError), message
+    assert "shutting down" in message, message
+    assert elapsed < 3.0, f"shutdown took {elapsed:.1f}s to abort the read"
+
+
+def test_media_gets_carry_the_session_headers_and_a_fresh_token(
+    gcs_server: GCSServer, fake_gcs, bucket_name: str
+) -> None:
+    """The media GET skips ``session.get``: it must still authorize and refresh like it."""
+    fake = fake_gcs(lambda seen: (200, b"abc", {"X-Goog-Generation": "1"}))
+    granted = len(gcs_server.tokens.granted_calls())
+    with open_destination(gcs_server.config(bucket_name, endpoint=fake.url)) as destination:
+        with destination.open_read("a.bin") as stream:
+            assert stream.read() == b"abc"
+        credentials = destination.session.credentials
+        credentials.expiry = datetime.datetime.now(datetime.UTC).replace(tzinfo=None) - (
+            datetime.timedelta(hours=1)
+        )  # google-auth keeps naive UTC expiries
+        with destination.open_read("b.bin") as stream:
+            assert stream.read() == b"abc"
+    first, second = (seen.headers for seen in fake.seen)
+    assert first.get("authorization", "").startswith("Bearer ya29.test-"), first
+    assert second.get("authorization", "").startswith("Bearer ya29.test-"), second
+    assert first["authorization"] != second["authorization"], "an expired token was sent again"
+    assert len(gcs_server.tokens.granted_calls()) == granted + 2, "the token was not refreshed"
+    for name, value in destination.session.headers.items():
+        assert first.get(name.lower()) == value, f"the session's {name} header was not sent"
+    assert "x-goog-api-client" in first, "google-auth's metrics header is missing"
