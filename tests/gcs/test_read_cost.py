@@ -21,7 +21,7 @@ import requests
 
 from service_backup.errors import DestinationError
 from service_backup.source import Source
-from service_backup_gcs._watch import WATCHER_NAME
+from service_backup_gcs.destination import READ_WATCHER
 from tests.core.cli import run_cli, write_config
 from tests.faultproxy import FaultProxy, fault_proxy
 from tests.gcs.server import GCSServer
@@ -134,7 +134,7 @@ def test_short_reads_start_no_timer_thread_each(
     stall_timers = [name for name in started if name.startswith("stall-")]
     assert stall_timers == [], f"short reads started a stall timer thread each: {stall_timers}"
     # The shared watcher ends when no read is left, so a gap between reads may restart it.
-    assert set(started) <= {WATCHER_NAME}, f"reading 10 objects started threads {started}"
+    assert set(started) <= {READ_WATCHER}, f"reading 10 objects started threads {started}"
     assert len(started) < 5, f"reading 10 objects started {len(started)} threads"
 
 

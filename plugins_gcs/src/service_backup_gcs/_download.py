@@ -16,8 +16,8 @@ over the response's bytes as they come. Ranged reads carry no checksum, so a run
 is compared with the one the first answer gave once the last byte has been read. The
 reader's lifetime is one stall-guarded transfer: a server that stops sending, or shutdown,
 cuts the connection (the guard's timer starts only once the read has lasted a moment,
-``_watch``). The GET goes through ``GCSDestination.media_get``: the authorized session
-without its per-call request merging.
+``service_backup.stall_watches``). The GET goes through ``GCSDestination.media_get``: the
+authorized session without its per-call request merging.
 """
 
 from __future__ import annotations

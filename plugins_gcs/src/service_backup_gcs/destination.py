@@ -40,15 +40,17 @@ from service_backup.errors import BackupError, DestinationError, ObjectNotFound
 from service_backup.layout import KeyLayout, MiB
 from service_backup.source import Source
 from service_backup.stall import StallGuard, StallRule
+from service_backup.stall_watches import LateWatches
 
 from ._credentials import load_credentials
 from ._download import StreamedRead
 from ._errors import Translator, transient
 from ._resumable import CONTENT_TYPE, StreamedUpload
 from ._transport import mount, tracking
-from ._watch import LateWatches
 
 T = TypeVar("T")
+#: The thread that starts the stall guards of reads that outlast ``stall_watches.DELAY``.
+READ_WATCHER = "gcs-read-watches"
 
 #: Files up to this size go in one multipart request built in memory (the SDK reads them whole):
 #: small enough that ``file_concurrency`` of them stay cheap, large enough that typical small
@@ -145,7 +147,7 @@ class GCSDestination(Destination):
             requests.structures.CaseInsensitiveDict(self.session.headers)
         )
         self._media_adapter = self.session.get_adapter(self._media_base)
-        self.reads = LateWatches(self.stop)
+        self.reads = LateWatches(self.stop, READ_WATCHER)
 
     # ---------------------------------------------------------------------------- helpers
     def guard(self, what: str) -> StallGuard:

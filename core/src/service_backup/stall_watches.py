@@ -1,4 +1,4 @@
-"""Stall guards for many short reads without a timer thread started for each one.
+"""Stall guards for many short transfers without a timer thread started for each one.
 
 ``StallGuard.watch`` starts (and joins) a timer thread per transfer. For a 16 KiB object
 that is about 0.1 ms of CPU, more while other readers hold the GIL: as much as the rest of
@@ -7,13 +7,16 @@ passed (60 s by default); only shutdown trips it sooner. So a read needs its gua
 only once it has lasted a moment, or once shutdown starts.
 
 ``LateWatches`` keeps one thread per destination (while reads are in flight) that looks at
-them every ``DELAY`` seconds and starts the guard's own ``watch`` for each read older than that, and
-for every read once shutdown has begun. From then on the core guard does what it always did.
-Starting the watch late resets its window at that moment, which loses nothing: the guard
+them every ``DELAY`` seconds and starts the guard's own ``watch`` for each read older than
+that, and for every read once shutdown has begun. From then on the core guard does what it
+always did. Starting the watch late resets its window at that moment, which loses nothing: the guard
 judges the last ``period`` seconds once ``period`` has passed since the watch started, and
 by then the window starts after the late start. A stall is reported at most twice ``DELAY``
 later than a guard started with the read; shutdown aborts a read within the same bound plus
 the guard's one-second tick.
+
+It lives in core beside ``StallGuard`` so that every destination plugin with many short
+transfers uses the same one (the GCS reader does).
 """
 
 from __future__ import annotations
@@ -24,11 +27,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Final
 
-from service_backup.stall import StallGuard
+from .stall import StallGuard
 
 #: How long a read runs before its guard gets a timer thread of its own.
 DELAY: Final = 0.25
-WATCHER_NAME: Final = "gcs-read-watches"
 
 
 class _Read:
@@ -63,8 +65,10 @@ class _Read:
 class LateWatches:
     """The reads of one destination, watched by one thread until they outlast ``DELAY``."""
 
-    def __init__(self, stop: threading.Event, delay: float = DELAY) -> None:
+    def __init__(self, stop: threading.Event, name: str, delay: float = DELAY) -> None:
+        """``stop``: the destination's shutdown event; ``name``: the watcher thread's."""
         self._stop = stop
+        self._name = name
         self._delay = delay
         self._lock = threading.Lock()
         self._reads: set[_Read] = set()
@@ -79,7 +83,7 @@ class LateWatches:
             closed = self._closed.is_set()
             self._reads.add(read)
             if self._thread is None and not closed:
-                self._thread = threading.Thread(target=self._run, name=WATCHER_NAME, daemon=True)
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
         if closed or self._stop.is_set():
             read.start_watch()  # no shared thread to rely on, or shutdown already started
