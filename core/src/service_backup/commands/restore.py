@@ -240,13 +240,23 @@ class Restorer:
         self._serial = itertools.count()
 
     def restore(self, files: tuple[StoredFile, ...]) -> list[str]:
-        """Every file, several at once; the problems found, sorted by path."""
+        """Every file, several at once; the problems found, sorted by path.
+
+        A destination with a ``serial_file_size`` (``local``) has its files up to that size
+        restored one after another in this thread while the larger ones go to
+        ``file_concurrency`` workers: a small file is a dozen short system calls, each of
+        which hands the GIL to another thread and back (5,000 x 16 KiB with four threads:
+        about 45 futex calls and one context switch per file, for no gain on two cores).
+        """
         self.progress = Progress(files=len(files), total=sum(f.size for f in files))
+        serial = self.destination.serial_file_size
+        inline = [f for f in files if f.size <= serial] if serial else []
+        pooled = [f for f in files if f.size > serial] if serial else list(files)
         ticker = threading.Thread(target=self._report, name="restore-progress", daemon=True)
         ticker.start()
-        pending = iter(files)
+        pending = iter(pooled)
         take = threading.Lock()
-        outcomes: list[str | None] = []
+        outcomes: list[str] = []
 
         def work() -> None:
             while True:
@@ -254,16 +264,22 @@ class Restorer:
                     entry = next(pending, None)
                 if entry is None:
                     return
-                outcomes.append(self.one(entry))
+                if problem := self.one(entry):
+                    outcomes.append(problem)
 
-        count = max(1, min(self.destination.file_concurrency, len(files) or 1))
+        count = min(self.destination.file_concurrency, len(pooled))
         workers = [
-            threading.Thread(target=work, name=f"restore_{i}", daemon=True) for i in range(count)
+            threading.Thread(target=work, name=f"restore_{i}", daemon=True)
+            for i in range(max(1, count) if pooled else 0)
         ]
         try:
             for worker in workers:
                 worker.start()
             try:
+                one = self.one
+                for entry in inline:
+                    if problem := one(entry):
+                        outcomes.append(problem)
                 for worker in workers:
                     worker.join()
             except BaseException:
@@ -276,7 +292,7 @@ class Restorer:
             ticker.join()
         print(self.progress.line(), file=sys.stderr, flush=True)
         sync_file_system(self.target)
-        return sorted(p for p in outcomes if p)
+        return sorted(outcomes)
 
     def _report(self) -> None:
         while not self.stop.wait(PROGRESS_EVERY):
@@ -288,11 +304,11 @@ class Restorer:
             return f"{entry.path}: not restored (interrupted)"
         temp: str | None = None
         try:
-            local = local_name(entry.path, entry.escaped)  # the original bytes, when escaped
+            # The original bytes, when the stored name is escaped (``names``).
+            local = local_name(entry.path, True) if entry.escaped else entry.path
             folder, _, base = local.rpartition("/")
-            parent = self._parent(folder)
-            final = os.path.join(parent, base)
-            temp = os.path.join(parent, f"{TEMP_MARK}{self._token}-{next(self._serial)}")
+            parent = self._dirs.get(folder) or self._parent(folder)
+            temp = f"{parent}/{TEMP_MARK}{self._token}-{next(self._serial)}"
             digest, size = self._download(f"{self.prefix}/{entry.path}", temp, entry.size)
             if size != entry.size:
                 return f"{entry.path}: read {size} bytes, manifest says {entry.size}"
@@ -301,7 +317,7 @@ class Restorer:
                     f"{entry.path}: sha256 mismatch (stored object {digest}, "
                     f"manifest {entry.sha256}); not restored"
                 )
-            os.replace(temp, final)
+            os.replace(temp, f"{parent}/{base}")
             temp = None
             self.progress.file_done()
             return None
@@ -372,7 +388,9 @@ class Restorer:
         while chunk := stream.read(READ_CHUNK):
             if self.stop.is_set():
                 raise RestoreAborted()
-            _write_all(fd, chunk)
+            written = os.write(fd, chunk)
+            if written != len(chunk):  # a short write: the rest (or the error) follows
+                _write_all(fd, memoryview(chunk)[written:])
             digest.update(chunk)
             size += len(chunk)
             self.progress.add(len(chunk))
@@ -447,7 +465,7 @@ def _file_descriptor(stream: IO[bytes], size: int) -> int | None:
     return fd
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes | memoryview) -> None:
     """``os.write`` until every byte is written (a write may take fewer than it was given)."""
     view = memoryview(data)
     while view:
