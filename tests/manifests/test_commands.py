@@ -346,3 +346,35 @@ def test_local_restore_copies_small_files_in_the_calling_thread_and_large_ones_b
     assert restored == {p: c for p, c in data.items() if p not in ("s/03", "l/1")}, (
         "the restored tree is not the intact files, byte for byte"
     )
+
+
+def test_a_failed_flush_of_the_target_fails_the_restore(
+    local: World,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The one ``syncfs`` at the end is the restore's durability: when it reports a write-back
+    error the restore says FAIL (exit 1) naming the target, never ``ok``."""
+    from service_backup.commands import restore
+
+    (local.source / "a.txt").write_bytes(b"some bytes")
+    assert local.backup().ok
+    flushed: list[Path] = []
+    monkeypatch.setattr(
+        restore, "sync_file_system", lambda folder: flushed.append(folder) or "Input/output error"
+    )
+    target = tmp_path / "restored"
+    code, out, err = cli(capsys, "restore", str(local.config_path), "--to", str(target))
+    assert code == 1, f"a failed flush exited {code}: {out + err}"
+    assert flushed == [target], f"expected one flush of the target, got {flushed}"
+    assert f"FAIL {target}: not flushed to disk (Input/output error)" in out, out
+    assert "ok restored" not in out, f"reported ok although the flush failed: {out}"
+
+
+def test_sync_file_system_flushes_a_folder_and_names_what_went_wrong(tmp_path: Path) -> None:
+    from service_backup.commands.restore import sync_file_system
+
+    assert sync_file_system(tmp_path) is None, "syncfs of a plain folder failed"
+    why = sync_file_system(tmp_path / "gone")
+    assert why is not None and "No such file" in why, f"unexpected reason: {why!r}"

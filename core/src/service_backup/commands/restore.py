@@ -9,7 +9,8 @@ that are absolute or contain ``..`` refuse the whole restore before anything is 
 existing symlink inside the target is never followed.
 
 Exit status: 0 every file restored and verified; 1 a file missing, unreadable or not matching
-(each named on stdout), or a destination that could not be listed; 2 bad arguments, a target
+(each named on stdout), a target whose final flush to disk failed, or a destination that could
+not be listed; 2 bad arguments, a target
 that is not empty (without ``--force``), or no complete run to restore (the run asked for is
 incomplete, or there is none).
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import hashlib
 import io
 import itertools
@@ -185,32 +187,49 @@ def restore_run(
     elapsed = time.monotonic() - started
     for problem in problems:
         print(f"FAIL {problem}", flush=True)
+    if restorer.flush_error is not None:
+        print(f"FAIL {target}: not flushed to disk ({restorer.flush_error})", flush=True)
+    failed = bool(problems) or restorer.flush_error is not None
     restored = manifest.file_count - len(problems)
     print(
-        f"{'ok' if not problems else 'FAIL'} restored {restored} of {manifest.file_count} files "
+        f"{'ok' if not failed else 'FAIL'} restored {restored} of {manifest.file_count} files "
         f"({_common.human_size(restorer.progress.done_bytes)}) of {folder.date} from {name} "
-        f"to {target} in {elapsed:.1f}s" + ("" if not problems else "; see FAIL lines"),
+        f"to {target} in {elapsed:.1f}s" + ("" if not failed else "; see FAIL lines"),
         flush=True,
     )
-    return _common.EXIT_OK if not problems else _common.EXIT_FAILED
+    return _common.EXIT_OK if not failed else _common.EXIT_FAILED
 
 
-def sync_file_system(folder: Path) -> None:
+def sync_file_system(folder: Path) -> str | None:
     """Flush the target's file system once (``syncfs``), like ``sync -f``: one flush for the
-    whole tree rather than an fsync per file, and not every file system of the machine."""
+    whole tree rather than an fsync per file, and not every file system of the machine.
+
+    Returns why the flush failed (None: every restored byte is on disk). ``syncfs`` reports
+    a write-back error (``EIO``, ``ENOSPC``) that hit the file system since it was last
+    reported, so a restore whose bytes did not reach the disk does not say ``ok``. Where libc
+    has no ``syncfs`` the whole machine is flushed (``sync``), which reports nothing.
+    """
     import ctypes
 
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
+        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
         os.sync()
-        return
+        return None
     try:
-        if libc.syncfs(fd) != 0:
-            os.sync()
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        return f"cannot open it to flush it: {exc.strerror or exc}"
+    try:
+        if syncfs(fd) == 0:
+            return None
+        error = ctypes.get_errno()
     finally:
         os.close(fd)
+    if error == errno.ENOSYS:  # a kernel without the call
+        os.sync()
+        return None
+    return os.strerror(error)
 
 
 class Restorer:
@@ -231,6 +250,8 @@ class Restorer:
         self.target = target
         self.config = config
         self.progress = Progress(files=0, total=0)
+        #: Why the final flush of the target failed (``sync_file_system``); None: it did not.
+        self.flush_error: str | None = None
         self.stop = threading.Event()
         self._dirs_lock = threading.Lock()
         #: Folders (relative, ``/``-separated) already created or checked: not a symlink.
@@ -291,7 +312,7 @@ class Restorer:
             self.stop.set()
             ticker.join()
         print(self.progress.line(), file=sys.stderr, flush=True)
-        sync_file_system(self.target)
+        self.flush_error = sync_file_system(self.target)
         return sorted(outcomes)
 
     def _report(self) -> None:
