@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -291,3 +292,89 @@ def test_a_manifest_that_does_not_parse_makes_the_folder_incomplete(
                        TODAY.isoformat())  # fmt: skip
     assert code == 2 and "incomplete" in err
     assert not (tmp_path / "r").exists()
+
+
+def test_local_restore_copies_small_files_in_the_calling_thread_and_large_ones_beside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files up to the destination's ``serial_file_size`` are restored one after another in
+    the thread that called ``restore`` (no GIL hand-offs per small file); larger ones by
+    worker threads meanwhile. Both kinds are checked: a damaged small and a damaged large
+    file are reported and neither is left under its name."""
+    from service_backup.commands.restore import Restorer
+    from service_backup.destination import DestinationContext
+    from service_backup.source import Source
+    from service_backup_plugins.local.config import LocalConfig
+
+    dest = LocalDestination(LocalConfig(path=str(tmp_path / "dest")), DestinationContext("t"))
+    serial = dest.serial_file_size
+    assert serial > 0, "the local destination no longer asks for small files in one thread"
+    sizes = {f"s/{n:02d}": 1000 + n for n in range(12)}
+    sizes |= {f"l/{n}": serial + 1 + n for n in range(3)} | {"s/edge": serial}
+    data = {path: os.urandom(size) for path, size in sizes.items()}
+    for path, content in data.items():
+        dest.write(f"2026/01/02/{path}", Source.from_bytes(content, path))
+    for bad in ("s/03", "l/1"):  # same size, other bytes: only the sha256 can tell
+        (tmp_path / "dest/2026/01/02" / bad).write_bytes(os.urandom(sizes[bad]))
+    entries = tuple(
+        StoredFile(path, len(content), hashlib.sha256(content).hexdigest())
+        for path, content in sorted(data.items())
+    )
+    opened_by: dict[str, str] = {}
+    real_open = LocalDestination.open_read
+
+    def recording_open(self: LocalDestination, key: str) -> Any:
+        opened_by[key.removeprefix("2026/01/02/")] = threading.current_thread().name
+        return real_open(self, key)
+
+    monkeypatch.setattr(LocalDestination, "open_read", recording_open)
+    target = tmp_path / "restored"
+    target.mkdir()
+    problems = Restorer(dest, "2026/01/02", target, None).restore(entries)
+
+    caller = threading.current_thread().name
+    small = {p: t for p, t in opened_by.items() if sizes[p] <= serial}
+    large = {p: t for p, t in opened_by.items() if sizes[p] > serial}
+    assert set(opened_by) == set(sizes), f"not every file was read: {sorted(opened_by)}"
+    assert set(small.values()) == {caller}, f"small files read by other threads: {small}"
+    assert caller not in large.values(), f"a large file was read in the calling thread: {large}"
+    assert [p.split(":")[0] for p in problems] == ["l/1", "s/03"], problems
+    assert all("sha256 mismatch" in p for p in problems), problems
+    restored = {
+        str(p.relative_to(target)): p.read_bytes() for p in target.rglob("*") if p.is_file()
+    }
+    assert restored == {p: c for p, c in data.items() if p not in ("s/03", "l/1")}, (
+        "the restored tree is not the intact files, byte for byte"
+    )
+
+
+def test_a_failed_flush_of_the_target_fails_the_restore(
+    local: World,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The one ``syncfs`` at the end is the restore's durability: when it reports a write-back
+    error the restore says FAIL (exit 1) naming the target, never ``ok``."""
+    from service_backup.commands import restore
+
+    (local.source / "a.txt").write_bytes(b"some bytes")
+    assert local.backup().ok
+    flushed: list[Path] = []
+    monkeypatch.setattr(
+        restore, "sync_file_system", lambda folder: flushed.append(folder) or "Input/output error"
+    )
+    target = tmp_path / "restored"
+    code, out, err = cli(capsys, "restore", str(local.config_path), "--to", str(target))
+    assert code == 1, f"a failed flush exited {code}: {out + err}"
+    assert flushed == [target], f"expected one flush of the target, got {flushed}"
+    assert f"FAIL {target}: not flushed to disk (Input/output error)" in out, out
+    assert "ok restored" not in out, f"reported ok although the flush failed: {out}"
+
+
+def test_sync_file_system_flushes_a_folder_and_names_what_went_wrong(tmp_path: Path) -> None:
+    from service_backup.commands.restore import sync_file_system
+
+    assert sync_file_system(tmp_path) is None, "syncfs of a plain folder failed"
+    why = sync_file_system(tmp_path / "gone")
+    assert why is not None and "No such file" in why, f"unexpected reason: {why!r}"
