@@ -314,14 +314,15 @@ class LocalDestination(Destination):
                 yield from self._walk(folder, key, prefix)
 
     def open_read(self, key: str) -> IO[bytes]:
+        # ``_file``, not ``_path``: pathlib's parsing was half of a small file's restore.
         try:
-            return open(self._path(key), "rb")
+            return open(self._file(key), "rb")
         except FileNotFoundError:
             raise ObjectNotFound(f"{key} not found in {self.base}") from None
 
     def stat(self, key: str) -> ObjectInfo:
         try:
-            st = self._path(key).stat()
+            st = os.stat(self._file(key))
         except FileNotFoundError:
             raise ObjectNotFound(f"{key} not found in {self.base}") from None
         return _info(key, st)
