@@ -12,7 +12,8 @@ import contextlib
 import socket
 import struct
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import attrs
 
@@ -29,6 +30,7 @@ class FaultProxy:
     _listener: socket.socket | None = None
     _stop: threading.Event = attrs.Factory(threading.Event)
     _sockets: list[socket.socket] = attrs.Factory(list)
+    _accepted: threading.Condition = attrs.Factory(threading.Condition)
 
     def start(self) -> FaultProxy:
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -49,6 +51,11 @@ class FaultProxy:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def wait_for_connection(self, after: int, timeout: float = 10.0) -> bool:
+        """Whether a connection beyond the first ``after`` arrived within ``timeout``."""
+        with self._accepted:
+            return self._accepted.wait_for(lambda: self.connections > after, timeout)
+
     def _accept(self) -> None:
         assert self._listener is not None
         while not self._stop.is_set():
@@ -56,7 +63,9 @@ class FaultProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
-            self.connections += 1
+            with self._accepted:
+                self.connections += 1
+                self._accepted.notify_all()
             self._sockets.append(client)
             if self.mode == "blackhole":
                 continue  # held open, never answered
@@ -123,3 +132,28 @@ def fault_proxy(target_port: int, mode: str = "pass", **kwargs: object) -> Itera
     proxy = FaultProxy(target_port, mode=mode, **kwargs)  # type: ignore[arg-type]
     with proxy:
         yield proxy
+
+
+def shutdown_outcome(
+    proxy: FaultProxy, stop: threading.Event, transfer: Callable[[], object], what: str
+) -> tuple[BaseException, float]:
+    """Run ``transfer`` on a thread until it connects through ``proxy`` (a black hole), then
+    set ``stop`` (shutdown): what it raised, and how long after ``stop`` it gave up."""
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            transfer()
+        except BaseException as exc:
+            outcome.append(exc)
+
+    before = proxy.connections
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    assert proxy.wait_for_connection(before), f"the {what} never connected"
+    stop.set()
+    stopped = time.monotonic()
+    worker.join(10)
+    elapsed = time.monotonic() - stopped
+    assert outcome, f"the {what} was still running 10 s after shutdown"
+    return outcome[0], elapsed

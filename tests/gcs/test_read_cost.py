@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from service_backup.errors import DestinationError
 from service_backup.source import Source
 from service_backup_gcs.destination import READ_WATCHER
 from tests.core.cli import run_cli, write_config
-from tests.faultproxy import FaultProxy, fault_proxy
+from tests.faultproxy import FaultProxy, fault_proxy, shutdown_outcome
 from tests.gcs.server import GCSServer
 from tests.gcs.test_gcs import Reply, Seen, open_destination
 from tests.gcs.test_gcs import fake_gcs as fake_gcs  # a fixture
@@ -145,33 +144,18 @@ def test_shutdown_aborts_a_read_in_flight(
     raw = gcs_server.config(
         bucket_name, endpoint=f"http://127.0.0.1:{proxy.port}", stall_timeout_seconds=600
     )  # only shutdown can end it in time
-    outcome: list[BaseException] = []
     with open_stoppable(raw, stop) as destination:
         destination.ensure_location()
         destination.write("late.bin", Source.from_bytes(b"l" * 1000))
         proxy.mode = "blackhole"
-        before = proxy.connections
 
         def read() -> None:
-            try:
-                with destination.open_read("late.bin") as stream:
-                    stream.read()
-            except BaseException as exc:
-                outcome.append(exc)
+            with destination.open_read("late.bin") as stream:
+                stream.read()
 
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        deadline = time.monotonic() + 10
-        while proxy.connections == before and time.monotonic() < deadline:
-            time.sleep(0.01)  # waiting for the read to reach the black hole
-        assert proxy.connections > before, "the read never connected"
-        stop.set()
-        stopped = time.monotonic()
-        reader.join(10)
-        elapsed = time.monotonic() - stopped
-    assert outcome, "the read was still running 10 s after shutdown"
-    message = str(outcome[0])
-    assert isinstance(outcome[0], DestinationError), message
+        failure, elapsed = shutdown_outcome(proxy, stop, read, "read")
+    message = str(failure)
+    assert isinstance(failure, DestinationError), message
     assert "shutting down" in message, message
     assert elapsed < 3.0, f"shutdown took {elapsed:.1f}s to abort the read"
 

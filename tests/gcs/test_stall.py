@@ -22,7 +22,7 @@ from service_backup.plugins import load_registry
 from service_backup.source import Source
 from service_backup_gcs.destination import SINGLE_REQUEST_LIMIT, GCSDestination
 from tests.core.cli import run_cli
-from tests.faultproxy import FaultProxy, fault_proxy
+from tests.faultproxy import FaultProxy, fault_proxy, shutdown_outcome
 from tests.gcs.server import GCSServer
 from tests.gcs.test_gcs import Seen, cli_config, config_error
 from tests.gcs.test_gcs import fake_gcs as fake_gcs  # a fixture
@@ -134,31 +134,17 @@ def test_read_stalls(proxied: dict[str, Any], proxy: FaultProxy) -> None:
 def test_shutdown_aborts_an_upload_in_flight(proxied: dict[str, Any], proxy: FaultProxy) -> None:
     stop = threading.Event()
     raw = {**proxied, "stall_timeout_seconds": 600}  # only shutdown can end it in time
-    outcome: list[BaseException] = []
     with open_destination(raw, stop) as destination:
         destination.ensure_location()
         proxy.mode = "blackhole"
-        before = proxy.connections
-
-        def upload() -> None:
-            try:
-                destination.write("late.bin", Source.from_bytes(b"l" * (8 * MiB)))
-            except BaseException as exc:
-                outcome.append(exc)
-
-        worker = threading.Thread(target=upload, daemon=True)
-        worker.start()
-        deadline = time.monotonic() + 10
-        while proxy.connections == before and time.monotonic() < deadline:
-            time.sleep(0.01)  # waiting for the upload to reach the black hole
-        assert proxy.connections > before, "the upload never connected"
-        stop.set()
-        stopped = time.monotonic()
-        worker.join(10)
-        elapsed = time.monotonic() - stopped
-    assert outcome, "the upload was still running 10 s after shutdown"
-    message = str(outcome[0])
-    assert isinstance(outcome[0], DestinationError), message
+        failure, elapsed = shutdown_outcome(
+            proxy,
+            stop,
+            lambda: destination.write("late.bin", Source.from_bytes(b"l" * (8 * MiB))),
+            "upload",
+        )
+    message = str(failure)
+    assert isinstance(failure, DestinationError), message
     assert "shutting down" in message and NAME in message, message
     assert elapsed < 3.0, f"shutdown took {elapsed:.1f}s to abort the upload"
 
