@@ -7,6 +7,7 @@ fails the way an unsupported file system does.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
@@ -87,6 +88,20 @@ def new_file(path: Path, flags: int = os.O_RDWR) -> int:
     return os.open(path, flags | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
 
 
+@contextlib.contextmanager
+def ends(folder: Path) -> Iterator[tuple[int, int]]:
+    """``folder/src`` open for reading and a new ``folder/dst``, both closed afterwards."""
+    src = os.open(folder / "src", os.O_RDONLY)
+    try:
+        dst = new_file(folder / "dst")
+        try:
+            yield src, dst
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+
+
 @pytest.fixture
 def local(tmp_path: Path) -> Iterator[LocalDestination]:
     destination = LocalDestination(
@@ -103,13 +118,8 @@ def test_copy_hashing_copies_and_hashes_the_written_bytes(
 ) -> None:
     data = os.urandom(size)
     (tmp_path / "src").write_bytes(data)
-    src = os.open(tmp_path / "src", os.O_RDONLY)
-    dst = new_file(tmp_path / "dst")
-    try:
+    with ends(tmp_path) as (src, dst):
         copied = copy_hashing(src, dst, size)
-    finally:
-        os.close(src)
-        os.close(dst)
     assert (tmp_path / "dst").read_bytes() == data, f"{size}-byte copy is not byte-identical"
     assert copied.size == size
     assert copied.sha256 == hashlib.sha256(data).hexdigest(), f"sha256 wrong for {size} bytes"
@@ -121,13 +131,8 @@ def test_copy_hashing_copies_and_hashes_the_written_bytes(
 def test_copy_hashing_reports_a_short_source(tmp_path: Path) -> None:
     data = os.urandom(CHUNK + 5)
     (tmp_path / "src").write_bytes(data)
-    src = os.open(tmp_path / "src", os.O_RDONLY)
-    dst = new_file(tmp_path / "dst")
-    try:
+    with ends(tmp_path) as (src, dst):
         copied = copy_hashing(src, dst, 2 * CHUNK)
-    finally:
-        os.close(src)
-        os.close(dst)
     assert copied.size == len(data), "a source shorter than asked must end the copy early"
     assert copied.sha256 == hashlib.sha256(data).hexdigest()
 
@@ -138,14 +143,8 @@ def test_unsupported_first_call_writes_nothing(
 ) -> None:
     (tmp_path / "src").write_bytes(os.urandom(KERNEL_COPY_MIN))
     refuse_with(monkeypatch, code)
-    src = os.open(tmp_path / "src", os.O_RDONLY)
-    dst = new_file(tmp_path / "dst")
-    try:
-        with pytest.raises(Unsupported):
-            copy_hashing(src, dst, KERNEL_COPY_MIN)
-    finally:
-        os.close(src)
-        os.close(dst)
+    with ends(tmp_path) as (src, dst), pytest.raises(Unsupported):
+        copy_hashing(src, dst, KERNEL_COPY_MIN)
     assert (tmp_path / "dst").stat().st_size == 0, "an unsupported copy must write nothing"
 
 
@@ -155,13 +154,8 @@ def test_kernel_refusing_half_way_finishes_through_user_space(
     data = os.urandom(3 * CHUNK + 7)
     (tmp_path / "src").write_bytes(data)
     calls = refuse_with(monkeypatch, errno.EXDEV, after=1)
-    src = os.open(tmp_path / "src", os.O_RDONLY)
-    dst = new_file(tmp_path / "dst")
-    try:
+    with ends(tmp_path) as (src, dst):
         copied = copy_hashing(src, dst, len(data))
-    finally:
-        os.close(src)
-        os.close(dst)
     assert len(calls) == 4, f"every chunk should try the kernel first: {calls}"
     assert (tmp_path / "dst").read_bytes() == data, "the rest was not copied through user space"
     assert copied.sha256 == hashlib.sha256(data).hexdigest()
@@ -173,14 +167,8 @@ def test_a_zero_answer_for_a_file_with_data_is_not_the_end(
     """Some file systems answer 0 for a file that has data: that is not a short file."""
     (tmp_path / "src").write_bytes(os.urandom(KERNEL_COPY_MIN))
     monkeypatch.setattr(os, "copy_file_range", lambda *args: 0)
-    src = os.open(tmp_path / "src", os.O_RDONLY)
-    dst = new_file(tmp_path / "dst")
-    try:
-        with pytest.raises(Unsupported):
-            copy_hashing(src, dst, KERNEL_COPY_MIN)
-    finally:
-        os.close(src)
-        os.close(dst)
+    with ends(tmp_path) as (src, dst), pytest.raises(Unsupported):
+        copy_hashing(src, dst, KERNEL_COPY_MIN)
 
 
 def test_progress_may_stop_the_copy(tmp_path: Path) -> None:
@@ -194,14 +182,8 @@ def test_progress_may_stop_the_copy(tmp_path: Path) -> None:
         seen.append(n)
         raise Stop()
 
-    src = os.open(tmp_path / "src", os.O_RDONLY)
-    dst = new_file(tmp_path / "dst")
-    try:
-        with pytest.raises(Stop):
-            copy_hashing(src, dst, 3 * CHUNK, progress=progress)
-    finally:
-        os.close(src)
-        os.close(dst)
+    with ends(tmp_path) as (src, dst), pytest.raises(Stop):
+        copy_hashing(src, dst, 3 * CHUNK, progress=progress)
     assert seen == [CHUNK], "the copy went on after progress raised"
     assert not [t for t in threading.enumerate() if t.name == "copy-sha256"], (
         "the hashing thread outlived a stopped copy"

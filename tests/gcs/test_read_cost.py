@@ -27,6 +27,7 @@ from tests.gcs.server import GCSServer
 from tests.gcs.test_gcs import Reply, Seen, open_destination
 from tests.gcs.test_gcs import fake_gcs as fake_gcs  # a fixture
 from tests.gcs.test_stall import open_destination as open_stoppable
+from tests.readers import read_concurrently
 
 FILES = 12
 
@@ -82,28 +83,12 @@ def test_readers_share_pooled_connections(gcs_server: GCSServer, fake_gcs, bucke
     fake = fake_gcs(respond)
     with open_destination(gcs_server.config(bucket_name, endpoint=fake.url)) as destination:
         readers = destination.file_concurrency
-        keys = iter([f"k{i}.bin" for i in range(readers * 10)])
-        lock = threading.Lock()
-        failures: list[BaseException] = []
 
-        def work() -> None:
-            while True:
-                with lock:
-                    key = next(keys, None)
-                if key is None:
-                    return
-                try:
-                    with destination.open_read(key) as stream:
-                        assert stream.read() == b"x" * 100
-                except BaseException as exc:
-                    failures.append(exc)
+        def read_one(key: str) -> None:
+            with destination.open_read(key) as stream:
+                assert stream.read() == b"x" * 100
 
-        workers = [threading.Thread(target=work) for _ in range(readers)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
-    assert not failures, failures
+        read_concurrently([f"k{i}.bin" for i in range(readers * 10)], readers, read_one)
     assert len(fake.seen) == readers * 10, "one GET per object"
     assert fake.connections <= readers + 1, (
         f"{readers} readers opened {fake.connections} connections for {len(fake.seen)} "

@@ -22,6 +22,7 @@ from service_backup.source import Source
 from service_backup_scp import _readahead, _sftp
 from service_backup_scp.destination import ScpDestination
 from tests.faultproxy import fault_proxy
+from tests.readers import read_concurrently
 
 from .server import SshServer
 from .test_faults import open_destination as open_with_stop
@@ -140,7 +141,6 @@ def test_many_readers_at_once_get_exact_bytes_from_bounded_batches(sshd: SshServ
     files = {f"m/{n:04d}": os.urandom(8 * 1024 + n) for n in range(600)}
     for key, data in files.items():
         stored(raw, key, data)
-    keys = iter(sorted(files))
     lock = threading.Lock()
     wrong: list[str] = []
     batched = [0]
@@ -148,25 +148,15 @@ def test_many_readers_at_once_get_exact_bytes_from_bounded_batches(sshd: SshServ
     with open_destination(raw) as dest:
         listed(dest, "m")
 
-        def work() -> None:
-            while True:
-                with lock:
-                    key = next(keys, None)
-                if key is None:
-                    return
-                data, from_batch = read(dest, key)
-                with lock:
-                    batched[0] += from_batch
-                    most_held[0] = max(most_held[0], dest._ahead._bytes)
-                    if data != files[key]:
-                        wrong.append(key)
+        def read_one(key: str) -> None:
+            data, from_batch = read(dest, key)
+            with lock:
+                batched[0] += from_batch
+                most_held[0] = max(most_held[0], dest._ahead._bytes)
+                if data != files[key]:
+                    wrong.append(key)
 
-        workers = [threading.Thread(target=work) for _ in range(ScpDestination.file_concurrency)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(120)
-        assert not any(w.is_alive() for w in workers), "a reader hung"
+        read_concurrently(sorted(files), ScpDestination.file_concurrency, read_one)
         assert not wrong, f"{len(wrong)} file(s) read back wrong, e.g. {wrong[0]}"
         assert batched[0] >= 500, f"only {batched[0]} of 600 files came from batches"
         assert most_held[0] <= _readahead.CACHE_BYTES, f"{most_held[0]} bytes held ahead"

@@ -21,6 +21,7 @@ from service_backup_scp import _sftp
 from service_backup_scp._session import CHANNELS_PER_CONNECTION, CONNECTIONS, WINDOW_SIZE
 from service_backup_scp.destination import ScpDestination
 from tests.faultproxy import FaultProxy, fault_proxy
+from tests.readers import read_concurrently
 
 from .server import SshServer
 from .test_faults import open_destination as open_with_stop
@@ -177,36 +178,26 @@ def test_many_readers_at_once_each_have_a_channel(sshd: SshServer) -> None:
     files = {f"m/{n:03d}": os.urandom(16 * 1024 + n) for n in range(200)}
     for key, data in files.items():
         stored(raw, key, data)
-    keys = iter(files)
     lock = threading.Lock()
     wrong: list[str] = []
     with open_destination(raw) as dest:
         open_now: set[int] = set()
         most_open = [0]
 
-        def work() -> None:
-            while True:
+        def read_one(key: str) -> None:
+            with dest.open_read(key) as stream:
+                channel = id(_sftp_stream(stream).client)
                 with lock:
-                    key = next(keys, None)
-                if key is None:
-                    return
-                with dest.open_read(key) as stream:
-                    channel = id(_sftp_stream(stream).client)
-                    with lock:
-                        assert channel not in open_now, "two open readers share a channel"
-                        open_now.add(channel)
-                        most_open[0] = max(most_open[0], len(open_now))
-                    data = stream.read()
-                    with lock:
-                        open_now.discard(channel)
-                if data != files[key]:
-                    wrong.append(key)
+                    assert channel not in open_now, "two open readers share a channel"
+                    open_now.add(channel)
+                    most_open[0] = max(most_open[0], len(open_now))
+                data = stream.read()
+                with lock:
+                    open_now.discard(channel)
+            if data != files[key]:
+                wrong.append(key)
 
-        workers = [threading.Thread(target=work) for _ in range(ScpDestination.file_concurrency)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(60)
+        read_concurrently(files, ScpDestination.file_concurrency, read_one, timeout=60)
         assert not wrong, f"{len(wrong)} file(s) read back wrong, e.g. {wrong[0]}"
         assert most_open[0] > 1, "the readers never overlapped"
         assert len(dest.pool._connections) <= CONNECTIONS
