@@ -55,10 +55,10 @@ import hashlib
 import os
 import threading
 from collections.abc import Callable
-from typing import Any
 
 import attrs
 
+from .file_sync import start_writeback
 from .layout import MiB
 
 #: Below this size a copy is a read and a write of one piece: a kernel copy plus reading the
@@ -136,7 +136,7 @@ def copy_hashing(
                 n = _copy_user(src, dst, want, done)
             if n == 0:
                 break  # the source ended
-            _start_writeback(dst, done, n)
+            start_writeback(dst, done, n)
             done += n
             hasher.advance(done)
             if progress is not None:
@@ -144,28 +144,6 @@ def copy_hashing(
         return Copied(done, hasher.finish())
     finally:
         hasher.close()
-
-
-#: ``sync_file_range(2)`` once looked up (None: not this platform's libc).
-_SYNC_FILE_RANGE: Any = None
-_LOOKED_UP = False
-#: ``SYNC_FILE_RANGE_WRITE`` from ``<fcntl.h>``: start write-out, do not wait for it.
-SYNC_FILE_RANGE_WRITE = 2
-
-
-def _start_writeback(fd: int, offset: int, length: int) -> None:
-    """Start writing ``fd``'s range to disk; failures are ignored (the final flush reports)."""
-    global _SYNC_FILE_RANGE, _LOOKED_UP
-    if not _LOOKED_UP:
-        import ctypes  # here: a run that copies nothing this way does not pay for it
-
-        function = getattr(ctypes.CDLL(None, use_errno=True), "sync_file_range", None)
-        if function is not None:
-            function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-            function.restype = ctypes.c_int
-        _SYNC_FILE_RANGE, _LOOKED_UP = function, True
-    if _SYNC_FILE_RANGE is not None:
-        _SYNC_FILE_RANGE(fd, offset, length, SYNC_FILE_RANGE_WRITE)
 
 
 def _has_byte(fd: int, offset: int) -> bool:

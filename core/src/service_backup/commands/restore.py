@@ -34,7 +34,7 @@ from typing import IO, TYPE_CHECKING
 
 import attrs
 
-from .. import kernel_copy
+from .. import file_sync, kernel_copy
 from ..destination import Destination
 from ..errors import ObjectNotFound
 from ..manifest import unsafe_path
@@ -209,11 +209,7 @@ def sync_file_system(folder: Path) -> str | None:
     reported, so a restore whose bytes did not reach the disk does not say ``ok``. Where libc
     has no ``syncfs`` the whole machine is flushed (``sync``), which reports nothing.
     """
-    import ctypes
-
-    try:
-        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
-    except (OSError, AttributeError):
+    if not file_sync.has_syncfs():
         os.sync()
         return None
     try:
@@ -221,15 +217,15 @@ def sync_file_system(folder: Path) -> str | None:
     except OSError as exc:
         return f"cannot open it to flush it: {exc.strerror or exc}"
     try:
-        if syncfs(fd) == 0:
+        file_sync.syncfs(fd, folder)
+    except OSError as exc:
+        if exc.errno == errno.ENOSYS:  # a kernel without the call
+            os.sync()
             return None
-        error = ctypes.get_errno()
+        return exc.strerror or str(exc)
     finally:
         os.close(fd)
-    if error == errno.ENOSYS:  # a kernel without the call
-        os.sync()
-        return None
-    return os.strerror(error)
+    return None
 
 
 class Restorer:

@@ -32,7 +32,6 @@ server; what the server then guarantees is its export's (``sync`` exports: on st
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import datetime
 import os
 import threading
@@ -42,6 +41,8 @@ from typing import IO
 
 from service_backup.destination import Destination, DestinationContext, ObjectInfo
 from service_backup.errors import DestinationError, ObjectNotFound
+from service_backup.file_sync import has_syncfs as _has_syncfs
+from service_backup.file_sync import syncfs as _syncfs_fd
 from service_backup.layout import check_key
 from service_backup.source import Source
 
@@ -398,26 +399,6 @@ def _umask() -> int | None:
     return None
 
 
-_LIBC: ctypes.CDLL | None = None
-
-
-def _libc() -> ctypes.CDLL:
-    """The C library, found through the symbols already in this process.
-
-    ``ctypes.util.find_library("c")`` would run ``/sbin/ldconfig -p`` (a fork and an exec)
-    every time the destination is imported; ``CDLL(None)`` asks the dynamic linker instead.
-    """
-    global _LIBC
-    if _LIBC is None:
-        _LIBC = ctypes.CDLL(None, use_errno=True)
-    return _LIBC
-
-
-def _has_syncfs() -> bool:
-    """Whether libc has ``syncfs`` (Linux): then ``sync`` is one call for everything written."""
-    return getattr(_libc(), "syncfs", None) is not None
-
-
 def _syncfs(path: Path) -> None:
     """``syncfs(2)`` on the file system holding ``path`` (only where ``_has_syncfs``)."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -425,13 +406,6 @@ def _syncfs(path: Path) -> None:
         _syncfs_fd(fd, path)
     finally:
         os.close(fd)
-
-
-def _syncfs_fd(fd: int, path: Path) -> None:
-    """``syncfs(2)`` through ``fd``, a descriptor open on the destination file system."""
-    if _libc().syncfs(fd) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, os.strerror(errno), str(path))
 
 
 def _fsync_path(path: str) -> None:
