@@ -46,9 +46,7 @@ def upload_one(
 
     ``progress`` hears of the bytes as the destination reads them and of the file when done.
     """
-    # ``Source.from_file``, inline (once per file): the name is made only for an error.
-    size = file.size
-    source = Source(None, size, path=file.location, mtime_ns=file.mtime_ns)
+    source = Source.from_file(file)
     if progress is not None:
         source.on_read = progress.bytes
     try:
@@ -58,9 +56,8 @@ def upload_one(
             raise
         except OSError as exc:
             raise DestinationError(f"writing {key} failed: {exc.strerror or exc}") from None
-        if info.size != size:
-            check_stored(key, info.size, source)
-        stored = StoredFile(file.relative, size, source.sha256, file.escaped)
+        check_stored(key, info.size, source)
+        stored = StoredFile(file.relative, file.size, source.sha256, file.escaped)
         if progress is not None:
             progress.file_done()
         return stored
