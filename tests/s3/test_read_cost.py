@@ -5,9 +5,10 @@ dateutil's general parser; the destination's clients parse S3's two forms direct
 (``_parse_timestamp``). These tests hold it to botocore's own results, on the forms S3 sends
 and against moto's real answers.
 
-An object's body is read down to botocore once per chunk and not again at its end when
-``Content-Length`` bytes came (``_BodyReader``): a body cut short still fails the read, and a
-body whose stored checksum botocore validates still has its end read, so the check runs.
+An object's body is read down to botocore once per chunk, never asked for more than is left,
+and not again at its end when ``Content-Length`` bytes came (``_Body``): a body cut short still
+fails the read, and a body whose stored checksum botocore validates still has its end read, so
+the check runs.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from botocore.utils import parse_timestamp
 from service_backup.errors import DestinationError
 from service_backup.layout import MiB
 from service_backup.source import Source
-from service_backup_s3.destination import READ_BUFFER, _parse_timestamp
+from service_backup_s3.destination import _parse_timestamp
 
 from .server import MotoServer
 from .test_s3 import CorruptingRelay, open_destination
@@ -110,7 +111,7 @@ def read_as_restore_does(stream: Any) -> bytes:
 
 
 @pytest.mark.parametrize(
-    "size", [16 * 1024, READ_BUFFER - 1, READ_BUFFER, 3 * MiB + 17], ids=lambda n: f"{n}B"
+    "size", [16 * 1024, RESTORE_CHUNK - 1, RESTORE_CHUNK, 3 * MiB + 17], ids=lambda n: f"{n}B"
 )
 def test_a_body_is_read_once_per_chunk_and_not_at_its_end(
     s3_config: dict[str, Any], body_reads: list[int], size: int
@@ -123,11 +124,10 @@ def test_a_body_is_read_once_per_chunk_and_not_at_its_end(
         with dest.open_read("2026/12/01/obj.bin") as stream:
             got = read_as_restore_does(stream)
     assert got == data, f"{size} bytes read back differ from what was written"
-    chunk = min(READ_BUFFER, size + 1)
-    want = -(-size // chunk)
-    assert len(body_reads) == want, (
-        f"{len(body_reads)} reads of the body for {size} bytes (asked {body_reads}); "
-        f"{want} read(s) of up to {chunk} bytes take it, the end needs none"
+    want = [min(RESTORE_CHUNK, size - start) for start in range(0, size, RESTORE_CHUNK)]
+    assert body_reads == want, (
+        f"the body of {size} bytes was asked for {body_reads}; reads of {want} take it "
+        "(never more than is left, so urllib3 reads once), the end needs none"
     )
 
 
@@ -278,7 +278,7 @@ def test_objects_read_to_their_end_give_their_connection_back(
 
     Over TLS on AWS a connection that is not given back costs a handshake per object.
     """
-    objects = {f"2026/12/01/{n}.bin": os.urandom(n) for n in (16 * 1024, READ_BUFFER + 5, 0)}
+    objects = {f"2026/12/01/{n}.bin": os.urandom(n) for n in (16 * 1024, RESTORE_CHUNK + 5, 0)}
     with open_destination(s3_config) as dest:
         dest.ensure_location()
         for key, data in objects.items():
