@@ -718,11 +718,6 @@ def _make_client(
         verify=ca_bundle,
         config=BotoConfig(
             signature_version="s3v4",
-            # Every parameter is built here from a validated config, never passed through from
-            # a user: botocore's type check of each call's parameters (about 1 % of the
-            # client's instructions per object restored) can only catch a bug of ours, which
-            # the store then refuses anyway.
-            parameter_validation=False,
             connect_timeout=min(CONNECT_TIMEOUT, timeout),
             read_timeout=timeout,
             retries={"mode": "standard", "total_max_attempts": attempts},
