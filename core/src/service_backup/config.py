@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import attrs
 import cattrs
-import yaml
 from cattrs.gen import make_dict_structure_fn
 from cattrs.v import format_exception
 
@@ -24,6 +23,7 @@ from .cron import Schedule, ScheduleError, parse_schedule
 from .errors import ConfigError
 from .retention import RetentionPolicy
 from .secret import Secret, register_secrets, secret_field_values
+from .yaml_import import yaml
 
 if TYPE_CHECKING:
     from .destination import DestinationType
