@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import signal
 import sys
 import time
 from types import FrameType, ModuleType
@@ -29,7 +28,9 @@ def _parser(prog: str = "service-backup", command: str | None = None) -> argpars
 
     Each module of ``COMMAND_MODULES``/``STANDALONE_MODULES`` is imported to declare its
     flags. When the command line names the command first, the others are left out: a
-    ``manual-backup`` need not import ``restore`` or ``status`` to parse ``backup CONFIG``.
+    ``manual-backup`` need not import ``restore`` or ``status`` to parse ``backup CONFIG``, nor
+    build the other commands' parsers (about 1M instructions each). Their usage lines, the
+    only text of theirs an error could show, are not shown then: ``COMMAND`` is the metavar.
     """
     parser = argparse.ArgumentParser(prog=prog, description="Backups for BOSH-deployed services.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -45,28 +46,37 @@ def _parser(prog: str = "service-backup", command: str | None = None) -> argpars
             )  # fmt: skip
         return p
 
-    with_config("daemon", "run backups on the cron schedule until SIGTERM", logs=True)
-    backup = with_config("backup", "run one backup now", logs=True)
-    backup.add_argument(
-        "--no-progress", action="store_true",
-        help="no progress display on stderr (it is drawn only when stderr is a terminal)",
-    )  # fmt: skip
-    with_config("validate", "check the config file and exit (0 valid, 2 invalid)")
-    with_config("check", "write, list, read back and delete a probe at every destination")
-    sub.add_parser("plugins", help="list installed plugins and destination types")
-    new = sub.add_parser(
-        "new-plugin",
-        help="generate a destination plugin package that passes the conformance suite",
-        description="generate a destination plugin package that passes the conformance suite",
-    )
-    new.add_argument("name", metavar="NAME", help="the destination type, e.g. dropbox")
-    new.add_argument("--dir", default=".", help="where to create the package (default: here)")
+    def wanted(name: str) -> bool:
+        return command in (None, name)
+
+    if wanted("daemon"):
+        with_config("daemon", "run backups on the cron schedule until SIGTERM", logs=True)
+    if wanted("backup"):
+        backup = with_config("backup", "run one backup now", logs=True)
+        backup.add_argument(
+            "--no-progress", action="store_true",
+            help="no progress display on stderr (it is drawn only when stderr is a terminal)",
+        )  # fmt: skip
+    if wanted("validate"):
+        with_config("validate", "check the config file and exit (0 valid, 2 invalid)")
+    if wanted("check"):
+        with_config("check", "write, list, read back and delete a probe at every destination")
+    if wanted("plugins"):
+        sub.add_parser("plugins", help="list installed plugins and destination types")
+    if wanted("new-plugin"):
+        new = sub.add_parser(
+            "new-plugin",
+            help="generate a destination plugin package that passes the conformance suite",
+            description="generate a destination plugin package that passes the conformance suite",
+        )
+        new.add_argument("name", metavar="NAME", help="the destination type, e.g. dropbox")
+        new.add_argument("--dir", default=".", help="where to create the package (default: here)")
     for name, module in COMMAND_MODULES.items():
-        if command in (None, name):
+        if wanted(name):
             found = importlib.import_module(module)
             found.configure(with_config(name, found.HELP))
     for name, module in STANDALONE_MODULES.items():
-        if command in (None, name):
+        if wanted(name):
             found = importlib.import_module(module)
             found.configure(sub.add_parser(name, help=found.HELP, description=found.HELP))
     return parser
@@ -134,7 +144,7 @@ def cmd_validate(path: str) -> int:
 
 def cmd_plugins() -> int:
     """Every installed plugin, imported on its own: exit 1 when any is broken."""
-    from .plugins import inspect_plugins
+    from .plugin_report import inspect_plugins
 
     reports = inspect_plugins()
     print(f"{'GROUP':<22} {'NAME':<18} {'DISTRIBUTION':<26} {'VERSION':<10} {'TYPES':<8} HOOKS")
@@ -206,6 +216,8 @@ def cmd_backup(path: str, progress: bool = True) -> int:
         logger.info("No destination provided - skipping backup")
         return EXIT_OK
     gc_pause.done()  # the run's own garbage is collected; what exists now lives to the end
+    import signal  # here: only ``backup`` forwards signals (an enum module: 3M instructions)
+
     processes = ProcessManager()
 
     def forward(signum: int, _frame: FrameType | None) -> None:
