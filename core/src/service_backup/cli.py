@@ -7,14 +7,13 @@ Exit status: 0 success, 1 the run (or a check) failed, 2 the config is invalid. 
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib
-import signal
 import sys
 import time
 from types import FrameType, ModuleType
 from typing import TYPE_CHECKING
 
+from . import gc_pause
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -29,7 +28,9 @@ def _parser(prog: str = "service-backup", command: str | None = None) -> argpars
 
     Each module of ``COMMAND_MODULES``/``STANDALONE_MODULES`` is imported to declare its
     flags. When the command line names the command first, the others are left out: a
-    ``manual-backup`` need not import ``restore`` or ``status`` to parse ``backup CONFIG``.
+    ``manual-backup`` need not import ``restore`` or ``status`` to parse ``backup CONFIG``, nor
+    build the other commands' parsers (about 1M instructions each). Their usage lines, the
+    only text of theirs an error could show, are not shown then: ``COMMAND`` is the metavar.
     """
     parser = argparse.ArgumentParser(prog=prog, description="Backups for BOSH-deployed services.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -45,28 +46,37 @@ def _parser(prog: str = "service-backup", command: str | None = None) -> argpars
             )  # fmt: skip
         return p
 
-    with_config("daemon", "run backups on the cron schedule until SIGTERM", logs=True)
-    backup = with_config("backup", "run one backup now", logs=True)
-    backup.add_argument(
-        "--no-progress", action="store_true",
-        help="no progress display on stderr (it is drawn only when stderr is a terminal)",
-    )  # fmt: skip
-    with_config("validate", "check the config file and exit (0 valid, 2 invalid)")
-    with_config("check", "write, list, read back and delete a probe at every destination")
-    sub.add_parser("plugins", help="list installed plugins and destination types")
-    new = sub.add_parser(
-        "new-plugin",
-        help="generate a destination plugin package that passes the conformance suite",
-        description="generate a destination plugin package that passes the conformance suite",
-    )
-    new.add_argument("name", metavar="NAME", help="the destination type, e.g. dropbox")
-    new.add_argument("--dir", default=".", help="where to create the package (default: here)")
+    def wanted(name: str) -> bool:
+        return command in (None, name)
+
+    if wanted("daemon"):
+        with_config("daemon", "run backups on the cron schedule until SIGTERM", logs=True)
+    if wanted("backup"):
+        backup = with_config("backup", "run one backup now", logs=True)
+        backup.add_argument(
+            "--no-progress", action="store_true",
+            help="no progress display on stderr (it is drawn only when stderr is a terminal)",
+        )  # fmt: skip
+    if wanted("validate"):
+        with_config("validate", "check the config file and exit (0 valid, 2 invalid)")
+    if wanted("check"):
+        with_config("check", "write, list, read back and delete a probe at every destination")
+    if wanted("plugins"):
+        sub.add_parser("plugins", help="list installed plugins and destination types")
+    if wanted("new-plugin"):
+        new = sub.add_parser(
+            "new-plugin",
+            help="generate a destination plugin package that passes the conformance suite",
+            description="generate a destination plugin package that passes the conformance suite",
+        )
+        new.add_argument("name", metavar="NAME", help="the destination type, e.g. dropbox")
+        new.add_argument("--dir", default=".", help="where to create the package (default: here)")
     for name, module in COMMAND_MODULES.items():
-        if command in (None, name):
+        if wanted(name):
             found = importlib.import_module(module)
             found.configure(with_config(name, found.HELP))
     for name, module in STANDALONE_MODULES.items():
-        if command in (None, name):
+        if wanted(name):
             found = importlib.import_module(module)
             found.configure(sub.add_parser(name, help=found.HELP, description=found.HELP))
     return parser
@@ -134,7 +144,7 @@ def cmd_validate(path: str) -> int:
 
 def cmd_plugins() -> int:
     """Every installed plugin, imported on its own: exit 1 when any is broken."""
-    from .plugins import inspect_plugins
+    from .plugin_report import inspect_plugins
 
     reports = inspect_plugins()
     print(f"{'GROUP':<22} {'NAME':<18} {'DISTRIBUTION':<26} {'VERSION':<10} {'TYPES':<8} HOOKS")
@@ -177,6 +187,7 @@ def cmd_check(path: str) -> int:
         config = _load(path, registry)
     except ConfigError as exc:
         return _invalid(path, exc, as_log=False)
+    gc_pause.done()
     results = check_all(config, registry)  # type: ignore[arg-type]
     if not results:
         print("no destinations configured: nothing to check")
@@ -186,8 +197,8 @@ def cmd_check(path: str) -> int:
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
 
 
-def cmd_backup(path: str, progress: bool = True, collect: bool = True) -> int:
-    """One run; ``collect``: the garbage collector runs during it (``main`` paused it)."""
+def cmd_backup(path: str, progress: bool = True) -> int:
+    """One run of the daemon's pipeline, now."""
     from .plugins import load_registry
     from .processes import ProcessManager
     from .progress import progress_display
@@ -204,12 +215,9 @@ def cmd_backup(path: str, progress: bool = True, collect: bool = True) -> int:
 
         logger.info("No destination provided - skipping backup")
         return EXIT_OK
-    # The collector, paused by ``main`` while modules were imported and the config loaded,
-    # runs again for the run itself; what exists now lives until the process ends, so it is
-    # frozen out of the full collections a run of many files makes.
-    gc.freeze()
-    if collect:
-        gc.enable()
+    gc_pause.done()  # the run's own garbage is collected; what exists now lives to the end
+    import signal  # here: only ``backup`` forwards signals (an enum module: 3M instructions)
+
     processes = ProcessManager()
 
     def forward(signum: int, _frame: FrameType | None) -> None:
@@ -246,6 +254,7 @@ def cmd_daemon(path: str) -> int:
         config = _load(path, registry)
     except ConfigError as exc:
         return _invalid(path, exc, as_log=True)
+    gc_pause.done()
     daemon = Daemon(config, registry)  # type: ignore[arg-type]
     daemon.install_signal_handlers()
     return daemon.serve()
@@ -263,25 +272,16 @@ def main(
     # A known command named first (not after ``-h``, whose help lists them all, and not a
     # misspelt one, whose error lists them all too).
     first = words[0] if words and words[0] in _COMMANDS else None
-    args = _parser(prog, command=first).parse_args(argv)
-    if args.command != "backup":
+    # Every command is a process of its own: the objects its start-up makes (modules, classes,
+    # the config) are never garbage, and walking them in the collections their creation
+    # triggers, and again in the collection at exit, was a tenth of a start-up. The collector
+    # waits until they exist, then leaves them out (``gc_pause``).
+    with gc_pause.paused(whole_process=argv is None if whole_process is None else whole_process):
+        args = _parser(prog, command=first).parse_args(argv)
         return _dispatch(args)
-    # ``backup`` is a process of its own: the objects its start-up makes (modules, classes, the
-    # config) are never garbage, and walking them in the collections their creation triggers,
-    # and again in the collections at exit, was a tenth of its start-up. The collector waits
-    # until they exist, then leaves them out (``cmd_backup``: ``gc.freeze``).
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        return _dispatch(args, collect=collecting)
-    finally:
-        if not (argv is None if whole_process is None else whole_process):
-            gc.unfreeze()  # called in-process (tests): the caller's objects are its own again
-        if collecting:
-            gc.enable()
 
 
-def _dispatch(args: argparse.Namespace, collect: bool = True) -> int:
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("daemon", "backup"):
         logs = _import_logs()
         stream = None
@@ -304,7 +304,7 @@ def _dispatch(args: argparse.Namespace, collect: bool = True) -> int:
         if args.command == "check":
             return cmd_check(args.config)
         if args.command == "backup":
-            return cmd_backup(args.config, progress=not args.no_progress, collect=collect)
+            return cmd_backup(args.config, progress=not args.no_progress)
         return cmd_daemon(args.config)
     except ConfigError as exc:  # e.g. a plugin that fails to import
         return _invalid(

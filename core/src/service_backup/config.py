@@ -8,15 +8,15 @@ Every error ends with ``missing_properties_message``; no value of a secret field
 
 from __future__ import annotations
 
+import functools
 import re
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import attrs
 import cattrs
-import yaml
 from cattrs.gen import make_dict_structure_fn
 from cattrs.v import format_exception
 
@@ -24,6 +24,7 @@ from .cron import Schedule, ScheduleError, parse_schedule
 from .errors import ConfigError
 from .retention import RetentionPolicy
 from .secret import Secret, register_secrets, secret_field_values
+from .yaml_import import yaml
 
 if TYPE_CHECKING:
     from .destination import DestinationType
@@ -287,16 +288,19 @@ def make_converter() -> cattrs.Converter:
 
 
 CONVERTER: Final = make_converter()
-_METRICS_FROM_DICT: Final = make_dict_structure_fn(
-    MetricsConfig, CONVERTER, _cattrs_forbid_extra_keys=True
-)
+
+
+@functools.cache
+def _metrics_from_dict() -> Callable[[Mapping[str, Any], Any], MetricsConfig]:
+    """cattrs' function for ``metrics``, generated (compiled) only for a config that has one."""
+    return make_dict_structure_fn(MetricsConfig, CONVERTER, _cattrs_forbid_extra_keys=True)
 
 
 def _structure_metrics(value: Any, _: type) -> MetricsConfig:
     """``metrics: x`` is told as "expected a mapping", not as cattrs' internal AttributeError."""
     if not isinstance(value, Mapping):
         raise ValueError("expected a mapping with textfile and/or listen")
-    return _METRICS_FROM_DICT(value, MetricsConfig)
+    return _metrics_from_dict()(value, MetricsConfig)
 
 
 CONVERTER.register_structure_hook(MetricsConfig, _structure_metrics)

@@ -14,16 +14,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from .config import DestinationSpec
-from .context import RunContext
 from .destination import Destination
 from .errors import BackupError, DestinationError
 from .hookspecs import hookimpl
 from .progress import NULL_PROGRESS, TaskProgress
 from .results import StoredFile, UploadResult
 from .source import Source, SourceFile
+
+if TYPE_CHECKING:
+    from .context import RunContext
 
 T = TypeVar("T")
 _SIZE = operator.attrgetter("size")

@@ -9,19 +9,24 @@ that echoes its connection string must not put a password in the log.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from service_backup.config import BackupConfig
-from service_backup.context import RunContext
 from service_backup.hookspecs import hookimpl
-from service_backup.processes import CommandFailed
 from service_backup.secret import scrub, secret_field_values
+
+# Hook plugins are imported by every command (``restore`` too): the process manager (ctypes,
+# subprocess) and the run context are imported by the run that calls these hooks.
+if TYPE_CHECKING:
+    from service_backup.config import BackupConfig
+    from service_backup.context import RunContext
 
 #: Characters of a failing command's output in its error line: the end, where errors are.
 ERROR_OUTPUT_LIMIT: Final = 4096
 
 
 def _run(run: RunContext, command: str, what: str, separate_stderr: bool = False) -> str:
+    from service_backup.processes import CommandFailed
+
     secrets = secret_field_values(run.config)
     shown = scrub(command, secrets)
     try:

@@ -37,11 +37,14 @@ def load(path: str) -> tuple[BackupConfig, PluginRegistry]:
 
     Hook plugins are loaded too: they may declare top-level sections the config uses.
     """
+    from .. import gc_pause
     from ..config import load_config
     from ..plugins import load_registry
 
     registry = load_registry()
-    return load_config(path, registry), registry
+    config = load_config(path, registry)
+    gc_pause.done()  # start-up is over: the command's own work runs with the collector on
+    return config, registry
 
 
 def parse_date(text: str) -> datetime.date:

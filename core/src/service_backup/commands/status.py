@@ -160,6 +160,7 @@ def table(rows: list[DestinationStatus]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import gc_pause
     from ..config import load_config
     from ..plugins import load_registry
 
@@ -175,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"service-backup: invalid config {args.config}: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    gc_pause.done()  # start-up is over: the collector runs again for the listing
     now = datetime.datetime.now(datetime.UTC)
     rows = [destination_status(s, config, registry, max_age, now) for s in config.destinations]
     if args.json:
