@@ -168,3 +168,44 @@ def test_media_gets_carry_the_session_headers_and_a_fresh_token(
     for name, value in destination.session.headers.items():
         assert first.get(name.lower()) == value, f"the session's {name} header was not sent"
     assert "x-goog-api-client" in first, "google-auth's metrics header is missing"
+
+
+def test_a_read_closed_early_leaves_nothing_for_the_next_get(
+    gcs_server: GCSServer, fake_gcs, bucket_name: str
+) -> None:
+    """Media GETs skip ``requests.Response``: the bytes of an answer left half read must
+    never be taken for the next object's answer (``_download._close`` closes that
+    connection; urllib3 also drops a pooled connection that has bytes waiting)."""
+    bodies = {name: bytes([index]) * (256 * 1024) for index, name in enumerate(("a", "b", "c"))}
+
+    def respond(seen: Seen) -> Reply:
+        name = seen.path.rsplit("/", 1)[-1].removesuffix(".bin")
+        return 200, bodies[name], {"X-Goog-Generation": "1"}
+
+    fake = fake_gcs(respond)
+    with open_destination(gcs_server.config(bucket_name, endpoint=fake.url)) as destination:
+        with destination.open_read("a.bin") as stream:
+            assert stream.read(10) == bodies["a"][:10]
+        for name in ("b", "c"):
+            with destination.open_read(f"{name}.bin") as stream:
+                assert stream.read() == bodies[name], f"{name}.bin came back with other bytes"
+    assert len(fake.seen) == 3, "one GET per object"
+    assert fake.connections == 2, (
+        f"{fake.connections} connections for 3 objects: the half-read answer's connection "
+        "must be closed, the fully read one's reused"
+    )
+
+
+def test_a_refused_media_get_names_the_reason(
+    gcs_server: GCSServer, fake_gcs, bucket_name: str
+) -> None:
+    body = {"error": {"code": 403, "message": "no access", "errors": [{"reason": "forbidden"}]}}
+    fake = fake_gcs(lambda seen: (403, body))
+    with (
+        open_destination(gcs_server.config(bucket_name, endpoint=fake.url)) as destination,
+        pytest.raises(DestinationError) as failure,
+    ):
+        destination.open_read("k.bin")
+    message = str(failure.value)
+    assert f"access denied to bucket {bucket_name}" in message, message
+    assert "Traceback" not in message and "ya29." not in message, message

@@ -31,8 +31,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import google_crc32c
-import requests
-from google.api_core import exceptions as api_exceptions
+import urllib3
 
 from service_backup.backoff import retry
 from service_backup.errors import DestinationError, ObjectNotFound
@@ -47,7 +46,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def stored_hashes(response: requests.Response) -> dict[str, str]:
+def stored_hashes(response: urllib3.BaseHTTPResponse) -> dict[str, str]:
     """``X-Goog-Hash: crc32c=...,md5=...`` (repeated headers arrive joined by commas)."""
     found: dict[str, str] = {}
     for part in response.headers.get("x-goog-hash", "").split(","):
@@ -73,7 +72,7 @@ class StreamedRead(io.RawIOBase):
         self._crc = 0
         self._position = 0
         self._started = False
-        self._response: requests.Response | None = None
+        self._response: urllib3.BaseHTTPResponse | None = None
         self._verified = False
         self._what = f"reading {owner.where(key)}"
         self._guard = owner.guard(self._what)
@@ -108,14 +107,14 @@ class StreamedRead(io.RawIOBase):
             )
         return self._url  # unpinned: the CRC32C check at the end catches a mixed object
 
-    def _open(self) -> requests.Response:
+    def _open(self) -> urllib3.BaseHTTPResponse:
         resuming = self._started
         url = self._resume_url() if resuming else self._url
         headers = {"Range": f"bytes={self._position}-"} if resuming else {}
         with tracking(self._connections):
             response = self._owner.media_get(url, headers)
         try:
-            status = response.status_code
+            status = response.status
             if status == 404:
                 if resuming:
                     raise ObjectNotFound(
@@ -125,23 +124,23 @@ class StreamedRead(io.RawIOBase):
             if resuming and status == 200:
                 raise self._owner.errors.error(f"{self._what} failed: GCS ignored the Range")
             if status not in (200, 206):
-                raise api_exceptions.from_http_response(response)
+                raise self._owner.media_error(url, response)
             if resuming:
                 self._check_resumed(response)
             else:
                 self._describe(response)
         except BaseException:
-            response.close()
+            _close(response)
             raise
         return response
 
-    def _describe(self, response: requests.Response) -> None:
+    def _describe(self, response: urllib3.BaseHTTPResponse) -> None:
         """What the first answer says about the object: size, CRC32C, generation."""
         headers = response.headers
         self._generation = headers.get("x-goog-generation") or None
         self._expected = stored_hashes(response).get("crc32c")
         length = headers.get("x-goog-stored-content-length")
-        if length is None and response.status_code == 206:
+        if length is None and response.status == 206:
             length = headers.get("content-range", "").rpartition("/")[2]
         if length is None:
             length = headers.get("content-length")
@@ -152,7 +151,7 @@ class StreamedRead(io.RawIOBase):
                 f"{self._what} failed: GCS answered without the object's length"
             ) from None
 
-    def _check_resumed(self, response: requests.Response) -> None:
+    def _check_resumed(self, response: urllib3.BaseHTTPResponse) -> None:
         served = response.headers.get("x-goog-generation")
         if served and self._generation and served != self._generation:
             raise ObjectNotFound(
@@ -170,7 +169,7 @@ class StreamedRead(io.RawIOBase):
         try:
             if self._response is None:
                 self._response = self._open()
-            data: bytes = self._response.raw.read(wanted, decode_content=False)
+            data: bytes = self._response.read(wanted, decode_content=False)
             if not data:
                 raise ConnectionError("the download ended early")
             return data
@@ -265,7 +264,7 @@ class StreamedRead(io.RawIOBase):
 
     def _drop(self) -> None:
         if self._response is not None:
-            self._response.close()
+            _close(self._response)
             self._response = None
 
     def close(self) -> None:
@@ -273,3 +272,11 @@ class StreamedRead(io.RawIOBase):
             self._drop()
             self._watch.close()
         super().close()
+
+
+def _close(response: urllib3.BaseHTTPResponse) -> None:
+    """Done with ``response``, as ``requests.Response.close`` is: a connection whose answer was
+    read to its end is already back in the pool for the next GET; one cut short is closed (its
+    unread bytes must never reach the next request), and its pool slot given back."""
+    response.close()
+    response.release_conn()

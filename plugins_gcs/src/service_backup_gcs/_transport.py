@@ -113,8 +113,9 @@ class AbortableAdapter(requests.adapters.HTTPAdapter):
         return manager
 
 
-def mount(session: requests.Session, pool_size: int) -> None:
+def mount(session: requests.Session, pool_size: int) -> AbortableAdapter:
     """Give ``session`` abortable connections, ``pool_size`` per host (one per worker)."""
     adapter = AbortableAdapter(pool_connections=pool_size, pool_maxsize=pool_size)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
+    return adapter

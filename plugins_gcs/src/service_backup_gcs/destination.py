@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any, Final, TypeVar
 
 import requests
+import urllib3
 from google.api_core import exceptions as api_exceptions
 from google.auth.transport.requests import AuthorizedSession, Request
 from google.cloud import storage
@@ -113,7 +114,7 @@ class GCSDestination(Destination):
             found.credentials, refresh_status_codes=(), auth_request=self.auth_request
         )
         self.session.verify = verify
-        mount(self.session, self.file_concurrency + 1)
+        self._media_adapter = mount(self.session, self.file_concurrency + 1)
         options = {"api_endpoint": config.endpoint} if config.endpoint else None
         try:
             self._client = storage.Client(
@@ -143,10 +144,14 @@ class GCSDestination(Destination):
                 )
             ).url
         )
-        self._media_headers: requests.structures.CaseInsensitiveDict[str | bytes] = (
-            requests.structures.CaseInsensitiveDict(self.session.headers)
-        )
-        self._media_adapter = self.session.get_adapter(self._media_base)
+        self._media_headers: dict[str, str | bytes] = dict(self.session.headers)
+        self._media_pool = self._pool_for(self._media_base)
+        # Through an HTTP proxy (not tunnelled) the request line carries the whole URL.
+        prepared = requests.Request("GET", self._media_base).prepare()
+        in_line = self._media_adapter.request_url(prepared, self.session.proxies)
+        self._media_full_url = in_line.startswith(("http://", "https://"))
+        self._media_origin_length = len(self._media_base) - len(prepared.path_url)
+        self._media_timeout = urllib3.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT)
         self.reads = LateWatches(self.stop, READ_WATCHER)
 
     # ---------------------------------------------------------------------------- helpers
@@ -213,32 +218,58 @@ class GCSDestination(Destination):
         name = urllib.parse.quote(self.layout.full(key), safe="")
         return f"{self._media_base}{name}?alt=media"
 
-    def media_get(self, url: str, headers: dict[str, str]) -> requests.Response:
-        """A streamed GET of ``url`` (from ``media_url``) through the session's adapter.
+    def media_get(self, url: str, headers: dict[str, str]) -> urllib3.BaseHTTPResponse:
+        """A streamed GET of ``url`` (from ``media_url``) on the session's connection pool.
 
-        What ``session.get`` does, minus the work that changes nothing here but costs about
-        0.25 ms per call, as much as the rest of reading a small object: merging the
-        session's headers, cookies, hooks and proxy settings into a new request, parsing and
-        re-quoting a URL that is already encoded, and looking for cookies and redirects in
-        the answer (a media GET has neither; a redirect would fail the read as an unexpected
-        status). The request carries the session's headers and the credentials' own
-        (``before_request`` refreshes an expiring token, as ``AuthorizedSession`` does); it
-        goes out through the session's own adapter and connection pool.
+        What ``session.get`` does, minus the layers that change nothing here but cost about
+        a third of the client's work per small object (callgrind, 1.74M -> ~1.2M
+        instructions per 16 KiB read): merging the session's headers, cookies, hooks and
+        proxy settings into a new request, re-quoting a URL that is already encoded, and
+        wrapping urllib3's answer in a ``requests.Response`` (its cookie extraction and
+        header copy). The request carries the session's headers and the credentials' own
+        (``before_request`` refreshes an expiring token, as ``AuthorizedSession`` does). It
+        goes out through the pool of the session's own adapter (found once through
+        ``HTTPAdapter.get_connection_with_tls_context``, so proxy, TLS verification and the
+        stall guard's abortable connections are the session's), with the adapter's retry
+        setting, no redirects and the body left undecoded, as ``HTTPAdapter.send`` sends it.
         """
-        request = requests.PreparedRequest()
-        request.method = "GET"
-        request.url = url
-        request.headers = self._media_headers.copy()
-        request.headers.update(headers)
-        self.session.credentials.before_request(self.auth_request, "GET", url, request.headers)
-        return self._media_adapter.send(
-            request,
-            stream=True,
-            timeout=self.timeout,
-            verify=self.session.verify,
-            cert=self.session.cert,
-            proxies=self.session.proxies,
+        request_headers = dict(self._media_headers)
+        if headers:
+            request_headers.update(headers)
+        self.session.credentials.before_request(self.auth_request, "GET", url, request_headers)
+        target = url if self._media_full_url else url[self._media_origin_length :]
+        try:
+            return self._media_pool.urlopen(
+                "GET",
+                target,
+                headers=request_headers,
+                redirect=False,
+                assert_same_host=False,
+                preload_content=False,
+                decode_content=False,
+                retries=self._media_adapter.max_retries,
+                timeout=self._media_timeout,
+            )
+        except urllib3.exceptions.ClosedPoolError:
+            # The pool manager dropped the pool (too many hosts): take the current one.
+            self._media_pool = self._pool_for(self._media_base)
+            raise
+
+    def _pool_for(self, url: str) -> Any:
+        """The adapter's connection pool for ``url``, TLS settings applied as ``send`` does."""
+        prepared = requests.Request("GET", url).prepare()
+        verify, cert = self.session.verify, self.session.cert
+        pool = self._media_adapter.get_connection_with_tls_context(
+            prepared, verify, proxies=self.session.proxies, cert=cert
         )
+        self._media_adapter.cert_verify(pool, url, verify, cert)
+        return pool
+
+    def media_error(self, url: str, response: urllib3.BaseHTTPResponse) -> Exception:
+        """The SDK's exception for an unexpected media GET answer (its body read, closed)."""
+        prepared = requests.Request("GET", url).prepare()
+        with self._media_adapter.build_response(prepared, response) as wrapped:
+            return api_exceptions.from_http_response(wrapped)
 
     def _get_json(self, url: str, params: dict[str, Any]) -> dict[str, Any] | None:
         """A JSON API GET through the guarded session; None for a 404."""
