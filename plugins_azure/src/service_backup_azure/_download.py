@@ -143,10 +143,13 @@ class BlobRead(io.RawIOBase):
         self._turn = threading.Condition()
         self._depth = prefetch
         self._thread: threading.Thread | None = None
+        #: The whole blob, when it was read (and checked) whole on opening.
+        self.whole: bytes | None = None
         try:
             self._attempts(lambda: self._open(0))
             if self._size <= whole_max:
-                self._current = memoryview(self._attempts(self._read_whole))
+                self.whole = self._attempts(self._read_whole)
+                self._current = memoryview(self.whole)
                 self._ended = True
         except BaseException:
             self._drop()

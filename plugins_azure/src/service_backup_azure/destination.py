@@ -486,8 +486,17 @@ class AzureDestination(Destination):
             marker = page.next_marker
 
     def open_read(self, key: str) -> IO[bytes]:
-        """One streaming GET, checked and resumed where it broke (``_download``)."""
-        return io.BufferedReader(BlobRead(self, key, READ_WHOLE_MAX), READ_BUFFER)  # type: ignore[return-value]
+        """One streaming GET, checked and resumed where it broke (``_download``).
+
+        A blob read whole on opening (up to ``READ_WHOLE_MAX``) is handed out as a ``BytesIO``
+        over its checked bytes (no copy, no read buffer to allocate); a bigger one through a
+        ``BufferedReader``.
+        """
+        read = BlobRead(self, key, READ_WHOLE_MAX)
+        if read.whole is not None:
+            read.close()
+            return io.BytesIO(read.whole)
+        return io.BufferedReader(read, READ_BUFFER)  # type: ignore[return-value]
 
     # -- what _download needs from the container client ------------------------------------
 
