@@ -25,6 +25,13 @@ reading a 1 GiB file into tmpfs with sha256 (interleaved, same sshd, loaded mach
 paramiko's: its transport thread (~1.5 s per GiB: one packet of 32 KiB at a time, sshd caps
 them whatever maximum we announce, about six copies of each byte) and the reader's sha256.
 
+A write request leaves as packet-sized pieces (``_send_write``): its head with the first
+bytes of data, then a view of the rest, never joined into one buffer. paramiko copies each
+byte four times on its way to the socket (Message, packet, padding, cipher input); the join
+was a fifth, into a fresh 255 KiB allocation each time. 200 files of 1 MiB: 7,223 packets
+either way, minor page faults 25.7k -> 17.7k, 887M -> 867M instructions for 20 of them
+(callgrind, sha256 included).
+
 Memory stays bounded: a stream keeps at most ``MAX_IN_FLIGHT`` write requests outstanding
 and sending blocks on the server's channel window (2 MiB for OpenSSH), whatever the file size;
 a ``ReadStream`` keeps at most ``READ_IN_FLIGHT`` read requests outstanding, asks for more only
@@ -88,6 +95,12 @@ READ_IN_FLIGHT = 16
 #: buffer that fills to the window while the reader writes and hashes, that move copied each
 #: byte up to three more times (a third of the reader's ``memmove`` time, perf).
 BULK_READ_DATA = 4 * 1024 * 1024
+
+#: ``Channel.send`` puts at most the server's maximum packet size less this in one packet
+#: (``Channel._wait_for_send_window``); ``packet_room`` sizes the pieces of a write by it.
+PARAMIKO_PACKET_HEADROOM = 64
+#: A floor for ``packet_room`` (a server announcing a tiny maximum gets small packets anyway).
+MIN_PACKET_ROOM = 1024
 
 #: The private parts of paramiko this module relies on: (owner, name, parameters or None for
 #: an attribute). ``tests/scp`` checks each against the installed paramiko.
@@ -174,17 +187,55 @@ def _number(client: paramiko.SFTPClient) -> int:
     return num
 
 
-def _write_frame(num: int, handle: bytes, offset: int, data: bytes) -> bytearray:
-    """A WRITE request with the data copied once (joining the fields would copy it thrice)."""
-    head = struct.pack(">I", num) + _field(handle) + struct.pack(">Q", offset)
-    frame = bytearray(struct.pack(">IB", 1 + len(head) + 4 + len(data), CMD_WRITE))
-    frame += head
-    frame += struct.pack(">I", len(data))
-    frame += data
-    return frame
+def _write_head(num: int, encoded_handle: bytes, offset: int, length: int) -> bytes:
+    """A WRITE request up to its data: length, kind, number, handle, offset, data length."""
+    size = 1 + 4 + len(encoded_handle) + 8 + 4 + length
+    return (
+        struct.pack(">IBI", size, CMD_WRITE, num)
+        + encoded_handle
+        + struct.pack(">QI", offset, length)
+    )
 
 
-def _send(client: paramiko.SFTPClient, frame: bytes | bytearray) -> None:
+def packet_room(channel: paramiko.Channel) -> int:
+    """How many bytes of channel data paramiko puts in one SSH packet on ``channel``.
+
+    ``Channel.send`` sends at most the server's maximum packet size less
+    ``PARAMIKO_PACKET_HEADROOM`` per call (32,704 bytes for OpenSSH's 32 KiB): pieces of
+    exactly that size each become one packet (``tests/scp`` checks the figure against the
+    installed paramiko through ``Channel.send``'s answer).
+    """
+    return max(MIN_PACKET_ROOM, int(channel.out_max_packet_size) - PARAMIKO_PACKET_HEADROOM)
+
+
+def _send_write(channel: paramiko.Channel, room: int, head: bytes, data: bytes) -> None:
+    """A WRITE request (``head`` and ``data``) as packet-sized pieces, without joining them.
+
+    Joining the request into one buffer copied every byte once more, into a fresh 255 KiB
+    allocation (page faults too). Here the first piece is the head and the first bytes of the
+    data (one packet's worth copied); the rest goes as a view, which paramiko cuts into
+    packets of ``room`` bytes: the same packets as before, one copy fewer.
+    """
+    first = room - len(head)
+    if len(data) <= first:
+        _send_all(channel, head + data)
+        return
+    view = memoryview(data)
+    _send_all(channel, head + view[:first])
+    _send_all(channel, view[first:])
+
+
+def _send_all(channel: paramiko.Channel, data: bytes | memoryview) -> None:
+    """``SFTPClient._write_all`` on the channel: a closed channel raises (``sendall`` would
+    loop on a channel that stopped taking data)."""
+    while len(data):
+        sent = channel.send(data)
+        if sent <= 0:
+            raise EOFError("the SFTP channel stopped taking data")
+        data = data[sent:]
+
+
+def _send(client: paramiko.SFTPClient, frame: bytes | bytearray | memoryview) -> None:
     """Through a memoryview, so the channel's partial sends do not copy the rest each time."""
     client._write_all(memoryview(frame))
 
@@ -235,6 +286,9 @@ class Stream:
     def __init__(self, client: paramiko.SFTPClient, handle: bytes) -> None:
         self.client = client
         self.handle = handle
+        self.encoded = _field(handle)
+        self.channel = client.get_channel()
+        self.room = packet_room(self.channel)
         self.replies = _Replies(client)
         self.writes: set[int] = set()
         self.error: OSError | None = None
@@ -254,7 +308,9 @@ class Stream:
     def send(self, offset: int, data: bytes) -> None:
         num = _number(self.client)
         self.writes.add(num)
-        _send(self.client, _write_frame(num, self.handle, offset, data))
+        _send_write(
+            self.channel, self.room, _write_head(num, self.encoded, offset, len(data)), data
+        )
         if len(self.writes) > MAX_IN_FLIGHT:
             self.drain(MAX_IN_FLIGHT // 2)
             self.raise_if_failed()
@@ -657,7 +713,9 @@ class Batch:
     table (a weak-reference dictionary, costly per request): ``_collect`` matches the answers
     by number itself. Framed requests are sent whenever ``SEND_AT`` bytes have gathered, so a
     batch of whole files is never copied into one buffer, and ``progress`` (the stall guard)
-    sees the bytes as the channel accepts them.
+    sees the bytes as the channel accepts them. Each send but the last is a whole number of
+    packets (``packet_room``); the rest waits for the next: a send of 256 KiB and a bit cut
+    off a tiny ninth packet every time, one packet in nine.
     """
 
     SEND_AT = 256 * 1024
@@ -669,6 +727,7 @@ class Batch:
         self.progress = progress
         self.numbers: dict[int, int] = {}
         self.pending = bytearray()
+        self.room = packet_room(client.get_channel())
 
     def _next(self) -> int:
         num = _number(self.client)
@@ -691,17 +750,22 @@ class Batch:
         if len(self.pending) >= self.SEND_AT:
             self.flush()
 
-    def flush(self) -> None:
-        if self.pending:
-            _send(self.client, self.pending)
-            if self.progress is not None:
-                self.progress(len(self.pending))
-            self.pending = bytearray()
+    def flush(self, everything: bool = False) -> None:
+        """Send the whole packets gathered (``everything``: all that is gathered)."""
+        pending = self.pending
+        cut = len(pending) if everything else len(pending) - len(pending) % self.room
+        if not cut:
+            return
+        with memoryview(pending) as view:
+            _send(self.client, view[:cut])
+            self.pending = bytearray(view[cut:])
+        if self.progress is not None:
+            self.progress(cut)
 
     def replies(self, data_only: bool = False) -> list[Reply]:
         """Send what is left and return every answer, in request order (a DATA answer as its
         data alone with ``data_only``, see ``_Replies``)."""
-        self.flush()
+        self.flush(everything=True)
         return _collect(self.client, self.numbers, data_only)
 
 
