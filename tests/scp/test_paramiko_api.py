@@ -80,3 +80,39 @@ def test_only_sftp_module_frames_requests_or_touches_private_names() -> None:
         if match is not None
     ]
     assert found == [], f"private paramiko API used outside _sftp.py: {', '.join(found)}"
+
+
+def test_a_piece_of_packet_room_bytes_is_what_one_channel_send_takes(sshd: SshServer) -> None:
+    """``_sftp._send_write`` cuts a write into pieces of ``packet_room`` bytes so that each is
+    one SSH packet; paramiko must still take exactly that much per ``Channel.send``.
+
+    Sent as a real SFTP write (an SFTP channel reads every byte as a request), whose stored
+    size is checked after.
+    """
+    folder = sshd.root / f"api-{uuid.uuid4().hex}"
+    folder.mkdir()
+    raw = {
+        "user": sshd.user,
+        "server": sshd.host,
+        "port": sshd.port,
+        "destination": str(folder),
+        "fingerprint": sshd.keyscan,
+        "key": sshd.client_key,
+    }
+    config = structure_destination_config(raw, ScpConfig)
+    with ScpDestination(config, DestinationContext("api")) as dest, dest.pool.session() as s:
+        stream = _sftp.open_for_write(s.client, str(folder / "piece"), 0o600)
+        room = _sftp.packet_room(stream.channel)
+        assert room == stream.channel.out_max_packet_size - _sftp.PARAMIKO_PACKET_HEADROOM
+        data = bytes(room + 1000)
+        num = _sftp._number(s.client)
+        stream.writes.add(num)
+        frame = _sftp._write_head(num, stream.encoded, 0, len(data)) + data
+        sent = stream.channel.send(frame)
+        assert sent == room, (
+            f"paramiko {importlib.metadata.version('paramiko')} sent {sent} bytes in one "
+            f"Channel.send, not {room} (the server's maximum packet size less "
+            f"{_sftp.PARAMIKO_PACKET_HEADROOM}): adapt _sftp.PARAMIKO_PACKET_HEADROOM"
+        )
+        _sftp._send_all(stream.channel, memoryview(frame)[sent:])
+        assert stream.finish(None) == len(data), "the write of the test did not arrive whole"

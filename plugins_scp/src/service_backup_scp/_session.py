@@ -38,6 +38,7 @@ from paramiko.ssh_exception import IncompatiblePeer
 from service_backup.errors import DestinationError, one_line
 
 from ._hostkeys import NEGOTIATE, KnownKey, parse_fingerprint, sha256_fingerprint
+from ._sftp import use_packet_pipe
 
 # paramiko logs its own view of failures (with tracebacks) through the logging module; with no
 # handler configured Python would print them on stderr. The destination reports every failure
@@ -292,6 +293,7 @@ def open_sftp(transport: paramiko.Transport, where: str, timeout: float) -> para
     if client is None:
         raise DestinationError(f"cannot open an SFTP session on {where}")
     client.get_channel().settimeout(timeout)
+    use_packet_pipe(client)
     return client
 
 

@@ -789,20 +789,22 @@ class _RemoteReader(io.RawIOBase):
         (callers such as the manifest reader take one ``read(n)`` as the whole object)."""
         if size is None or size < 0:
             return self.readall()
-        parts: list[bytes | memoryview] = []
+        parts: _sftp.Piece = []
         wanted = size
         while wanted > 0 and (piece := self._piece()):
-            if len(piece) > wanted:  # keep the rest for the next read (views: no copy)
-                self._stream.put_back(piece[wanted:])
-                piece = piece[:wanted]
-            parts.append(piece)
-            wanted -= len(piece)
+            got = _sftp.piece_size(piece)
+            if got > wanted:  # keep the rest for the next read (views: no copy)
+                piece, rest = _sftp.cut_piece(piece, wanted)
+                self._stream.put_back(rest)
+                got = wanted
+            parts += piece
+            wanted -= got
         # The one copy of the bytes on our side: from paramiko's hand-over into what we return.
         data = bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
         self._guard.progress(len(data))
         return data
 
-    def _piece(self) -> bytes | memoryview:
+    def _piece(self) -> _sftp.Piece:
         try:
             return self._stream.read()
         except LINK_ERRORS as exc:
@@ -814,10 +816,10 @@ class _RemoteReader(io.RawIOBase):
             raise DestinationError(f"cannot read {where}: {_sftp_text(exc)}") from None
 
     def readall(self) -> bytes:
-        parts = []
-        while data := self._piece():
-            self._guard.progress(len(data))
-            parts.append(data)
+        parts: _sftp.Piece = []
+        while piece := self._piece():
+            self._guard.progress(_sftp.piece_size(piece))
+            parts += piece
         return b"".join(parts)
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
