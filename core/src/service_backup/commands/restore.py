@@ -317,6 +317,9 @@ class Restorer:
                 self.stop.set()
                 for worker in workers:
                     worker.join()
+                if self._flush is not None:  # interrupted: nothing to report as flushed
+                    self._flush.close()
+                    self._flush = None
                 raise
         finally:
             self.stop.set()
