@@ -1,4 +1,4 @@
-"""Kernel copies (``copy_file_range``) of big files: the local upload and ``restore``.
+"""Kernel copies (``copy_file_range``) of big files: the upload to a local destination.
 
 Real files on the test's file system. ``os.copy_file_range`` is only ever wrapped to count
 its calls (the kernel still copies) or, to force the fallback paths, replaced by one that

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import io
 import json
 import os
 import threading
@@ -66,53 +65,6 @@ def test_restore_of_a_large_file_keeps_memory_bounded(
         f"RSS grew by {peak.growth / MiB:.1f} MiB restoring a {RESTORE_SIZE // MiB} MiB file "
         f"(allowed {MAX_RESTORE_GROWTH // MiB} MiB)"
     )
-
-
-@pytest.mark.parametrize("how", ["unsupported", "no-fileno"])
-def test_restore_from_local_without_the_kernel_copy(
-    local: World,
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-    how: str,
-) -> None:
-    """Where ``copy_file_range`` cannot copy, or the stream is not a file, restore reads it."""
-    data = os.urandom(9 * MiB + 3)  # above the size restore hashes beside the copy
-    (local.source / "dump.rdb").write_bytes(data)
-    assert local.backup().ok
-    if how == "unsupported":
-        monkeypatch.setattr(os, "copy_file_range", refuse_copy)
-    else:
-        real_open = LocalDestination.open_read
-        monkeypatch.setattr(
-            LocalDestination, "open_read", lambda self, key: NoFileno(real_open(self, key))
-        )
-    target = tmp_path / "restored"
-    code, out, err = cli(capsys, "restore", str(local.config_path), "--to", str(target))
-    assert code == 0, out + err
-    assert (target / "dump.rdb").read_bytes() == data, f"{how}: restored bytes differ"
-
-
-def refuse_copy(*args: int) -> int:
-    raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
-
-
-class NoFileno(io.RawIOBase):
-    """A plugin's own stream over a file: readable, but no ``fileno`` to copy from."""
-
-    def __init__(self, inner: Any) -> None:
-        super().__init__()
-        self._inner = inner
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        return self._inner.readinto(buffer)
-
-    def close(self) -> None:
-        self._inner.close()
-        super().close()
 
 
 class LosesAFile:
@@ -354,27 +306,20 @@ def test_a_failed_flush_of_the_target_fails_the_restore(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The one ``syncfs`` at the end is the restore's durability: when it reports a write-back
+    """The ``syncfs`` at the end is the restore's durability: when it reports a write-back
     error the restore says FAIL (exit 1) naming the target, never ``ok``."""
-    from service_backup.commands import restore
+    from service_backup import file_sync
 
+    from .test_restore_copy import recording_syncfs
+
+    if not file_sync.has_syncfs():
+        pytest.skip("libc without syncfs: the fallback's sync reports nothing")
     (local.source / "a.txt").write_bytes(b"some bytes")
     assert local.backup().ok
-    flushed: list[Path] = []
-    monkeypatch.setattr(
-        restore, "sync_file_system", lambda folder: flushed.append(folder) or "Input/output error"
-    )
+    calls = recording_syncfs(monkeypatch, fail={1: errno.EIO})
     target = tmp_path / "restored"
     code, out, err = cli(capsys, "restore", str(local.config_path), "--to", str(target))
     assert code == 1, f"a failed flush exited {code}: {out + err}"
-    assert flushed == [target], f"expected one flush of the target, got {flushed}"
+    assert [what for _, what, _ in calls] == [str(target)], f"expected one flush: {calls}"
     assert f"FAIL {target}: not flushed to disk (Input/output error)" in out, out
     assert "ok restored" not in out, f"reported ok although the flush failed: {out}"
-
-
-def test_sync_file_system_flushes_a_folder_and_names_what_went_wrong(tmp_path: Path) -> None:
-    from service_backup.commands.restore import sync_file_system
-
-    assert sync_file_system(tmp_path) is None, "syncfs of a plain folder failed"
-    why = sync_file_system(tmp_path / "gone")
-    assert why is not None and "No such file" in why, f"unexpected reason: {why!r}"

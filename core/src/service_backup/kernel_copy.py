@@ -4,14 +4,14 @@ Copying a big file from one local file to another through Python costs two copie
 into and out of user space (``pread`` + ``write``) on top of the sha256 the run manifest needs.
 ``copy_file_range(2)`` moves the bytes inside the kernel (page cache to page cache, or shared
 extents on file systems that can reflink), so only the hash is left in user space. The upload
-to a local destination (``Source.copy_into``) and ``restore`` from a local destination both
-copy this way; this module is the one place that does it.
+to a local destination (``Source.copy_into``) copies this way; this module is the one place
+that does it. (``restore`` does not: reading the bytes back put the read-back on the hash's
+thread, its critical path; it reads, writes and hashes the very buffers written instead.)
 
 What is hashed: the *destination's* bytes, read back (``pread``, from the page cache they were
 just written into) on a helper thread while the kernel copies the next chunk. That is what a
-run manifest must describe and what ``restore`` must check — the bytes stored — rather than
-bytes read from the source, which the kernel copy never hands to user space. Why that is
-sound:
+run manifest must describe — the bytes stored — rather than bytes read from the source, which
+the kernel copy never hands to user space. Why that is sound:
 
 - The destination is a file this process has just created (``O_EXCL``) and nobody else writes:
   the range hashed is the range the kernel wrote, byte for byte.
@@ -19,7 +19,7 @@ sound:
   as a ``read`` of a file being written may — and the hash then describes that mixture
   faithfully. Catching the change is the caller's job, as it is for a read: ``Source`` compares
   size and mtime with the listing once the copy is done, *before* reporting it complete, and
-  the file is removed; ``restore`` compares the hash with the manifest before renaming.
+  the file is removed.
 - On a file system that shares extents instead of copying (XFS, Btrfs: a reflink), the
   destination's pages are not in the page cache and the hash reads them from disk: slower
   than hashing the cached source, but still the stored bytes, which is the point.

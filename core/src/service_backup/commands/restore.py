@@ -6,7 +6,16 @@ and sha256 match the manifest, so a damaged object never appears under its name.
 are restored at once. A name stored %XX-escaped because it is not UTF-8 (``"escaped": true`` in
 the manifest, see ``service_backup.names``) is written under its original bytes. Manifest paths
 that are absolute or contain ``..`` refuse the whole restore before anything is written; an
-existing symlink inside the target is never followed.
+existing symlink inside the target is never followed. What is restored is made durable with
+one ``syncfs`` of the target's file system at the end (``file_sync.FolderFlush``, whose
+write-back starts while files are still being written).
+
+What is hashed is exactly the bytes handed to ``write`` for the temporary file, from every
+destination alike, local included; they are not read back. The file is one this process just
+created (``O_EXCL``, never through a link) and nobody else writes, and ``write`` either takes
+every byte given (short writes are continued) or fails the file, so its content is the bytes
+hashed. Reading them back (as a kernel copy must, never seeing them) would re-read the same
+page cache, and cost the hashing thread of a big file a sixth of its time.
 
 Exit status: 0 every file restored and verified; 1 a file missing, unreadable or not matching
 (each named on stdout), a target whose final flush to disk failed, or a destination that could
@@ -19,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import hashlib
 import io
 import itertools
@@ -29,12 +37,13 @@ import stat
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import attrs
 
-from .. import file_sync, kernel_copy
+from .. import file_sync
 from ..destination import Destination
 from ..errors import ObjectNotFound
 from ..manifest import unsafe_path
@@ -48,11 +57,19 @@ if TYPE_CHECKING:
 HELP = "download and verify the files of the newest complete run (or of --date) into a folder"
 
 READ_CHUNK = 1024 * 1024
+#: Files up to this size are read in one piece (a read of one byte more than the manifest
+#: says, to find a longer object), written with one ``write`` and hashed with one call.
+SMALL_FILE = READ_CHUNK
 #: Files of at least this size are hashed by a helper thread beside the copy; smaller ones
 #: inline (several files at once already keep both cores busy).
 PIPELINE_MIN = 8 * READ_CHUNK
+#: Bytes per read of a big file: a chunk is read and written while it is still in the CPU's
+#: cache, then hashed on the helper thread.
+PIPELINE_CHUNK = READ_CHUNK
 #: Chunks read but not yet hashed, at most (per large file being restored).
-PIPELINE_DEPTH = 2
+PIPELINE_DEPTH = 4
+#: A big file's write-back to disk is started every this many bytes (``start_writeback``).
+WRITEBACK_CHUNK = 8 * READ_CHUNK
 TEMP_MARK = ".service-backup-restore-"
 PROGRESS_EVERY = 2.0
 
@@ -200,31 +217,21 @@ def restore_run(
     return _common.EXIT_OK if not failed else _common.EXIT_FAILED
 
 
-def sync_file_system(folder: Path) -> str | None:
-    """Flush the target's file system once (``syncfs``), like ``sync -f``: one flush for the
-    whole tree rather than an fsync per file, and not every file system of the machine.
+def flush_target(flush: file_sync.FolderFlush) -> str | None:
+    """Finish the target's flush (``syncfs``, like ``sync -f``: one flush for the whole tree
+    rather than an fsync per file, and not every file system of the machine) and close it.
 
     Returns why the flush failed (None: every restored byte is on disk). ``syncfs`` reports
-    a write-back error (``EIO``, ``ENOSPC``) that hit the file system since it was last
-    reported, so a restore whose bytes did not reach the disk does not say ``ok``. Where libc
+    a write-back error (``EIO``, ``ENOSPC``) that hit the file system since the target was
+    opened, so a restore whose bytes did not reach the disk does not say ``ok``. Where libc
     has no ``syncfs`` the whole machine is flushed (``sync``), which reports nothing.
     """
-    if not file_sync.has_syncfs():
-        os.sync()
-        return None
     try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        flush.finish()
     except OSError as exc:
-        return f"cannot open it to flush it: {exc.strerror or exc}"
-    try:
-        file_sync.syncfs(fd, folder)
-    except OSError as exc:
-        if exc.errno == errno.ENOSYS:  # a kernel without the call
-            os.sync()
-            return None
         return exc.strerror or str(exc)
     finally:
-        os.close(fd)
+        flush.close()
     return None
 
 
@@ -232,12 +239,13 @@ class Restorer:
     """Restores files into ``target``, ``destination.file_concurrency`` at a time.
 
     The workers take the next file from one shared list (no future per file: with thousands
-    of small files the executor's bookkeeping cost as much as the files). A file larger than
-    ``PIPELINE_MIN`` is hashed by a helper thread while the worker goes on reading and
-    writing, so that sha256 (about 0.6 s per GiB) overlaps the copy instead of adding to it;
-    at most ``PIPELINE_DEPTH`` chunks wait for the hash, so memory stays bounded. From a
-    destination that hands out real files (``local``) the kernel copies instead
-    (``kernel_copy``) and the helper thread hashes the restored bytes as written.
+    of small files the executor's bookkeeping cost as much as the files). Every file is read
+    from ``open_read``, written to its temporary name and hashed from the very bytes written;
+    nothing is read back. A small file is one read, one write and one hash call. A file of
+    at least ``PIPELINE_MIN`` is hashed by a helper thread while the worker goes on reading
+    and writing, so that sha256 (about 0.6 s per GiB, on one core) overlaps the copy instead
+    of adding to it; at most ``PIPELINE_DEPTH`` chunks wait for the hash, so memory stays
+    bounded, and from a file (``local``) the chunks are read into the same few buffers.
     """
 
     def __init__(self, destination: Destination, prefix: str, target: Path, config: object):
@@ -246,7 +254,7 @@ class Restorer:
         self.target = target
         self.config = config
         self.progress = Progress(files=0, total=0)
-        #: Why the final flush of the target failed (``sync_file_system``); None: it did not.
+        #: Why the final flush of the target failed (``flush_target``); None: it did not.
         self.flush_error: str | None = None
         self.stop = threading.Event()
         self._dirs_lock = threading.Lock()
@@ -255,6 +263,8 @@ class Restorer:
         #: Temporary names: one random token per restore and a counter (``O_EXCL`` guards).
         self._token = os.urandom(6).hex()
         self._serial = itertools.count()
+        #: The target's file system flush, opened before the first byte is written.
+        self._flush: file_sync.FolderFlush | None = None
 
     def restore(self, files: tuple[StoredFile, ...]) -> list[str]:
         """Every file, several at once; the problems found, sorted by path.
@@ -266,6 +276,10 @@ class Restorer:
         about 45 futex calls and one context switch per file, for no gain on two cores).
         """
         self.progress = Progress(files=len(files), total=sum(f.size for f in files))
+        try:
+            self._flush = file_sync.FolderFlush(self.target)
+        except OSError as exc:  # restored all the same; the restore then fails as not flushed
+            self.flush_error = f"cannot open it to flush it: {exc.strerror or exc}"
         serial = self.destination.serial_file_size
         inline = [f for f in files if f.size <= serial] if serial else []
         pooled = [f for f in files if f.size > serial] if serial else list(files)
@@ -303,12 +317,17 @@ class Restorer:
                 self.stop.set()
                 for worker in workers:
                     worker.join()
+                if self._flush is not None:  # interrupted: nothing to report as flushed
+                    self._flush.close()
+                    self._flush = None
                 raise
         finally:
             self.stop.set()
             ticker.join()
+            flush, self._flush = self._flush, None
         print(self.progress.line(), file=sys.stderr, flush=True)
-        self.flush_error = sync_file_system(self.target)
+        if flush is not None:
+            self.flush_error = flush_target(flush)
         return sorted(outcomes)
 
     def _report(self) -> None:
@@ -328,6 +347,8 @@ class Restorer:
             temp = f"{parent}/{TEMP_MARK}{self._token}-{next(self._serial)}"
             digest, size = self._download(f"{self.prefix}/{entry.path}", temp, entry.size)
             if size != entry.size:
+                if size > entry.size:
+                    return f"{entry.path}: longer than the {entry.size} bytes the manifest says"
                 return f"{entry.path}: read {size} bytes, manifest says {entry.size}"
             if digest != entry.sha256:
                 return (
@@ -353,89 +374,108 @@ class Restorer:
                     os.unlink(temp)
 
     def _download(self, key: str, temp: str, expected: int) -> tuple[str, int]:
-        """Stream ``key`` into the new file ``temp``: (sha256 hex, bytes) of what was read.
+        """Stream ``key`` into the new file ``temp``: (sha256 hex, bytes) of what was written.
 
-        When the destination hands out a real file (``local``), the kernel copies it
-        (``_copy_kernel``); otherwise the stream is read and written.
+        At most one byte more than ``expected`` is read: an object found longer than the
+        manifest says is not the file (whatever its length, it is not read to the end).
         """
-        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
         with self.destination.open_read(key) as stream:
             fd = os.open(temp, flags, 0o600)
             try:
-                if expected >= kernel_copy.KERNEL_COPY_MIN:
-                    copied = self._copy_kernel(stream, fd, expected)
-                    if copied is not None:
-                        return copied
+                if expected <= SMALL_FILE:
+                    return self._copy_small(stream, fd, expected)
                 if expected >= PIPELINE_MIN:
-                    return self._copy_hashing_aside(stream, fd)
-                return self._copy(stream, fd)
+                    return self._copy_hashing_aside(stream, fd, expected)
+                return self._copy(stream, fd, expected)
             finally:
                 os.close(fd)
 
-    def _copy_kernel(self, stream: IO[bytes], fd: int, expected: int) -> tuple[str, int] | None:
-        """Copy a stream that is a regular file with ``copy_file_range``; None if it is not.
+    def _copy_small(self, stream: IO[bytes], fd: int, expected: int) -> tuple[str, int]:
+        """A file of at most ``SMALL_FILE`` bytes: read whole, one write, one hash call."""
+        data = _read_up_to(stream, expected + 1)
+        if self.stop.is_set():
+            raise RestoreAborted()
+        if data:
+            _write_all(fd, data)
+        self._wrote(len(data))
+        return hashlib.sha256(data).hexdigest(), len(data)
 
-        The hash is of the bytes written to ``temp``, read back (``kernel_copy``): the very
-        bytes that are renamed into place if it matches the manifest, which is the check that
-        matters. Only an untouched stream (position 0) of a file of exactly the manifest's
-        size is copied this way; anything else (a pipe, a socket, a plugin's own stream, a
-        size that does not match) takes the reading path, which reports what it finds.
-        """
-        source = _file_descriptor(stream, expected)
-        if source is None:
-            return None
+    def _wrote(self, n: int) -> None:
+        """``n`` bytes of a file written, whose write-back nobody started yet."""
+        self.progress.add(n)
+        if self._flush is not None:
+            self._flush.wrote(n)
 
-        def progress(n: int) -> None:
-            if self.stop.is_set():
-                raise RestoreAborted()
-            self.progress.add(n)
-
-        try:
-            copied = kernel_copy.copy_hashing(source, fd, expected, progress=progress)
-        except kernel_copy.Unsupported:
-            return None
-        size = copied.size
-        if size == expected and os.pread(source, 1, expected):
-            size = max(os.fstat(source).st_size, expected + 1)  # grew since: not this object
-        return copied.sha256, size
-
-    def _copy(self, stream: IO[bytes], fd: int) -> tuple[str, int]:
+    def _copy(self, stream: IO[bytes], fd: int, expected: int) -> tuple[str, int]:
         digest = hashlib.sha256()
         size = 0
-        while chunk := stream.read(READ_CHUNK):
+        while chunk := stream.read(min(READ_CHUNK, expected + 1 - size)):
             if self.stop.is_set():
                 raise RestoreAborted()
-            written = os.write(fd, chunk)
-            if written != len(chunk):  # a short write: the rest (or the error) follows
-                _write_all(fd, memoryview(chunk)[written:])
+            _write_all(fd, chunk)
             digest.update(chunk)
             size += len(chunk)
-            self.progress.add(len(chunk))
+            self._wrote(len(chunk))
+            if size > expected:
+                break
         return digest.hexdigest(), size
 
-    def _copy_hashing_aside(self, stream: IO[bytes], fd: int) -> tuple[str, int]:
-        """``_copy`` with the hash in a helper thread (hashlib releases the GIL)."""
+    def _copy_hashing_aside(self, stream: IO[bytes], fd: int, expected: int) -> tuple[str, int]:
+        """``_copy`` with the hash in a helper thread (hashlib releases the GIL).
+
+        The helper hashes exactly the chunks written, in order. A file's stream is read into
+        ``PIPELINE_DEPTH`` reused buffers (a buffer goes back to the reader once hashed); any
+        other stream's ``read`` hands out chunks of its own. Every ``WRITEBACK_CHUNK`` the
+        kernel is asked to start writing what was written to disk, so that the final flush
+        does not begin with the whole file still in memory.
+        """
         digest = hashlib.sha256()
-        chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=PIPELINE_DEPTH)
+        into = _readinto_of(stream)
+        # A buffer (None: a turn, for streams that hand out chunks of their own) is taken
+        # before each read and given back once its chunk is hashed: at most PIPELINE_DEPTH.
+        free: queue.SimpleQueue[bytearray | None] = queue.SimpleQueue()
+        for _ in range(PIPELINE_DEPTH):
+            free.put(bytearray(PIPELINE_CHUNK) if into is not None else None)
+        hashed: queue.SimpleQueue[tuple[bytes | memoryview, bytearray | None] | None]
+        hashed = queue.SimpleQueue()
 
         def hash_chunks() -> None:
-            while (chunk := chunks.get()) is not None:
-                digest.update(chunk)
+            while (item := hashed.get()) is not None:
+                digest.update(item[0])
+                free.put(item[1])
 
         hasher = threading.Thread(target=hash_chunks, name="restore-sha256", daemon=True)
         hasher.start()
-        size = 0
+        size = flushed = 0
         try:
-            while chunk := stream.read(READ_CHUNK):
+            while True:
+                buffer = free.get()  # waits while PIPELINE_DEPTH chunks are not yet hashed
+                want = min(PIPELINE_CHUNK, expected + 1 - size)
+                chunk: bytes | memoryview
+                if buffer is not None and into is not None:
+                    view = memoryview(buffer)
+                    chunk = view[: into(view[:want]) or 0]
+                else:
+                    chunk = stream.read(want)
+                if not chunk:
+                    break
                 if self.stop.is_set():
                     raise RestoreAborted()
-                chunks.put(chunk)
                 _write_all(fd, chunk)
+                hashed.put((chunk, buffer))
                 size += len(chunk)
                 self.progress.add(len(chunk))
+                if size - flushed >= WRITEBACK_CHUNK:
+                    file_sync.start_writeback(fd, flushed, size - flushed)
+                    flushed = size
+                if size > expected:
+                    break
         finally:
-            chunks.put(None)
+            hashed.put(None)
             hasher.join()
+        if size > flushed:
+            file_sync.start_writeback(fd, flushed, size - flushed)
         return digest.hexdigest(), size
 
     def _parent(self, folder: str) -> str:
@@ -468,18 +508,33 @@ class Restorer:
         return current
 
 
-def _file_descriptor(stream: IO[bytes], size: int) -> int | None:
-    """The descriptor of ``stream`` if it is an unread regular file of ``size`` bytes."""
-    try:
-        fd = stream.fileno()
-        if stream.tell() != 0 or os.lseek(fd, 0, os.SEEK_CUR) != 0:
-            return None
-        info = os.fstat(fd)
-    except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
-        return None
-    if not stat.S_ISREG(info.st_mode) or info.st_size != size:
-        return None
-    return fd
+def _read_up_to(stream: IO[bytes], limit: int) -> bytes:
+    """Up to ``limit`` bytes of ``stream``: all of them, unless it ends first.
+
+    A plain buffered file's ``read(n)`` returns fewer than ``n`` bytes only at its end; any
+    other stream may return less before it (a socket, a raw stream), so it is read on.
+    """
+    data = stream.read(limit)
+    if len(data) >= limit or type(stream) is io.BufferedReader:
+        return data
+    chunks = [data]
+    got = len(data)
+    while got < limit and (more := stream.read(limit - got)):
+        chunks.append(more)
+        got += len(more)
+    return b"".join(chunks)
+
+
+def _readinto_of(stream: IO[bytes]) -> Callable[[memoryview], int | None] | None:
+    """``stream.readinto`` when the stream is a file read straight into the caller's buffer.
+
+    Only for files (``open(path, "rb")``): a plugin's stream hands out chunks of its own
+    through ``read``, which is how its plugin tuned it.
+    """
+    raw = getattr(stream, "raw", stream)
+    if isinstance(raw, io.FileIO):
+        return stream.readinto  # type: ignore[attr-defined, no-any-return]
+    return None
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:
