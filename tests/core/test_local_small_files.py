@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from loguru import logger
 
+from service_backup import file_sync
 from service_backup.config import DestinationSpec
 from service_backup.context import RunContext
 from service_backup.destination import DestinationContext
@@ -144,8 +145,8 @@ def test_sync_is_one_syncfs_when_something_was_written_and_none_otherwise(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[Path] = []
-    real = local._syncfs_fd
-    monkeypatch.setattr(local, "_syncfs_fd", lambda fd, path: calls.append(path) or real(fd, path))
+    real = file_sync.syncfs
+    monkeypatch.setattr(file_sync, "syncfs", lambda fd, path: calls.append(path) or real(fd, path))
     _source_tree(tmp_path / "src")
     dest = _destination(tmp_path / "dest")
     dest.sync()
@@ -167,14 +168,14 @@ def test_write_back_starts_while_files_are_written_through_one_descriptor(
     monkeypatch.setattr(local, "WRITEBACK_EVERY", 8192)
     fds: list[int] = []
     finished = threading.Event()
-    real = local._syncfs_fd
+    real = file_sync.syncfs
 
     def syncfs(fd: int, path: Path) -> None:
         fds.append(fd)
         real(fd, path)
         finished.set()
 
-    monkeypatch.setattr(local, "_syncfs_fd", syncfs)
+    monkeypatch.setattr(file_sync, "syncfs", syncfs)
     root = tmp_path / "src"
     root.mkdir()
     for n in range(8):
@@ -186,7 +187,7 @@ def test_write_back_starts_while_files_are_written_through_one_descriptor(
     assert len(fds) >= 2, f"expected early write-backs and the final syncfs, got {len(fds)} calls"
     assert len(set(fds)) == 1, f"syncfs went through several descriptors: {fds}"
     dest.close()
-    assert dest._writeback is None, "close left the write-back thread running"
+    assert dest._flush is None, "close left the destination's flush open"
 
 
 @pytest.mark.skipif(not local._has_syncfs(), reason="libc without syncfs")
@@ -197,15 +198,15 @@ def test_a_failed_early_write_back_fails_the_next_sync(
     raises it naming the destination, even though the final ``syncfs`` itself succeeds."""
     monkeypatch.setattr(local, "WRITEBACK_EVERY", 4096)
     failed = threading.Event()
-    real = local._syncfs_fd
+    real = file_sync.syncfs
 
     def syncfs(fd: int, path: Path) -> None:
-        if threading.current_thread().name == "local-writeback":
+        if threading.current_thread().name == "writeback":
             failed.set()
             raise OSError(5, "Input/output error", str(path))
         real(fd, path)
 
-    monkeypatch.setattr(local, "_syncfs_fd", syncfs)
+    monkeypatch.setattr(file_sync, "syncfs", syncfs)
     root = tmp_path / "src"
     root.mkdir()
     (root / "one.bin").write_bytes(os.urandom(4096))

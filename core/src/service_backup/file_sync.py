@@ -117,12 +117,20 @@ class FolderFlush:
             with self._lock:
                 self._thread = None
 
-    def finish(self) -> None:
-        """Everything written so far on disk, or ``OSError`` saying why not."""
+    def settle(self) -> None:
+        """Wait for an early write-back; raise the error it met (once), if it met one.
+
+        For a caller that flushes only when something was written since its last flush (the
+        local destination, twice a run): an early error must fail that flush even so.
+        """
         self._wait()
         if self._error is not None:
             error, self._error = self._error, None
             raise error
+
+    def finish(self) -> None:
+        """Everything written so far on disk, or ``OSError`` saying why not."""
+        self.settle()
         if self._fd is None:
             os.sync()
             return

@@ -7,7 +7,8 @@ before it is durable leaves an incomplete folder, never a complete-looking one. 
 final ``syncfs`` does not wait for a whole run's bytes to reach the disk, every
 ``WRITEBACK_EVERY`` bytes of small files a ``syncfs`` runs on a thread while the next files are
 written (big files start their own write-back, ``kernel_copy``); it makes nothing durable
-that the final one would not, it only starts the disk's work earlier.
+that the final one would not, it only starts the disk's work earlier. Both are the core's
+``file_sync.FolderFlush``, the same that ``restore`` flushes its target with.
 
 A new file is created under its final name (``O_EXCL``: never through a planted link, never
 over anything) and removed again if the copy fails, so a failed write leaves nothing behind.
@@ -41,17 +42,14 @@ from typing import IO
 
 from service_backup.destination import Destination, DestinationContext, ObjectInfo
 from service_backup.errors import DestinationError, ObjectNotFound
+from service_backup.file_sync import WRITEBACK_EVERY, FolderFlush
 from service_backup.file_sync import has_syncfs as _has_syncfs
-from service_backup.file_sync import syncfs as _syncfs_fd
 from service_backup.layout import check_key
 from service_backup.source import Source
 
 from .config import LocalConfig, parse_mode
 
 PARTIAL_MARK = ".service-backup-partial-"
-#: Bytes written between two early write-backs (``_start_writeback``): the final ``syncfs``
-#: then finds at most about this much still dirty instead of the whole run.
-WRITEBACK_EVERY = 16 * 1024 * 1024
 _CREATE = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 #: Files up to this size are written one at a time, in the uploading thread (see
 #: ``serial_file_size``).
@@ -86,13 +84,11 @@ class LocalDestination(Destination):
         self._dirty = False
         self._written: list[str] = []
         self._lock = threading.Lock()
-        #: The destination folder, open from before the first file is written until ``close``:
-        #: every ``syncfs`` goes through it, so a write-back error since then is reported to
-        #: one of them (a descriptor opened later would not hear of it).
-        self._base_fd: int | None = None
-        self._unflushed = 0
-        self._writeback: threading.Thread | None = None
-        self._writeback_error: OSError | None = None
+        #: The flush of the destination folder, whose descriptor is open from before the first
+        #: file is written until ``close``: every ``syncfs`` goes through it, so a write-back
+        #: error since then is reported to one of them (a descriptor opened later would not
+        #: hear of it). Early write-backs: every ``WRITEBACK_EVERY`` bytes of small files.
+        self._flush: FolderFlush | None = None
 
     def _path(self, key: str) -> Path:
         try:
@@ -151,8 +147,9 @@ class LocalDestination(Destination):
                 target = exc.filename or final
                 raise DestinationError(f"cannot write {target}: {exc.strerror or exc}") from None
             self._folders.add(folder)
-        if self._base_fd is None and self._syncfs:
-            self._open_base()  # before this file's first byte: see ``_base_fd``
+        flush = self._flush
+        if flush is None and self._syncfs:
+            flush = self._open_flush()  # before this file's first byte: see ``_flush``
         partial: str | None = None
         try:
             fd = self._create(final)
@@ -179,62 +176,28 @@ class LocalDestination(Destination):
         except BaseException:
             _unlink(created)
             raise
-        if self._syncfs:
+        if flush is not None:
             self._dirty = True
             if size < SMALL_FILE:  # bigger ones: ``kernel_copy`` starts their write-back
-                self._unflushed += size  # unlocked: a lost update only delays a write-back
-            if self._unflushed >= WRITEBACK_EVERY:
-                self._unflushed = 0
-                self._start_writeback()
+                flush.wrote(size)
         else:
             self._wrote(final)
         return ObjectInfo(key, size)
 
-    def _open_base(self) -> None:
+    def _open_flush(self) -> FolderFlush:
         with self._lock:
-            if self._base_fd is None:
+            if self._flush is None:
                 try:
-                    self._base_fd = os.open(self._base, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                    self._flush = FolderFlush(self.base, WRITEBACK_EVERY)
                 except OSError as exc:
                     raise DestinationError(f"cannot open {self.base}: {exc.strerror}") from None
-
-    def _start_writeback(self) -> None:
-        """Have the kernel write what this run wrote so far, on a thread, while the run goes on.
-
-        Nothing is durable through this: it only moves the write-back of a run's bytes from
-        the final ``sync`` (which waits for it) to the time they are being written, like
-        ``cp`` leaves them to the kernel's flusher. One at a time; an error is kept and
-        raised by ``sync``. The thread holds no lock of this process while the kernel works
-        (ctypes lets the GIL go).
-        """
-        with self._lock:
-            if self._writeback is not None or self._base_fd is None:
-                return
-            thread = threading.Thread(target=self._write_back, name="local-writeback", daemon=True)
-            self._writeback = thread
-        thread.start()
-
-    def _write_back(self) -> None:
-        try:
-            assert self._base_fd is not None
-            _syncfs_fd(self._base_fd, self.base)
-        except OSError as exc:
-            self._writeback_error = exc
-        finally:
-            with self._lock:
-                self._writeback = None
-
-    def _wait_writeback(self) -> None:
-        thread = self._writeback
-        if thread is not None:
-            thread.join()
+            return self._flush
 
     def close(self) -> None:
-        self._wait_writeback()
         with self._lock:
-            fd, self._base_fd = self._base_fd, None
-        if fd is not None:
-            os.close(fd)
+            flush, self._flush = self._flush, None
+        if flush is not None:
+            flush.close()
 
     def _wrote(self, path: str) -> None:
         """Note ``path`` for ``sync``: a flag with ``syncfs``, the path itself without."""
@@ -251,18 +214,14 @@ class LocalDestination(Destination):
         pool instead: the same guarantee, paid per file.
         """
         if self._syncfs:
-            self._wait_writeback()
-            error, self._writeback_error = self._writeback_error, None
-            if error is None and not self._dirty:
-                return
-            self._dirty = False  # before the call: a write that ends during it sets it again
             try:
-                if error is not None:
-                    raise error
-                if self._base_fd is not None:
-                    _syncfs_fd(self._base_fd, self.base)
-                else:  # only renames since ``__init__`` (the files were written by another run)
-                    _syncfs(self.base)
+                if self._flush is not None:
+                    self._flush.settle()  # an early write-back's error fails this flush
+                if not self._dirty:
+                    return
+                self._dirty = False  # before the call: a write that ends during it sets it again
+                # No flush yet: only renames since ``__init__`` (files written by another run).
+                (self._flush or self._open_flush()).finish()
             except OSError as exc:
                 self._dirty = True
                 raise DestinationError(
@@ -397,15 +356,6 @@ def _umask() -> int | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
-
-
-def _syncfs(path: Path) -> None:
-    """``syncfs(2)`` on the file system holding ``path`` (only where ``_has_syncfs``)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        _syncfs_fd(fd, path)
-    finally:
-        os.close(fd)
 
 
 def _fsync_path(path: str) -> None:
