@@ -23,6 +23,7 @@ from service_backup_scp.config import ScpConfig
 from service_backup_scp.destination import ScpDestination
 
 from .server import SshServer
+from .test_scp import raw_config
 
 
 def test_private_names_and_signatures_are_unchanged() -> None:
@@ -91,14 +92,7 @@ def test_a_piece_of_packet_room_bytes_is_what_one_channel_send_takes(sshd: SshSe
     """
     folder = sshd.root / f"api-{uuid.uuid4().hex}"
     folder.mkdir()
-    raw = {
-        "user": sshd.user,
-        "server": sshd.host,
-        "port": sshd.port,
-        "destination": str(folder),
-        "fingerprint": sshd.keyscan,
-        "key": sshd.client_key,
-    }
+    raw = raw_config(sshd, destination=str(folder))
     config = structure_destination_config(raw, ScpConfig)
     with ScpDestination(config, DestinationContext("api")) as dest, dest.pool.session() as s:
         stream = _sftp.open_for_write(s.client, str(folder / "piece"), 0o600)

@@ -17,6 +17,7 @@ from service_backup_scp.config import ScpConfig
 from service_backup_scp.destination import ScpDestination
 
 from .server import SshServer
+from .test_scp import raw_config
 
 
 def test_pieces_come_out_as_fed_uncopied_and_bytes_otherwise() -> None:
@@ -116,14 +117,7 @@ def test_the_plugins_sftp_channels_read_through_a_packet_pipe(sshd: SshServer) -
     """paramiko's own requests (stat, listdir) read the same channel through it as bytes."""
     folder = sshd.root / f"pipe-{uuid.uuid4().hex}"
     (folder / "sub").mkdir(parents=True)
-    raw = {
-        "user": sshd.user,
-        "server": sshd.host,
-        "port": sshd.port,
-        "destination": str(folder),
-        "fingerprint": sshd.keyscan,
-        "key": sshd.client_key,
-    }
+    raw = raw_config(sshd, destination=str(folder))
     config = structure_destination_config(raw, ScpConfig)
     with ScpDestination(config, DestinationContext("pipe")) as dest, dest.pool.session() as s:
         assert isinstance(s.client.get_channel().in_buffer, PacketPipe)
