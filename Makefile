@@ -34,7 +34,7 @@ lint: install
 	$(UV) run --frozen ruff format --check .
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen mypy core/src plugins/src plugins_s3/src plugins_azure/src plugins_gcs/src plugins_scp/src plugins_apprise/src
-	$(UV) run --frozen mypy --strict core/src/service_backup/destination.py core/src/service_backup/config.py core/src/service_backup/errors.py core/src/service_backup/hookspecs.py core/src/service_backup/source.py core/src/service_backup/tls.py core/src/service_backup/testing
+	$(UV) run --frozen mypy --strict core/src/service_backup/destination.py core/src/service_backup/config.py core/src/service_backup/errors.py core/src/service_backup/hookspecs.py core/src/service_backup/source.py core/src/service_backup/tls.py core/src/service_backup/raw_read.py core/src/service_backup/testing
 
 bench: test-deps
 	$(UV) run --frozen python -m bench

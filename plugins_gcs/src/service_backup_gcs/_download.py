@@ -24,17 +24,17 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import io
 import math
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import google_crc32c
 import urllib3
 
 from service_backup.backoff import retry
 from service_backup.errors import DestinationError, ObjectNotFound
+from service_backup.raw_read import RawRead
 
 from ._errors import transient
 from ._resumable import BLOCK
@@ -60,8 +60,10 @@ def _crc32c_b64(crc: int) -> str:
     return base64.b64encode(crc.to_bytes(4, "big")).decode()
 
 
-class StreamedRead(io.RawIOBase):
+class StreamedRead(RawRead):
     """``open_read``: the GET is sent (and a missing object reported) when it is created."""
+
+    readall_piece = BLOCK
 
     def __init__(self, owner: GCSDestination, key: str, url: str) -> None:
         super().__init__()
@@ -86,9 +88,6 @@ class StreamedRead(io.RawIOBase):
             self._watch.close()
             raise
         self._started = True
-
-    def readable(self) -> bool:
-        return True
 
     @property
     def generation(self) -> str | None:
@@ -225,18 +224,6 @@ class StreamedRead(io.RawIOBase):
         data = self._retried(lambda: self._read_some(wanted))
         self._took(data)
         return data
-
-    def readall(self) -> bytes:
-        chunks = []
-        while chunk := self.read(BLOCK):
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        data = self.read(len(view))
-        view[: len(data)] = data
-        return len(data)
 
     def _took(self, data: bytes) -> None:
         count = len(data)

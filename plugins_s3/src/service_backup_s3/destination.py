@@ -60,6 +60,7 @@ from service_backup.destination import (
 )
 from service_backup.errors import BackupError, DestinationError, ObjectNotFound, SourceError
 from service_backup.layout import KeyLayout, MiB
+from service_backup.raw_read import RawRead
 from service_backup.source import Source
 from service_backup.stall import StallGuard
 
@@ -785,7 +786,7 @@ def _etag(obj: dict[str, Any]) -> str:
     return str(obj.get("ETag", "")).strip('"').lower()
 
 
-class _Body(io.RawIOBase):
+class _Body(RawRead):
     """An object's body as a raw stream whose failures are DestinationErrors.
 
     A reset connection, a timeout or a body shorter than its ``Content-Length`` mid-read all
@@ -812,8 +813,7 @@ class _Body(io.RawIOBase):
         self._left: int | None = size if size and type(body) is StreamingBody else None
         self._ended = False
 
-    def readable(self) -> bool:
-        return True
+    readall_piece = READ_SIZE
 
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
@@ -829,18 +829,6 @@ class _Body(io.RawIOBase):
         elif self._left is not None:
             self._left -= len(data)
         return data
-
-    def readall(self) -> bytes:
-        chunks = []
-        while chunk := self.read(READ_SIZE):
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def readinto(self, buffer: Any) -> int:
-        data = self.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        return n
 
     def close(self) -> None:
         if not self.closed:

@@ -61,6 +61,7 @@ from paramiko.sftp import SFTPError
 from service_backup.destination import Destination, DestinationContext, ObjectInfo
 from service_backup.errors import DestinationError, ObjectNotFound, one_line
 from service_backup.layout import KeyLayout, MiB
+from service_backup.raw_read import RawRead
 from service_backup.source import Source
 from service_backup.stall import StallGuard, StallRule
 
@@ -768,7 +769,7 @@ class _InOrder:
             failures.append(exc)
 
 
-class _RemoteReader(io.RawIOBase):
+class _RemoteReader(RawRead):
     """A remote file as a binary stream; closing it returns its SFTP channel to the pool.
 
     ``read(n)`` joins the stream's pieces (up to 255 KiB each) into ``n`` bytes; what is read
@@ -780,9 +781,6 @@ class _RemoteReader(io.RawIOBase):
         super().__init__()
         self._stream, self._leases, self._session = stream, leases, session
         self._guard, self._destination, self._path = guard, destination, path
-
-    def readable(self) -> bool:
-        return True
 
     def read(self, size: int | None = -1) -> bytes:
         """Up to ``size`` bytes, fewer only at the end of the file, as a buffered file reads
@@ -821,11 +819,6 @@ class _RemoteReader(io.RawIOBase):
             self._guard.progress(_sftp.piece_size(piece))
             parts += piece
         return b"".join(parts)
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
     def _broken(self, exc: BaseException) -> DestinationError:
         if self._guard.tripped:
