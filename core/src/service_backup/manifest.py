@@ -159,9 +159,9 @@ def _stored_files(entries: Any) -> tuple[StoredFile, ...]:
     """
     if not isinstance(entries, list):
         raise ValueError("files is not a list")
-    stored = []
+    stored: list[StoredFile] = []
     append = stored.append
-    digests = []
+    digests: list[str] = []
     keep = digests.append
     for entry in entries:
         if type(entry) is dict and len(entry) == 3:
