@@ -7,6 +7,7 @@ same-day re-run, and a destination that cannot be listed beside one that can.
 
 from __future__ import annotations
 
+import datetime
 import errno
 import hashlib
 import json
@@ -20,6 +21,7 @@ import pytest
 from service_backup.hookspecs import hookimpl
 from service_backup.manifest import MANIFEST_NAME
 from service_backup.results import StoredFile
+from service_backup.source import Source
 from service_backup.testing import MiB, rss_peak
 from service_backup.testing.suite import _write_random_file
 from service_backup.upload import upload_one, upload_result
@@ -323,3 +325,31 @@ def test_a_failed_flush_of_the_target_fails_the_restore(
     assert [what for _, what, _ in calls] == [str(target)], f"expected one flush: {calls}"
     assert f"FAIL {target}: not flushed to disk (Input/output error)" in out, out
     assert "ok restored" not in out, f"reported ok although the flush failed: {out}"
+
+
+def test_restore_skips_a_newer_incomplete_run_and_names_a_missing_object(
+    local: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The run is chosen from the names (``list_keys``): still the newest *complete* one."""
+    (local.source / "a.txt").write_bytes(b"a")
+    (local.source / "b.txt").write_bytes(b"b")
+    assert local.backup().ok
+    earlier = TODAY - datetime.timedelta(days=3)
+    with local.destination() as dest:
+        for key in [o.key for o in dest.list(f"{local.prefix}/")]:
+            with dest.open_read(key) as stream:
+                data = stream.read()
+            moved = key.replace(local.prefix, f"redis-7/{earlier:%Y/%m/%d}")
+            dest.write(moved, Source.from_bytes(data, moved))
+        dest.delete(f"{local.prefix}/{MANIFEST_NAME}")  # today's run: incomplete
+        dest.delete(f"redis-7/{earlier:%Y/%m/%d}/b.txt")
+    cfg = str(local.config_path)
+    code, out, err = cli(capsys, "restore", cfg, "--to", str(tmp_path / "r"))
+    assert code == 1, f"a missing object must fail the restore: {out} {err}"
+    assert f"of {earlier} from" in err, f"the older complete run must be restored: {err}"
+    assert "FAIL b.txt: missing at the destination" in out, out
+    assert tree_of(tmp_path / "r") == {"a.txt": b"a"}
+    code, _, err = cli(capsys, "restore", cfg, "--to", str(tmp_path / "r2"), "--date",
+                       TODAY.isoformat())  # fmt: skip
+    assert code == 2 and f"the run of {TODAY} is incomplete (no manifest)" in err, err
+    assert not (tmp_path / "r2").exists(), "nothing may be written for an incomplete run"

@@ -117,15 +117,7 @@ def run_folders(destination: Destination, root: str) -> list[RunFolder]:
         manifest: Manifest | None = None
         error: str | None = None
         if any(o.key == manifest_key for o in objects):
-            # A manifest that does not parse, or vanished since the listing, makes the folder
-            # incomplete; one that cannot be read (access denied, connection lost) is the
-            # destination's failure, raised: "incomplete" would be a guess.
-            try:
-                manifest = read_manifest(destination, prefix)
-            except ManifestError as exc:
-                error = str(exc)
-            except ObjectNotFound:
-                error = f"manifest {manifest_key} vanished while listing"
+            manifest, error = manifest_of(destination, prefix)
         result.append(
             RunFolder(
                 date=datetime.date(int(y), int(m), int(d)),
@@ -137,3 +129,107 @@ def run_folders(destination: Destination, root: str) -> list[RunFolder]:
         )
     result.sort(key=lambda f: f.date, reverse=True)
     return result
+
+
+def manifest_of(destination: Destination, prefix: str) -> tuple[Manifest | None, str | None]:
+    """The manifest listed in ``prefix``, or why it does not count (the folder is incomplete).
+
+    A manifest that does not parse, or vanished since the listing, makes the folder
+    incomplete; one that cannot be read (access denied, connection lost) is the destination's
+    failure, raised: "incomplete" would be a guess.
+    """
+    try:
+        return read_manifest(destination, prefix), None
+    except ManifestError as exc:
+        return None, str(exc)
+    except ObjectNotFound:
+        return None, f"manifest {prefix}/{MANIFEST_NAME} vanished while listing"
+
+
+@attrs.frozen
+class DatedPrefix:
+    """A dated folder as its keys' names show it: no sizes, nothing read."""
+
+    date: datetime.date
+    prefix: str
+    #: A manifest object is listed in it (whether it parses is not known yet).
+    has_manifest: bool
+
+
+@attrs.frozen
+class ChosenRun:
+    """The complete run ``restore`` reads: its folder and its parsed manifest."""
+
+    date: datetime.date
+    prefix: str
+    manifest: Manifest
+
+
+_DATE = re.compile(r"(\d{4})/(\d{2})/(\d{2})")
+
+
+def dated_prefixes(destination: Destination, root: str) -> list[DatedPrefix]:
+    """Every dated folder under ``root``, newest first, from the names alone (``list_keys``).
+
+    The folders ``run_folders`` reports, without listing any object's size or reading any
+    manifest: what choosing a run needs. A key counts when it is ``YYYY/MM/DD/<something>``
+    under ``root`` with a real date, as in ``group_dated``.
+    """
+    lead = f"{root}/" if root else ""
+    start = len(lead)
+    end = start + 10  # len("YYYY/MM/DD")
+    manifest_tail = f"/{MANIFEST_NAME}"
+    seen: dict[str, bool] = {}
+    for key in destination.list_keys(lead):
+        if len(key) <= end + 1 or key[end] != "/" or not key.startswith(lead):
+            continue
+        prefix = key[:end]
+        if key.endswith(manifest_tail) and len(key) == end + len(manifest_tail):
+            seen[prefix] = True
+        elif prefix not in seen:
+            seen[prefix] = False
+    result = []
+    for prefix, has_manifest in seen.items():
+        match = _DATE.fullmatch(prefix, start)
+        if match is None:
+            continue
+        try:
+            date = datetime.date(*map(int, match.groups()))
+        except ValueError:
+            continue
+        result.append(DatedPrefix(date, prefix, has_manifest))
+    result.sort(key=lambda f: f.date, reverse=True)
+    return result
+
+
+def choose_run(
+    destination: Destination, root: str, date: datetime.date | None = None
+) -> tuple[ChosenRun | None, str]:
+    """The run to restore: the newest complete one, or that of ``date``; or why there is none.
+
+    Only the chosen run's manifest is read (and those of newer folders whose manifest turned
+    out not to parse), not every run's: the choice is that of ``run_folders`` newest first,
+    made from the names (``dated_prefixes``). A manifest that cannot be read (not: does not
+    parse) raises, as in ``run_folders``.
+    """
+    folders = dated_prefixes(destination, root)
+    if date is not None:
+        matching = [f for f in folders if f.date == date]
+        if not matching:
+            return None, f"no run on {date}"
+        folder = matching[0]
+        manifest, why = (
+            manifest_of(destination, folder.prefix)
+            if folder.has_manifest
+            else (None, "no manifest")
+        )
+        if manifest is None:
+            return None, f"the run of {date} is incomplete ({why})"
+        return ChosenRun(folder.date, folder.prefix, manifest), ""
+    for folder in folders:
+        if folder.has_manifest:
+            manifest, _ = manifest_of(destination, folder.prefix)
+            if manifest is not None:
+                return ChosenRun(folder.date, folder.prefix, manifest), ""
+    incomplete = len(folders)
+    return None, "no complete run" + (f" ({incomplete} incomplete)" if incomplete else "")

@@ -100,6 +100,16 @@ class Destination(abc.ABC):
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         """Every object whose key starts with ``prefix`` (all pages), in any order."""
 
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        """The keys ``list(prefix)`` reports, without their sizes and times.
+
+        For callers that need names only: ``restore`` choosing its run reads the dated
+        folders and their manifests' names, not every object's size. Optional: by default
+        the keys of ``list``; a destination where a name costs less than its info overrides it
+        (``local`` then does not stat every file of every run).
+        """
+        return (info.key for info in self.list(prefix))
+
     @abc.abstractmethod
     def open_read(self, key: str) -> IO[bytes]:
         """A readable binary stream of the object; the caller closes it.

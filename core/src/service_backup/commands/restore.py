@@ -52,7 +52,7 @@ from ..results import StoredFile
 from . import _common
 
 if TYPE_CHECKING:
-    from ..catalog import RunFolder
+    from ..catalog import ChosenRun
 
 HELP = "download and verify the files of the newest complete run (or of --date) into a folder"
 
@@ -112,24 +112,9 @@ class Progress:
         )
 
 
-def pick(folders: list[RunFolder], date: object) -> tuple[RunFolder | None, str]:
-    """The run to restore from one destination, or why there is none."""
-    if date is not None:
-        matching = [f for f in folders if f.date == date]
-        if not matching:
-            return None, f"no run on {date}"
-        if not matching[0].complete:
-            why = matching[0].manifest_error or "no manifest"
-            return None, f"the run of {date} is incomplete ({why})"
-        return matching[0], ""
-    complete = [f for f in folders if f.complete]
-    if not complete:
-        incomplete = len(folders)
-        return None, "no complete run" + (f" ({incomplete} incomplete)" if incomplete else "")
-    return complete[0], ""
-
-
 def run(args: argparse.Namespace) -> int:
+    from ..catalog import choose_run, run_root
+
     config, registry = _common.load(args.config)
     target = Path(args.to)
     try:
@@ -146,12 +131,11 @@ def run(args: argparse.Namespace) -> int:
         try:
             with _common.opened(spec, registry) as destination:
                 try:
-                    folders = _common.run_folders_of(destination, config)
+                    folder, why = choose_run(destination, run_root(config), args.date)
                 except Exception as exc:
                     unlisted = True
                     reasons.append(f"{name} could not be listed: {_common.reason(exc, config)}")
                     continue
-                folder, why = pick(folders, args.date)
                 if folder is None:
                     reasons.append(f"{name}: {why}")
                     continue
@@ -178,10 +162,9 @@ def check_target(target: Path, force: bool) -> None:
 
 
 def restore_run(
-    destination: Destination, name: str, folder: RunFolder, target: Path, config: object
+    destination: Destination, name: str, folder: ChosenRun, target: Path, config: object
 ) -> int:
     manifest = folder.manifest
-    assert manifest is not None
     unsafe = [(f.path, why) for f in manifest.files if (why := unsafe_path(f.path))]
     if unsafe:
         listed = "; ".join(f"{path!r}: {why}" for path, why in unsafe[:5])
