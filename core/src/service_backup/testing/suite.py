@@ -23,7 +23,7 @@ import attrs
 import pytest
 from loguru import logger
 
-from ..catalog import read_manifest, run_folders
+from ..catalog import dated_prefixes, read_manifest, run_folders
 from ..commit import STAGING_FOLDER
 from ..config import BackupConfig, parse_config, structure_destination_config
 from ..destination import Destination, DestinationContext, DestinationType, ObjectInfo
@@ -512,6 +512,10 @@ class DestinationSuite:
         assert len(listed) == len(set(listed)), "the listing repeated entries across pages"
         assert sorted(listed) == keys
         assert {o.size for o in destination.list("paged/")} == {len(keys[0])}
+        names = list(destination.list_keys("paged/"))
+        assert sorted(names) == keys, (
+            "list_keys('paged/') does not report exactly the keys list('paged/') does"
+        )
 
     def test_overwrite_by_second_run(
         self,
@@ -787,9 +791,14 @@ class DestinationSuite:
             destination.write(key, Source.from_bytes(key.encode()))
         listed = sorted(o.key for o in destination.list("d/2026/11/30/"))
         assert listed == sorted(inside), "the listing of a dated folder is wrong"
+        assert sorted(destination.list_keys("d/2026/11/30/")) == listed, (
+            "list_keys of a dated folder differs from list: restore would choose runs by it"
+        )
         folders = run_folders(destination, "d")
         assert [(f.date.isoformat(), f.state) for f in folders] == [("2026-11-30", "incomplete")]
         assert sorted(o.key for o in folders[0].objects) == sorted(inside)
+        named = [(f.date.isoformat(), f.has_manifest) for f in dated_prefixes(destination, "d")]
+        assert named == [("2026-11-30", False)], f"restore would see these runs: {named}"
 
     def test_run_manifest_matches_what_reads_back(
         self,
