@@ -99,13 +99,30 @@ def test_answers_cut_anywhere_by_channel_reads_are_joined_exactly(
         assert first + rest == data, f"reads of {bulk} bytes from the channel garbled the file"
 
 
-def test_one_channel_read_takes_the_whole_receive_window() -> None:
-    """One read takes whatever the window brought: fewer reads, fewer wake-ups (and with
-    paramiko's own buffer, which moves what is left to its front after a partial read, fewer
-    copies)."""
-    assert _sftp.BULK_READ_DATA >= WINDOW_SIZE, (
-        f"a channel read of {_sftp.BULK_READ_DATA} bytes is less than the {WINDOW_SIZE}-byte "
-        "receive window"
+#: An SFTP DATA answer's bytes besides its data: length, kind, request number, data length.
+DATA_ANSWER_HEAD = 4 + 1 + 4 + 4
+
+
+def test_one_channel_read_takes_every_answer_outstanding() -> None:
+    """One read takes whatever a stream's outstanding answers brought: fewer reads, fewer
+    wake-ups (and with paramiko's own buffer, which moves what is left to its front after a
+    partial read, fewer copies)."""
+    owed = _sftp.READ_IN_FLIGHT * (_sftp.OPENSSH_CHUNK + DATA_ANSWER_HEAD)
+    assert owed <= _sftp.BULK_READ_DATA, (
+        f"a channel read of {_sftp.BULK_READ_DATA} bytes is less than the {owed} bytes of "
+        "answers a stream may have outstanding"
+    )
+
+
+def test_receive_window_never_holds_a_stream_back() -> None:
+    """paramiko gives the window back only once a tenth of it was read; until then the server
+    may send at most the rest. Every answer a stream has outstanding must fit that rest, or
+    sshd waits for our window adjustment in the middle of a stream."""
+    owed = _sftp.READ_IN_FLIGHT * (_sftp.OPENSSH_CHUNK + DATA_ANSWER_HEAD)
+    usable = WINDOW_SIZE - WINDOW_SIZE // 10
+    assert owed <= usable, (
+        f"{_sftp.READ_IN_FLIGHT} reads of {_sftp.OPENSSH_CHUNK} bytes ({owed} bytes) do not fit "
+        f"the {usable} bytes of a {WINDOW_SIZE}-byte window the server can count on"
     )
 
 

@@ -41,7 +41,8 @@ from service_backup.layout import MiB
 
 #: Files up to one OpenSSH read request are read ahead; bigger ones always stream.
 SMALL_FILE = 255 * 1024
-#: At most this many files and bytes per batch (the bytes fit a channel's receive window).
+#: At most this many files and bytes per batch (the bytes fit well within a channel's receive
+#: window, ``_session.WINDOW_SIZE``).
 BATCH_FILES = 64
 BATCH_BYTES = 2 * MiB
 #: At most this much planned or held in memory for the whole destination.
