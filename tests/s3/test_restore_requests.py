@@ -10,12 +10,14 @@ sees what any client layer (botocore, urllib3, our wrappers) really sent.
 from __future__ import annotations
 
 import collections
+import importlib.metadata
 import math
 import os
 import re
 from pathlib import Path
 from typing import Any
 
+from service_backup.source import Source
 from service_backup_s3.destination import LIST_PAGE_SIZE, PART_CONCURRENCY
 from tests.core.cli import run_cli, write_config
 
@@ -91,3 +93,33 @@ def test_connection_pool_holds_every_thread_of_a_restore(s3_config: dict[str, An
         pool = dest.client.meta.config.max_pool_connections
         wanted = dest.file_concurrency + PART_CONCURRENCY
         assert pool >= wanted, f"pool of {pool} connections for {wanted} requests at once"
+
+
+def test_every_request_names_the_plugin_in_one_fixed_user_agent(s3_config: dict[str, Any]) -> None:
+    """The header goes out as given (``user_agent``), not rebuilt by botocore per request.
+
+    botocore's rebuilt header starts with ``Boto3/`` and lists SDK features (``m/...``); ours
+    names the plugin and its version, for the store's access logs, and costs nothing per
+    request.
+    """
+    version = importlib.metadata.version("service-backup-s3")
+    sent: list[tuple[str, str]] = []
+    with open_destination(s3_config) as dest:
+
+        def record(request: Any, event_name: str, **_: Any) -> None:
+            agent = request.headers["User-Agent"]
+            sent.append((event_name, agent.decode() if isinstance(agent, bytes) else agent))
+
+        dest.client.meta.events.register("before-send.s3", record)
+        dest.ensure_location()
+        dest.write("2026/12/01/a.bin", Source.from_bytes(b"restored", "a.bin"))
+        assert [o.key for o in dest.list("2026/")] == ["2026/12/01/a.bin"]
+        with dest.open_read("2026/12/01/a.bin") as stream:
+            assert stream.read() == b"restored", "the object read back differs"
+    operations = {event.rsplit(".", 1)[-1] for event, _ in sent}
+    assert {"ListObjectsV2", "PutObject", "GetObject"} <= operations, f"requests: {operations}"
+    agents = {agent for _, agent in sent}
+    assert len(agents) == 1, f"the User-Agent changed between requests: {agents}"
+    (agent,) = agents
+    assert agent.startswith(f"service-backup-s3/{version} Boto3/"), f"User-Agent {agent!r}"
+    assert "Botocore/" in agent and " m/" not in agent, f"botocore rebuilt it: {agent!r}"
