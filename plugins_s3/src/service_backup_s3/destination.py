@@ -33,7 +33,9 @@ import contextlib
 import datetime
 import email.utils
 import functools
+import importlib.metadata
 import io
+import platform
 import re
 import threading
 from collections.abc import Iterator, Sequence
@@ -731,9 +733,32 @@ def _make_client(
             ),
             s3={"addressing_style": config.effective_addressing_style},
             tcp_keepalive=True,
+            user_agent=user_agent(),
             # The manifest says where backups go, not AWS_ENDPOINT_URL in some environment.
             ignore_configured_endpoint_urls=True,
         ),
+    )
+
+
+@functools.cache
+def user_agent() -> str:
+    """The ``User-Agent`` of every request: this plugin and its version first, then boto3's.
+
+    It names service-backup in the store's access logs (as the Azure plugin's does), and,
+    given whole (botocore's documented ``user_agent`` setting), it is sent as it is: botocore
+    otherwise rebuilds its header for every request to list the SDK features in use (telemetry
+    for AWS, nothing the store acts on), about 82,000 of the 4.2 million instructions of each
+    small GetObject (-2 %; callgrind, interleaved). Botocore then leaves out what only its
+    rebuilt header carries: that feature list and an ``sdk_ua_app_id`` from the AWS config.
+    """
+    try:
+        version = importlib.metadata.version("service-backup-s3")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    # boto3's session appends "Botocore/<version>" itself (its user_agent_extra).
+    return (
+        f"service-backup-s3/{version} Boto3/{boto3.__version__} "
+        f"Python/{platform.python_version()} {platform.system()}/{platform.release()}"
     )
 
 
