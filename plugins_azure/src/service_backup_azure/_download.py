@@ -132,6 +132,8 @@ class BlobRead(RawRead):
     pieces a helper thread reads ahead for bigger blobs (0: read as the reader asks).
     """
 
+    readall_piece = READ_PIECE
+
     def __init__(
         self,
         owner: AzureDestination,
@@ -170,7 +172,6 @@ class BlobRead(RawRead):
         except BaseException:
             self._drop()
             raise
-        self.readall_piece = READ_PIECE
         if not self._ended and prefetch > 0:
             self._thread = threading.Thread(target=self._prefetch, name="azure-read", daemon=True)
             self._thread.start()
