@@ -95,8 +95,6 @@ MAX_BLOCKS: Final = 50_000
 #: Blobs up to this size are read whole when opened (one GET, checked before any byte is
 #: handed out); bigger ones stream (``_download``). Also the SDK's own download sizes.
 READ_WHOLE_MAX: Final = 4 * MiB
-#: What a reader buffers for small reads; large reads are served straight from a piece.
-READ_BUFFER: Final = 256 * 1024
 
 CONNECT_TIMEOUT: Final = 10
 READ_TIMEOUT: Final = 60
@@ -489,14 +487,14 @@ class AzureDestination(Destination):
         """One streaming GET, checked and resumed where it broke (``_download``).
 
         A blob read whole on opening (up to ``READ_WHOLE_MAX``) is handed out as a ``BytesIO``
-        over its checked bytes (no copy, no read buffer to allocate); a bigger one through a
-        ``BufferedReader``.
+        over its checked bytes (no copy, no read buffer to allocate); a bigger one as the raw
+        ``BlobRead``, whose ``read`` hands out the transport's pieces uncopied.
         """
         read = BlobRead(self, key, READ_WHOLE_MAX)
         if read.whole is not None:
             read.close()
             return io.BytesIO(read.whole)
-        return io.BufferedReader(read, READ_BUFFER)  # type: ignore[return-value]
+        return read  # type: ignore[return-value]
 
     # -- what _download needs from the container client ------------------------------------
 
