@@ -290,3 +290,57 @@ def test_entries_read_back_as_written_extra_members_ignored() -> None:
     ), files  # fmt: skip
     with pytest.raises(ManifestError, match="files is not a list"):
         Manifest.parse(_doc().replace(b'"files": []', b'"files": {}'), "m")
+
+
+class Walking(Recording):
+    """A destination that lists folders itself (as S3's delimiter listing does): the run is
+    then found folder by folder, and neither ``list`` nor ``list_keys`` may be called."""
+
+    folder_listings: list[str]
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        raise AssertionError(f"list_keys({prefix!r}) called: the folders are listed one by one")
+
+    def list_folders(self, prefix: str) -> Iterator[str]:
+        self.folder_listings.append(prefix)
+        folder = self.base / prefix
+        if folder.is_dir():
+            yield from (entry.name for entry in folder.iterdir() if entry.is_dir())
+
+
+def _walking_world(tmp_path: Path) -> Walking:
+    _world(tmp_path)
+    dest = Walking(
+        LocalConfig(path=str(tmp_path / "dest")), DestinationContext("l", threading.Event())
+    )
+    dest.reads, dest.folder_listings = [], []
+    return dest
+
+
+def test_a_destination_listing_folders_is_walked_level_by_level(tmp_path: Path) -> None:
+    dest = _walking_world(tmp_path)
+    chosen, why = choose_run(dest, "dep")
+    assert chosen is not None and chosen.manifest.backup_guid == "d1", (
+        f"walking the folders chose {chosen and chosen.date}: {why}"
+    )
+    assert dest.reads == [f"dep/2026/11/{day}/{MANIFEST_NAME}" for day in ("30", "29", "28")], (
+        f"read {dest.reads}: the newest folders' manifests down to the first complete run"
+    )
+    assert sorted(dest.folder_listings) == ["dep/", "dep/2026/", "dep/2026/11/", "dep/2026/13/"], (
+        f"folder listings {dest.folder_listings}: one per year and month under the root"
+    )
+    walked = [(f.date, f.prefix) for f in dated_prefixes(dest, "dep")]
+    listed = [(f.date, f.prefix) for f in dated_prefixes(_world(tmp_path / "again"), "dep")]
+    assert walked == listed, f"walked {walked}, listed {listed}: the same folders either way"
+
+
+def test_a_walked_run_without_manifest_is_incomplete_not_vanished(tmp_path: Path) -> None:
+    dest = _walking_world(tmp_path)
+    chosen, why = choose_run(dest, "dep", DAYS["d3"])
+    assert chosen is None and why == "the run of 2026-11-30 is incomplete (no manifest)", why
+    chosen, why = choose_run(dest, "dep", DAYS["d2"])
+    assert chosen is None and why.startswith("the run of 2026-11-29 is incomplete (manifest"), why
+    chosen, why = choose_run(dest, "dep", DAYS["d0"])
+    assert chosen is not None and chosen.manifest.backup_guid == "d0", why
+    chosen, why = choose_run(dest, "nothing-here")
+    assert chosen is None and why == "no complete run", why

@@ -152,8 +152,9 @@ class DatedPrefix:
 
     date: datetime.date
     prefix: str
-    #: A manifest object is listed in it (whether it parses is not known yet).
-    has_manifest: bool
+    #: A manifest object is listed in it (whether it parses is not known yet); ``None``: not
+    #: known (found folder by folder, ``Destination.list_folders``), read to find out.
+    has_manifest: bool | None
 
 
 @attrs.frozen
@@ -166,16 +167,22 @@ class ChosenRun:
 
 
 _DATE = re.compile(r"(\d{4})/(\d{2})/(\d{2})")
+_YEAR = re.compile(r"\d{4}")
+_TWO_DIGITS = re.compile(r"\d{2}")
 
 
 def dated_prefixes(destination: Destination, root: str) -> list[DatedPrefix]:
-    """Every dated folder under ``root``, newest first, from the names alone (``list_keys``).
+    """Every dated folder under ``root``, newest first, from the names alone.
 
     The folders ``run_folders`` reports, without listing any object's size or reading any
     manifest: what choosing a run needs. A key counts when it is ``YYYY/MM/DD/<something>``
-    under ``root`` with a real date, as in ``group_dated``.
+    under ``root`` with a real date, as in ``group_dated``. A destination that lists folders
+    itself (``list_folders`` overridden: a delimiter listing) is walked level by level, a
+    few requests whatever the runs kept hold; any other is listed once (``list_keys``).
     """
     lead = f"{root}/" if root else ""
+    if type(destination).list_folders is not Destination.list_folders:
+        return _walk_dated(destination, lead)
     start = len(lead)
     end = start + 10  # len("YYYY/MM/DD")
     manifest_tail = f"/{MANIFEST_NAME}"
@@ -202,13 +209,51 @@ def dated_prefixes(destination: Destination, root: str) -> list[DatedPrefix]:
     return result
 
 
+def _walk_dated(destination: Destination, lead: str) -> list[DatedPrefix]:
+    """``dated_prefixes`` through ``list_folders``: years, their months, their days."""
+    result = []
+    for year in destination.list_folders(lead):
+        if not _YEAR.fullmatch(year):
+            continue
+        for month in destination.list_folders(f"{lead}{year}/"):
+            if not _TWO_DIGITS.fullmatch(month):
+                continue
+            for day in destination.list_folders(f"{lead}{year}/{month}/"):
+                if not _TWO_DIGITS.fullmatch(day):
+                    continue
+                try:
+                    date = datetime.date(int(year), int(month), int(day))
+                except ValueError:
+                    continue
+                result.append(DatedPrefix(date, f"{lead}{year}/{month}/{day}", None))
+    result.sort(key=lambda f: f.date, reverse=True)
+    return result
+
+
+def _manifest_for_choice(
+    destination: Destination, folder: DatedPrefix
+) -> tuple[Manifest | None, str | None]:
+    """``manifest_of`` a folder, when it may have one; a manifest not there: "no manifest"."""
+    if folder.has_manifest is False:
+        return None, "no manifest"
+    if folder.has_manifest is None:
+        try:
+            return read_manifest(destination, folder.prefix), None
+        except ManifestError as exc:
+            return None, str(exc)
+        except ObjectNotFound:
+            return None, "no manifest"
+    return manifest_of(destination, folder.prefix)
+
+
 def choose_run(
     destination: Destination, root: str, date: datetime.date | None = None
 ) -> tuple[ChosenRun | None, str]:
     """The run to restore: the newest complete one, or that of ``date``; or why there is none.
 
     Only the chosen run's manifest is read (and those of newer folders whose manifest turned
-    out not to parse), not every run's: the choice is that of ``run_folders`` newest first,
+    out not to parse, or, found folder by folder, not to be there), not every run's: the
+    choice is that of ``run_folders`` newest first,
     made from the names (``dated_prefixes``). A manifest that cannot be read (not: does not
     parse) raises, as in ``run_folders``.
     """
@@ -218,18 +263,13 @@ def choose_run(
         if not matching:
             return None, f"no run on {date}"
         folder = matching[0]
-        manifest, why = (
-            manifest_of(destination, folder.prefix)
-            if folder.has_manifest
-            else (None, "no manifest")
-        )
+        manifest, why = _manifest_for_choice(destination, folder)
         if manifest is None:
             return None, f"the run of {date} is incomplete ({why})"
         return ChosenRun(folder.date, folder.prefix, manifest), ""
     for folder in folders:
-        if folder.has_manifest:
-            manifest, _ = manifest_of(destination, folder.prefix)
-            if manifest is not None:
-                return ChosenRun(folder.date, folder.prefix, manifest), ""
+        manifest, _ = _manifest_for_choice(destination, folder)
+        if manifest is not None:
+            return ChosenRun(folder.date, folder.prefix, manifest), ""
     incomplete = len(folders)
     return None, "no complete run" + (f" ({incomplete} incomplete)" if incomplete else "")

@@ -110,6 +110,26 @@ class Destination(abc.ABC):
         """
         return (info.key for info in self.list(prefix))
 
+    def list_folders(self, prefix: str) -> Iterator[str]:
+        """The folders directly under ``prefix`` (``""`` or ending with ``/``), by name.
+
+        Every distinct ``name`` such that a key ``list(prefix)`` reports starts with
+        ``prefix + name + "/"``, in any order, each once. For ``restore``: it finds the dated
+        run folders level by level (``YYYY/``, ``MM/``, ``DD/``) instead of listing every
+        object of every run kept, so choosing a run costs a few requests whatever the
+        retention holds. Optional: by default the names come from ``list_keys(prefix)``, and
+        the core then lists once instead of level by level (``catalog.dated_prefixes``).
+        Override it only with a listing that returns folders without their objects (S3's
+        ``Delimiter``, ...) and reports a folder only when an object is under it.
+        """
+        seen: set[str] = set()
+        start = len(prefix)
+        for key in self.list_keys(prefix):
+            end = key.find("/", start)
+            if end > start and key[start:end] not in seen:
+                seen.add(key[start:end])
+                yield key[start:end]
+
     @abc.abstractmethod
     def open_read(self, key: str) -> IO[bytes]:
         """A readable binary stream of the object; the caller closes it.

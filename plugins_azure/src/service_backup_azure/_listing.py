@@ -29,13 +29,20 @@ class Listed:
 class Page:
     blobs: list[Listed]
     next_marker: str
+    #: The folders of a listing with a delimiter (``BlobPrefix`` names, ending with it).
+    prefixes: list[str] = attrs.Factory(list)
 
 
-def list_url(container_url: str, prefix: str, page_size: int, marker: str) -> str:
-    """The List Blobs URL of one page (``marker``: where the previous page stopped)."""
+def list_url(
+    container_url: str, prefix: str, page_size: int, marker: str, delimiter: str = ""
+) -> str:
+    """The List Blobs URL of one page (``marker``: where the previous page stopped); with a
+    ``delimiter``, the names below the next one come back as folders (``BlobPrefix``)."""
     query = {"restype": "container", "comp": "list", "maxresults": str(page_size)}
     if prefix:
         query["prefix"] = prefix
+    if delimiter:
+        query["delimiter"] = delimiter
     if marker:
         query["marker"] = marker
     base, sep, existing = container_url.partition("?")
@@ -46,15 +53,21 @@ def list_url(container_url: str, prefix: str, page_size: int, marker: str) -> st
 def parse_page(body: bytes) -> Page:
     """A List Blobs answer: its blobs and the marker of the next page ('' on the last)."""
     root = ElementTree.fromstring(body)  # noqa: S314 - the storage service's answer
-    return Page(list(_blobs(root)), (root.findtext("NextMarker") or "").strip())
+    prefixes = [_name(element) for element in root.iterfind("Blobs/BlobPrefix/Name")]
+    return Page(list(_blobs(root)), (root.findtext("NextMarker") or "").strip(), prefixes)
+
+
+def _name(element: ElementTree.Element) -> str:
+    name = element.text or ""
+    if element.get("Encoded", "").lower() == "true":
+        return urllib.parse.unquote(name)  # names with characters XML cannot carry
+    return name
 
 
 def _blobs(root: ElementTree.Element) -> Iterator[Listed]:
     for blob in root.iterfind("Blobs/Blob"):
         element = blob.find("Name")
-        name = (element.text or "") if element is not None else ""
-        if element is not None and element.get("Encoded", "").lower() == "true":
-            name = urllib.parse.unquote(name)  # names with characters XML cannot carry
+        name = _name(element) if element is not None else ""
         size = blob.findtext("Properties/Content-Length") or "0"
         modified = blob.findtext("Properties/Last-Modified")
         yield Listed(name, int(size), _http_date(modified))

@@ -76,7 +76,7 @@ from service_backup.stall import StallGuard
 
 from ._credential import CHECK, credential
 from ._download import READ_PIECE, BlobRead
-from ._listing import list_url, parse_page
+from ._listing import Page, list_url, parse_page
 from ._transport import (
     AbortableRetry,
     AbortableTransport,
@@ -451,11 +451,26 @@ class AzureDestination(Destination):
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         """List Blobs pages parsed for the three fields needed (``_listing``)."""
+        for page in self._pages(self.layout.full_prefix(prefix)):
+            for blob in page.blobs:
+                yield ObjectInfo(
+                    key=self.layout.key_of(blob.name), size=blob.size, modified=blob.modified
+                )
+
+    def list_folders(self, prefix: str) -> Iterator[str]:
+        """One List Blobs with ``delimiter=/``: the folders' names without their blobs."""
         start = self.layout.full_prefix(prefix)
+        for page in self._pages(start, delimiter="/"):
+            for folder in page.prefixes:
+                name = folder[len(start) :].removesuffix("/")
+                if name:
+                    yield name
+
+    def _pages(self, start: str, delimiter: str = "") -> Iterator[Page]:
         what = f"listing {self.container_name}/{start}"
         marker = ""
         while True:
-            url = list_url(self.container_url, start, self.list_page_size, marker)
+            url = list_url(self.container_url, start, self.list_page_size, marker, delimiter)
             try:
                 response = self.pipeline_run(
                     HttpRequest("GET", url, headers={"x-ms-version": self.api_version})
@@ -475,10 +490,7 @@ class AzureDestination(Destination):
                 raise DestinationError(
                     f"Azure Storage answered {what} with an unreadable page: {one_line(exc, 200)}"
                 ) from None
-            for blob in page.blobs:
-                yield ObjectInfo(
-                    key=self.layout.key_of(blob.name), size=blob.size, modified=blob.modified
-                )
+            yield page
             if not page.next_marker:
                 return
             marker = page.next_marker

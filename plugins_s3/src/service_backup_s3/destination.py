@@ -527,19 +527,31 @@ class S3Destination(Destination):
 
     def _listed(self, full_prefix: str) -> dict[str, dict[str, Any]]:
         """Every object under ``full_prefix`` (a full key prefix), by full key."""
-        return {obj["Key"]: obj for obj in self._pages(full_prefix)}
+        return {
+            obj["Key"]: obj for page in self._pages(full_prefix) for obj in page.get("Contents", ())
+        }
 
     # -- read side ----------------------------------------------------------------------
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        for obj in self._pages(self.layout.full_prefix(prefix)):
-            yield ObjectInfo(
-                key=self.layout.key_of(obj["Key"]),
-                size=int(obj["Size"]),
-                modified=obj.get("LastModified"),
-            )
+        for page in self._pages(self.layout.full_prefix(prefix)):
+            for obj in page.get("Contents", ()):
+                yield ObjectInfo(
+                    key=self.layout.key_of(obj["Key"]),
+                    size=int(obj["Size"]),
+                    modified=obj.get("LastModified"),
+                )
 
-    def _pages(self, full_prefix: str) -> Iterator[dict[str, Any]]:
+    def list_folders(self, prefix: str) -> Iterator[str]:
+        """One ``Delimiter="/"`` listing: the folders' names without their objects."""
+        full_prefix = self.layout.full_prefix(prefix)
+        for page in self._pages(full_prefix, delimiter="/"):
+            for common in page.get("CommonPrefixes", ()):
+                name = common["Prefix"][len(full_prefix) :].removesuffix("/")
+                if name:
+                    yield name
+
+    def _pages(self, full_prefix: str, delimiter: str = "") -> Iterator[dict[str, Any]]:
         token: str | None = None
         while True:
             kwargs: dict[str, Any] = {
@@ -547,6 +559,8 @@ class S3Destination(Destination):
                 "Prefix": full_prefix,
                 "MaxKeys": self.list_page_size,
             }
+            if delimiter:
+                kwargs["Delimiter"] = delimiter
             if token:
                 kwargs["ContinuationToken"] = token
             try:
@@ -557,7 +571,7 @@ class S3Destination(Destination):
                 raise self._fail(f"cannot list {self.bucket}/{full_prefix}", exc) from None
             except BotoCoreError as exc:
                 raise self._fail(f"cannot list {self.bucket}/{full_prefix}", exc) from None
-            yield from page.get("Contents", ())
+            yield page
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
                 return

@@ -797,8 +797,18 @@ class DestinationSuite:
         folders = run_folders(destination, "d")
         assert [(f.date.isoformat(), f.state) for f in folders] == [("2026-11-30", "incomplete")]
         assert sorted(o.key for o in folders[0].objects) == sorted(inside)
-        named = [(f.date.isoformat(), f.has_manifest) for f in dated_prefixes(destination, "d")]
-        assert named == [("2026-11-30", False)], f"restore would see these runs: {named}"
+        named = [f.date.isoformat() for f in dated_prefixes(destination, "d")]
+        assert named == ["2026-11-30"], f"restore would see these runs: {named}"
+        for prefix, expected in [
+            ("d/", ["2026"]),
+            ("d/2026/11/", ["3", "30", "300"]),
+            ("d/2026/11/30/", ["sub dir"]),
+            ("d/2026/11/30/sub dir/", []),
+        ]:
+            found = list(destination.list_folders(prefix))
+            assert sorted(found) == expected, (
+                f"list_folders({prefix!r}) gave {found}, the folders of its keys are {expected}"
+            )
 
     def test_run_manifest_matches_what_reads_back(
         self,
