@@ -465,7 +465,8 @@ def document(
             "## Restores",
             "",
             "Each cell first backs the data set up once with `manual-backup` (not timed); then "
-            "`service-backup restore CONFIG --to DIR` (ours: lists the run, reads its manifest, "
+            "`service-backup restore CONFIG --to DIR` (ours: finds the run, by folder listings "
+            "where the store has them, else one listing; reads its manifest, "
             "downloads every file, checks its size and sha256, renames it into place, one "
             "`syncfs` at the end) and each peer downloading the same run folder, followed by "
             "`sync -f`, run as whole processes under GNU `time -v`, interleaved like the "
