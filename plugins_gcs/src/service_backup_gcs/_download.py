@@ -65,7 +65,8 @@ class StreamedRead(RawRead):
 
     readall_piece = BLOCK
 
-    def __init__(self, owner: GCSDestination, key: str, url: str) -> None:
+    def __init__(self, owner: GCSDestination, key: str, name: str, url: str) -> None:
+        """``name``: the object's full name (``layout.full(key)``), ``url``: its media GET."""
         super().__init__()
         self._owner, self._key, self._url = owner, key, url
         self._size = 0
@@ -76,7 +77,7 @@ class StreamedRead(RawRead):
         self._started = False
         self._response: urllib3.BaseHTTPResponse | None = None
         self._verified = False
-        self._what = f"reading {owner.where(key)}"
+        self._what = f"reading {owner.bucket_name}/{name}"
         self._guard = owner.guard(self._what)
         self._connections = Connections()
         self._since: float | None = None
