@@ -20,7 +20,7 @@ import requests
 
 from service_backup.errors import DestinationError
 from service_backup.source import Source
-from service_backup_gcs.destination import READ_WATCHER
+from service_backup_gcs.destination import AUTH_REUSE_SECONDS, READ_WATCHER
 from tests.core.cli import run_cli, write_config
 from tests.faultproxy import FaultProxy, fault_proxy, shutdown_outcome
 from tests.gcs.server import GCSServer
@@ -152,6 +152,8 @@ def test_media_gets_carry_the_session_headers_and_a_fresh_token(
     fake = fake_gcs(lambda seen: (200, b"abc", {"X-Goog-Generation": "1"}))
     granted = len(gcs_server.tokens.granted_calls())
     with open_destination(gcs_server.config(bucket_name, endpoint=fake.url)) as destination:
+        # Every GET asks google-auth (the reuse of its headers is tested below).
+        destination.auth_reuse_seconds = 0.0
         with destination.open_read("a.bin") as stream:
             assert stream.read() == b"abc"
         credentials = destination.session.credentials
@@ -168,6 +170,55 @@ def test_media_gets_carry_the_session_headers_and_a_fresh_token(
     for name, value in destination.session.headers.items():
         assert first.get(name.lower()) == value, f"the session's {name} header was not sent"
     assert "x-goog-api-client" in first, "google-auth's metrics header is missing"
+
+
+def test_media_gets_reuse_the_credentials_headers_for_a_moment_only(
+    gcs_server: GCSServer, fake_gcs, bucket_name: str
+) -> None:
+    """google-auth's ``before_request`` runs once for the GETs of one moment, not per GET;
+    once ``auth_reuse_seconds`` have passed it runs again (and refreshes a token due)."""
+    fake = fake_gcs(lambda seen: (200, b"abc", {"X-Goog-Generation": "1"}))
+    with open_destination(gcs_server.config(bucket_name, endpoint=fake.url)) as destination:
+        credentials = destination.session.credentials
+        asked: list[str] = []
+        before_request = credentials.before_request
+
+        def counted(request: Any, method: str, url: str, headers: Any) -> None:
+            asked.append(url)
+            before_request(request, method, url, headers)
+
+        credentials.before_request = counted  # the real one runs; only counted
+        destination.auth_reuse_seconds = 3600.0  # the whole test is one moment
+        for index in range(5):
+            with destination.open_read(f"{index}.bin") as stream:
+                assert stream.read() == b"abc"
+        assert len(asked) == 1, f"before_request ran {len(asked)} times for 5 GETs of a moment"
+        tokens = {seen.headers.get("authorization") for seen in fake.seen}
+        assert len(tokens) == 1 and next(iter(tokens), "").startswith("Bearer ya29.test-"), (
+            f"the GETs of one moment carried {tokens}"
+        )
+        destination.auth_reuse_seconds = 0.0  # the moment is over
+        credentials.expiry = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+        with destination.open_read("late.bin") as stream:
+            assert stream.read() == b"abc"
+        assert len(asked) == 2, "once the moment passed, google-auth was not asked again"
+        late = fake.seen[-1].headers.get("authorization")
+        assert late not in tokens, "a token due for refresh was sent again"
+        headers = [seen.headers for seen in fake.seen]
+        assert all("x-goog-api-client" in h for h in headers), "a reused GET lost a header"
+
+
+def test_headers_are_reused_well_inside_the_life_google_auth_leaves_a_token() -> None:
+    """``AUTH_REUSE_SECONDS`` is safe only because google-auth refreshes a token minutes
+    before it expires. ``REFRESH_THRESHOLD`` is private to google-auth (``_helpers``):
+    read here only, so that a change of it fails this test instead of going unnoticed."""
+    from google.auth import _helpers
+
+    threshold = _helpers.REFRESH_THRESHOLD.total_seconds()
+    assert threshold >= AUTH_REUSE_SECONDS * 10, (
+        f"google-auth now refreshes tokens {threshold:.0f}s before expiry: reusing its "
+        f"headers for {AUTH_REUSE_SECONDS}s could send a token about to expire"
+    )
 
 
 def test_a_read_closed_early_leaves_nothing_for_the_next_get(

@@ -65,7 +65,8 @@ class StreamedRead(RawRead):
 
     readall_piece = BLOCK
 
-    def __init__(self, owner: GCSDestination, key: str, url: str) -> None:
+    def __init__(self, owner: GCSDestination, key: str, name: str, url: str) -> None:
+        """``name``: the object's full name (``layout.full(key)``), ``url``: its media GET."""
         super().__init__()
         self._owner, self._key, self._url = owner, key, url
         self._size = 0
@@ -76,16 +77,19 @@ class StreamedRead(RawRead):
         self._started = False
         self._response: urllib3.BaseHTTPResponse | None = None
         self._verified = False
-        self._what = f"reading {owner.where(key)}"
+        self._what = f"reading {owner.bucket_name}/{name}"
         self._guard = owner.guard(self._what)
         self._connections = Connections()
         self._since: float | None = None
-        self._watch = contextlib.ExitStack()
-        self._watch.enter_context(owner.reads.watch(self._guard, self._connections.abort))
+        # Entered and left by hand (no ExitStack): one fewer object per small read.
+        self._watch: contextlib.AbstractContextManager[object] | None = owner.reads.watch(
+            self._guard, self._connections.abort
+        )
+        self._watch.__enter__()
         try:
             self._response = self._retried(self._open)
         except BaseException:
-            self._watch.close()
+            self._unwatch()
             raise
         self._started = True
 
@@ -257,8 +261,13 @@ class StreamedRead(RawRead):
     def close(self) -> None:
         if not self.closed:
             self._drop()
-            self._watch.close()
+            self._unwatch()
         super().close()
+
+    def _unwatch(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.__exit__(None, None, None)
 
 
 def _close(response: urllib3.BaseHTTPResponse) -> None:

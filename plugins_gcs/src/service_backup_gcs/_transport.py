@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import requests.adapters
@@ -53,15 +52,26 @@ class _Current(threading.local):
 _current = _Current()
 
 
-@contextlib.contextmanager
-def tracking(connections: Connections | None = None) -> Iterator[Connections]:
-    """Record the connections this thread's requests use until the block ends."""
-    previous = _current.connections
-    _current.connections = connections if connections is not None else Connections()
-    try:
-        yield _current.connections
-    finally:
-        _current.connections = previous
+class tracking:  # lower case: callers use it as the function it replaced
+    """Record the connections this thread's requests use until the block ends.
+
+    A class rather than a ``contextlib.contextmanager`` generator: it is entered once per
+    request, thousands of times in a restore of small files.
+    """
+
+    __slots__ = ("_connections", "_previous")
+
+    def __init__(self, connections: Connections | None = None) -> None:
+        self._connections = connections if connections is not None else Connections()
+        self._previous: Connections | None = None
+
+    def __enter__(self) -> Connections:
+        self._previous = _current.connections
+        _current.connections = self._connections
+        return self._connections
+
+    def __exit__(self, *exc: object) -> None:
+        _current.connections = self._previous
 
 
 class _Recorded:
