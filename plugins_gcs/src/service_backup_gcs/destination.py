@@ -388,8 +388,25 @@ class GCSDestination(Destination):
                 modified=_timestamp(item.get("updated")),
             )
 
+    def list_folders(self, prefix: str) -> Iterator[str]:
+        """One listing with ``delimiter=/``: the folders' names (``prefixes``), not their
+        objects."""
+        name_prefix = self.layout.full_prefix(prefix)
+        for page in self._pages(name_prefix, "items(name),prefixes", delimiter="/"):
+            for folder in page.get("prefixes") or []:
+                name = folder[len(name_prefix) :].removesuffix("/")
+                if name:
+                    yield name
+
     def _items(self, name_prefix: str, fields: str) -> Iterator[dict[str, Any]]:
         """The JSON API's object resources under ``name_prefix`` (a full name prefix)."""
+        for page in self._pages(name_prefix, f"items({fields})"):
+            yield from page.get("items") or []
+
+    def _pages(
+        self, name_prefix: str, fields: str, delimiter: str = ""
+    ) -> Iterator[dict[str, Any]]:
+        """The JSON API's listing pages under ``name_prefix``, with ``fields`` of each."""
         url = (
             f"{self._client.api_endpoint}/storage/v1/b/"
             f"{urllib.parse.quote(self.bucket_name, safe='')}/o"
@@ -397,15 +414,17 @@ class GCSDestination(Destination):
         what = f"listing {self.bucket_name}/{name_prefix}"
         params: dict[str, Any] = {
             "maxResults": self.list_page_size,
-            "fields": f"items({fields}),nextPageToken",
+            "fields": f"{fields},nextPageToken",
         }
         if name_prefix:
             params["prefix"] = name_prefix
+        if delimiter:
+            params["delimiter"] = delimiter
         while True:
             page = self.call(what, functools.partial(self._get_json, url, params))
             if page is None:
                 return  # no bucket yet: nothing stored
-            yield from page.get("items") or []
+            yield page
             token = page.get("nextPageToken")
             if not token:
                 return
