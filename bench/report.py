@@ -575,27 +575,33 @@ def load_raw(path: Path) -> Earlier:
 def load_previous(out: Path) -> Previous | None:
     """The median walls of the results file about to be replaced, by (destination, set, tool).
 
-    ``latest.json`` when present (it has every figure); otherwise the Markdown table of
-    ``latest.md`` (the JSON is not committed, so a fresh clone has only the table).
+    Every row of the Markdown tables of ``out``'s ``.md`` (rows merged from earlier runs
+    included), overlaid with the unrounded figures of its ``.json`` where that run measured
+    them (the JSON holds only the rows its own run measured, and is not committed: a fresh
+    clone has only the tables).
     """
     import json
 
+    found: Previous = {}
+    table_file = out.with_suffix(".md")
+    if table_file.is_file():
+        found.update(parse_table(table_file.read_text()))
     raw = out.with_suffix(".json")
     if raw.is_file():
         try:
             data = json.loads(raw.read_text())
-            return {
-                (u["destination"], u["dataset"], u["tool"], u.get("phase", UPLOAD)): float(
-                    u["summary"]["wall"]
-                )
-                for u in data["uploads"]
-                if u.get("summary")
-            }
+            found.update(
+                {
+                    (u["destination"], u["dataset"], u["tool"], u.get("phase", UPLOAD)): float(
+                        u["summary"]["wall"]
+                    )
+                    for u in data["uploads"]
+                    if u.get("summary")
+                }
+            )
         except (ValueError, KeyError, TypeError):
             pass
-    if out.is_file():
-        return parse_table(out.read_text())
-    return None
+    return found or None
 
 
 def parse_table(text: str) -> Previous:

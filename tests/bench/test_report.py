@@ -36,6 +36,24 @@ def test_previous_results_are_read_back_from_the_markdown_table(tmp_path: Path) 
     }, previous
 
 
+def test_rows_merged_from_an_earlier_run_are_compared_too(tmp_path: Path) -> None:
+    """The JSON beside a report holds only the rows its own run measured; rows the report
+    merged from earlier runs are only in its table, and must still be compared with."""
+    import json
+
+    out = tmp_path / "latest.md"
+    out.write_text(report.table([_row(2.0), _row(0.8, "cp -r + sync", ours=False)]))
+    measured = {"destination": "local", "dataset": "many-4k", "tool": "manual-backup"}
+    out.with_suffix(".json").write_text(
+        json.dumps({"uploads": [{**measured, "phase": "upload", "summary": {"wall": 1.987}}]})
+    )
+    previous = report.load_previous(out)
+    assert previous == {
+        ("local", "many-4k", "manual-backup", "upload"): 1.987,
+        ("local", "many-4k", "cp -r + sync", "upload"): 0.8,
+    }, f"the merged row or the JSON's unrounded figure is missing: {previous}"
+
+
 def test_every_peer_row_keeps_its_ratio() -> None:
     rows = [_row(2.0), _row(0.8, "cp -r + sync", ours=False)]
     assert report.ratio_text(rows, rows[1]) == "2.50\u00d7", report.ratio_text(rows, rows[1])
