@@ -24,7 +24,7 @@ from service_backup_azure._download import PREFETCH_PIECES, READ_PIECE
 from service_backup_azure.destination import READ_WHOLE_MAX, AzureDestination
 from tests.azure.server import AzuriteServer
 from tests.azure.test_azure import open_destination
-from tests.core.cli import run_cli, write_config
+from tests.core.cli import run_cli, single_destination_config
 
 #: Pieces in a test blob: more than the prefetch window beyond the read-whole limit.
 PIECES = READ_WHOLE_MAX // READ_PIECE + PREFETCH_PIECES + 2
@@ -105,14 +105,7 @@ def test_restore_brings_back_blobs_around_piece_multiples(
     source.mkdir()
     for name, data in contents.items():
         (source / f"{name}.bin").write_bytes(data)
-    config = write_config(
-        tmp_path / "backup.yml",
-        {
-            "destinations": [{"type": "azure", "name": "dr-azure", "config": raw}],
-            "source_folder": str(source),
-            "cron_schedule": "@daily",
-        },
-    )
+    config = single_destination_config(tmp_path / "backup.yml", source, "azure", "dr-azure", raw)
     backup = run_cli("backup", str(config))
     assert backup.returncode == 0, backup.stdout + backup.stderr
     target = tmp_path / "restored"

@@ -46,3 +46,17 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120, **kw: Any
 def write_config(path: Path, data: dict[str, Any]) -> Path:
     path.write_text(yaml.safe_dump(data, allow_unicode=True))
     return path
+
+
+def single_destination_config(
+    path: Path, source: Path, dtype: str, name: str, config: dict[str, Any]
+) -> Path:
+    """A daily backup of ``source`` to one destination, written to ``path``."""
+    return write_config(
+        path,
+        {
+            "destinations": [{"type": dtype, "name": name, "config": config}],
+            "source_folder": str(source),
+            "cron_schedule": "@daily",
+        },
+    )

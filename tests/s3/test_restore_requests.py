@@ -20,7 +20,7 @@ from typing import Any
 
 from service_backup.source import Source
 from service_backup_s3.destination import PART_CONCURRENCY
-from tests.core.cli import run_cli, write_config
+from tests.core.cli import run_cli, single_destination_config
 
 from .server import MotoServer
 from .test_s3 import open_destination
@@ -56,14 +56,7 @@ def test_restore_sends_one_get_per_file(
     for name, data in files.items():
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         (source / name).write_bytes(data)
-    config = write_config(
-        tmp_path / "backup.yml",
-        {
-            "destinations": [{"type": "s3", "name": "s3", "config": s3_config}],
-            "source_folder": str(source),
-            "cron_schedule": "@daily",
-        },
-    )
+    config = single_destination_config(tmp_path / "backup.yml", source, "s3", "s3", s3_config)
     backup = run_cli("backup", str(config))
     assert backup.returncode == 0, f"the backup to restore failed: {backup.stderr[-2000:]}"
 
