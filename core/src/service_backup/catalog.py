@@ -131,19 +131,22 @@ def run_folders(destination: Destination, root: str) -> list[RunFolder]:
     return result
 
 
-def manifest_of(destination: Destination, prefix: str) -> tuple[Manifest | None, str | None]:
-    """The manifest listed in ``prefix``, or why it does not count (the folder is incomplete).
+def manifest_of(
+    destination: Destination, prefix: str, missing: str | None = None
+) -> tuple[Manifest | None, str | None]:
+    """The manifest in ``prefix``, or why it does not count (the folder is incomplete).
 
-    A manifest that does not parse, or vanished since the listing, makes the folder
-    incomplete; one that cannot be read (access denied, connection lost) is the destination's
-    failure, raised: "incomplete" would be a guess.
+    A manifest that does not parse, or is not there (``missing`` says why; by default it was
+    listed and vanished since), makes the folder incomplete; one that cannot be read (access
+    denied, connection lost) is the destination's failure, raised: "incomplete" would be a
+    guess.
     """
     try:
         return read_manifest(destination, prefix), None
     except ManifestError as exc:
         return None, str(exc)
     except ObjectNotFound:
-        return None, f"manifest {prefix}/{MANIFEST_NAME} vanished while listing"
+        return None, missing or f"manifest {prefix}/{MANIFEST_NAME} vanished while listing"
 
 
 @attrs.frozen
@@ -233,17 +236,13 @@ def _walk_dated(destination: Destination, lead: str) -> list[DatedPrefix]:
 def _manifest_for_choice(
     destination: Destination, folder: DatedPrefix
 ) -> tuple[Manifest | None, str | None]:
-    """``manifest_of`` a folder, when it may have one; a manifest not there: "no manifest"."""
+    """``manifest_of`` a folder, when it may have one (one found folder by folder is read to
+    find out: "no manifest" when it is not there)."""
     if folder.has_manifest is False:
         return None, "no manifest"
-    if folder.has_manifest is None:
-        try:
-            return read_manifest(destination, folder.prefix), None
-        except ManifestError as exc:
-            return None, str(exc)
-        except ObjectNotFound:
-            return None, "no manifest"
-    return manifest_of(destination, folder.prefix)
+    return manifest_of(
+        destination, folder.prefix, "no manifest" if folder.has_manifest is None else None
+    )
 
 
 def choose_run(
@@ -253,9 +252,8 @@ def choose_run(
 
     Only the chosen run's manifest is read (and those of newer folders whose manifest turned
     out not to parse, or, found folder by folder, not to be there), not every run's: the
-    choice is that of ``run_folders`` newest first,
-    made from the names (``dated_prefixes``). A manifest that cannot be read (not: does not
-    parse) raises, as in ``run_folders``.
+    choice is that of ``run_folders`` newest first, made from the names (``dated_prefixes``).
+    A manifest that cannot be read (not: does not parse) raises, as in ``run_folders``.
     """
     folders = dated_prefixes(destination, root)
     if date is not None:

@@ -145,42 +145,11 @@ def _entry_line(file: StoredFile) -> str:
     return f'{{"path": {_encode_string(path)}, "size": {size}, "sha256": {digest}{escaped}}}'
 
 
-#: Any number of sha256 digests back to back, each lowercase hex.
-_DIGESTS = re.compile(r"(?:[0-9a-f]{64})*")
-
-
 def _stored_files(entries: Any) -> tuple[StoredFile, ...]:
-    """Every entry of ``files`` as ``_stored_file`` reads it, the usual one in a tighter loop.
-
-    A restore reads one entry per file: the usual ``{path, size, sha256}`` is checked inline
-    (types, size, digest length) and the digests' characters in one regular-expression pass
-    over all of them; any other entry (escaped, extra members, anything wrong) goes through
-    ``_stored_file``, which names what is wrong. 5,000 entries: 7.0 -> 4.7 ms.
-    """
+    """Every entry of ``files``, each checked by ``_stored_file``, which names what is wrong."""
     if not isinstance(entries, list):
         raise ValueError("files is not a list")
-    stored: list[StoredFile] = []
-    append = stored.append
-    digests: list[str] = []
-    keep = digests.append
-    for entry in entries:
-        if type(entry) is dict and len(entry) == 3:
-            path, size, sha256 = entry["path"], entry["size"], entry["sha256"]
-            if (
-                type(path) is str
-                and type(size) is int
-                and size >= 0
-                and type(sha256) is str
-                and len(sha256) == 64
-            ):
-                append(StoredFile(path, size, sha256))
-                keep(sha256)
-                continue
-        append(_stored_file(entry))
-    if not _DIGESTS.fullmatch("".join(digests)):
-        for file in stored:  # names the first entry at fault
-            _stored_file({"path": file.path, "size": file.size, "sha256": file.sha256})
-    return tuple(stored)
+    return tuple(_stored_file(entry) for entry in entries)
 
 
 def _stored_file(entry: Any) -> StoredFile:
