@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 
 from .datasets import DataSet
+from .measure import Summary
 from .overhead import IdleResult, StartupResult
 from .runner import RESTORE, UPLOAD, Row
 
@@ -149,22 +150,35 @@ def regression_text(row: Row, previous: Previous | None) -> str:
     return text
 
 
+def wall_range(summary: Summary) -> str:
+    """The fastest and the slowest measured run: how far one cell's runs spread.
+
+    On a machine whose disk or neighbours are noisy, a ratio of medians is only as firm as
+    this spread; a miss inside it is not a finding.
+    """
+    if not summary.walls:
+        return DASH
+    return f"{min(summary.walls):.2f}\u2013{max(summary.walls):.2f}"
+
+
 def table(rows: Sequence[Row], previous: Previous | None = None) -> str:
     head = (
-        "| destination | data set | tool | runs | median wall s | MB/s | CPU s | server CPU s "
-        "| peak RSS MiB | ours ÷ peer (wall) | vs previous (wall, ±10 % flagged) | note |"
+        "| destination | data set | tool | runs | median wall s | wall range s | MB/s | CPU s "
+        "| server CPU s | peak RSS MiB | ours ÷ peer (wall) | vs previous (wall, ±10 % flagged) "
+        "| note |"
     )
-    lines = [head, "|---|---|---|--:|--:|--:|--:|--:|--:|---|---|---|"]
+    lines = [head, "|---|---|---|--:|--:|--:|--:|--:|--:|--:|---|---|---|"]
     for row in rows:
         s = row.summary
         name = f"**{row.tool.name}**" if row.tool.ours else row.tool.name
         if s is None:
-            cells = [DASH] * 6 + ["", ""]
+            cells = [DASH] * 7 + ["", ""]
         else:
             server = DASH if s.server_cpu is None else f"{s.server_cpu:.2f}"
             cells = [
                 str(s.runs),
                 f"{s.wall:.2f}",
+                wall_range(s),
                 f"{_mbps(row.dataset, s.wall):.1f}",
                 f"{s.cpu:.2f}",
                 server,
@@ -447,7 +461,8 @@ def document(
         "Every upload is one whole process (`manual-backup CONFIG` for ours) timed through GNU "
         "`time -v`, to a fresh location on a server on loopback. Median of the measured runs "
         "after one warm-up per tool, interleaved A B C, A B C; MB/s = 10^6 bytes per second of "
-        "median wall time; CPU = user + system of the tool's whole process tree; server CPU = "
+        "median wall time; wall range = the fastest and the slowest measured run; CPU = "
+        "user + system of the tool's whole process tree; server CPU = "
         "what the server process spent meanwhile (median); peak RSS = the highest across "
         "runs (largest process per GNU time, or "
         "the sampled sum of the process tree when larger). Ratio = ours' median wall ÷ the "
@@ -546,7 +561,6 @@ def load_raw(path: Path) -> Earlier:
     import json
 
     from .datasets import ALL_SETS
-    from .measure import Summary
     from .targets import Tool
 
     data = json.loads(path.read_text())

@@ -38,23 +38,25 @@ def test_quick_run_writes_a_table(tmp_path: Path) -> None:
     assert text in proc.stdout  # the same table is printed and written
 
     ours = _row(text, "local", "manual-backup")
-    # runs, median wall, MB/s, CPU, RSS are numbers; the ratio names the fastest peer
+    # runs, median wall, MB/s, CPU, RSS are numbers; the range spans the runs (one here);
+    # the ratio names the fastest peer
     assert ours[3] == "1", ours
-    assert float(ours[4]) > 0 and float(ours[5]) > 0 and float(ours[8]) > 0, ours
-    assert re.match(r"\d+\.\d\d\u00d7 \(", ours[9]), ours
-    assert ours[10] == "new", f"no earlier results file, yet the regression cell says {ours[10]!r}"
+    assert float(ours[4]) > 0 and float(ours[6]) > 0 and float(ours[9]) > 0, ours
+    assert ours[5] == f"{ours[4]}\u2013{ours[4]}", f"one run, yet the range is {ours[5]!r}"
+    assert re.match(r"\d+\.\d\d\u00d7 \(", ours[10]), ours
+    assert ours[11] == "new", f"no earlier results file, yet the regression cell says {ours[11]!r}"
     cp = _row(text, "local", "cp -r + sync")
     assert float(cp[4]) > 0, cp
     # a real server: ours and OpenSSH side by side, the server's CPU measured too
     scp_ours = _row(text, "scp", "manual-backup")
-    assert float(scp_ours[4]) > 0 and float(scp_ours[7]) >= 0, scp_ours
+    assert float(scp_ours[4]) > 0 and float(scp_ours[8]) >= 0, scp_ours
     assert float(_row(text, "scp", "scp -r")[4]) > 0
 
     # restore cells: ours restored a backup it had just made, the peers downloaded the same
     # run; every tree was compared with the source (a wrong tree fails the run, so "failed")
     restore = _row(text, "local", "service-backup restore", "## Restores")
-    assert restore[3] == "1" and float(restore[4]) > 0 and float(restore[8]) > 0, restore
-    assert re.match(r"\d+\.\d\d\u00d7 \(", restore[9]), f"no ratio for the restore: {restore}"
+    assert restore[3] == "1" and float(restore[4]) > 0 and float(restore[9]) > 0, restore
+    assert re.match(r"\d+\.\d\d\u00d7 \(", restore[10]), f"no ratio for the restore: {restore}"
     assert float(_row(text, "local", "cp -r + sync", "## Restores")[4]) > 0
     assert float(_row(text, "scp", "service-backup restore", "## Restores")[4]) > 0
     for peer in ("scp -r + sync", "scp -O -r + sync", "sftp -b + sync"):

@@ -54,6 +54,38 @@ def test_rows_merged_from_an_earlier_run_are_compared_too(tmp_path: Path) -> Non
     }, f"the merged row or the JSON's unrounded figure is missing: {previous}"
 
 
+def test_each_cell_shows_the_spread_of_its_runs(tmp_path: Path) -> None:
+    summary = Summary(
+        runs=3, failed=0, wall=1.5, walls=(1.5, 1.31, 7.02), cpu=1.0, peak_rss_kib=1024
+    )
+    row = Row("local", datasets.MANY_4K, Tool("manual-backup", ours=True), summary)
+    text = report.table([row])
+    cells = [c.strip() for c in text.splitlines()[2].strip("|").split("|")]
+    header = [c.strip() for c in text.splitlines()[0].strip("|").split("|")]
+    assert len(cells) == len(header), f"row and header disagree: {header} / {cells}"
+    assert cells[header.index("median wall s")] == "1.50", cells
+    assert cells[header.index("wall range s")] == "1.31\u20137.02", (
+        f"the fastest and slowest run are not shown: {cells}"
+    )
+    out = tmp_path / "latest.md"
+    out.write_text(text)
+    assert report.load_previous(out) == {("local", "many-4k", "manual-backup", "upload"): 1.5}, (
+        "the median is no longer read back from a table with the range column"
+    )
+
+
+def test_tables_from_before_the_range_column_are_still_read(tmp_path: Path) -> None:
+    out = tmp_path / "latest.md"
+    out.write_text(
+        "| destination | data set | tool | runs | median wall s | MB/s | CPU s | server CPU s "
+        "| peak RSS MiB | ours \u00f7 peer (wall) | vs previous | note |\n"
+        "|---|---|---|--:|--:|--:|--:|--:|--:|---|---|---|\n"
+        "| local | 20,000 \u00d7 4 KiB | **manual-backup** | 3 | 4.19 | 19.5 | 2.96 | \u2013 | 54 "
+        "| 3.72\u00d7 | +24% |  |\n"
+    )
+    assert report.load_previous(out) == {("local", "many-4k", "manual-backup", "upload"): 4.19}
+
+
 def test_every_peer_row_keeps_its_ratio() -> None:
     rows = [_row(2.0), _row(0.8, "cp -r + sync", ours=False)]
     assert report.ratio_text(rows, rows[1]) == "2.50\u00d7", report.ratio_text(rows, rows[1])
