@@ -137,10 +137,30 @@ def _config(folder: Path, port: int, read_only_port: int, host_keys: list[Path])
 
 
 def _drain(stream, log_path: Path) -> None:  # type: ignore[no-untyped-def]
-    with open(log_path, "a", encoding="utf-8", errors="replace") as log:
+    """Copy sshd's stderr into ``log_path`` until sshd exits; never stop reading it.
+
+    sshd writes a line per connection to that pipe and blocks once the pipe is full: a drain
+    that died (a full disk failing the log's write) would hang every later login. So once a
+    line cannot be written the log is closed, and the rest is read and dropped.
+    """
+    log = None
+    with contextlib.suppress(OSError):
+        log = open(log_path, "a", encoding="utf-8", errors="replace")  # noqa: SIM115
+    try:
         for line in stream:
-            log.write(line)
-            log.flush()
+            if log is None:
+                continue
+            try:
+                log.write(line)
+                log.flush()
+            except OSError:
+                with contextlib.suppress(OSError):
+                    log.close()
+                log = None
+    finally:
+        if log is not None:
+            with contextlib.suppress(OSError):
+                log.close()
 
 
 @contextlib.contextmanager
