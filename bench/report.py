@@ -242,6 +242,14 @@ def _find(
     return None
 
 
+def ranges_overlap(a: Summary, b: Summary) -> bool:
+    """Whether some run of one tool was as slow as some run of the other: then the verdict of
+    the medians could have gone either way on another minute of the same machine."""
+    if not a.walls or not b.walls:
+        return False
+    return min(a.walls) <= max(b.walls) and min(b.walls) <= max(a.walls)
+
+
 def _faster_than(  # type: ignore[no-untyped-def]
     dest: str,
     dataset: str,
@@ -270,9 +278,12 @@ def _faster_than(  # type: ignore[no-untyped-def]
         best = min(found, key=lambda r: r.summary.wall)  # type: ignore[union-attr]
         allowed = best.summary.wall / factor  # type: ignore[union-attr]
         ratio = ours.summary.wall / best.summary.wall  # type: ignore[union-attr]
+        overlap = ""
+        if best.summary is not None and ranges_overlap(ours.summary, best.summary):
+            overlap = "; the runs' wall ranges overlap"
         return ours.summary.wall <= allowed, (
             f"ours {ours.summary.wall:.2f} s vs {best.tool.name} {best.summary.wall:.2f} s "  # type: ignore[union-attr]
-            f"(ours ÷ peer {ratio:.3f}{X}; target ≤ {1 / factor:.2f}{X})"
+            f"(ours ÷ peer {ratio:.3f}{X}; target ≤ {1 / factor:.2f}{X}{overlap})"
         )
 
     return check

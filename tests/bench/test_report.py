@@ -86,6 +86,27 @@ def test_tables_from_before_the_range_column_are_still_read(tmp_path: Path) -> N
     assert report.load_previous(out) == {("local", "many-4k", "manual-backup", "upload"): 4.19}
 
 
+def _ranged(tool: str, walls: tuple[float, ...], ours: bool) -> Row:
+    median = sorted(walls)[len(walls) // 2]
+    summary = Summary(runs=len(walls), failed=0, wall=median, walls=walls, cpu=1.0,
+                      peak_rss_kib=1024)  # fmt: skip
+    return Row("local", datasets.MANY, Tool(tool, ours=ours), summary)
+
+
+def test_a_targets_verdict_says_when_the_runs_ranges_overlap() -> None:
+    check = report._faster_than("local", "many-16k", ["cp -r + sync"], 1 / 1.5)
+    noisy = [_ranged("manual-backup", (0.70, 1.82, 2.04), True),
+             _ranged("cp -r + sync", (0.37, 0.47, 0.92), False)]  # fmt: skip
+    met, detail = check(noisy)
+    assert met is False and "ranges overlap" in detail, (
+        f"a miss whose runs overlap the peer's is not marked as such: {detail}"
+    )
+    apart = [_ranged("manual-backup", (1.70, 1.82, 2.04), True),
+             _ranged("cp -r + sync", (0.37, 0.47, 0.92), False)]  # fmt: skip
+    met, detail = check(apart)
+    assert met is False and "overlap" not in detail, f"ranges apart marked as overlapping: {detail}"
+
+
 def test_every_peer_row_keeps_its_ratio() -> None:
     rows = [_row(2.0), _row(0.8, "cp -r + sync", ours=False)]
     assert report.ratio_text(rows, rows[1]) == "2.50\u00d7", report.ratio_text(rows, rows[1])
