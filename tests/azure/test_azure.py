@@ -14,7 +14,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -65,17 +64,6 @@ def offline_config(**overrides: str) -> dict[str, str]:
         "container": "redis-backups",
         "path": "prod/redis",
         **overrides,
-    }
-
-
-@pytest.fixture
-def raw(azurite_server: AzuriteServer) -> dict[str, str]:
-    return {
-        "storage_account": azurite_server.account_name,
-        "storage_access_key": azurite_server.account_key,
-        "container": f"t-{uuid.uuid4().hex[:16]}",
-        "path": "service/redis",
-        "endpoint": azurite_server.account_url,
     }
 
 

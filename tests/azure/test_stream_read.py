@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,6 @@ from service_backup.source import Source, SourceFile
 from service_backup.testing import rss_peak
 from service_backup_azure._download import PREFETCH_PIECES, READ_PIECE
 from service_backup_azure.destination import READ_WHOLE_MAX, AzureDestination
-from tests.azure.server import AzuriteServer
 from tests.azure.test_azure import open_destination
 from tests.core.cli import run_cli, single_destination_config
 
@@ -30,17 +28,6 @@ from tests.core.cli import run_cli, single_destination_config
 PIECES = READ_WHOLE_MAX // READ_PIECE + PREFETCH_PIECES + 2
 SIZES = {"one below": PIECES * READ_PIECE - 1, "at": PIECES * READ_PIECE}
 SIZES["one above"] = PIECES * READ_PIECE + 1
-
-
-@pytest.fixture
-def raw(azurite_server: AzuriteServer) -> dict[str, str]:
-    return {
-        "storage_account": azurite_server.account_name,
-        "storage_access_key": azurite_server.account_key,
-        "container": f"s-{uuid.uuid4().hex[:16]}",
-        "path": "service/redis",
-        "endpoint": azurite_server.account_url,
-    }
 
 
 @pytest.fixture
