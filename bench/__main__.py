@@ -23,7 +23,7 @@ from . import datasets, report, tools
 from .overhead import all_types_config, measure_idle, measure_startup
 from .runner import PHASES, RESTORE, UPLOAD, Row, run_cell, run_restore_cell
 from .targets import RESTORE as RESTORE_OURS
-from .targets import BenchContext, Target, Tool
+from .targets import BenchContext, Target, Tool, with_baseline
 
 REPO = Path(__file__).resolve().parent.parent
 DESTINATIONS = ("local", "s3", "azure", "gcs", "scp")
@@ -132,7 +132,7 @@ def _failed_rows(
         rows += [
             Row(name, d, t, None, reason)
             for d in sets
-            for t in tool_list
+            for t in with_baseline(tool_list, d)
             if (t.ours or not d.memory_check) and d.runs_on(name)
         ]
     if RESTORE in phases:
@@ -197,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             target = _load_target(name, ctx)
             knobs[name] = []
             if UPLOAD in phases:
-                knobs[name] += [(t.name, t.knobs) for t in target.tools()]
+                listed = {t.name: t for d in sets for t in target.upload_tools(d)}
+                knobs[name] += [(t.name, t.knobs) for t in listed.values()]
             if RESTORE in phases and any(d.restore for d in sets):
                 knobs[name] += [(f"restore: {t.name}", t.knobs) for t in target.restore_tools()]
             with ExitStack() as stack:

@@ -128,7 +128,7 @@ def run_cell(
     timeout: float,
     progress: Callable[[str], None] = _log,
 ) -> list[Row]:
-    tools = target.tools()
+    tools = target.upload_tools(dataset)
     rows: dict[str, Row] = {}
     active: list[Tool] = []
     for tool in tools:
@@ -172,7 +172,8 @@ def run_cell(
         status = "ok" if m.ok else f"exit {m.exit_status}"
         if m.ok and check:
             stored = target.count(location)
-            expected = dataset.files + (1 if tool.ours else 0)  # ours adds the run manifest
+            # ours (sha256 off too) adds the run manifest
+            expected = dataset.files + (0 if tool.is_peer else 1)
             if stored != expected:
                 m = attrs.evolve(
                     m, exit_status=-1, stderr_tail=f"stored {stored} of {expected} files"

@@ -27,6 +27,7 @@ import yaml
 from ..datasets import DataSet
 
 OURS = "manual-backup"
+UNHASHED = "manual-backup, sha256 off"
 RESTORE = "service-backup restore"
 #: Every restore (ours included: one ``syncfs`` at the end) leaves the data on disk.
 SYNC_NOTE = "then sync -f on the target's file system"
@@ -42,6 +43,30 @@ class Tool:
     knobs: str = ""
     #: Why this tool cannot run here at all (e.g. not installed): reported in the table.
     unavailable: str | None = None
+    #: Ours with the manifest's sha256 switched off (``bench.unhashed``): neither ours nor a
+    #: peer, the baseline ours is compared with to see what hashing costs.
+    baseline: bool = False
+
+    @property
+    def is_peer(self) -> bool:
+        return not self.ours and not self.baseline
+
+
+UNHASHED_TOOL = Tool(
+    UNHASHED,
+    baseline=True,
+    knobs="ours with the manifest's sha256 switched off (`bench/unhashed.py`; a local copy is "
+    "not read back for it either), same config and plugins: ours' wall minus this one's is "
+    "what hashing costs; what it writes is no usable backup (its sha256 are zeros)",
+)
+
+
+def with_baseline(tools: list[Tool], dataset: DataSet) -> list[Tool]:
+    """``tools`` (ours first), with ``UNHASHED_TOOL`` after ours when ``dataset`` measures
+    what hashing costs."""
+    if not dataset.hash_cost:
+        return tools
+    return [*tools[:1], UNHASHED_TOOL, *tools[1:]]
 
 
 @attrs.frozen
@@ -93,6 +118,13 @@ class BenchContext:
         path = self.ours_config_file(run_id, dest_type, config, source)
         return Invocation([str(self.bin / "manual-backup"), str(path)])
 
+    def unhashed_invocation(
+        self, run_id: str, dest_type: str, config: dict[str, Any], source: Path
+    ) -> Invocation:
+        """``manual-backup CONFIG`` with the sha256 switched off (``bench.unhashed``)."""
+        path = self.ours_config_file(run_id, dest_type, config, source)
+        return Invocation([sys.executable, "-m", "bench.unhashed", str(path)], cwd=self.repo)
+
     def restore_invocation(self, config_file: Path, into: Path) -> Invocation:
         """``service-backup restore CONFIG --to DIR``: the newest complete run, verified."""
         return Invocation([str(self.bin / "service-backup"), "restore", str(config_file),
@@ -124,6 +156,11 @@ class Target(abc.ABC):
     @abc.abstractmethod
     def tools(self) -> list[Tool]:
         """Ours first, then the peers."""
+
+    def upload_tools(self, dataset: DataSet) -> list[Tool]:
+        """``tools()`` for one upload cell: where the set measures what hashing costs, ours
+        with the sha256 switched off comes right after ours."""
+        return with_baseline(self.tools(), dataset)
 
     def skip(self, dataset: DataSet, tool: Tool) -> str | None:
         """Why ``tool`` is not run on ``dataset`` here (a known server limit), or None."""
@@ -176,6 +213,10 @@ class Target(abc.ABC):
     def invocation(self, tool: Tool, source: Path, location: Location) -> Invocation:
         if tool.ours:
             return self.ctx.ours_invocation(
+                location.ident, self.name, self.ours_config(location), source
+            )
+        if tool.baseline:
+            return self.ctx.unhashed_invocation(
                 location.ident, self.name, self.ours_config(location), source
             )
         return self.peer(tool, source, location)
