@@ -135,6 +135,10 @@ def test_hashing_share_is_ours_minus_the_baseline_over_ours() -> None:
     met, detail = report._hashing_under("local", "big-1g")(_rows((1.0, 1.05, 1.1), (0.97, 1.0)))
     assert met is True and "ranges overlap" in detail, detail
     assert report._hashing_under("s3", "big-1g")(rows) == (None, "not measured")
+    slower_off = _rows(ours=(1.0,), off=(1.1,))
+    assert report.ratio_text(slower_off, slower_off[1]) == (
+        "hashing: 0% of ours' wall (sha256 off was 10% slower)"
+    ), report.ratio_text(slower_off, slower_off[1])
 
 
 def test_the_baseline_survives_the_json_round_trip(tmp_path: Path) -> None:
