@@ -134,6 +134,9 @@ def test_hashing_share_is_ours_minus_the_baseline_over_ours() -> None:
     assert "overlap" not in detail, f"ranges 1.0-1.2 and 0.8-0.9 are apart: {detail}"
     met, detail = report._hashing_under("local", "big-1g")(_rows((1.0, 1.05, 1.1), (0.97, 1.0)))
     assert met is True and "ranges overlap" in detail, detail
+    assert "fastest runs 1.00 s and 0.97 s: 3%" in detail, (
+        f"no figure from the fastest runs: {detail}"
+    )
     assert report._hashing_under("s3", "big-1g")(rows) == (None, "not measured")
     slower_off = _rows(ours=(1.0,), off=(1.1,))
     assert report.ratio_text(slower_off, slower_off[1]) == (
