@@ -34,6 +34,10 @@ _ids = itertools.count(1)
 #: ``ext4_create``: 75 % of a 20,000-file run's CPU in ``perf``, the run 3 to 6 times slower,
 #: for every tool alike). Removing 60,000 files between cells poisoned the next cell.
 DEFER_REMOVAL_FILES = 1000
+#: Runs of files at least this big are removed right after each run, on every target: a few
+#: big files are freed in one cheap step each, and keeping a 1 GiB cell's runs until its end
+#: (8 runs of 4 tools with ``--runs 7``) would hold 32 GiB of disk.
+REMOVE_FILES_FROM = 64 * 1024 * 1024
 
 
 UPLOAD = "upload"
@@ -180,7 +184,7 @@ def run_cell(
                 )
                 status = m.stderr_tail
         _record(target, dataset, tool, m, measured, status, measurements, failures, progress)
-        if target.remove_right_away:
+        if target.remove_right_away or dataset.file_size >= REMOVE_FILES_FROM:
             target.remove(location)
         else:
             leftovers.append(location)

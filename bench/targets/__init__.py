@@ -136,7 +136,8 @@ class Target(abc.ABC):
 
     name: ClassVar[str]
     #: Remove each location right after its run (servers), or all at the end of a cell (local
-    #: ext4: deleting thousands of files right before creating thousands skews the next run).
+    #: ext4: deleting thousands of files right before creating thousands skews the next run;
+    #: runs of big files are removed right away all the same, ``runner.REMOVE_FILES_FROM``).
     remove_right_away: ClassVar[bool] = True
 
     def __init__(self, ctx: BenchContext) -> None:
