@@ -186,3 +186,42 @@ def test_names_are_not_markup() -> None:
     with progress_display(stream=screen) as reporter:
         reporter.finish(reporter.add_task("s3[1] [red]x", total_bytes=1, total_files=1), ok=False)
     assert "s3[1] [red]x failed" in ANSI.sub("", screen.getvalue()), screen.getvalue()
+
+
+def _backed_up(config_path: Path) -> None:
+    result = run_cli("backup", str(config_path))
+    assert result.returncode == 0, result
+
+
+def test_restore_draws_the_display_on_a_terminal(config_path: Path, tmp_path: Path) -> None:
+    _backed_up(config_path)
+    into = tmp_path / "restored"
+    result, drawn = run_with_tty_stderr(cli_command("restore", str(config_path), "--to", str(into)))
+    assert result.returncode == 0, result
+    assert "ok restored 2 of 2 files" in result.stdout, result.stdout
+    assert "\x1b" not in result.stdout, "no control characters on stdout"
+    text = ANSI.sub("", drawn)
+    assert re.search(r"primary.*3\.0/3\.0 MiB.*2/2 files", text), (
+        f"no finished display line for the restore (bytes done/total, files):\n{text}"
+    )
+    assert "restore: 2/2 files" not in text, f"plain lines tore through the display:\n{text}"
+    assert (into / "big.bin").stat().st_size == 3 * 1024 * 1024
+
+
+def test_restore_no_progress_draws_nothing(config_path: Path, tmp_path: Path) -> None:
+    _backed_up(config_path)
+    command = cli_command("restore", str(config_path), "--to", str(tmp_path / "r"), "--no-progress")
+    result, drawn = run_with_tty_stderr(command)
+    assert result.returncode == 0, result
+    assert "\x1b" not in drawn and "restore: " not in drawn, (
+        f"--no-progress still showed progress: {drawn!r}"
+    )
+    assert "restoring 2 files" in drawn, f"the opening line is a message, kept: {drawn!r}"
+
+
+def test_restore_writes_plain_progress_lines_on_a_pipe(config_path: Path, tmp_path: Path) -> None:
+    _backed_up(config_path)
+    result = run_cli("restore", str(config_path), "--to", str(tmp_path / "r"))
+    assert result.returncode == 0, result
+    assert "\x1b" not in result.stderr, f"control characters on a pipe: {result.stderr!r}"
+    assert "restore: 2/2 files, 3.0 MiB of 3.0 MiB" in result.stderr, result.stderr

@@ -8,7 +8,9 @@ the manifest, see ``service_backup.names``) is written under its original bytes.
 that are absolute or contain ``..`` refuse the whole restore before anything is written; an
 existing symlink inside the target is never followed. What is restored is made durable with
 one ``syncfs`` of the target's file system at the end (``file_sync.FolderFlush``, whose
-write-back starts while files are still being written).
+write-back starts while files are still being written). Progress goes to stderr: the display
+of ``service_backup.progress`` on a terminal, a plain line every ``PROGRESS_EVERY`` seconds
+anywhere else, nothing with ``--no-progress``.
 
 What is hashed is exactly the bytes handed to ``write`` for the temporary file, from every
 destination alike, local included; they are not read back. The file is one this process just
@@ -48,6 +50,7 @@ from ..destination import Destination
 from ..errors import ObjectNotFound
 from ..manifest import unsafe_path
 from ..names import local_name, printable
+from ..progress import NULL_PROGRESS, ProgressReporter, is_terminal, progress_display
 from ..results import StoredFile
 from . import _common
 
@@ -81,6 +84,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="the run of that day (default: the newest complete run)")  # fmt: skip
     parser.add_argument("--force", action="store_true",
                         help="restore into DIR even when it is not empty")  # fmt: skip
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress on stderr: neither the display drawn on a terminal "
+                        "nor the plain lines written elsewhere")  # fmt: skip
 
 
 class RestoreAborted(Exception):
@@ -89,21 +95,27 @@ class RestoreAborted(Exception):
 
 @attrs.define
 class Progress:
-    """Counts shared by the workers, and a plain line on stderr every few seconds."""
+    """Counts shared by the workers, passed on to the progress display (a terminal's), or
+    written as a plain line on stderr every few seconds (anywhere else)."""
 
     files: int
     total: int
     done_files: int = 0
     done_bytes: int = 0
     lock: threading.Lock = attrs.field(factory=threading.Lock)
+    #: The display's line for this restore (``progress.NULL_PROGRESS``: none drawn).
+    reporter: ProgressReporter = NULL_PROGRESS
+    task: int = 0
 
     def add(self, size: int) -> None:
         with self.lock:
             self.done_bytes += size
+        self.reporter.advance(self.task, bytes=size)
 
     def file_done(self) -> None:
         with self.lock:
             self.done_files += 1
+        self.reporter.advance(self.task, files=1)
 
     def line(self) -> str:
         return (
@@ -139,7 +151,9 @@ def run(args: argparse.Namespace) -> int:
                 if folder is None:
                     reasons.append(f"{name}: {why}")
                     continue
-                return restore_run(destination, name, folder, target, config)
+                return restore_run(
+                    destination, name, folder, target, config, progress=not args.no_progress
+                )
         except Exception as exc:  # the destination could not even be opened
             unlisted = True
             reasons.append(f"{name} could not be opened: {_common.reason(exc, config)}")
@@ -162,8 +176,16 @@ def check_target(target: Path, force: bool) -> None:
 
 
 def restore_run(
-    destination: Destination, name: str, folder: ChosenRun, target: Path, config: object
+    destination: Destination,
+    name: str,
+    folder: ChosenRun,
+    target: Path,
+    config: object,
+    *,
+    progress: bool = True,
 ) -> int:
+    """Restore ``folder``'s run; progress on stderr (``progress``): the display on a
+    terminal, else a plain line every ``PROGRESS_EVERY`` seconds."""
     manifest = folder.manifest
     unsafe = [(f.path, why) for f in manifest.files if (why := unsafe_path(f.path))]
     if unsafe:
@@ -182,8 +204,14 @@ def restore_run(
         _common.error(f"cannot create {target}: {exc.strerror or exc}")
         return _common.EXIT_FAILED
     started = time.monotonic()
-    restorer = Restorer(destination, folder.prefix, target, config)
-    problems = restorer.restore(manifest.files)
+    with contextlib.ExitStack() as stack:
+        display: ProgressReporter | None = None  # plain lines
+        if not progress:
+            display = NULL_PROGRESS
+        elif is_terminal(sys.stderr):
+            display = stack.enter_context(progress_display())
+        restorer = Restorer(destination, folder.prefix, target, config, display=display, label=name)
+        problems = restorer.restore(manifest.files)
     elapsed = time.monotonic() - started
     for problem in problems:
         print(f"FAIL {problem}", flush=True)
@@ -231,8 +259,21 @@ class Restorer:
     bounded, and from a file (``local``) the chunks are read into the same few buffers.
     """
 
-    def __init__(self, destination: Destination, prefix: str, target: Path, config: object):
+    def __init__(
+        self,
+        destination: Destination,
+        prefix: str,
+        target: Path,
+        config: object,
+        *,
+        display: ProgressReporter | None = None,
+        label: str = "restore",
+    ):
         self.destination = destination
+        #: Where progress goes: a display (``NULL_PROGRESS``: nowhere), or None for a plain
+        #: line on stderr every ``PROGRESS_EVERY`` seconds and at the end.
+        self.display = display
+        self.label = label
         self.prefix = prefix
         self.target = target
         self.config = config
@@ -258,7 +299,11 @@ class Restorer:
         which hands the GIL to another thread and back (5,000 x 16 KiB with four threads:
         about 45 futex calls and one context switch per file, for no gain on two cores).
         """
-        self.progress = Progress(files=len(files), total=sum(f.size for f in files))
+        total = sum(f.size for f in files)
+        self.progress = Progress(files=len(files), total=total)
+        if self.display is not None:
+            self.progress.reporter = self.display
+            self.progress.task = self.display.add_task(self.label, total, len(files))
         try:
             self._flush = file_sync.FolderFlush(self.target)
         except OSError as exc:  # restored all the same; the restore then fails as not flushed
@@ -267,7 +312,8 @@ class Restorer:
         inline = [f for f in files if f.size <= serial] if serial else []
         pooled = [f for f in files if f.size > serial] if serial else list(files)
         ticker = threading.Thread(target=self._report, name="restore-progress", daemon=True)
-        ticker.start()
+        if self.display is None:
+            ticker.start()
         pending = iter(pooled)
         take = threading.Lock()
         outcomes: list[str] = []
@@ -306,11 +352,15 @@ class Restorer:
                 raise
         finally:
             self.stop.set()
-            ticker.join()
+            if ticker.is_alive():
+                ticker.join()
             flush, self._flush = self._flush, None
-        print(self.progress.line(), file=sys.stderr, flush=True)
+        if self.display is None:
+            print(self.progress.line(), file=sys.stderr, flush=True)
         if flush is not None:
             self.flush_error = flush_target(flush)
+        if self.display is not None:
+            self.display.finish(self.progress.task, ok=not outcomes and self.flush_error is None)
         return sorted(outcomes)
 
     def _report(self) -> None:
