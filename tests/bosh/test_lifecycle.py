@@ -11,6 +11,7 @@ import os
 import pwd
 import signal
 import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -64,10 +65,21 @@ def fake_monit(root: Path) -> Path:
     return calls
 
 
+#: Execs its arguments with SIGHUP, SIGINT and SIGQUIT back at their defaults, as monit starts
+#: a job: a test run launched as a shell's background job has SIGINT and SIGQUIT ignored,
+#: which its children inherit, and a process cannot trap a signal ignored since its start.
+DEFAULT_SIGNALS = (
+    "import os, signal, sys\n"
+    "for number in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT):\n"
+    "    signal.signal(number, signal.SIG_DFL)\n"
+    "os.execv(sys.argv[1], sys.argv[1:])\n"
+)
+
+
 def start(root: Path) -> subprocess.Popen:
     """``ctl start`` as monit runs it: it execs the daemon, so the child is the daemon."""
     return subprocess.Popen(
-        [str(root / "jobs/service-backup/bin/ctl"), "start"],
+        [sys.executable, "-c", DEFAULT_SIGNALS, str(root / "jobs/service-backup/bin/ctl"), "start"],
         env=job_env(root),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
