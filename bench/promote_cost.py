@@ -172,11 +172,11 @@ def main() -> None:
     print("|---|---|---|---:|---:|---:|---:|")
     for store, name, off, on in rows:
         base = off["client"] + off["server"]
-        for label, med in (("off", off), ("on", on)):
-            ratio = (med["client"] + med["server"]) / base if base else float("nan")
+        for label, figures in (("off", off), ("on", on)):
+            ratio = (figures["client"] + figures["server"]) / base if base else float("nan")
             print(
-                f"| {store} | {name} | {label} | {med['wall']:.1f} | {med['client']:.2f} | "
-                f"{med['server']:.2f} | {ratio:.2f} |"
+                f"| {store} | {name} | {label} | {figures['wall']:.1f} | "
+                f"{figures['client']:.2f} | {figures['server']:.2f} | {ratio:.2f} |"
             )
 
 
