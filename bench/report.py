@@ -18,6 +18,7 @@ from .datasets import DataSet
 from .measure import Summary
 from .overhead import IdleResult, StartupResult
 from .runner import RESTORE, UPLOAD, Row
+from .targets import Tool
 
 MiB = 1024 * 1024
 X = "\u00d7"  # multiplication sign
@@ -95,16 +96,27 @@ def _mbps(dataset: DataSet, wall: float) -> float:
     return dataset.total_bytes / wall / 1e6 if wall > 0 else 0.0
 
 
-def fastest_peer(rows: Sequence[Row], ours: Row) -> Row | None:
-    peers = [
+def measured(
+    rows: Sequence[Row], dest: str, dataset: str, phase: str, wanted: Callable[[Tool], bool]
+) -> list[Row]:
+    """The rows of one cell whose tool ``wanted`` accepts, and that have figures."""
+    return [
         r
         for r in rows
-        if r.destination == ours.destination
-        and r.dataset == ours.dataset
-        and r.phase == ours.phase
-        and r.tool.is_peer
+        if r.destination == dest
+        and r.dataset.name == dataset
+        and r.phase == phase
+        and wanted(r.tool)
         and r.summary is not None
     ]
+
+
+def _is_peer(tool: Tool) -> bool:
+    return tool.is_peer
+
+
+def fastest_peer(rows: Sequence[Row], ours: Row) -> Row | None:
+    peers = measured(rows, ours.destination, ours.dataset.name, ours.phase, _is_peer)
     return min(peers, key=lambda r: r.summary.wall) if peers else None  # type: ignore[union-attr]
 
 
@@ -266,15 +278,7 @@ def _faster_than(  # type: ignore[no-untyped-def]
     def check(rows: Sequence[Row]) -> tuple[bool | None, str]:
         ours = _find(rows, dest, dataset, None, phase)
         if peers is None:
-            found = [
-                r
-                for r in rows
-                if r.destination == dest
-                and r.dataset.name == dataset
-                and r.phase == phase
-                and r.tool.is_peer
-                and r.summary
-            ]
+            found = measured(rows, dest, dataset, phase, _is_peer)
         else:
             found = [r for p in peers if (r := _find(rows, dest, dataset, p, phase)) and r.summary]
         if ours is None or ours.summary is None or not found:
@@ -299,18 +303,7 @@ def hashing_share(
     """(share, ours, baseline): how much of ours' median wall the sha256 costs, measured as
     ours minus the same backup with it switched off (``bench.unhashed``), ÷ ours."""
     ours = _find(rows, dest, dataset, None, phase)
-    off = next(
-        (
-            r
-            for r in rows
-            if r.destination == dest
-            and r.dataset.name == dataset
-            and r.phase == phase
-            and r.tool.baseline
-            and r.summary
-        ),
-        None,
-    )
+    off = next(iter(measured(rows, dest, dataset, phase, lambda tool: tool.baseline)), None)
     if ours is None or ours.summary is None or off is None or ours.summary.wall <= 0:
         return None
     return (ours.summary.wall - off.summary.wall) / ours.summary.wall, ours, off  # type: ignore[union-attr]
@@ -642,7 +635,6 @@ def load_raw(path: Path) -> Earlier:
     import json
 
     from .datasets import ALL_SETS
-    from .targets import Tool
 
     data = json.loads(path.read_text())
 
