@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             target = _load_target(name, ctx)
             knobs[name] = []
             if UPLOAD in phases:
-                listed = {t.name: t for d in sets for t in target.upload_tools(d)}
+                listed = {t.name: t for d in sets for t in with_baseline(target.tools(), d)}
                 knobs[name] += [(t.name, t.knobs) for t in listed.values()]
             if RESTORE in phases and any(d.restore for d in sets):
                 knobs[name] += [(f"restore: {t.name}", t.knobs) for t in target.restore_tools()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
+import operator
 import os
 import platform
 import subprocess
@@ -96,6 +97,10 @@ def _mbps(dataset: DataSet, wall: float) -> float:
     return dataset.total_bytes / wall / 1e6 if wall > 0 else 0.0
 
 
+IS_PEER: Callable[[Tool], bool] = operator.attrgetter("is_peer")
+IS_BASELINE: Callable[[Tool], bool] = operator.attrgetter("baseline")
+
+
 def measured(
     rows: Sequence[Row], dest: str, dataset: str, phase: str, wanted: Callable[[Tool], bool]
 ) -> list[Row]:
@@ -111,12 +116,8 @@ def measured(
     ]
 
 
-def _is_peer(tool: Tool) -> bool:
-    return tool.is_peer
-
-
 def fastest_peer(rows: Sequence[Row], ours: Row) -> Row | None:
-    peers = measured(rows, ours.destination, ours.dataset.name, ours.phase, _is_peer)
+    peers = measured(rows, ours.destination, ours.dataset.name, ours.phase, IS_PEER)
     return min(peers, key=lambda r: r.summary.wall) if peers else None  # type: ignore[union-attr]
 
 
@@ -278,7 +279,7 @@ def _faster_than(  # type: ignore[no-untyped-def]
     def check(rows: Sequence[Row]) -> tuple[bool | None, str]:
         ours = _find(rows, dest, dataset, None, phase)
         if peers is None:
-            found = measured(rows, dest, dataset, phase, _is_peer)
+            found = measured(rows, dest, dataset, phase, IS_PEER)
         else:
             found = [r for p in peers if (r := _find(rows, dest, dataset, p, phase)) and r.summary]
         if ours is None or ours.summary is None or not found:
@@ -303,7 +304,7 @@ def hashing_share(
     """(share, ours, baseline): how much of ours' median wall the sha256 costs, measured as
     ours minus the same backup with it switched off (``bench.unhashed``), ÷ ours."""
     ours = _find(rows, dest, dataset, None, phase)
-    off = next(iter(measured(rows, dest, dataset, phase, lambda tool: tool.baseline)), None)
+    off = next(iter(measured(rows, dest, dataset, phase, IS_BASELINE)), None)
     if ours is None or ours.summary is None or off is None or ours.summary.wall <= 0:
         return None
     return (ours.summary.wall - off.summary.wall) / ours.summary.wall, ours, off  # type: ignore[union-attr]

@@ -24,7 +24,7 @@ import attrs
 
 from .datasets import DataSet
 from .measure import Measurement, Summary, run_measured
-from .targets import Invocation, Location, Target, Tool, server_cpu_seconds
+from .targets import Invocation, Location, Target, Tool, server_cpu_seconds, with_baseline
 
 _ids = itertools.count(1)
 
@@ -132,7 +132,7 @@ def run_cell(
     timeout: float,
     progress: Callable[[str], None] = _log,
 ) -> list[Row]:
-    tools = target.upload_tools(dataset)
+    tools = with_baseline(target.tools(), dataset)
     rows: dict[str, Row] = {}
     active: list[Tool] = []
     for tool in tools:

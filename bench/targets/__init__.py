@@ -112,18 +112,20 @@ class BenchContext:
         return path
 
     def ours_invocation(
-        self, run_id: str, dest_type: str, config: dict[str, Any], source: Path
+        self,
+        run_id: str,
+        dest_type: str,
+        config: dict[str, Any],
+        source: Path,
+        *,
+        sha256: bool = True,
     ) -> Invocation:
-        """``manual-backup CONFIG`` with one destination, as an operator would run it."""
+        """``manual-backup CONFIG`` with one destination, as an operator would run it; without
+        ``sha256``, the same through ``bench.unhashed``."""
         path = self.ours_config_file(run_id, dest_type, config, source)
+        if not sha256:
+            return Invocation([sys.executable, "-m", "bench.unhashed", str(path)], cwd=self.repo)
         return Invocation([str(self.bin / "manual-backup"), str(path)])
-
-    def unhashed_invocation(
-        self, run_id: str, dest_type: str, config: dict[str, Any], source: Path
-    ) -> Invocation:
-        """``manual-backup CONFIG`` with the sha256 switched off (``bench.unhashed``)."""
-        path = self.ours_config_file(run_id, dest_type, config, source)
-        return Invocation([sys.executable, "-m", "bench.unhashed", str(path)], cwd=self.repo)
 
     def restore_invocation(self, config_file: Path, into: Path) -> Invocation:
         """``service-backup restore CONFIG --to DIR``: the newest complete run, verified."""
@@ -157,11 +159,6 @@ class Target(abc.ABC):
     @abc.abstractmethod
     def tools(self) -> list[Tool]:
         """Ours first, then the peers."""
-
-    def upload_tools(self, dataset: DataSet) -> list[Tool]:
-        """``tools()`` for one upload cell: where the set measures what hashing costs, ours
-        with the sha256 switched off comes right after ours."""
-        return with_baseline(self.tools(), dataset)
 
     def skip(self, dataset: DataSet, tool: Tool) -> str | None:
         """Why ``tool`` is not run on ``dataset`` here (a known server limit), or None."""
@@ -212,15 +209,11 @@ class Target(abc.ABC):
         raise NotImplementedError(f"{self.name}: no download peer {tool.name!r}")
 
     def invocation(self, tool: Tool, source: Path, location: Location) -> Invocation:
-        if tool.ours:
-            return self.ctx.ours_invocation(
-                location.ident, self.name, self.ours_config(location), source
-            )
-        if tool.baseline:
-            return self.ctx.unhashed_invocation(
-                location.ident, self.name, self.ours_config(location), source
-            )
-        return self.peer(tool, source, location)
+        if tool.is_peer:
+            return self.peer(tool, source, location)
+        return self.ctx.ours_invocation(
+            location.ident, self.name, self.ours_config(location), source, sha256=tool.ours
+        )
 
 
 def server_cpu_seconds(pid: int | None) -> float | None:

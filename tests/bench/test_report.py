@@ -8,6 +8,7 @@ from bench import datasets, report
 from bench.measure import Summary
 from bench.runner import Row
 from bench.targets import Tool, our_knobs
+from tests.bench import summary_of
 
 
 def _row(wall: float, tool: str = "manual-backup", ours: bool = True) -> Row:
@@ -87,10 +88,7 @@ def test_tables_from_before_the_range_column_are_still_read(tmp_path: Path) -> N
 
 
 def _ranged(tool: str, walls: tuple[float, ...], ours: bool) -> Row:
-    median = sorted(walls)[len(walls) // 2]
-    summary = Summary(runs=len(walls), failed=0, wall=median, walls=walls, cpu=1.0,
-                      peak_rss_kib=1024)  # fmt: skip
-    return Row("local", datasets.MANY, Tool(tool, ours=ours), summary)
+    return Row("local", datasets.MANY, Tool(tool, ours=ours), summary_of(walls))
 
 
 def test_a_targets_verdict_says_when_the_runs_ranges_overlap() -> None:

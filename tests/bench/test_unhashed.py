@@ -14,16 +14,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
 from bench import datasets, report
-from bench.measure import Summary
 from bench.runner import Row
 from bench.targets import UNHASHED, UNHASHED_TOOL, Tool, with_baseline
 from bench.unhashed import ZEROS
+from service_backup.manifest import MANIFEST_NAME
+from tests.bench import summary_of
+from tests.core.cli import single_destination_config
 
 ROOT = Path(__file__).resolve().parents[2]
-MANIFEST = ".service-backup-manifest.json"
 #: Every way a file reaches a local destination: empty, one small read and write, a kernel
 #: copy hashed inline, a kernel copy hashed on a thread beside it.
 FILES = {"empty": 0, "small.bin": 3, "d/copied.bin": 300_000, "d/e/big.bin": 6_000_000}
@@ -37,21 +36,14 @@ def _backup(tmp_path: Path, argv: list[str]) -> tuple[dict[str, str], Path, Path
         path = source / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(os.urandom(size))
-    config = tmp_path / "backup.yml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "destinations": [{"type": "local", "name": "l", "config": {"path": str(dest)}}],
-                "source_folder": str(source),
-                "cron_schedule": "0 0 1 1 *",
-            }
-        )
+    config = single_destination_config(
+        tmp_path / "backup.yml", source, "local", "l", {"path": str(dest)}
     )
     proc = subprocess.run(
         [*argv, str(config)], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
     )
     assert proc.returncode == 0, f"the backup failed: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
-    (manifest_path,) = dest.rglob(MANIFEST)
+    (manifest_path,) = dest.rglob(MANIFEST_NAME)
     manifest = json.loads(manifest_path.read_text())
     return {f["path"]: f["sha256"] for f in manifest["files"]}, source, manifest_path.parent
 
@@ -99,16 +91,11 @@ def test_a_stream_read_source_hashes_nothing_once_switched_off() -> None:
     )
 
 
-def _summary(walls: tuple[float, ...]) -> Summary:
-    median = sorted(walls)[len(walls) // 2]
-    return Summary(runs=len(walls), failed=0, wall=median, walls=walls, cpu=1.0, peak_rss_kib=1)
-
-
 def _rows(ours: tuple[float, ...], off: tuple[float, ...], peer: float = 0.5) -> list[Row]:
     return [
-        Row("local", datasets.BIG, Tool("manual-backup", ours=True), _summary(ours)),
-        Row("local", datasets.BIG, UNHASHED_TOOL, _summary(off)),
-        Row("local", datasets.BIG, Tool("cp -r + sync"), _summary((peer,))),
+        Row("local", datasets.BIG, Tool("manual-backup", ours=True), summary_of(ours)),
+        Row("local", datasets.BIG, UNHASHED_TOOL, summary_of(off)),
+        Row("local", datasets.BIG, Tool("cp -r + sync"), summary_of((peer,))),
     ]
 
 

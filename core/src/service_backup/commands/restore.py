@@ -300,10 +300,9 @@ class Restorer:
         about 45 futex calls and one context switch per file, for no gain on two cores).
         """
         total = sum(f.size for f in files)
-        self.progress = Progress(files=len(files), total=total)
-        if self.display is not None:
-            self.progress.reporter = self.display
-            self.progress.task = self.display.add_task(self.label, total, len(files))
+        reporter = NULL_PROGRESS if self.display is None else self.display
+        task = reporter.add_task(self.label, total, len(files))
+        self.progress = Progress(files=len(files), total=total, reporter=reporter, task=task)
         try:
             self._flush = file_sync.FolderFlush(self.target)
         except OSError as exc:  # restored all the same; the restore then fails as not flushed
@@ -311,8 +310,9 @@ class Restorer:
         serial = self.destination.serial_file_size
         inline = [f for f in files if f.size <= serial] if serial else []
         pooled = [f for f in files if f.size > serial] if serial else list(files)
-        ticker = threading.Thread(target=self._report, name="restore-progress", daemon=True)
+        ticker = None  # the plain lines' thread, when no display shows progress
         if self.display is None:
+            ticker = threading.Thread(target=self._report, name="restore-progress", daemon=True)
             ticker.start()
         pending = iter(pooled)
         take = threading.Lock()
@@ -352,15 +352,14 @@ class Restorer:
                 raise
         finally:
             self.stop.set()
-            if ticker.is_alive():
+            if ticker is not None:
                 ticker.join()
             flush, self._flush = self._flush, None
         if self.display is None:
             print(self.progress.line(), file=sys.stderr, flush=True)
         if flush is not None:
             self.flush_error = flush_target(flush)
-        if self.display is not None:
-            self.display.finish(self.progress.task, ok=not outcomes and self.flush_error is None)
+        reporter.finish(task, ok=not outcomes and self.flush_error is None)
         return sorted(outcomes)
 
     def _report(self) -> None:
